@@ -1,0 +1,325 @@
+"""UnixFS files over dag-pb: a streaming builder that yields the CID Kubo computes, and a reader.
+
+The import profile is Kubo's default (``ipfs add`` without flags): CIDv0, sha2-256, fixed-size
+chunks of 262144 bytes, dag-pb leaves (no raw leaves), balanced layout with 174 links per node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from decentralml_jupyter.errors import IntegrityError, StorageError
+
+from .cid import CID, DAG_PB, RAW, decode_varint, encode_varint
+
+CHUNK_SIZE = 262144
+MAX_LINKS = 174  # go-unixfs helpers.DefaultLinksPerBlock
+IMPORT_OPTIONS = {
+    "cid-version": "0",
+    "hash": "sha2-256",
+    "chunker": f"size-{CHUNK_SIZE}",
+    "raw-leaves": "false",
+    "trickle": "false",
+}
+
+# UnixFS Data.DataType values
+T_RAW, T_DIRECTORY, T_FILE = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Link:
+    cid: CID
+    name: str
+    tsize: int  # bytes of the linked block plus everything below it
+
+
+@dataclass(frozen=True)
+class DagNode:
+    links: tuple[Link, ...]
+    data: bytes | None
+
+
+@dataclass(frozen=True)
+class UnixFSData:
+    type: int
+    data: bytes
+    filesize: int | None
+    blocksizes: tuple[int, ...]
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return encode_varint(tag) + encode_varint(len(payload)) + payload
+
+
+def encode_dag_pb(links: Iterable[Link], data: bytes | None) -> bytes:
+    # Links come before Data: the canonical dag-pb order that Kubo hashes.
+    out = bytearray()
+    for link in links:
+        body = (
+            _field(0x0A, link.cid.to_bytes())
+            + _field(0x12, link.name.encode())
+            + b"\x18"
+            + encode_varint(link.tsize)
+        )
+        out += _field(0x12, body)
+    if data is not None:
+        out += _field(0x0A, data)
+    return bytes(out)
+
+
+def encode_unixfs_file(data: bytes, filesize: int, blocksizes: Iterable[int] = ()) -> bytes:
+    out = bytearray(b"\x08" + encode_varint(T_FILE))
+    if data:  # Kubo omits an empty Data field (an empty file is 08 02 18 00)
+        out += _field(0x12, data)
+    out += b"\x18" + encode_varint(filesize)
+    for size in blocksizes:
+        out += b"\x20" + encode_varint(size)
+    return bytes(out)
+
+
+def _iter_fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    """Yield (field number, wire type, value) of a protobuf message."""
+    pos = 0
+    mv = memoryview(buf)
+    while pos < len(buf):
+        key, pos = decode_varint(mv, pos)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            val, pos = decode_varint(mv, pos)
+            yield num, wt, val
+        elif wt == 2:
+            n, pos = decode_varint(mv, pos)
+            if pos + n > len(buf):
+                raise ValueError("truncated field")
+            yield num, wt, bytes(mv[pos : pos + n])
+            pos += n
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wt}")
+
+
+def decode_dag_pb(block: bytes) -> DagNode:
+    links: list[Link] = []
+    data: bytes | None = None
+    for num, wt, val in _iter_fields(block):
+        if num == 2 and wt == 2:
+            h, name, tsize = None, "", 0
+            for lnum, lwt, lval in _iter_fields(val):  # type: ignore[arg-type]
+                if lnum == 1 and lwt == 2:
+                    h = lval
+                elif lnum == 2 and lwt == 2:
+                    name = lval.decode()  # type: ignore[union-attr]
+                elif lnum == 3 and lwt == 0:
+                    tsize = lval  # type: ignore[assignment]
+            if h is None:
+                raise ValueError("dag-pb link without a hash")
+            links.append(Link(CID.from_bytes(h), name, tsize))  # type: ignore[arg-type]
+        elif num == 1 and wt == 2:
+            data = val  # type: ignore[assignment]
+        else:
+            raise ValueError(f"unexpected dag-pb field {num}")
+    return DagNode(tuple(links), data)
+
+
+def decode_unixfs(data: bytes) -> UnixFSData:
+    typ, payload, filesize, sizes = None, b"", None, []
+    for num, wt, val in _iter_fields(data):
+        if num == 1 and wt == 0:
+            typ = val
+        elif num == 2 and wt == 2:
+            payload = val
+        elif num == 3 and wt == 0:
+            filesize = val
+        elif num == 4 and wt == 0:
+            sizes.append(val)
+        elif num == 4 and wt == 2:  # packed encoding, accepted when reading
+            pos = 0
+            while pos < len(val):  # type: ignore[arg-type]
+                v, pos = decode_varint(val, pos)  # type: ignore[arg-type]
+                sizes.append(v)
+    if typ is None:
+        raise ValueError("UnixFS data without a type")
+    return UnixFSData(typ, payload, filesize, tuple(sizes))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class _Built:
+    cid: CID
+    tsize: int
+    filesize: int
+
+
+BlockSink = Callable[[CID, bytes], None]
+
+
+class FileDagBuilder:
+    """Streaming balanced-layout builder: ``write`` bytes, then ``finish`` gives the root CID.
+
+    Memory stays at one chunk plus one pending link list per tree level, whatever the size.
+    ``sink`` (optional) receives every block as it is made, in the order Kubo would write it.
+    """
+
+    def __init__(self, sink: BlockSink | None = None):
+        self._sink = sink
+        self._buf = bytearray()
+        self._levels: list[list[_Built]] = [[]]
+        self._chunks = 0
+        self.size = 0
+
+    def _emit(self, block: bytes) -> CID:
+        cid = CID.for_block(block)
+        if self._sink is not None:
+            self._sink(cid, block)
+        return cid
+
+    def _leaf(self, chunk: bytes) -> None:
+        block = encode_dag_pb((), encode_unixfs_file(chunk, len(chunk)))
+        self._chunks += 1
+        self._push(0, _Built(self._emit(block), len(block), len(chunk)))
+
+    def _node(self, children: list[_Built]) -> _Built:
+        data = encode_unixfs_file(
+            b"", sum(c.filesize for c in children), [c.filesize for c in children]
+        )
+        block = encode_dag_pb((Link(c.cid, "", c.tsize) for c in children), data)
+        return _Built(
+            self._emit(block),
+            len(block) + sum(c.tsize for c in children),
+            sum(c.filesize for c in children),
+        )
+
+    def _push(self, level: int, item: _Built) -> None:
+        # A full level is closed only when one more item arrives, so that a tree that ends
+        # exactly full gets no extra parent (as Kubo's balanced builder does).
+        if len(self._levels) == level:
+            self._levels.append([])
+        pending = self._levels[level]
+        if len(pending) == MAX_LINKS:
+            self._levels[level] = []
+            self._push(level + 1, self._node(pending))
+            pending = self._levels[level]
+        pending.append(item)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.size += len(data)
+        self._buf += data
+        if len(self._buf) >= CHUNK_SIZE:
+            mv = memoryview(self._buf)
+            n_full = len(self._buf) // CHUNK_SIZE
+            for i in range(n_full):
+                self._leaf(bytes(mv[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]))
+            rest = bytes(mv[n_full * CHUNK_SIZE :])
+            mv.release()
+            self._buf = bytearray(rest)
+
+    def finish(self) -> CID:
+        if self._buf or self._chunks == 0:  # an empty input is one empty leaf
+            self._leaf(bytes(self._buf))
+            self._buf = bytearray()
+        level = 0
+        while True:
+            pending = self._levels[level]
+            higher = any(self._levels[level + 1 :])
+            if not higher and len(pending) == 1:
+                return pending[0].cid
+            self._levels[level] = []
+            self._push(level + 1, self._node(pending))
+            level += 1
+
+
+def compute_cid(data: bytes | BinaryIO, *, read_size: int = 1 << 20) -> str:
+    """The CID Kubo gives these bytes (or this stream) with our import profile."""
+    builder = FileDagBuilder()
+    if isinstance(data, bytes | bytearray | memoryview):
+        builder.write(data)
+    else:
+        while chunk := data.read(read_size):
+            builder.write(chunk)
+    return str(builder.finish())
+
+
+BlockFetcher = Callable[[CID], bytes]
+
+
+@dataclass(frozen=True)
+class RootInfo:
+    """What the root block says about a file: its content size and how it is split."""
+
+    cid: CID
+    size: int
+    block_size: int
+    links: int
+
+
+def read_root(cid: CID, block: bytes) -> RootInfo:
+    """Verify and describe a file's root block; raises on directories and corrupt data."""
+    cid.verify(block)
+    if cid.codec == RAW:
+        return RootInfo(cid, len(block), len(block), 0)
+    node = _decode_verified(cid, block)
+    fs = _unixfs_of(cid, node)
+    size = fs.filesize if fs.filesize is not None else len(fs.data)
+    return RootInfo(cid, size, len(block), len(node.links))
+
+
+def _decode_verified(cid: CID, block: bytes) -> DagNode:
+    try:
+        return decode_dag_pb(block)
+    except ValueError as exc:
+        # The hash matched, so these are the bytes that were added: not ours to read.
+        raise StorageError(f"{cid} is not a dag-pb node we can read ({exc})") from None
+
+
+def _unixfs_of(cid: CID, node: DagNode) -> UnixFSData:
+    if node.data is None:
+        raise StorageError(f"{cid} holds no UnixFS data")
+    try:
+        fs = decode_unixfs(node.data)
+    except ValueError as exc:
+        raise StorageError(f"{cid} holds malformed UnixFS data ({exc})") from None
+    if fs.type not in (T_FILE, T_RAW):
+        raise StorageError(
+            f"{cid} is a UnixFS node of type {fs.type}, not a file",
+            hint="only single files (artefacts) can be read; add files, not directories",
+        )
+    return fs
+
+
+def iter_file(root: CID | str, fetch: BlockFetcher) -> Iterator[bytes]:
+    """Yield a UnixFS file's bytes in order, verifying every block before using it.
+
+    A block that does not hash to its CID raises IntegrityError before any of its bytes are
+    yielded; the total length is checked against the root's declared size at the end.
+    """
+    root = CID.parse(root) if isinstance(root, str) else root
+    stack: list[CID] = [root]
+    declared: int | None = None
+    produced = 0
+    while stack:
+        cid = stack.pop()
+        block = fetch(cid)
+        cid.verify(block)
+        if cid.codec == RAW:
+            chunk = block
+        else:
+            if cid.codec != DAG_PB:
+                raise StorageError(f"{cid} has an unsupported codec")
+            node = _decode_verified(cid, block)
+            fs = _unixfs_of(cid, node)
+            if declared is None:
+                declared = fs.filesize if fs.filesize is not None else len(fs.data)
+            chunk = fs.data
+            stack.extend(link.cid for link in reversed(node.links))
+        if declared is None:
+            declared = len(chunk)
+        produced += len(chunk)
+        if produced > declared:
+            raise IntegrityError(f"{root} yields more bytes than its root declares ({declared})")
+        if chunk:
+            yield chunk
+    if produced != declared:
+        raise IntegrityError(
+            f"{root} yielded {produced} bytes but its root declares {declared}",
+            hint="the DAG is inconsistent; re-add the artefact from a good copy",
+        )
