@@ -1,0 +1,273 @@
+"""A thin Kubo HTTP RPC client: the one way every role reaches storage.
+
+Works with a local Kubo daemon, a pinning service (pass an auth header) or ``dfml storage up``.
+Uploads and downloads stream; every block read is verified against its CID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import requests
+
+from decentralml_jupyter.errors import IntegrityError, StorageError
+
+from .cid import CID
+from .store import ObjectStat, Source, StorageTimeout, StorageUnavailable, Stored
+from .unixfs import IMPORT_OPTIONS, FileDagBuilder, iter_file, read_root
+
+DEFAULT_URL = "http://127.0.0.1:5001"
+DEFAULT_TIMEOUT = 30.0
+READ_SIZE = 1 << 20
+
+
+class KuboStore:
+    """``Store`` over the Kubo RPC. ``timeout`` bounds the search for content (seconds)."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = 5.0,
+    ):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self._session = requests.Session()
+        if headers:
+            self._session.headers.update(headers)
+
+    @classmethod
+    def from_env(cls, url: str | None = None, **kwargs: Any) -> KuboStore:
+        """URL from ``url`` or DFML_STORAGE; an Authorization header value from
+        DFML_STORAGE_AUTH (e.g. ``Bearer TOKEN`` for a pinning service)."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        if auth := os.environ.get("DFML_STORAGE_AUTH"):
+            headers.setdefault("Authorization", auth)
+        return cls(url or os.environ.get("DFML_STORAGE") or DEFAULT_URL, headers=headers, **kwargs)
+
+    def __repr__(self) -> str:  # never shows the headers: they may hold a token
+        return f"KuboStore({self.url!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> KuboStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport -----------------------------------------------------------------------
+
+    def _rpc(
+        self,
+        command: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        data: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        timeout = self.timeout if timeout is None else timeout
+        query = dict(params or {})
+        # Kubo's own deadline ends the search; ours is a margin later so its answer arrives.
+        query.setdefault("timeout", f"{timeout:g}s")
+        try:
+            r = self._session.post(
+                f"{self.url}/api/v0/{command}",
+                params=query,
+                data=data,
+                headers=headers,
+                timeout=(self.connect_timeout, timeout + 5.0),
+                stream=stream,
+            )
+        except requests.ConnectionError:
+            raise StorageUnavailable(
+                f"no storage service answers at {self.url} ({command} failed: connection refused "
+                "or closed)"
+            ) from None
+        except requests.Timeout:
+            raise StorageTimeout(
+                f"storage at {self.url} did not answer {command} within {timeout:g} s"
+            ) from None
+        if r.status_code != 200:
+            self._raise(command, params, r)
+        return r
+
+    def _raise(self, command: str, params: Mapping[str, str] | None, r: requests.Response) -> None:
+        try:
+            message = r.json().get("Message", r.text)
+        except ValueError:
+            message = r.text.strip() or r.reason
+        arg = (params or {}).get("arg", "")
+        if "deadline exceeded" in message or "context canceled" in message:
+            raise StorageTimeout(f"{arg or command}: not found in storage at {self.url} in time")
+        if r.status_code in (401, 403):
+            raise StorageError(
+                f"storage at {self.url} refused {command}: {r.status_code} {message}",
+                hint="check the credentials (DFML_STORAGE_AUTH holds the Authorization header)",
+            )
+        if r.status_code == 404:
+            raise StorageError(
+                f"storage at {self.url} does not know the command {command}",
+                hint="point --storage / DFML_STORAGE at a Kubo RPC endpoint (port 5001)",
+            )
+        raise StorageError(f"storage at {self.url}: {command} {arg} failed: {message}".strip())
+
+    # -- Store ---------------------------------------------------------------------------
+
+    def version(self) -> dict[str, Any]:
+        return self._rpc("version").json()
+
+    def put(self, data: Source, *, pin: bool = True) -> str:
+        return self._put(data, pin=pin).cid
+
+    def put_file(self, path: str | os.PathLike[str], *, pin: bool = True) -> Stored:
+        with open(path, "rb") as f:
+            return self._put(f, pin=pin, name=Path(path).name)
+
+    def _put(self, data: Source, *, pin: bool, name: str = "file") -> Stored:
+        builder = FileDagBuilder()
+        boundary = uuid.uuid4().hex
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+
+        def body() -> Iterator[bytes]:
+            # The CID is computed while the bytes go out, so the node's answer can be checked
+            # without a second pass over the data.
+            yield head
+            for piece in _pieces(data):
+                builder.write(piece)
+                yield piece
+            yield tail
+
+        params = {**IMPORT_OPTIONS, "pin": "true" if pin else "false", "progress": "false"}
+        r = self._rpc(
+            "add",
+            params,
+            data=body(),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        lines = [json.loads(line) for line in r.text.splitlines() if line.strip()]
+        answered = next((x["Hash"] for x in reversed(lines) if "Hash" in x), None)
+        expected = str(builder.finish())
+        if answered is None:
+            raise StorageError(f"storage at {self.url} answered add without a CID: {r.text!r}")
+        got, want = CID.parse(answered), CID.parse(expected)
+        if (got.codec, got.digest) != (want.codec, want.digest):  # v0 and v1 text may differ
+            raise IntegrityError(
+                f"storage at {self.url} stored the data as {answered}, but it is {expected}",
+                hint="the node changed the bytes or ignored the import options (cid-version=0, "
+                "chunker=size-262144, raw-leaves=false); use a Kubo-compatible node",
+            )
+        return Stored(expected, builder.size)
+
+    def block(self, cid: str | CID) -> bytes:
+        """One raw block, verified against its CID."""
+        cid = CID.parse(cid)
+        r = self._rpc("block/get", {"arg": str(cid)}, stream=True)
+        try:
+            block = r.raw.read(decode_content=True)
+            expected = r.headers.get("Content-Length")
+            if expected is not None and len(block) != int(expected):
+                raise IntegrityError(
+                    f"block {cid} arrived truncated ({len(block)} of {expected} bytes)",
+                    hint="the connection to the storage node broke; retry",
+                )
+        except requests.RequestException as exc:
+            raise IntegrityError(f"block {cid} arrived incomplete ({exc})") from None
+        except Exception as exc:  # urllib3 errors (IncompleteRead, ProtocolError)
+            if isinstance(exc, StorageError):
+                raise
+            raise IntegrityError(f"block {cid} arrived incomplete ({exc})") from None
+        finally:
+            r.close()
+        cid.verify(block)
+        return block
+
+    def iter_bytes(self, cid: str) -> Iterator[bytes]:
+        """The content of ``cid`` in pieces, each verified before it is yielded."""
+        return iter_file(CID.parse(cid), self.block)
+
+    def get(self, cid: str) -> bytes:
+        return b"".join(self.iter_bytes(cid))
+
+    def get_into(self, cid: str, out: BinaryIO) -> int:
+        """Write ``cid`` into an open binary file; returns the byte count. On an error, what was
+        written is verified but incomplete: prefer ``get_file``, which never leaves a partial
+        file behind."""
+        n = 0
+        for piece in self.iter_bytes(cid):
+            out.write(piece)
+            n += len(piece)
+        return n
+
+    def get_file(self, cid: str, path: str | os.PathLike[str]) -> Stored:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                size = self.get_into(cid, out)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return Stored(str(CID.parse(cid)), size)
+
+    def has(self, cid: str) -> bool:
+        """Whether the node holds the root block now, without searching a network."""
+        try:
+            self._rpc("block/stat", {"arg": str(CID.parse(cid)), "offline": "true"})
+        except StorageError as exc:
+            if "not found" in str(exc) or isinstance(exc, StorageTimeout):
+                return False
+            raise
+        return True
+
+    def stat(self, cid: str) -> ObjectStat:
+        parsed = CID.parse(cid)
+        info = read_root(parsed, self.block(parsed))
+        return ObjectStat(str(parsed), info.size, info.block_size, info.links)
+
+    def pin(self, cid: str) -> None:
+        self._rpc("pin/add", {"arg": str(CID.parse(cid))})
+
+    def unpin(self, cid: str) -> None:
+        self._rpc("pin/rm", {"arg": str(CID.parse(cid))})
+
+    def is_pinned(self, cid: str) -> bool:
+        try:
+            self._rpc("pin/ls", {"arg": str(CID.parse(cid)), "type": "recursive"})
+        except StorageError as exc:
+            if "not pinned" in str(exc):
+                return False
+            raise
+        return True
+
+
+def _pieces(data: Source) -> Iterator[bytes | memoryview]:
+    if isinstance(data, bytes | bytearray | memoryview):
+        mv = memoryview(data)
+        for i in range(0, len(mv), READ_SIZE):
+            yield mv[i : i + READ_SIZE]
+        return
+    if not hasattr(data, "read"):
+        raise TypeError(f"put takes bytes or a binary stream, not {type(data).__name__}")
+    while piece := data.read(READ_SIZE):
+        if isinstance(piece, str):
+            raise TypeError("put takes a binary stream; open the file with 'rb'")
+        yield piece
