@@ -1,0 +1,973 @@
+"""The DecentralML "pallet": a deterministic state machine folded over protocol remarks.
+
+Feed each block's remarks in chain order with ``State.apply``, then ``State.tick`` the block.
+Invalid calls change nothing and are logged; ``state_hash`` is identical for identical inputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from hashlib import blake2b
+from typing import Any
+
+from . import calls as C
+from .accounts import account_id, pool_address, pool_threshold
+from .errors import CodecError, OrderingError, SnapshotError
+from .scale import Reader
+from .values import (
+    AssignmentInfo,
+    CallContext,
+    ErrorRecord,
+    ModelInfo,
+    Outcome,
+    Payout,
+    PoolInfo,
+    ProposalInfo,
+    ProtocolParams,
+    StakeInfo,
+    SubmissionInfo,
+    TaskInfo,
+)
+
+FORMAT = 1
+_ACTIVE_ASSIGNMENT = ("assigned", "submitted", "accepted")
+
+
+class _Reject(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _require(condition: bool, reason: str) -> None:
+    if not condition:
+        raise _Reject(reason)
+
+
+def _asset_name(asset: int | None) -> str:
+    return "native" if asset is None else f"asset {asset}"
+
+
+# Internal records: mutable, JSON-native fields only, so a snapshot is dataclasses.asdict.
+@dataclass
+class _Model:
+    id: int
+    owner: str
+    name: str
+    description: str
+    architecture_cid: str
+    weights_cid: str
+    metric: str
+    licence: str
+    jurisdictions: list[str]
+    strategy: str
+    reward_policy: dict[str, Any]
+    stake_asset: int | None
+    validators: list[str]  # sorted by account id bytes
+    eligibility: dict[str, Any]
+    status: str
+    global_cid: str
+    round: int
+    created_block: int
+    created_extrinsic: int
+
+    @property
+    def pool(self) -> str:
+        return _pool(self.owner, tuple(self.validators))
+
+
+@dataclass
+class _Task:
+    id: int
+    model_id: int
+    creator: str
+    role: str
+    reward: int
+    max_assignments: int
+    validation: str
+    description: str
+    asset: int | None
+    expires_at: int
+    review_until: int
+    escrow: int
+    status: str
+    assignments: list[dict[str, Any]]  # {"account", "status", "submission_id"}
+    created_block: int
+    created_extrinsic: int
+
+
+@dataclass
+class _Submission:
+    id: int
+    task_id: int
+    worker: str
+    result_cid: str
+    status: str
+    reason: str
+    block_number: int
+    extrinsic_index: int
+
+
+@dataclass
+class _Proposal:
+    id: int
+    proposer: str
+    target: int | None
+    action_hex: str
+    deadline: int
+    status: str
+    votes: dict[str, bool]
+    ayes: int
+    nays: int
+    note: str
+    created_block: int
+    created_extrinsic: int
+
+    @property
+    def action(self) -> C.Action:
+        return C.ACTION.decode(Reader(bytes.fromhex(self.action_hex)))  # type: ignore[return-value]
+
+
+@dataclass
+class _Unbonding:
+    id: int
+    account: str
+    model_id: int
+    amount: int
+    asset: int | None
+    unlock_at: int
+
+
+@dataclass
+class _Payout:
+    id: int
+    model_id: int
+    pool: str
+    dest: str
+    amount: int
+    asset: int | None
+    reason: str
+    created_block: int
+    status: str
+    paid_block: int | None
+
+
+@lru_cache(maxsize=1024)
+def _pool(owner: str, validators: tuple[str, ...]) -> str:
+    return pool_address(owner, validators)
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _param_problem(name: str, value: int, params: dict[str, int]) -> str | None:
+    """Why ``name = value`` would be an invalid parameter set, or None."""
+    if name == "quorum_permill" and value > C.PERMILL:
+        return "quorum_permill must be at most 1000000"
+    if name == "threshold_permill" and not 500_000 <= value < C.PERMILL:
+        return "threshold_permill must be in 500000..999999"
+    if name == "min_voting_blocks" and not 1 <= value <= params["max_voting_blocks"]:
+        return "min_voting_blocks must be in 1..max_voting_blocks"
+    if name == "max_voting_blocks" and value < params["min_voting_blocks"]:
+        return "max_voting_blocks must be at least min_voting_blocks"
+    if name in ("round_submit_blocks", "round_aggregate_blocks") and value < 1:
+        return f"{name} must be at least 1"
+    return None
+
+
+class State:
+    """The protocol state. Not thread-safe; one writer (the indexer) at a time."""
+
+    def __init__(self, params: ProtocolParams | None = None):
+        self._params: dict[str, int] = dataclasses.asdict(params or ProtocolParams())
+        self._last_block = -1
+        self._last_hash = ""
+        self._next: dict[str, int] = dict.fromkeys(
+            ("model", "task", "submission", "proposal", "payout", "unbonding"), 1
+        )
+        self._models: dict[int, _Model] = {}
+        self._tasks: dict[int, _Task] = {}
+        self._submissions: dict[int, _Submission] = {}
+        self._proposals: dict[int, _Proposal] = {}
+        self._unbonding: dict[int, _Unbonding] = {}
+        self._payouts: dict[int, _Payout] = {}
+        self._stakes: dict[tuple[str, int], int] = {}  # (account, model) -> active stake
+        self._held: dict[tuple[int, str], int] = {}  # (model, pool address) -> counted funds
+        # transfers already backing a call: (block, extrinsic, position, src, dst, amount, asset)
+        self._consumed: set[tuple[Any, ...]] = set()
+        self._errors: list[dict[str, Any]] = []
+
+    # ----------------------------------------------------------------- feeding the machine
+    @property
+    def last_block(self) -> int:
+        """The last block ticked (-1 before the first)."""
+        return self._last_block
+
+    @property
+    def last_block_hash(self) -> str:
+        return self._last_hash
+
+    @property
+    def params(self) -> ProtocolParams:
+        return ProtocolParams(**self._params)
+
+    def apply(self, ctx: CallContext, remark: bytes) -> Outcome:
+        """Apply one protocol remark. Rejected calls change nothing but the error log."""
+        if ctx.block_number <= self._last_block:
+            raise OrderingError(
+                f"call in block {ctx.block_number} after block {self._last_block} was ticked"
+            )
+        try:
+            call = C.decode_call(remark)
+        except CodecError as e:
+            return self._reject(ctx, _guess_call_name(remark), f"malformed call: {e}")
+        try:
+            created = self._HANDLERS[type(call)](self, ctx, call)
+        except _Reject as e:
+            return self._reject(ctx, call.NAME, e.reason)
+        entity, entity_id = created if created else (None, None)
+        return Outcome(True, call.NAME, None, entity, entity_id)
+
+    def tick(self, block_number: int, block_hash: str = "") -> None:
+        """End of a block: tally proposals, close expired tasks, release unbonded stakes."""
+        if block_number <= self._last_block:
+            raise OrderingError(f"tick {block_number} after tick {self._last_block}")
+        b = block_number
+        for p in sorted(self._proposals.values(), key=lambda p: p.id):
+            if p.status == "open" and p.deadline <= b:
+                self._tally(p, b)
+        for t in sorted(self._tasks.values(), key=lambda t: t.id):
+            if t.status == "open" and t.review_until <= b:
+                self._close_task(t, b)
+        for u in sorted(self._unbonding.values(), key=lambda u: u.id):
+            if u.unlock_at <= b:
+                del self._unbonding[u.id]
+                self._new_payout(u.model_id, u.account, u.amount, "unstake", b)
+        # consumed keys carry their block number, so older ones can never match again
+        self._consumed.clear()
+        self._last_block = b
+        self._last_hash = block_hash
+
+    def _reject(self, ctx: CallContext, call: str | None, reason: str) -> Outcome:
+        self._errors.append(
+            {
+                "block_number": ctx.block_number,
+                "extrinsic_index": ctx.extrinsic_index,
+                "batch_index": ctx.batch_index,
+                "account": ctx.signer,
+                "call": call or "unknown",
+                "reason": reason,
+            }
+        )
+        return Outcome(False, call, reason)
+
+    # ----------------------------------------------------------------- helpers
+    def _model(self, model_id: int) -> _Model:
+        m = self._models.get(model_id)
+        _require(m is not None, f"unknown model {model_id}")
+        return m  # type: ignore[return-value]
+
+    def _live_model(self, model_id: int) -> _Model:
+        m = self._model(model_id)
+        _require(m.status != "retired", f"model {model_id} is retired")
+        return m
+
+    def _take_id(self, kind: str) -> int:
+        n = self._next[kind]
+        self._next[kind] = n + 1
+        return n
+
+    def _find_transfer(
+        self, ctx: CallContext, source: str, dest: str, amount: int, asset: int | None
+    ) -> tuple[Any, ...]:
+        """The unused transfer in ``ctx`` backing a call, or a rejection saying what is wrong."""
+        near = []
+        for i, t in enumerate(ctx.transfers):
+            key = (ctx.block_number, ctx.extrinsic_index, i, t.source, t.dest, t.amount)
+            key += (-1 if t.asset_id is None else t.asset_id,)
+            if key in self._consumed:
+                continue
+            if (t.source, t.dest, t.amount, t.asset_id) == (source, dest, amount, asset):
+                return key
+            if t.source == source:
+                near.append(f"{t.amount} {_asset_name(t.asset_id)} to {t.dest}")
+        what = f"{amount} {_asset_name(asset)} from {source} to {dest}"
+        seen = f" (found: {'; '.join(near)})" if near else ""
+        raise _Reject(f"no unused transfer of {what} in the same batch{seen}")
+
+    def _credit(self, model_id: int, pool: str, amount: int) -> None:
+        key = (model_id, pool)
+        value = self._held.get(key, 0) + amount
+        if value:
+            self._held[key] = value
+        else:  # absent and zero must serialize the same
+            self._held.pop(key, None)
+
+    def _new_payout(
+        self, model_id: int, dest: str, amount: int, reason: str, block: int, pool: str = ""
+    ) -> None:
+        if amount <= 0:
+            return
+        m = self._models[model_id]
+        pid = self._take_id("payout")
+        self._payouts[pid] = _Payout(
+            pid,
+            model_id,
+            pool or m.pool,
+            dest,
+            amount,
+            m.stake_asset,
+            reason,
+            block,
+            "pending",
+            None,
+        )
+
+    def _sweep(self, model_id: int, block: int) -> None:
+        """Move what earlier pools of a model hold, beyond their pending payouts, to its pool."""
+        current = self._models[model_id].pool
+        owed: dict[str, int] = {}
+        for p in self._payouts.values():
+            if p.model_id == model_id and p.status == "pending":
+                owed[p.pool] = owed.get(p.pool, 0) + p.amount
+        for (mid, pool), held in sorted(self._held.items()):
+            if mid == model_id and pool != current:
+                self._new_payout(
+                    model_id, current, held - owed.get(pool, 0), "migrate", block, pool
+                )
+
+    def _weight(self, account: str, target: int | None) -> int:
+        if target is not None:
+            return self._stakes.get((account, target), 0)
+        return sum(
+            v
+            for (a, m), v in self._stakes.items()
+            if a == account and self._models[m].stake_asset is None
+        )
+
+    def _total_weight(self, target: int | None) -> int:
+        if target is not None:
+            return sum(v for (_, m), v in self._stakes.items() if m == target)
+        return sum(v for (_, m), v in self._stakes.items() if self._models[m].stake_asset is None)
+
+    def _eligible(self, m: _Model, account: str) -> str | None:
+        e = m.eligibility
+        if e["type"] == "allow_list" and account not in e["accounts"]:
+            return f"{account} is not on model {m.id}'s allow-list"
+        if e["type"] == "min_stake" and self._stakes.get((account, m.id), 0) < e["amount"]:
+            return f"model {m.id} requires a stake of at least {e['amount']} to work on it"
+        return None
+
+    # ----------------------------------------------------------------- call handlers
+    # Each handler checks everything first (raising _Reject) and only then mutates.
+    def _register_model(self, ctx: CallContext, c: C.RegisterModel) -> tuple[str, int]:
+        mid = self._take_id("model")
+        policy = c.reward_policy.to_json()
+        del policy["type"]
+        self._models[mid] = _Model(
+            id=mid,
+            owner=ctx.signer,
+            name=c.name,
+            description=c.description,
+            architecture_cid=c.architecture_cid,
+            weights_cid=c.weights_cid,
+            metric=c.metric,
+            licence=c.licence,
+            jurisdictions=list(c.jurisdictions),
+            strategy=c.strategy,
+            reward_policy=policy,
+            stake_asset=c.stake_asset,
+            validators=sorted(c.validators, key=account_id),
+            eligibility={"type": "anyone"},
+            status="proposed",
+            global_cid=c.weights_cid,
+            round=0,
+            created_block=ctx.block_number,
+            created_extrinsic=ctx.extrinsic_index,
+        )
+        return ("model", mid)
+
+    def _start_training(self, ctx: CallContext, c: C.StartTraining) -> None:
+        m = self._model(c.model_id)
+        _require(ctx.signer == m.owner, f"only the owner of model {m.id} can start training")
+        _require(m.status == "approved", f"model {m.id} is {m.status}, not approved")
+        _require(bool(m.validators), f"model {m.id} has no validators")
+        m.status = "training"
+
+    def _stake(self, ctx: CallContext, c: C.Stake) -> None:
+        m = self._live_model(c.model_id)
+        _require(c.amount > 0, "stake amount must be positive")
+        _require(
+            c.asset_id == m.stake_asset,
+            f"model {m.id} takes stakes in {_asset_name(m.stake_asset)}, "
+            f"not {_asset_name(c.asset_id)}",
+        )
+        key = self._find_transfer(ctx, ctx.signer, m.pool, c.amount, c.asset_id)
+        self._consumed.add(key)
+        skey = (ctx.signer, m.id)
+        self._stakes[skey] = self._stakes.get(skey, 0) + c.amount
+        self._credit(m.id, m.pool, c.amount)
+
+    def _unstake(self, ctx: CallContext, c: C.Unstake) -> tuple[str, int]:
+        m = self._model(c.model_id)
+        _require(c.amount > 0, "unstake amount must be positive")
+        staked = self._stakes.get((ctx.signer, m.id), 0)
+        _require(c.amount <= staked, f"cannot unstake {c.amount}: {staked} staked on model {m.id}")
+        if staked == c.amount:
+            del self._stakes[(ctx.signer, m.id)]
+        else:
+            self._stakes[(ctx.signer, m.id)] = staked - c.amount
+        uid = self._take_id("unbonding")
+        unlock = ctx.block_number + self._params["unstake_lock_blocks"]
+        self._unbonding[uid] = _Unbonding(uid, ctx.signer, m.id, c.amount, m.stake_asset, unlock)
+        return ("unbonding", uid)
+
+    def _create_task(self, ctx: CallContext, c: C.CreateTask) -> tuple[str, int]:
+        m = self._live_model(c.model_id)
+        _require(c.reward > 0, "task reward must be positive")
+        _require(c.max_assignments > 0, "max_assignments must be positive")
+        _require(c.duration_blocks > 0, "duration_blocks must be positive")
+        budget = c.reward * c.max_assignments
+        _require(budget < 1 << 128, "task budget overflows u128")
+        key = self._find_transfer(ctx, ctx.signer, m.pool, budget, m.stake_asset)
+        self._consumed.add(key)
+        tid = self._take_id("task")
+        expires = ctx.block_number + c.duration_blocks
+        self._tasks[tid] = _Task(
+            id=tid,
+            model_id=m.id,
+            creator=ctx.signer,
+            role=c.role,
+            reward=c.reward,
+            max_assignments=c.max_assignments,
+            validation=c.validation,
+            description=c.description,
+            asset=m.stake_asset,
+            expires_at=expires,
+            review_until=expires + self._params["task_review_blocks"],
+            escrow=budget,
+            status="open",
+            assignments=[],
+            created_block=ctx.block_number,
+            created_extrinsic=ctx.extrinsic_index,
+        )
+        self._credit(m.id, m.pool, budget)
+        return ("task", tid)
+
+    def _open_task(self, ctx: CallContext, task_id: int) -> _Task:
+        t = self._tasks.get(task_id)
+        _require(t is not None, f"unknown task {task_id}")
+        assert t is not None
+        _require(t.status == "open", f"task {t.id} is closed")
+        _require(ctx.block_number < t.expires_at, f"task {t.id} expired at block {t.expires_at}")
+        return t
+
+    def _assign_task(self, ctx: CallContext, c: C.AssignTask) -> None:
+        t = self._open_task(ctx, c.task_id)
+        _require(ctx.signer != t.creator, "a task's creator cannot take it")
+        problem = self._eligible(self._models[t.model_id], ctx.signer)
+        _require(problem is None, str(problem))
+        active = [a for a in t.assignments if a["status"] in _ACTIVE_ASSIGNMENT]
+        _require(
+            all(a["account"] != ctx.signer for a in active),
+            f"{ctx.signer} already holds an assignment on task {t.id}",
+        )
+        _require(len(active) < t.max_assignments, f"task {t.id} has no free assignment")
+        t.assignments.append({"account": ctx.signer, "status": "assigned", "submission_id": None})
+
+    def _submit_result(self, ctx: CallContext, c: C.SubmitResult) -> tuple[str, int]:
+        t = self._open_task(ctx, c.task_id)
+        mine = [a for a in t.assignments if a["account"] == ctx.signer]
+        _require(
+            bool(mine) and mine[-1]["status"] == "assigned",
+            f"{ctx.signer} has no open assignment on task {t.id}",
+        )
+        sid = self._take_id("submission")
+        self._submissions[sid] = _Submission(
+            sid,
+            t.id,
+            ctx.signer,
+            c.result_cid,
+            "pending",
+            "",
+            ctx.block_number,
+            ctx.extrinsic_index,
+        )
+        mine[-1]["status"] = "submitted"
+        mine[-1]["submission_id"] = sid
+        return ("submission", sid)
+
+    def _decidable(self, ctx: CallContext, submission_id: int) -> tuple[_Submission, _Task, dict]:
+        s = self._submissions.get(submission_id)
+        _require(s is not None, f"unknown submission {submission_id}")
+        assert s is not None
+        _require(s.status == "pending", f"submission {s.id} is already {s.status}")
+        t = self._tasks[s.task_id]
+        _require(
+            t.status == "open" and ctx.block_number < t.review_until,
+            f"review of task {t.id} closed at block {t.review_until}",
+        )
+        m = self._models[t.model_id]
+        allowed = ctx.signer == t.creator or (t.validation == "auto" and ctx.signer in m.validators)
+        who = "its creator" + (" or the model's validators" if t.validation == "auto" else "")
+        _require(allowed, f"only {who} can decide on submissions to task {t.id}")
+        slot = next(a for a in t.assignments if a["submission_id"] == s.id)
+        return s, t, slot
+
+    def _accept_submission(self, ctx: CallContext, c: C.AcceptSubmission) -> None:
+        s, t, slot = self._decidable(ctx, c.submission_id)
+        s.status = "accepted"
+        slot["status"] = "accepted"
+        t.escrow -= t.reward
+        self._new_payout(t.model_id, s.worker, t.reward, "task_reward", ctx.block_number)
+
+    def _reject_submission(self, ctx: CallContext, c: C.RejectSubmission) -> None:
+        s, _t, slot = self._decidable(ctx, c.submission_id)
+        s.status = "rejected"
+        s.reason = c.reason
+        slot["status"] = "rejected"  # frees the slot for another worker
+
+    def _propose(self, ctx: CallContext, c: C.Propose) -> tuple[str, int]:
+        a = c.action
+        lo, hi = self._params["min_voting_blocks"], self._params["max_voting_blocks"]
+        _require(lo <= c.voting_blocks <= hi, f"voting period must be {lo}..{hi} blocks")
+        if a.PROTOCOL:
+            _require(c.target is None, f"{a.NAME} targets the protocol, not a model")
+            problem = _param_problem(a.name, a.value, self._params)  # type: ignore[attr-defined]
+            _require(problem is None, str(problem))
+        else:
+            _require(c.target is not None, f"{a.NAME} needs a model as its target")
+            m = self._model(c.target)  # type: ignore[arg-type]
+            problem = self._action_problem(m, a)
+            _require(problem is None, str(problem))
+        pid = self._take_id("proposal")
+        self._proposals[pid] = _Proposal(
+            id=pid,
+            proposer=ctx.signer,
+            target=c.target,
+            action_hex=C.ACTION.encode(a).hex(),
+            deadline=ctx.block_number + c.voting_blocks,
+            status="open",
+            votes={},
+            ayes=0,
+            nays=0,
+            note="",
+            created_block=ctx.block_number,
+            created_extrinsic=ctx.extrinsic_index,
+        )
+        return ("proposal", pid)
+
+    def _vote(self, ctx: CallContext, c: C.Vote) -> None:
+        p = self._proposals.get(c.proposal_id)
+        _require(p is not None, f"unknown proposal {c.proposal_id}")
+        assert p is not None
+        _require(
+            p.status == "open" and ctx.block_number <= p.deadline,
+            f"voting on proposal {p.id} closed at block {p.deadline}",
+        )
+        where = "any model" if p.target is None else f"model {p.target}"
+        _require(self._weight(ctx.signer, p.target) > 0, f"no stake on {where} to vote with")
+        p.votes[ctx.signer] = c.aye  # a later vote replaces the earlier one
+
+    def _settle_payout(self, ctx: CallContext, c: C.SettlePayout) -> None:
+        p = self._payouts.get(c.payout_id)
+        _require(p is not None, f"unknown payout {c.payout_id}")
+        assert p is not None
+        _require(p.status == "pending", f"payout {p.id} is already {p.status}")
+        _require(ctx.signer == p.pool, f"payout {p.id} can only be settled by its pool {p.pool}")
+        key = self._find_transfer(ctx, p.pool, p.dest, p.amount, p.asset)
+        self._consumed.add(key)
+        p.status = "paid"
+        p.paid_block = ctx.block_number
+        self._credit(p.model_id, p.pool, -p.amount)
+        if p.reason == "migrate":
+            self._credit(p.model_id, p.dest, p.amount)
+            # the pool may have changed again while this migration was in flight
+            self._sweep(p.model_id, ctx.block_number)
+
+    _HANDLERS: dict[type, Callable[..., Any]] = {
+        C.RegisterModel: _register_model,
+        C.StartTraining: _start_training,
+        C.Stake: _stake,
+        C.Unstake: _unstake,
+        C.CreateTask: _create_task,
+        C.AssignTask: _assign_task,
+        C.SubmitResult: _submit_result,
+        C.AcceptSubmission: _accept_submission,
+        C.RejectSubmission: _reject_submission,
+        C.Propose: _propose,
+        C.Vote: _vote,
+        C.SettlePayout: _settle_payout,
+    }
+
+    # ----------------------------------------------------------------- governance
+    def _action_problem(self, m: _Model, a: C.Action) -> str | None:
+        """Why action ``a`` cannot apply to model ``m`` now, or None."""
+        if isinstance(a, C.ApproveModel):
+            return None if m.status == "proposed" else f"model {m.id} is {m.status}"
+        if m.status == "retired":
+            return f"model {m.id} is retired"
+        if isinstance(a, C.AddValidator):
+            if a.account in m.validators:
+                return f"{a.account} is already a validator of model {m.id}"
+            if len(m.validators) >= C.MAX_VALIDATORS:
+                return f"model {m.id} already has {C.MAX_VALIDATORS} validators"
+        if isinstance(a, C.RemoveValidator):
+            if a.account not in m.validators:
+                return f"{a.account} is not a validator of model {m.id}"
+            if len(m.validators) == 1:
+                return "cannot remove a model's last validator"
+        return None
+
+    def _tally(self, p: _Proposal, block: int) -> None:
+        ayes = sum(self._weight(a, p.target) for a, v in p.votes.items() if v)
+        nays = sum(self._weight(a, p.target) for a, v in p.votes.items() if not v)
+        total = self._total_weight(p.target)
+        p.ayes, p.nays = ayes, nays
+        quorum, threshold = self._params["quorum_permill"], self._params["threshold_permill"]
+        if ayes == 0:
+            p.status, p.note = "rejected", "no aye weight"
+        elif (ayes + nays) * C.PERMILL < quorum * total:
+            p.status, p.note = "rejected", f"turnout below quorum ({quorum} permill of {total})"
+        elif ayes * C.PERMILL <= threshold * (ayes + nays):
+            p.status, p.note = "rejected", f"ayes not above threshold ({threshold} permill)"
+        else:
+            problem = self._execute(p, block)
+            p.status, p.note = ("void", problem) if problem else ("passed", "")
+
+    def _execute(self, p: _Proposal, block: int) -> str | None:
+        a = p.action
+        if isinstance(a, C.SetProtocolParam):
+            problem = _param_problem(a.name, a.value, self._params)
+            if problem is None:
+                self._params[a.name] = a.value
+            return problem
+        m = self._models[p.target]  # type: ignore[index]
+        problem = self._action_problem(m, a)
+        if problem:
+            return problem
+        if isinstance(a, C.ApproveModel):
+            m.status = "approved"
+        elif isinstance(a, C.RetireModel):
+            m.status = "retired"
+        elif isinstance(a, C.SetRewardPolicy):
+            policy = a.policy.to_json()
+            del policy["type"]
+            m.reward_policy = policy
+        elif isinstance(a, C.SetStrategy):
+            m.strategy = a.strategy
+        elif isinstance(a, C.SetLicence):
+            m.licence = a.licence
+        elif isinstance(a, C.SetJurisdictions):
+            m.jurisdictions = list(a.jurisdictions)
+        elif isinstance(a, C.SetEligibleWorkers):
+            m.eligibility = a.eligibility.to_json()
+        elif isinstance(a, C.AddValidator | C.RemoveValidator):
+            vals = set(m.validators)
+            vals = vals | {a.account} if isinstance(a, C.AddValidator) else vals - {a.account}
+            m.validators = sorted(vals, key=account_id)
+            self._sweep(m.id, block)
+        return None
+
+    def _close_task(self, t: _Task, block: int) -> None:
+        for slot in t.assignments:
+            if slot["status"] in ("assigned", "submitted"):
+                if slot["submission_id"] is not None:
+                    self._submissions[slot["submission_id"]].status = "expired"
+                slot["status"] = "expired"
+        t.status = "closed"
+        refund, t.escrow = t.escrow, 0
+        self._new_payout(t.model_id, t.creator, refund, "task_refund", block)
+
+    # ----------------------------------------------------------------- queries
+    def models(self) -> list[ModelInfo]:
+        return [self._model_info(m) for _, m in sorted(self._models.items())]
+
+    def model(self, model_id: int) -> ModelInfo | None:
+        m = self._models.get(model_id)
+        return None if m is None else self._model_info(m)
+
+    def _model_info(self, m: _Model) -> ModelInfo:
+        return ModelInfo(
+            id=m.id,
+            name=m.name,
+            owner=m.owner,
+            status=m.status,
+            pool=m.pool,
+            global_cid=m.global_cid,
+            round=m.round,
+            strategy=m.strategy,
+            validators=tuple(m.validators),
+            total_stake=self._total_weight(m.id),
+            description=m.description,
+            architecture_cid=m.architecture_cid,
+            weights_cid=m.weights_cid,
+            metric=m.metric,
+            licence=m.licence,
+            jurisdictions=tuple(m.jurisdictions),
+            reward_policy=dict(m.reward_policy),
+            stake_asset=m.stake_asset,
+            eligibility=json.loads(json.dumps(m.eligibility)),
+            pool_threshold=pool_threshold(len(m.validators)) if len(m.validators) > 1 else 1,
+            created_block=m.created_block,
+            created_extrinsic=m.created_extrinsic,
+        )
+
+    def stakes(self, model_id: int | None = None, account: str | None = None) -> list[StakeInfo]:
+        """Active stakes, then unbonding ones (each with the block it is paid out at)."""
+        out = [
+            StakeInfo(a, m, v, self._models[m].stake_asset, None, "active")
+            for (a, m), v in sorted(self._stakes.items(), key=lambda kv: (kv[0][1], kv[0][0]))
+        ]
+        out += [
+            StakeInfo(u.account, u.model_id, u.amount, u.asset, u.unlock_at, "unbonding")
+            for _, u in sorted(self._unbonding.items())
+        ]
+        return [
+            s
+            for s in out
+            if (model_id is None or s.model_id == model_id)
+            and (account is None or s.account == account)
+        ]
+
+    def proposals(self, open_only: bool = False) -> list[ProposalInfo]:
+        return [
+            self._proposal_info(p)
+            for _, p in sorted(self._proposals.items())
+            if not open_only or p.status == "open"
+        ]
+
+    def proposal(self, proposal_id: int) -> ProposalInfo | None:
+        p = self._proposals.get(proposal_id)
+        return None if p is None else self._proposal_info(p)
+
+    def _proposal_info(self, p: _Proposal) -> ProposalInfo:
+        ayes, nays = p.ayes, p.nays
+        if p.status == "open":  # live weights; the tally freezes them
+            ayes = sum(self._weight(a, p.target) for a, v in p.votes.items() if v)
+            nays = sum(self._weight(a, p.target) for a, v in p.votes.items() if not v)
+        params = p.action.to_json()
+        kind = params.pop("type")
+        return ProposalInfo(
+            id=p.id,
+            kind=kind,
+            target="protocol" if p.target is None else p.target,
+            status=p.status,
+            ayes=ayes,
+            nays=nays,
+            deadline=p.deadline,
+            proposer=p.proposer,
+            params=params,
+            voters=len(p.votes),
+            note=p.note,
+        )
+
+    def tasks(self, model_id: int | None = None) -> list[TaskInfo]:
+        return [
+            self._task_info(t)
+            for _, t in sorted(self._tasks.items())
+            if model_id is None or t.model_id == model_id
+        ]
+
+    def task(self, task_id: int) -> TaskInfo | None:
+        t = self._tasks.get(task_id)
+        return None if t is None else self._task_info(t)
+
+    def _task_info(self, t: _Task) -> TaskInfo:
+        return TaskInfo(
+            id=t.id,
+            model_id=t.model_id,
+            creator=t.creator,
+            role=t.role,
+            reward=t.reward,
+            max_assignments=t.max_assignments,
+            budget=t.reward * t.max_assignments,
+            escrow=t.escrow,
+            asset=t.asset,
+            validation=t.validation,
+            status=t.status,
+            expires_at=t.expires_at,
+            review_until=t.review_until,
+            description=t.description,
+            assignments=tuple(
+                AssignmentInfo(a["account"], a["status"], a["submission_id"]) for a in t.assignments
+            ),
+        )
+
+    def submissions(self, task_id: int | None = None) -> list[SubmissionInfo]:
+        return [
+            SubmissionInfo(
+                s.id, s.task_id, s.worker, s.result_cid, s.status, s.reason, s.block_number
+            )
+            for _, s in sorted(self._submissions.items())
+            if task_id is None or s.task_id == task_id
+        ]
+
+    def payouts(self, status: str | None = None) -> list[Payout]:
+        return [
+            Payout(
+                p.id,
+                p.model_id,
+                p.pool,
+                p.dest,
+                p.amount,
+                p.asset,
+                p.reason,
+                p.created_block,
+                p.status,
+                p.paid_block,
+            )
+            for _, p in sorted(self._payouts.items())
+            if status is None or p.status == status
+        ]
+
+    def pending_payouts(self) -> list[Payout]:
+        """What pools owe now, in id order: every honest validator derives the same list."""
+        return self.payouts("pending")
+
+    def pools(self) -> list[PoolInfo]:
+        return [self._pool_info(m) for _, m in sorted(self._models.items())]
+
+    def pool(self, model_id: int) -> PoolInfo | None:
+        m = self._models.get(model_id)
+        return None if m is None else self._pool_info(m)
+
+    def _pool_info(self, m: _Model) -> PoolInfo:
+        stakes = self._total_weight(m.id)
+        unbonding = sum(u.amount for u in self._unbonding.values() if u.model_id == m.id)
+        escrow = sum(t.escrow for t in self._tasks.values() if t.model_id == m.id)
+        pending = sum(
+            p.amount
+            for p in self._payouts.values()
+            if p.model_id == m.id and p.status == "pending" and p.reason != "migrate"
+        )
+        balances = tuple((pool, v) for (mid, pool), v in sorted(self._held.items()) if mid == m.id)
+        n = len(m.validators)
+        return PoolInfo(
+            model_id=m.id,
+            pool=m.pool,
+            signatories=tuple(m.validators) if m.validators else (m.owner,),
+            threshold=pool_threshold(n) if n > 1 else 1,
+            asset_id=m.stake_asset,
+            stakes=stakes,
+            unbonding=unbonding,
+            task_escrow=escrow,
+            pending_payouts=pending,
+            obligations=stakes + unbonding + escrow + pending,
+            held=sum(v for _, v in balances),
+            balances=balances,
+        )
+
+    def errors(self, account: str | None = None) -> list[ErrorRecord]:
+        return [
+            ErrorRecord(
+                e["block_number"],
+                e["extrinsic_index"],
+                e["account"],
+                e["call"],
+                e["reason"],
+                e["batch_index"],
+            )
+            for e in self._errors
+            if account is None or e["account"] == account
+        ]
+
+    def errors_at(self, block_number: int, extrinsic_index: int) -> list[ErrorRecord]:
+        """The rejected calls of one extrinsic (look-up by a transaction receipt)."""
+        return [
+            e
+            for e in self.errors()
+            if (e.block_number, e.extrinsic_index) == (block_number, extrinsic_index)
+        ]
+
+    def created_by(self, block_number: int, extrinsic_index: int) -> list[tuple[str, int]]:
+        """(entity, id) created by one extrinsic's calls: how a client maps a receipt to ids."""
+        out: list[tuple[str, int]] = []
+        for kind, table in (
+            ("model", self._models),
+            ("task", self._tasks),
+            ("proposal", self._proposals),
+        ):
+            for i, r in sorted(table.items()):
+                if (r.created_block, r.created_extrinsic) == (block_number, extrinsic_index):
+                    out.append((kind, i))
+        for i, s in sorted(self._submissions.items()):
+            if (s.block_number, s.extrinsic_index) == (block_number, extrinsic_index):
+                out.append(("submission", i))
+        return out
+
+    # ----------------------------------------------------------------- snapshots
+    def _dump(self) -> dict[str, Any]:
+        def rows(table: dict[int, Any]) -> list[dict[str, Any]]:
+            return [dataclasses.asdict(r) for _, r in sorted(table.items())]
+
+        return {
+            "format": FORMAT,
+            "last_block": self._last_block,
+            "last_hash": self._last_hash,
+            "params": dict(self._params),
+            "next": dict(self._next),
+            "models": rows(self._models),
+            "tasks": rows(self._tasks),
+            "submissions": rows(self._submissions),
+            "proposals": rows(self._proposals),
+            "unbonding": rows(self._unbonding),
+            "payouts": rows(self._payouts),
+            "stakes": [[a, m, v] for (a, m), v in sorted(self._stakes.items())],
+            "held": [[m, p, v] for (m, p), v in sorted(self._held.items())],
+            "consumed": sorted(list(k) for k in self._consumed),
+        }
+
+    def state_hash(self) -> str:
+        """blake2b-256 of the canonical serialization of the state (the error log excluded)."""
+        return "0x" + blake2b(_canonical(self._dump()), digest_size=32).hexdigest()
+
+    def to_bytes(self) -> bytes:
+        """A canonical snapshot, the error log included; ``from_bytes`` restores it exactly."""
+        data = self._dump()
+        data["errors"] = self._errors
+        return _canonical(data)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> State:
+        try:
+            d = json.loads(data)
+            if d.get("format") != FORMAT:
+                raise SnapshotError(f"unsupported snapshot format {d.get('format')!r}")
+            s = cls()
+            s._last_block = d["last_block"]
+            s._last_hash = d["last_hash"]
+            s._params = dict(d["params"])
+            s._next = dict(d["next"])
+            for attr, rec in (
+                ("_models", _Model),
+                ("_tasks", _Task),
+                ("_submissions", _Submission),
+                ("_proposals", _Proposal),
+                ("_unbonding", _Unbonding),
+                ("_payouts", _Payout),
+            ):
+                setattr(s, attr, {r["id"]: rec(**r) for r in d[attr[1:]]})
+            s._stakes = {(a, m): v for a, m, v in d["stakes"]}
+            s._held = {(m, p): v for m, p, v in d["held"]}
+            s._consumed = {tuple(k) for k in d["consumed"]}
+            s._errors = list(d["errors"])
+        except SnapshotError:
+            raise
+        except (ValueError, KeyError, TypeError) as e:
+            raise SnapshotError(f"corrupt state snapshot: {e}") from e
+        return s
+
+
+def _guess_call_name(remark: bytes) -> str | None:
+    """The call a malformed remark meant, when its header is readable (for the error log)."""
+    head = len(C.PREFIX) + 1
+    if len(remark) > head and C.is_protocol_remark(remark) and remark[head - 1] == C.VERSION:
+        cls = C.CALL.by_index.get(remark[head])
+        return cls.NAME if cls else None  # type: ignore[attr-defined]
+    return None

@@ -1,0 +1,229 @@
+"""Frozen values crossing the protocol layer's boundary: inputs from the indexer, query results.
+
+Query results carry at least the fields of CLI.md; ``to_json()`` gives the CLI's JSON shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .accounts import normalize_address
+
+
+class _Json:
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class Transfer(_Json):
+    """A value transfer that succeeded in the same ``Utility.batch_all`` as a remark.
+
+    ``asset_id`` is None for the native token (Balances), else the Assets pallet's asset id.
+    """
+
+    source: str
+    dest: str
+    amount: int
+    asset_id: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", normalize_address(self.source))
+        object.__setattr__(self, "dest", normalize_address(self.dest))
+        if isinstance(self.amount, bool) or not isinstance(self.amount, int) or self.amount < 0:
+            raise ValueError(f"transfer amount must be a non-negative int, got {self.amount!r}")
+
+
+@dataclass(frozen=True)
+class CallContext(_Json):
+    """Where and by whom a protocol remark was made, as read from the chain by the indexer.
+
+    ``signer`` is the remark's origin (the ``System.Remarked`` event's sender: for a call
+    dispatched through ``Multisig.as_multi`` that is the multisig account). ``transfers`` are the
+    transfers of the innermost ``batch_all`` holding the remark, in call order.
+    """
+
+    block_number: int
+    block_hash: str
+    extrinsic_index: int
+    batch_index: int
+    signer: str
+    transfers: tuple[Transfer, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "signer", normalize_address(self.signer))
+        object.__setattr__(self, "transfers", tuple(self.transfers))
+
+
+@dataclass(frozen=True)
+class Outcome(_Json):
+    """The result of applying one remark: ok, or the reason it was rejected.
+
+    ``entity``/``entity_id`` name what the call created (e.g. "proposal", 3), if anything.
+    """
+
+    ok: bool
+    call: str | None
+    reason: str | None = None
+    entity: str | None = None
+    entity_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Payout(_Json):
+    """Value owed out of a pool: the pool's signatories execute it as ``batch_all([transfer,
+    remark(settle_payout(id))])`` and the state marks it paid when that remark is applied.
+
+    ``reason``: task_reward, task_refund, unstake, or migrate (pool change).
+    """
+
+    id: int
+    model_id: int
+    pool: str
+    dest: str
+    amount: int
+    asset_id: int | None
+    reason: str
+    created_block: int
+    status: str = "pending"
+    paid_block: int | None = None
+
+
+@dataclass(frozen=True)
+class ProtocolParams(_Json):
+    """Protocol-wide parameters, changed only by SetProtocolParam proposals."""
+
+    unstake_lock_blocks: int = 20
+    quorum_permill: int = 100_000
+    threshold_permill: int = 500_000
+    min_voting_blocks: int = 1
+    max_voting_blocks: int = 100_000
+    task_review_blocks: int = 20
+    round_submit_blocks: int = 20
+    round_aggregate_blocks: int = 20
+
+
+@dataclass(frozen=True)
+class ModelInfo(_Json):
+    id: int
+    name: str
+    owner: str
+    status: str  # proposed, approved, training, retired
+    pool: str
+    global_cid: str
+    round: int
+    strategy: str
+    validators: tuple[str, ...]
+    total_stake: int
+    description: str
+    architecture_cid: str
+    weights_cid: str
+    metric: str
+    licence: str
+    jurisdictions: tuple[str, ...]
+    reward_policy: dict[str, Any]
+    stake_asset: int | None
+    eligibility: dict[str, Any]
+    pool_threshold: int
+    created_block: int
+    created_extrinsic: int
+
+
+@dataclass(frozen=True)
+class StakeInfo(_Json):
+    """``status`` active (``locked_until`` None) or unbonding (paid out at ``locked_until``)."""
+
+    account: str
+    model_id: int
+    amount: int
+    asset: int | None
+    locked_until: int | None
+    status: str = "active"
+
+
+@dataclass(frozen=True)
+class ProposalInfo(_Json):
+    """``ayes``/``nays`` are stake weights: live while open, frozen at the tally."""
+
+    id: int
+    kind: str
+    target: int | str  # a model id or "protocol"
+    status: str  # open, passed, rejected, void
+    ayes: int
+    nays: int
+    deadline: int
+    proposer: str
+    params: dict[str, Any]
+    voters: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class AssignmentInfo(_Json):
+    account: str
+    status: str  # assigned, submitted, accepted, rejected, expired
+    submission_id: int | None
+
+
+@dataclass(frozen=True)
+class TaskInfo(_Json):
+    id: int
+    model_id: int
+    creator: str
+    role: str
+    reward: int
+    max_assignments: int
+    budget: int
+    escrow: int
+    asset: int | None
+    validation: str
+    status: str  # open, closed
+    expires_at: int
+    review_until: int
+    description: str
+    assignments: tuple[AssignmentInfo, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class SubmissionInfo(_Json):
+    id: int
+    task_id: int
+    worker: str
+    result_cid: str
+    status: str  # pending, accepted, rejected, expired
+    reason: str
+    block_number: int
+
+
+@dataclass(frozen=True)
+class PoolInfo(_Json):
+    """A model's pool and what it owes. ``held`` is what the protocol counts as received there
+    minus settled payouts; it equals ``obligations`` at all times (sum over ``balances``, which
+    also lists earlier pools still awaiting their migration payout)."""
+
+    model_id: int
+    pool: str
+    signatories: tuple[str, ...]
+    threshold: int
+    asset_id: int | None
+    stakes: int
+    unbonding: int
+    task_escrow: int
+    pending_payouts: int
+    obligations: int
+    held: int
+    balances: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class ErrorRecord(_Json):
+    """A rejected protocol call (it changed nothing)."""
+
+    block_number: int
+    extrinsic_index: int
+    account: str
+    call: str
+    reason: str
+    batch_index: int = 0

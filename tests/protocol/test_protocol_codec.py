@@ -1,0 +1,185 @@
+"""The call codec: round trips, and every kind of malformed remark rejected with a reason."""
+
+from __future__ import annotations
+
+import pytest
+from protocol_sim import ACCOUNTS, CID_A, CID_W
+
+from decentralml_jupyter.protocol import (
+    MAX_REMARK_BYTES,
+    PREFIX,
+    AllowList,
+    CodecError,
+    MinStake,
+    SetEligibleWorkers,
+    SetProtocolParam,
+    decode_call,
+    encode_call,
+    encoders,
+    multisig_address,
+    pool_address,
+)
+from decentralml_jupyter.protocol import calls as C
+from decentralml_jupyter.protocol.scale import Reader, encode_compact
+
+A, B, CAROL = ACCOUNTS["alice"], ACCOUNTS["bob"], ACCOUNTS["carol"]
+
+SAMPLES = [
+    C.RegisterModel(
+        name="digits-mlp ✓",
+        architecture_cid=CID_A,
+        weights_cid=CID_W,
+        jurisdictions=("EU", "CH"),
+        reward_policy=C.RewardPolicy("equal", 10**18, 50_000),
+        stake_asset=1984,
+        validators=(A, B),
+    ),
+    C.StartTraining(1),
+    C.Stake(1, 2**128 - 1),
+    C.Stake(2**64 - 1, 1, 7),
+    C.Unstake(3, 5),
+    C.CreateTask(1, "data_annotator", 100, 3, 50, "auto", "label 100 digits"),
+    C.AssignTask(9),
+    C.SubmitResult(9, CID_W),
+    C.AcceptSubmission(4),
+    C.RejectSubmission(4, "blurry"),
+    C.Propose(None, SetProtocolParam("quorum_permill", 250_000), 10),
+    C.Propose(1, SetEligibleWorkers(AllowList((A, B))), 10),
+    C.Propose(1, SetEligibleWorkers(MinStake(10)), 10),
+    C.Propose(1, C.AddValidator(CAROL), 5),
+    C.Vote(1, False),
+    C.SettlePayout(12),
+]
+
+
+@pytest.mark.parametrize("call", SAMPLES, ids=lambda c: c.NAME)
+def test_round_trip(call: C.Call) -> None:
+    raw = encode_call(call)
+    assert raw.startswith(PREFIX + b"\x01")
+    assert decode_call(raw) == call
+
+
+def test_compact_encoding_matches_scale_vectors() -> None:
+    # vectors from the SCALE specification
+    assert encode_compact(0) == b"\x00"
+    assert encode_compact(1) == b"\x04"
+    assert encode_compact(42) == b"\xa8"
+    assert encode_compact(69) == b"\x15\x01"
+    assert encode_compact(65535) == b"\xfe\xff\x03\x00"
+    assert encode_compact(100000000000000) == bytes.fromhex("0b00407a10f35a")
+    for v in (0, 63, 64, 16383, 16384, 2**30 - 1, 2**30, 2**32, 2**128 - 1):
+        assert Reader(encode_compact(v)).compact() == v
+
+
+def test_matches_scalecodec_encoding() -> None:
+    from scalecodec.base import RuntimeConfiguration
+    from scalecodec.type_registry import load_type_registry_preset
+
+    rc = RuntimeConfiguration()
+    rc.update_type_registry(load_type_registry_preset("legacy"))
+    for value in (0, 1, 300, 2**40, 2**127):
+        ref = rc.create_scale_object("Compact<u128>").encode(value)
+        assert encode_compact(value) == bytes(ref.data)
+    ref = rc.create_scale_object("Bytes").encode("héllo".encode())
+    assert C.Text(16).encode("héllo") == bytes(ref.data)
+
+
+def _body(call: C.Call) -> bytes:
+    return encode_call(call)[len(PREFIX) + 1 :]
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        (b"", "missing prefix"),
+        (b"rmrk::MINT", "missing prefix"),
+        (PREFIX, "missing protocol version"),
+        (PREFIX + b"\x02" + _body(C.Vote(1, True)), "unknown protocol version 2"),
+        (PREFIX + b"\x01", "truncated"),
+        (PREFIX + b"\x01\x63", "unknown call index 99"),
+        (PREFIX + b"\x01" + _body(C.Vote(1, True)) + b"\x00", "1 trailing bytes"),
+        (PREFIX + b"\x01" + _body(C.Vote(1, True))[:-1], "truncated"),
+        (PREFIX + b"\x01\x0a\x04\x02", "invalid bool"),
+        (PREFIX + b"\x01\x0a\x05\x00\x01", "non-canonical compact"),  # 1 in two-byte mode
+        (PREFIX + b"\x01\x02\x04" + encode_compact(2**128) + b"\x00", "out of range"),
+        (PREFIX + b"\x01\x02\x04\x04\x02", "invalid option tag"),
+        (PREFIX + b"\x01\x06\x04\x08\xff\xfe", "not valid UTF-8"),
+        (PREFIX + b"\x01\x06\x04\x08Q!", "does not match"),
+        (PREFIX + b"\x01\x09\x00\x0c\x28", "unknown proposal kind index 12"),
+        (PREFIX + b"\x01" + bytes(MAX_REMARK_BYTES), "exceeds"),
+    ],
+)
+def test_malformed_remarks_are_rejected_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(CodecError, match=reason):
+        decode_call(raw)
+
+
+def test_oversize_fields_are_rejected() -> None:
+    with pytest.raises(CodecError, match="bytes, allowed"):
+        C.RegisterModel(name="x" * 65, architecture_cid=CID_A, weights_cid=CID_W)
+    with pytest.raises(CodecError, match="at most 16"):
+        C.RegisterModel(
+            name="x",
+            architecture_cid=CID_A,
+            weights_cid=CID_W,
+            validators=tuple(ACCOUNTS.values()) * 3,
+        )
+    long_text = C.Text(1024).encode("x" * 2000)  # a length prefix beyond the field's bound
+    raw = PREFIX + b"\x01\x08\x04" + long_text
+    with pytest.raises(CodecError, match="exceeds 256"):
+        decode_call(raw)
+
+
+def test_values_are_checked_when_building_calls() -> None:
+    with pytest.raises(CodecError, match="out of range"):
+        C.Stake(1, -5)
+    with pytest.raises(CodecError, match="expected an integer"):
+        C.Stake(1, True)
+    with pytest.raises(CodecError, match="not one of"):
+        C.CreateTask(1, "janitor", 1, 1, 1)
+    with pytest.raises(CodecError, match="invalid SS58"):
+        C.AddValidator("not-an-address")
+    with pytest.raises(CodecError, match="duplicate"):
+        C.SetJurisdictions(("EU", "EU"))
+
+
+def test_multisig_address_matches_substrate_interface_algorithm() -> None:
+    from scalecodec.base import RuntimeConfiguration
+    from scalecodec.type_registry import load_type_registry_preset
+    from scalecodec.types import MultiAccountId
+    from scalecodec.utils.ss58 import ss58_encode
+
+    rc = RuntimeConfiguration()
+    rc.update_type_registry(load_type_registry_preset("legacy"))
+    MultiAccountId.runtime_config = rc
+    for signers, k in (([A, B], 2), ([CAROL, A, B], 2), (list(ACCOUNTS.values()), 4)):
+        ref = MultiAccountId.create_from_account_list(signers, k)
+        assert multisig_address(signers, k) == ss58_encode(ref.value[2:], 42)
+    # Alice, Bob, Charlie (sr25519 dev keys), 2 of 3: the widely published address
+    dev = [
+        "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
+        "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty",
+        "5FLSigC9HGRKVhB9FiEo4Y3koPsNmBmLJbpXg2mp1hXcS59Y",
+    ]
+    assert multisig_address(dev, 2) == "5DjYJStmdZ2rcqXbXGX7TW85JsrW6uG4y9MUcLq2BoPMpRA7"
+
+
+def test_pool_address_rules() -> None:
+    assert pool_address(A, []) == A  # no validators: the owner holds the funds
+    assert pool_address(A, [B]) == B  # one validator: its own account
+    assert pool_address(A, [B, CAROL]) == multisig_address([B, CAROL], 2)
+    assert pool_address(A, [CAROL, B, A]) == multisig_address([A, B, CAROL], 2)
+
+
+def test_action_from_cli_params() -> None:
+    a = encoders.action_from_params("SetEligibleWorkers", {"allow": f"{A},{B}"})
+    assert a == SetEligibleWorkers(AllowList((A, B)))
+    a = encoders.action_from_params("set_protocol_param", {"name": "quorum_permill", "value": "7"})
+    assert a == SetProtocolParam("quorum_permill", 7)
+    assert encoders.action_from_params("approvemodel") == C.ApproveModel()
+    with pytest.raises(CodecError, match="unknown proposal kind"):
+        encoders.action_from_params("MakeMeRich")
+    with pytest.raises(CodecError, match="does not take"):
+        encoders.action_from_params("ApproveModel", {"x": "1"})
+    with pytest.raises(CodecError, match="needs --param account"):
+        encoders.action_from_params("AddValidator")
