@@ -1,0 +1,446 @@
+"""`Chain`: the one facade over substrate-interface that every upper layer uses.
+
+It turns the library's exceptions into DfmlErrors that say what to do, returns frozen
+`Receipt`s for transactions, and keeps dev keys off chains that are not dev chains.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from substrateinterface import Keypair, SubstrateInterface
+from substrateinterface.base import ExtrinsicReceipt
+from substrateinterface.exceptions import SubstrateRequestException
+
+from .. import config
+from ..errors import (
+    ChainError,
+    ChainNotReachable,
+    DispatchFailed,
+    KeyLoadError,
+    TransactionRejected,
+    UsageError,
+)
+from .devchain import DEV_NAMES
+from .keys import is_dev_uri, load_keypair
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What happened to a submitted transaction."""
+
+    block_hash: str
+    block_number: int
+    extrinsic_index: int
+    success: bool
+    error: str | None
+    fee: int = 0
+    events: tuple[dict, ...] = field(default=(), repr=False)
+
+    def to_json(self) -> dict:
+        return {
+            "block_hash": self.block_hash,
+            "block_number": self.block_number,
+            "extrinsic_index": self.extrinsic_index,
+            "success": self.success,
+            "error": self.error,
+        }
+
+    def events_of(self, module: str, event: str | None = None) -> list[dict]:
+        return [
+            e
+            for e in self.events
+            if e["module"] == module and (event is None or e["event"] == event)
+        ]
+
+
+@dataclass(frozen=True)
+class Balance:
+    address: str
+    free: int
+    reserved: int
+
+    def to_json(self) -> dict:
+        return {"address": self.address, "free": self.free, "reserved": self.reserved}
+
+
+@dataclass(frozen=True)
+class Block:
+    number: int
+    hash: str
+    events: tuple[dict, ...]
+
+
+def _event_dict(record) -> dict:
+    value = record.value
+    ev = value["event"]
+    phase = value.get("phase")
+    ext = value.get("extrinsic_idx")
+    return {
+        "module": ev["module_id"],
+        "event": ev["event_id"],
+        "attributes": ev["attributes"],
+        "extrinsic_index": ext,
+        "phase": phase if isinstance(phase, str) else next(iter(phase), None),
+    }
+
+
+def _rejection_reason(exc: SubstrateRequestException) -> str:
+    info = exc.args[0] if exc.args else str(exc)
+    if isinstance(info, dict):
+        msg, data = str(info.get("message", "")), info.get("data")
+        info = f"{msg}: {data}" if data else msg
+    info = str(info)
+    if info.startswith("{"):
+        try:  # Chopsticks reports validity errors as JSON, e.g. {"invalid":{"payment":null}}
+            parsed = json.loads(info)
+        except ValueError:
+            return info
+        if isinstance(parsed, dict):
+            return "; ".join(
+                f"{kind} transaction ({', '.join(detail) if isinstance(detail, dict) else detail})"
+                for kind, detail in parsed.items()
+            )
+    return info
+
+
+_REJECTION_HINTS = {
+    "payment": "the signer cannot pay the fee: fund the account (dfml account transfer) first",
+    "badproof": "the signature does not match the signer: sign with the right key",
+    "stale": "the nonce was already used: wait for the earlier transaction and retry",
+    "future": "the nonce is ahead of the chain: wait for pending transactions",
+}
+
+
+class Chain:
+    """A connection to a Substrate chain (the dev chain or any endpoint with the same pallets)."""
+
+    def __init__(self, url: str | None = None, *, timeout: float = 10.0):
+        self.url = url or config.default_url()
+        try:
+            self.substrate = SubstrateInterface(url=self.url, ws_options={"timeout": timeout})
+            self.substrate.init_runtime()
+            props = self.substrate.properties or {}
+        except (ConnectionError, OSError, TimeoutError) as exc:
+            raise ChainNotReachable(
+                f"dev chain not reachable at {self.url}: {exc}",
+                hint="start one with: dfml chain up (or pass --url of a running chain)",
+            ) from None
+        except Exception as exc:  # websocket errors come in many classes
+            raise ChainNotReachable(
+                f"could not connect to a chain at {self.url}: {exc}",
+                hint="start one with: dfml chain up (or pass --url of a running chain)",
+            ) from None
+        # addresses in the chain's own format (its System.SS58Prefix): what its wallets show
+        self.ss58_format = self.substrate.ss58_format
+        self.token_symbol = props.get("tokenSymbol", "UNIT")
+        self.token_decimals = props.get("tokenDecimals", 12)
+        self._lock = threading.RLock()  # substrate-interface's websocket is not thread-safe
+        self._is_dev: bool | None = None
+
+    # -- connection -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.substrate.close()
+
+    def __enter__(self) -> Chain:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _rpc(self, method: str, params: list | None = None):
+        with self._lock:
+            reply = self.substrate.rpc_request(method, params or [])
+        return reply["result"]
+
+    @property
+    def is_dev(self) -> bool:
+        """A dev chain (Chopsticks, or a node whose chain type is Development/Local)."""
+        if self._is_dev is None:
+            methods = self._rpc("rpc_methods").get("methods", [])
+            chain_type = None
+            if "system_chainType" in methods:
+                chain_type = self._rpc("system_chainType")
+            self._is_dev = "dev_newBlock" in methods or chain_type in ("Development", "Local")
+        return self._is_dev
+
+    def block_number(self, block_hash: str | None = None) -> int:
+        with self._lock:
+            return self.substrate.get_block_number(block_hash or self.substrate.get_chain_head())
+
+    def head(self) -> str:
+        with self._lock:
+            return self.substrate.get_chain_head()
+
+    def block_hash(self, number: int) -> str:
+        with self._lock:
+            return self.substrate.get_block_hash(number)
+
+    def runtime(self) -> dict:
+        v = self._rpc("state_getRuntimeVersion")
+        return {"spec_name": v["specName"], "spec_version": v["specVersion"]}
+
+    # -- keys and accounts -----------------------------------------------------------------
+
+    def keypair(self, key: str | Keypair | None = None, *, force: bool = False) -> Keypair:
+        """The signing key for ``key`` (default DFML_KEY or //Alice).
+
+        Dev keys are refused on a chain that is not a dev chain unless ``force``: anyone can
+        sign with them.
+        """
+        if isinstance(key, Keypair):
+            return key
+        key = key or config.default_key()
+        key = _dev_name_uri(key) or key
+        if is_dev_uri(key) and not force and not self.is_dev:
+            raise KeyLoadError(
+                f"refusing dev key {key} on {self.url}, which is not a dev chain",
+                hint="use your own key (--key MNEMONIC or a key file), or force it if you must",
+            )
+        return load_keypair(key, ss58_format=self.ss58_format)
+
+    def address(self, who: str | Keypair) -> str:
+        """An SS58 address from an address, a dev name (Alice, Dev3), or a key spec."""
+        if isinstance(who, Keypair):
+            return who.ss58_address
+        uri = _dev_name_uri(who)
+        if uri:
+            return load_keypair(uri, ss58_format=self.ss58_format).ss58_address
+        try:
+            from scalecodec.utils.ss58 import is_valid_ss58_address
+
+            if is_valid_ss58_address(who):
+                return who
+        except Exception:
+            pass
+        if who.startswith("0x") and len(who) == 66:
+            from scalecodec.utils.ss58 import ss58_encode
+
+            return ss58_encode(who, self.ss58_format)
+        try:
+            return load_keypair(who, ss58_format=self.ss58_format).ss58_address
+        except KeyLoadError:
+            raise UsageError(
+                f"{who!r} is not an address, a dev account name or a key",
+                hint="give an SS58 address, Alice..Ferdie, DevN, or a key",
+            ) from None
+
+    def balance(self, who: str | Keypair) -> Balance:
+        addr = self.address(who)
+        with self._lock:
+            info = self.substrate.query("System", "Account", [addr]).value
+        return Balance(addr, int(info["data"]["free"]), int(info["data"]["reserved"]))
+
+    def nonce(self, who: str | Keypair) -> int:
+        with self._lock:
+            return self.substrate.get_account_nonce(self.address(who))
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def call(self, module: str, function: str, params: dict | None = None):
+        """Compose a call, with a clear error for an unknown pallet, call or parameter."""
+        with self._lock:
+            try:
+                return self.substrate.compose_call(module, function, params or {})
+            except ValueError as exc:
+                raise UsageError(
+                    f"cannot compose {module}.{function}: {exc}",
+                    hint="check the pallet and call names and their parameters in the metadata",
+                ) from None
+            except Exception as exc:
+                raise UsageError(
+                    f"bad parameters for {module}.{function}: {exc}",
+                    hint="check the parameter names and types in the chain's metadata",
+                ) from None
+
+    def transfer_call(self, dest: str, amount: int, keep_alive: bool = True):
+        if not isinstance(amount, int) or amount <= 0:
+            raise UsageError(f"amount must be a positive integer, got {amount!r}")
+        fn = "transfer_keep_alive" if keep_alive else "transfer"
+        return self.call("Balances", fn, {"dest": self.address(dest), "value": amount})
+
+    def remark_call(self, data: bytes):
+        return self.call("System", "remark_with_event", {"remark": "0x" + bytes(data).hex()})
+
+    def batch_all_call(self, calls: Sequence):
+        return self.call("Utility", "batch_all", {"calls": list(calls)})
+
+    def estimate_fee(self, key, call) -> int:
+        kp = self.keypair(key)
+        with self._lock:
+            info = self.substrate.get_payment_info(call, kp)
+        return int(info["partialFee"])
+
+    # -- submission -------------------------------------------------------------------------
+
+    def sign(self, key, call, *, nonce: int | None = None):
+        kp = self.keypair(key)
+        with self._lock:
+            return self.substrate.create_signed_extrinsic(call, kp, nonce=nonce)
+
+    def submit(self, key, call, *, check: bool = True, nonce: int | None = None) -> Receipt:
+        """Sign, submit and wait for inclusion; raise DispatchFailed if the call failed."""
+        return self.submit_extrinsic(self.sign(key, call, nonce=nonce), check=check)
+
+    def submit_extrinsic(self, extrinsic, *, check: bool = True) -> Receipt:
+        with self._lock:
+            try:
+                raw = self.substrate.submit_extrinsic(extrinsic, wait_for_inclusion=True)
+            except SubstrateRequestException as exc:
+                reason = _rejection_reason(exc)
+                low = reason.lower().replace(" ", "")
+                hint = next(
+                    (h for k, h in _REJECTION_HINTS.items() if k in low),
+                    "nothing was changed on chain; fix the transaction and resubmit",
+                )
+                raise TransactionRejected(f"the chain rejected the transaction: {reason}", hint)
+            except (ConnectionError, OSError) as exc:
+                raise ChainNotReachable(
+                    f"lost the connection to {self.url} while submitting: {exc}",
+                    hint="check the chain (dfml chain status); the transaction may or may not "
+                    "have been included",
+                ) from None
+            receipt = self._receipt(raw)
+        if check and not receipt.success:
+            raise DispatchFailed(
+                f"the transaction failed in block {receipt.block_number}: {receipt.error}",
+                receipt=receipt,
+                hint="nothing it did was kept; fix the call and resubmit",
+            )
+        return receipt
+
+    def _receipt(self, raw: ExtrinsicReceipt) -> Receipt:
+        block_number = self.substrate.get_block_number(raw.block_hash)
+        events = tuple(_event_dict(e) for e in raw.triggered_events)
+        error = None
+        if not raw.is_success:
+            err = raw.error_message or {}
+            error = f"{err.get('type', 'Error')}.{err.get('name', '?')}"
+            docs = err.get("docs")
+            if docs:
+                error += f": {' '.join(docs) if isinstance(docs, list) else docs}"
+        fee = int(raw.total_fee_amount or 0)
+        return Receipt(
+            block_hash=raw.block_hash,
+            block_number=block_number,
+            extrinsic_index=raw.extrinsic_idx,
+            success=raw.is_success,
+            error=error,
+            fee=fee,
+            events=events,
+        )
+
+    # -- convenience transactions ----------------------------------------------------------
+
+    def transfer(self, key, dest: str, amount: int, *, keep_alive: bool = True) -> Receipt:
+        return self.submit(key, self.transfer_call(dest, amount, keep_alive))
+
+    def remark(self, key, data: bytes) -> Receipt:
+        return self.submit(key, self.remark_call(data))
+
+    def batch_all(self, key, calls: Sequence) -> Receipt:
+        """All calls or none: if any fails, the whole batch is reverted."""
+        return self.submit(key, self.batch_all_call(calls))
+
+    # -- multisig ---------------------------------------------------------------------------
+
+    def multisig_address(self, signatories: Iterable[str], threshold: int) -> str:
+        addrs = [self.address(s) for s in signatories]
+        _check_threshold(addrs, threshold)
+        with self._lock:
+            return self.substrate.generate_multisig_account(addrs, threshold).ss58_address
+
+    def multisig_approve(self, key, call, signatories: Iterable[str], threshold: int) -> Receipt:
+        """Approve ``call`` as one member of the k-of-n multisig; the k-th approval executes it.
+
+        The first k-1 members register their approval of the call hash (``approve_as_multi``);
+        the last one submits the call itself (``as_multi``), which then runs as the multisig.
+        """
+        kp = self.keypair(key)
+        addrs = [self.address(s) for s in signatories]
+        _check_threshold(addrs, threshold)
+        if kp.ss58_address not in addrs:
+            raise UsageError(
+                f"{kp.ss58_address} is not a member of this multisig",
+                hint="sign with one of the signatories",
+            )
+        with self._lock:
+            multi = self.substrate.generate_multisig_account(addrs, threshold)
+            ext = self.substrate.create_multisig_extrinsic(call, kp, multi)
+        receipt = self.submit_extrinsic(ext)
+        if receipt.events_of("Multisig", "MultisigExecuted"):
+            result = receipt.events_of("Multisig", "MultisigExecuted")[0]["attributes"]["result"]
+            if isinstance(result, dict) and "Err" in result:
+                raise DispatchFailed(
+                    f"the multisig call failed when executed: {result['Err']}",
+                    receipt=receipt,
+                    hint="the approvals were used up; fund the multisig or fix the call",
+                )
+        return receipt
+
+    def multisig_pending(self, signatories: Iterable[str], threshold: int, call) -> dict | None:
+        """The open approvals of ``call`` on the multisig, or None."""
+        addrs = [self.address(s) for s in signatories]
+        with self._lock:
+            multi = self.substrate.generate_multisig_account(addrs, threshold)
+            return self.substrate.query(
+                "Multisig", "Multisigs", [multi.value, call.call_hash]
+            ).value
+
+    # -- blocks and events ------------------------------------------------------------------
+
+    def events(self, block_hash: str) -> list[dict]:
+        with self._lock:
+            return [_event_dict(e) for e in self.substrate.get_events(block_hash)]
+
+    def block(self, number_or_hash: int | str) -> Block:
+        with self._lock:
+            h = (
+                number_or_hash
+                if isinstance(number_or_hash, str)
+                else self.substrate.get_block_hash(number_or_hash)
+            )
+            number = self.substrate.get_block_number(h)
+        return Block(number, h, tuple(self.events(h)))
+
+    def subscribe_blocks(self, handler: Callable[[Block], object]):
+        """Call ``handler`` with every new block and its events, until it returns non-None.
+
+        Blocks here run in the caller's thread; use a thread to follow the chain in the
+        background. Returns the handler's first non-None result.
+        """
+
+        def on_header(obj, update_nr, subscription_id):
+            number = obj["header"]["number"]
+            h = self.substrate.get_block_hash(number)
+            events = tuple(_event_dict(e) for e in self.substrate.get_events(h))
+            return handler(Block(number, h, events))
+
+        with self._lock:
+            return self.substrate.subscribe_block_headers(on_header)
+
+
+def _dev_name_uri(name: str) -> str | None:
+    """//Name for a dev account name (alice, Bob, Dev3), else None."""
+    if name.capitalize() in DEV_NAMES:
+        return "//" + name.capitalize()
+    if re.fullmatch(r"[Dd]ev[1-9][0-9]*", name):
+        return "//Dev" + name[3:]
+    return None
+
+
+def _check_threshold(addrs: list[str], threshold: int) -> None:
+    if len(set(addrs)) != len(addrs):
+        raise UsageError("multisig signatories must be distinct")
+    if not 1 <= threshold <= len(addrs):
+        raise UsageError(
+            f"threshold {threshold} must be between 1 and the {len(addrs)} signatories"
+        )
+
+
+__all__ = ["Balance", "Block", "Chain", "ChainError", "Receipt"]

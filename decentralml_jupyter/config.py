@@ -1,0 +1,39 @@
+"""Defaults shared by every front end: endpoints, keys and the project's home directory.
+
+Values come from the environment (DFML_URL, DFML_STORAGE, DFML_KEY, DFML_HOME) so the CLI, the
+magics and the agents agree without passing options around.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_URL = "ws://127.0.0.1:9944"
+DEFAULT_STORAGE = "http://127.0.0.1:5001"
+DEFAULT_KEY = "//Alice"
+
+
+def home() -> Path:
+    """Where caches (npm packages, extracted runtimes) and run state (pid files) live."""
+    env = os.environ.get("DFML_HOME")
+    base = Path(env) if env else Path.home() / ".cache" / "decentralml-jupyter"
+    return base.expanduser()
+
+
+def run_dir() -> Path:
+    d = home() / "run"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def default_url() -> str:
+    return os.environ.get("DFML_URL", DEFAULT_URL)
+
+
+def default_storage() -> str:
+    return os.environ.get("DFML_STORAGE", DEFAULT_STORAGE)
+
+
+def default_key() -> str:
+    return os.environ.get("DFML_KEY", DEFAULT_KEY)
