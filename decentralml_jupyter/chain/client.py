@@ -298,7 +298,9 @@ class Chain:
                     (h for k, h in _REJECTION_HINTS.items() if k in low),
                     "nothing was changed on chain; fix the transaction and resubmit",
                 )
-                raise TransactionRejected(f"the chain rejected the transaction: {reason}", hint)
+                raise TransactionRejected(
+                    f"the chain rejected the transaction: {reason}", hint
+                ) from None
             except (ConnectionError, OSError) as exc:
                 raise ChainNotReachable(
                     f"lost the connection to {self.url} while submitting: {exc}",

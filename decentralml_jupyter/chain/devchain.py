@@ -70,7 +70,7 @@ def _check_node() -> tuple[str, str]:
     if not node or not npm:
         raise SetupError(
             "node and npm are needed to run the dev chain (Chopsticks) and were not found",
-            hint=f"install Node.js {MIN_NODE_MAJOR} or newer with npm (e.g. apt-get install nodejs npm)",
+            hint=f"install Node.js {MIN_NODE_MAJOR} or newer with npm (apt-get install nodejs npm)",
         )
     major = _node_major(node)
     if major < MIN_NODE_MAJOR:

@@ -7,6 +7,7 @@ only, never joins a swarm, and records its pid in ``$DFML_HOME/run/storage-P.jso
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import re
@@ -45,6 +46,13 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise RpcError(f'invalid timeout "{text}"', 400)
     return sum(float(n) * units[u] for n, u in parts)
+
+
+def flatfs_path(blocks: Path, cid: CID) -> Path:
+    """Where Kubo's flatfs keeps a block: keyed by multihash, base32 without padding, in a
+    directory named by the next-to-last two characters (shard v1/next-to-last/2)."""
+    key = base64.b32encode(cid.multihash).decode().rstrip("=")
+    return blocks / key[-3:-1] / f"{key}.data"
 
 
 # -- Kubo repository ------------------------------------------------------------------------
@@ -133,11 +141,7 @@ class KuboRepo:
         return json.loads(text) if text else []
 
     def block_path(self, cid: CID) -> Path:
-        # Kubo's flatfs keys blocks by multihash: base32 (no padding), sharded next-to-last/2.
-        import base64
-
-        key = base64.b32encode(cid.multihash).decode().rstrip("=")
-        return self.blocks / key[-3:-1] / f"{key}.data"
+        return flatfs_path(self.blocks, cid)
 
     def read_block(self, cid: CID) -> bytes | None:
         try:
