@@ -1,0 +1,433 @@
+"""The state machine: each call family's lifecycle, and every rejection leaving state unchanged."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from protocol_sim import ACCOUNTS, CID_A, CID_W, Sim, replay
+
+from decentralml_jupyter.protocol import (
+    AddValidator,
+    AllowList,
+    ApproveModel,
+    CallContext,
+    MinStake,
+    OrderingError,
+    RemoveValidator,
+    RetireModel,
+    SetEligibleWorkers,
+    SetLicence,
+    SetProtocolParam,
+    SetStrategy,
+    SnapshotError,
+    State,
+    Transfer,
+    encoders,
+    multisig_address,
+)
+
+A, B, CAROL, D, E = (ACCOUNTS[n] for n in ("alice", "bob", "carol", "dave", "eve"))
+
+
+def rejected(sim: Sim, who: str, remark: bytes, transfers=(), match: str = "") -> str:
+    """Apply a call that must fail: it changes nothing and is logged with its reason."""
+    before = sim.state.state_hash()
+    n_errors = len(sim.state.errors())
+    out = sim.call(who, remark, tuple(transfers))
+    assert not out.ok, out
+    assert re.search(match, out.reason), out.reason
+    assert sim.state.state_hash() == before
+    errors = sim.state.errors()
+    assert len(errors) == n_errors + 1 and errors[-1].reason == out.reason
+    return out.reason
+
+
+def ok(sim: Sim, who: str, remark: bytes, transfers=()):
+    out = sim.call(who, remark, tuple(transfers))
+    assert out.ok, out.reason
+    return out
+
+
+def register(sim: Sim, owner: str = "alice", **kw) -> int:
+    out = ok(sim, owner, encoders.register_model("digits", CID_A, CID_W, **kw))
+    assert out.entity == "model"
+    return out.entity_id
+
+
+def stake(sim: Sim, who: str, model_id: int, amount: int, asset=None):
+    pool = sim.state.model(model_id).pool
+    return ok(
+        sim, who, encoders.stake(model_id, amount, asset), [sim.pay(who, pool, amount, asset)]
+    )
+
+
+def pass_proposal(sim: Sim, target, action, voters=("alice",), blocks: int = 2) -> int:
+    pid = ok(sim, voters[0], encoders.propose(target, action, blocks)).entity_id
+    for v in voters:
+        ok(sim, v, encoders.vote(pid, True))
+    sim.tick(blocks + 1)
+    assert sim.state.proposal(pid).status == "passed", sim.state.proposal(pid)
+    return pid
+
+
+def approved_model(sim: Sim, **kw) -> int:
+    mid = register(sim, **kw)
+    stake(sim, "alice", mid, 1000)
+    pass_proposal(sim, mid, ApproveModel())
+    return mid
+
+
+def check_books(state: State) -> None:
+    for p in state.pools():
+        assert p.held == p.obligations, p
+
+
+# ------------------------------------------------------------------------------- models
+def test_model_lifecycle(sim: Sim) -> None:
+    mid = register(sim, licence="Apache-2.0", jurisdictions=("EU",))
+    m = sim.state.model(mid)
+    assert (m.status, m.owner, m.pool, m.global_cid, m.round) == ("proposed", A, A, CID_W, 0)
+    assert set(m.to_json()) >= {
+        "id",
+        "name",
+        "owner",
+        "status",
+        "pool",
+        "global_cid",
+        "round",
+        "strategy",
+        "validators",
+        "total_stake",
+    }
+    assert sim.state.created_by(0, 0) == [("model", mid)]
+    stake(sim, "bob", mid, 500)
+    assert sim.state.model(mid).total_stake == 500
+    pass_proposal(sim, mid, ApproveModel(), voters=("bob",))
+    assert sim.state.model(mid).status == "approved"
+
+    rejected(sim, "bob", encoders.start_training(mid), match="only the owner")
+    rejected(sim, "alice", encoders.start_training(mid), match="no validators")
+    pass_proposal(sim, mid, AddValidator(CAROL), voters=("bob",))
+    ok(sim, "alice", encoders.start_training(mid))
+    assert sim.state.model(mid).status == "training"
+
+    pass_proposal(sim, mid, SetStrategy("fedmedian"), voters=("bob",))
+    pass_proposal(sim, mid, SetLicence("CC-BY-4.0"), voters=("bob",))
+    assert (sim.state.model(mid).strategy, sim.state.model(mid).licence) == (
+        "fedmedian",
+        "CC-BY-4.0",
+    )
+    pass_proposal(sim, mid, RetireModel(), voters=("bob",))
+    assert sim.state.model(mid).status == "retired"
+    rejected(sim, "bob", encoders.stake(mid, 1), [sim.pay("bob", CAROL, 1)], match="retired")
+    check_books(sim.state)
+
+
+# ------------------------------------------------------------------------------- stakes
+def test_stake_needs_its_exact_transfer_in_the_batch(sim: Sim) -> None:
+    mid = register(sim)
+    pool = sim.state.model(mid).pool
+    call = encoders.stake(mid, 100)
+    rejected(sim, "bob", call, [], match="no unused transfer of 100 native")
+    rejected(sim, "bob", call, [sim.pay("bob", pool, 99)], match="found: 99 native")
+    rejected(sim, "bob", call, [sim.pay("bob", D, 100)], match="no unused transfer")
+    rejected(sim, "bob", call, [sim.pay("bob", pool, 100, asset=7)], match="no unused transfer")
+    rejected(sim, "bob", call, [sim.pay("carol", pool, 100)], match="no unused transfer")
+    rejected(sim, "bob", encoders.stake(mid, 100, 7), [sim.pay("bob", pool, 100, 7)], match="takes")
+    rejected(sim, "bob", encoders.stake(mid, 0), match="positive")
+    rejected(sim, "bob", encoders.stake(99, 1), [sim.pay("bob", pool, 1)], match="unknown model")
+    # one transfer backs one call: two stake remarks in one batch_all with a single transfer
+    t = (sim.pay("bob", pool, 100),)
+    ctx = CallContext(sim.block, "0x00", 7, 1, B, t)
+    assert sim.state.apply(ctx, call).ok
+    again = sim.state.apply(CallContext(sim.block, "0x00", 7, 2, B, t), call)
+    assert not again.ok and "no unused transfer" in again.reason
+    assert sim.state.stakes(account=B)[0].amount == 100
+    check_books(sim.state)
+
+
+def test_bring_your_own_token_stake(sim: Sim) -> None:
+    mid = register(sim, stake_asset=1984)
+    pool = sim.state.model(mid).pool
+    rejected(sim, "bob", encoders.stake(mid, 5), [sim.pay("bob", pool, 5)], match="asset 1984")
+    stake(sim, "bob", mid, 5, asset=1984)
+    [s] = sim.state.stakes(model_id=mid)
+    assert (s.account, s.amount, s.asset, s.locked_until) == (B, 5, 1984, None)
+    assert set(s.to_json()) >= {"account", "model_id", "amount", "asset", "locked_until"}
+
+
+def test_unstake_lock_and_payout(sim: Sim) -> None:
+    mid = register(sim)
+    stake(sim, "bob", mid, 300)
+    rejected(sim, "bob", encoders.unstake(mid, 301), match="cannot unstake 301: 300 staked")
+    rejected(sim, "carol", encoders.unstake(mid, 1), match="0 staked")
+    out = ok(sim, "bob", encoders.unstake(mid, 100))
+    assert out.entity == "unbonding"
+    lock = sim.state.params.unstake_lock_blocks
+    unbond = [s for s in sim.state.stakes(account=B) if s.status == "unbonding"]
+    assert [(s.amount, s.locked_until) for s in unbond] == [(100, sim.block + lock)]
+    assert sim.state.model(mid).total_stake == 200
+    sim.tick(lock)
+    assert sim.state.pending_payouts() == []
+    sim.tick()
+    [p] = sim.state.pending_payouts()
+    assert (p.pool, p.dest, p.amount, p.reason) == (A, B, 100, "unstake")
+    check_books(sim.state)
+
+    settle = encoders.settle_payout(p.id)
+    rejected(sim, "bob", settle, [sim.pay("bob", B, 100)], match="only be settled by its pool")
+    rejected(sim, "alice", settle, [], match="no unused transfer")
+    rejected(sim, "alice", settle, [sim.pay("alice", B, 99)], match="no unused transfer")
+    ok(sim, "alice", settle, [sim.pay("alice", B, 100)])
+    rejected(sim, "alice", settle, [sim.pay("alice", B, 100)], match="already paid")
+    rejected(sim, "alice", encoders.settle_payout(42), match="unknown payout")
+    assert sim.state.pending_payouts() == []
+    pool = sim.state.pool(mid)
+    assert (pool.stakes, pool.unbonding, pool.held, pool.obligations) == (200, 0, 200, 200)
+
+
+# ------------------------------------------------------------------------------- tasks
+def test_task_lifecycle_with_payment_and_refund(sim: Sim) -> None:
+    mid = approved_model(sim)
+    pool = sim.state.model(mid).pool
+    create = encoders.create_task(mid, "data_annotator", 10, 3, 5, description="label")
+    rejected(sim, "dave", create, [sim.pay("dave", pool, 10)], match="30 native")
+    tid = ok(sim, "dave", create, [sim.pay("dave", pool, 30)]).entity_id
+    assert sim.state.created_by(sim.block, sim.extrinsic - 1) == [("task", tid)]
+    task = sim.state.task(tid)
+    assert (task.budget, task.escrow, task.status) == (30, 30, "open")
+
+    rejected(sim, "dave", encoders.assign_task(tid), match="creator cannot")
+    rejected(sim, "bob", encoders.submit_result(tid, CID_W), match="no open assignment")
+    ok(sim, "bob", encoders.assign_task(tid))
+    rejected(sim, "bob", encoders.assign_task(tid), match="already holds")
+    sid = ok(sim, "bob", encoders.submit_result(tid, CID_W)).entity_id
+    ok(sim, "carol", encoders.assign_task(tid))
+    sid2 = ok(sim, "carol", encoders.submit_result(tid, CID_A)).entity_id
+
+    rejected(sim, "bob", encoders.accept_submission(sid), match="only its creator")
+    rejected(sim, "dave", encoders.accept_submission(99), match="unknown submission")
+    ok(sim, "dave", encoders.accept_submission(sid))
+    rejected(sim, "dave", encoders.accept_submission(sid), match="already accepted")
+    ok(sim, "dave", encoders.reject_submission(sid2, "wrong labels"))
+    [pay] = sim.state.pending_payouts()
+    assert (pay.dest, pay.amount, pay.reason) == (B, 10, "task_reward")
+    # carol's slot was freed by the rejection: she may take the task again
+    ok(sim, "carol", encoders.assign_task(tid))
+    sim.tick(5)
+    rejected(sim, "eve", encoders.assign_task(tid), match="expired")
+    rejected(sim, "carol", encoders.submit_result(tid, CID_W), match="expired")
+    sim.tick(sim.state.params.task_review_blocks + 1)
+    task = sim.state.task(tid)
+    assert (task.status, task.escrow) == ("closed", 0)
+    assert [a.status for a in task.assignments] == ["accepted", "rejected", "expired"]
+    refund = [p for p in sim.state.pending_payouts() if p.reason == "task_refund"]
+    assert [(p.dest, p.amount) for p in refund] == [(D, 20)]
+    check_books(sim.state)
+    assert all(o.ok for o in sim.settle_all())
+    assert sim.state.pool(mid).task_escrow == 0
+    check_books(sim.state)
+
+
+def test_auto_validation_lets_validators_decide_and_review_window_closes(sim: Sim) -> None:
+    mid = approved_model(sim, validators=(CAROL,))
+    pool = sim.state.model(mid).pool
+    assert pool == CAROL
+    create = encoders.create_task(mid, "model_engineer", 7, 1, 3, validation="auto")
+    tid = ok(sim, "dave", create, [sim.pay("dave", pool, 7)]).entity_id
+    ok(sim, "bob", encoders.assign_task(tid))
+    rejected(sim, "eve", encoders.assign_task(tid), match="no free assignment")
+    sid = ok(sim, "bob", encoders.submit_result(tid, CID_W)).entity_id
+    rejected(sim, "eve", encoders.accept_submission(sid), match="or the model's validators")
+    ok(sim, "carol", encoders.accept_submission(sid))
+
+    tid2 = ok(sim, "dave", create, [sim.pay("dave", pool, 7)]).entity_id
+    ok(sim, "bob", encoders.assign_task(tid2))
+    sid2 = ok(sim, "bob", encoders.submit_result(tid2, CID_W)).entity_id
+    sim.tick(3 + sim.state.params.task_review_blocks + 1)
+    rejected(sim, "dave", encoders.accept_submission(sid2), match="already expired")
+    assert sim.state.submissions(tid2)[0].status == "expired"
+    check_books(sim.state)
+
+
+def test_eligible_workers_allow_list_and_min_stake(sim: Sim) -> None:
+    mid = approved_model(sim)
+    pool = sim.state.model(mid).pool
+    pass_proposal(sim, mid, SetEligibleWorkers(AllowList((B,))))
+    create = encoders.create_task(mid, "model_contributor", 1, 5, 10)
+    tid = ok(sim, "dave", create, [sim.pay("dave", pool, 5)]).entity_id
+    rejected(sim, "carol", encoders.assign_task(tid), match="allow-list")
+    ok(sim, "bob", encoders.assign_task(tid))
+    pass_proposal(sim, mid, SetEligibleWorkers(MinStake(50)))
+    assert sim.state.model(mid).eligibility == {"type": "min_stake", "amount": 50}
+    rejected(sim, "carol", encoders.assign_task(tid), match="at least 50")
+    stake(sim, "carol", mid, 50)
+    ok(sim, "carol", encoders.assign_task(tid))
+
+
+# ------------------------------------------------------------------------------- governance
+def test_votes_are_stake_weighted_replaceable_and_tallied_at_the_deadline(sim: Sim) -> None:
+    mid = register(sim)
+    stake(sim, "alice", mid, 100)
+    stake(sim, "bob", mid, 300)
+    pid = ok(sim, "carol", encoders.propose(mid, ApproveModel(), 3)).entity_id
+    rejected(sim, "carol", encoders.vote(pid, True), match="no stake on model")
+    rejected(sim, "bob", encoders.vote(77, True), match="unknown proposal 77")
+    ok(sim, "alice", encoders.vote(pid, True))
+    ok(sim, "bob", encoders.vote(pid, True))
+    ok(sim, "bob", encoders.vote(pid, False))  # replaces bob's aye
+    p = sim.state.proposal(pid)
+    assert (p.ayes, p.nays, p.status, p.voters) == (100, 300, "open", 2)
+    assert set(p.to_json()) >= {"id", "kind", "target", "status", "ayes", "nays", "deadline"}
+    sim.tick(3)  # ticks the blocks before the deadline
+    ok(sim, "bob", encoders.vote(pid, True))  # still in time: the deadline block itself
+    sim.tick()
+    p = sim.state.proposal(pid)
+    assert (p.status, p.ayes, p.nays) == ("passed", 400, 0)
+    rejected(sim, "bob", encoders.vote(pid, False), match="closed at block")
+    assert sim.state.proposals(open_only=True) == []
+
+
+def test_quorum_threshold_and_void_proposals(sim: Sim) -> None:
+    mid = approved_model(sim)  # alice staked 1000
+    stake(sim, "bob", mid, 9000)
+    pid = ok(sim, "alice", encoders.propose(mid, SetStrategy("krum"), 1)).entity_id
+    ok(sim, "alice", encoders.vote(pid, True))  # 1000 of 10000 staked votes
+    sim.tick(2)
+    assert sim.state.proposal(pid).status == "passed"  # exactly 10% meets the quorum
+
+    pass_proposal(sim, None, SetProtocolParam("quorum_permill", 200_000), voters=("bob",))
+    assert sim.state.params.quorum_permill == 200_000
+    pid = ok(sim, "alice", encoders.propose(mid, SetStrategy("fedavg"), 1)).entity_id
+    ok(sim, "alice", encoders.vote(pid, True))
+    sim.tick(2)
+    p = sim.state.proposal(pid)
+    assert (p.status, p.note.startswith("turnout below quorum")) == ("rejected", True)
+
+    pid = ok(sim, "alice", encoders.propose(mid, SetStrategy("fedavg"), 1)).entity_id
+    ok(sim, "alice", encoders.vote(pid, True))
+    ok(sim, "bob", encoders.vote(pid, False))
+    sim.tick(2)
+    assert sim.state.proposal(pid).note.startswith("ayes not above threshold")
+
+    # two proposals admitting the same validator: the second is void when it passes
+    first = ok(sim, "bob", encoders.propose(mid, AddValidator(CAROL), 1)).entity_id
+    second = ok(sim, "bob", encoders.propose(mid, AddValidator(CAROL), 2)).entity_id
+    ok(sim, "bob", encoders.vote(first, True))
+    ok(sim, "bob", encoders.vote(second, True))
+    sim.tick(3)
+    assert sim.state.proposal(first).status == "passed"
+    p = sim.state.proposal(second)
+    assert (p.status, p.note) == ("void", f"{CAROL} is already a validator of model {mid}")
+
+
+def test_invalid_proposals_are_rejected(sim: Sim) -> None:
+    mid = register(sim)
+    max_v = sim.state.params.max_voting_blocks
+    cases = [
+        (encoders.propose(mid, ApproveModel(), 0), "voting period must be"),
+        (encoders.propose(mid, ApproveModel(), max_v + 1), "voting period must be"),
+        (encoders.propose(None, ApproveModel(), 5), "needs a model"),
+        (encoders.propose(mid, SetProtocolParam("quorum_permill", 1), 5), "targets the protocol"),
+        (encoders.propose(None, SetProtocolParam("threshold_permill", 10), 5), "500000..999999"),
+        (encoders.propose(None, SetProtocolParam("min_voting_blocks", 0), 5), "min_voting"),
+        (encoders.propose(42, ApproveModel(), 5), "unknown model 42"),
+        (encoders.propose(mid, RetireModel(), 5), None),
+        (encoders.propose(mid, RemoveValidator(B), 5), "not a validator"),
+    ]
+    for remark, match in cases:
+        if match is None:
+            ok(sim, "bob", remark)
+        else:
+            rejected(sim, "bob", remark, match=match)
+
+
+def test_protocol_level_votes_weigh_native_stake_across_models(sim: Sim) -> None:
+    m1, m2 = register(sim), register(sim)
+    byo = register(sim, stake_asset=5)
+    stake(sim, "alice", m1, 10)
+    stake(sim, "alice", m2, 20)
+    stake(sim, "bob", byo, 1000, asset=5)  # another token: no weight at protocol level
+    pid = ok(sim, "bob", encoders.propose(None, SetProtocolParam("unstake_lock_blocks", 3), 2))
+    rejected(sim, "bob", encoders.vote(pid.entity_id, True), match="no stake on any model")
+    ok(sim, "alice", encoders.vote(pid.entity_id, True))
+    assert sim.state.proposal(pid.entity_id).ayes == 30
+    sim.tick(3)
+    assert sim.state.params.unstake_lock_blocks == 3
+
+
+# ------------------------------------------------------------------------------- pools
+def test_validator_changes_migrate_pool_funds(sim: Sim) -> None:
+    mid = approved_model(sim)  # pool: alice (no validators yet), holding alice's 1000
+    stake(sim, "bob", mid, 500)
+    pass_proposal(sim, mid, AddValidator(CAROL))
+    assert sim.state.model(mid).pool == CAROL
+    [mig] = sim.state.pending_payouts()
+    assert (mig.pool, mig.dest, mig.amount, mig.reason) == (A, CAROL, 1500, "migrate")
+    check_books(sim.state)
+    # the set changes again before the first migration lands: the funds follow on arrival
+    pass_proposal(sim, mid, AddValidator(D))
+    pool2 = multisig_address([CAROL, D], 2)
+    assert sim.state.model(mid).pool == pool2
+    assert [p.reason for p in sim.state.pending_payouts()] == ["migrate"]
+    ok(sim, "alice", encoders.settle_payout(mig.id), [Transfer(A, CAROL, 1500)])
+    [mig2] = sim.state.pending_payouts()
+    assert (mig2.pool, mig2.dest, mig2.amount) == (CAROL, pool2, 1500)
+    ok(sim, CAROL, encoders.settle_payout(mig2.id), [Transfer(CAROL, pool2, 1500)])
+    pool = sim.state.pool(mid)
+    assert (pool.pool, pool.balances, pool.threshold) == (pool2, ((pool2, 1500),), 2)
+    assert pool.signatories == tuple(sim.state.model(mid).validators)
+    # stakes now go to the multisig, and payouts come from it
+    rejected(sim, "eve", encoders.stake(mid, 5), [sim.pay("eve", A, 5)], match="no unused")
+    stake(sim, "eve", mid, 5)
+    ok(sim, "eve", encoders.unstake(mid, 5))
+    sim.tick(sim.state.params.unstake_lock_blocks + 1)
+    [p] = sim.state.pending_payouts()
+    assert (p.pool, p.dest, p.amount) == (pool2, E, 5)
+    check_books(sim.state)
+    pass_proposal(sim, mid, RemoveValidator(D))
+    rejected(sim, "alice", encoders.propose(mid, RemoveValidator(CAROL), 2), match="last")
+
+
+# ------------------------------------------------------------------------------- errors, order
+def test_errors_are_recorded_and_looked_up(sim: Sim) -> None:
+    rejected(sim, "bob", b"dfml\x01\x02garbage", match="malformed call")
+    rejected(sim, "carol", encoders.vote(1, True), match="unknown proposal")
+    [e] = sim.state.errors(account=B)
+    assert (e.block_number, e.extrinsic_index, e.call) == (0, 0, "stake")
+    assert set(e.to_json()) >= {"block_number", "extrinsic_index", "account", "call", "reason"}
+    assert [x.call for x in sim.state.errors_at(0, 1)] == ["vote"]
+    assert sim.state.errors_at(5, 5) == []
+
+
+def test_out_of_order_feeding_is_an_error(sim: Sim) -> None:
+    sim.tick(3)
+    with pytest.raises(OrderingError):
+        sim.state.tick(1)
+    with pytest.raises(OrderingError):
+        sim.state.apply(CallContext(2, "0x", 0, 0, A), encoders.vote(1, True))
+
+
+# ------------------------------------------------------------------------------- snapshots
+def test_snapshot_restore_and_rebuild_reach_the_same_hash(sim: Sim) -> None:
+    mid = approved_model(sim, validators=(B, CAROL))
+    stake(sim, "dave", mid, 70)
+    ok(sim, "dave", encoders.unstake(mid, 20))
+    rejected(sim, "eve", encoders.unstake(mid, 20), match="0 staked")
+    snap = sim.state.to_bytes()
+    restored = State.from_bytes(snap)
+    assert restored.state_hash() == sim.state.state_hash()
+    assert restored.to_bytes() == snap
+    assert restored.errors() == sim.state.errors()
+    assert replay(sim.log).state_hash() == sim.state.state_hash()
+    # both continue identically
+    cont = Sim(restored)
+    for s in (sim, cont):
+        s.tick(30)
+        s.settle_all()
+    assert cont.state.state_hash() == sim.state.state_hash()
+    with pytest.raises(SnapshotError):
+        State.from_bytes(b"{not json")
+    with pytest.raises(SnapshotError, match="format"):
+        State.from_bytes(b'{"format": 99}')
