@@ -114,6 +114,8 @@ def storage_status(url_or_port: str | int | None = None) -> dict[str, Any]:
 
 def _port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the server binds: connections in TIME_WAIT from a stopped service do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

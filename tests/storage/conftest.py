@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +16,15 @@ import pytest
 from decentralml_jupyter.storage import KuboStore, storage_down, storage_up
 
 
-def free_port() -> int:
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> Callable[[], int]:
+    return _free_port
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     home = tmp_path_factory.mktemp("dfml-home")
     old = os.environ.get("DFML_HOME")
     os.environ["DFML_HOME"] = str(home)  # state files of this run stay in the temp dir
-    port = free_port()
+    port = _free_port()
     repo = home / "repo"
     info = storage_up(port=port, repo=repo)
     try:
