@@ -1,0 +1,68 @@
+"""Tampered and truncated blocks in the real Kubo repository give IntegrityError, never bytes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from decentralml_jupyter.errors import IntegrityError
+from decentralml_jupyter.storage import CID, KuboStore
+from decentralml_jupyter.storage.server import flatfs_path
+from decentralml_jupyter.storage.unixfs import decode_dag_pb
+
+
+def leaf_paths(service, store: KuboStore, cid: str) -> list[Path]:
+    root = CID.parse(cid)
+    links = decode_dag_pb(store.block(root)).links
+    return [flatfs_path(service.repo / "blocks", link.cid) for link in links]
+
+
+@pytest.fixture
+def stored(service, store: KuboStore) -> tuple[str, bytes]:
+    data = os.urandom(3 * 262144 + 10)  # fresh bytes: no block shared with other tests
+    return store.put(data), data
+
+
+def test_a_flipped_bit_in_a_leaf_is_detected(service, store, stored, tmp_path: Path) -> None:
+    cid, data = stored
+    leaf = leaf_paths(service, store, cid)[1]
+    raw = bytearray(leaf.read_bytes())
+    raw[100] ^= 0x01
+    leaf.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError, match="failed verification"):
+        store.get(cid)
+    out = tmp_path / "model.bin"
+    with pytest.raises(IntegrityError):
+        store.get_file(cid, out)
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # no partial file is left
+
+
+def test_a_truncated_block_is_detected(service, store, stored) -> None:
+    cid, _ = stored
+    leaf = leaf_paths(service, store, cid)[-1]
+    leaf.write_bytes(leaf.read_bytes()[:-1])
+    with pytest.raises(IntegrityError):
+        store.get(cid)
+
+
+def test_a_tampered_root_fails_stat_and_get(service, store, stored) -> None:
+    cid, _ = stored
+    root = flatfs_path(service.repo / "blocks", CID.parse(cid))
+    raw = bytearray(root.read_bytes())
+    raw[-1] ^= 0x80
+    root.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError):
+        store.stat(cid)
+    with pytest.raises(IntegrityError):
+        store.get(cid)
+
+
+def test_a_swapped_block_is_detected(service, store, stored) -> None:
+    # Valid bytes under the wrong name: the node returns a real block, but not the asked one.
+    cid, _ = stored
+    a, b = leaf_paths(service, store, cid)[:2]
+    a.write_bytes(b.read_bytes())
+    with pytest.raises(IntegrityError):
+        store.get(cid)
