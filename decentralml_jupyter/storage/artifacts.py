@@ -98,7 +98,8 @@ def _normalise(tensors: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> tupl
             raise UsageError(f"tensor {name!r} has dtype {arr.dtype}, not a numeric dtype")
         if arr.dtype.byteorder == ">":  # the format is little-endian; values are kept
             arr = arr.astype(arr.dtype.newbyteorder("<"))
-        out[name] = np.ascontiguousarray(arr)
+        # Not np.ascontiguousarray: it turns 0-d scalars into shape (1,).
+        out[name] = arr if arr.flags.c_contiguous else arr.copy(order="C")
     return out, is_list
 
 
@@ -134,6 +135,8 @@ def decode_tensors(data: bytes, kind: str | None = None, cid: str = "data") -> T
         ) from None
     if kind is not None and ours.get("kind") != kind:
         raise StorageError(f"{cid} is a {ours.get('kind')}, not a {kind}")
+    # Copies: frombuffer views are read-only and would keep the whole blob alive.
+    tensors = {k: np.array(v, copy=True) for k, v in tensors.items()}
     return TensorArtefact(ours["kind"], tensors, ours.get("meta", {}), bool(ours.get("list")))
 
 

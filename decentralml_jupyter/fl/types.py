@@ -1,0 +1,60 @@
+"""Values that cross layers: client updates, check verdicts, privacy records.
+
+Frozen dataclasses; weights are lists of numpy arrays in the model's layer order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from decentralml_jupyter.errors import DfmlError
+
+Weights = list[np.ndarray]
+
+
+class FlError(DfmlError):
+    """Anything wrong in federated learning code: bad model, data or strategy arguments."""
+
+    hint = "check the model, data and strategy arguments"
+
+
+class UpdateRejected(FlError):
+    """A client update failed the checks made before aggregation."""
+
+    hint = "the update is not aggregated; the worker must retrain from the current global model"
+
+
+@dataclass(frozen=True, eq=False)
+class ClientUpdate:
+    """One worker's trained weights for a round (full weights, not the delta)."""
+
+    client_id: str
+    weights: Weights
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Verdict of :func:`decentralml_jupyter.fl.checks.check_update`."""
+
+    accepted: bool
+    reason: str = ""
+    delta_norm: float = float("nan")
+
+    def raise_if_rejected(self) -> None:
+        if not self.accepted:
+            raise UpdateRejected(f"update rejected: {self.reason}")
+
+
+@dataclass(frozen=True)
+class DpRecord:
+    """What a worker applied for differential privacy; recorded on chain with the update."""
+
+    clip_norm: float
+    noise_multiplier: float
+    seed: int
+    delta_norm: float  # L2 norm of the delta before clipping
+    clipped: bool
