@@ -31,7 +31,10 @@ def weights_to_bytes(weights: Weights) -> bytes:
         tensors[_NAME.format(i)] = np.array(
             a, dtype=a.dtype.newbyteorder("<"), order="C", copy=True
         )
-    return save(tensors, metadata={"format": _FORMAT, "count": str(len(weights))})
+    # One metadata key only: safetensors keeps metadata in a Rust HashMap whose iteration
+    # order is randomised per map, so two keys would make the header bytes vary from call to
+    # call. The tensor count is implied by the names.
+    return save(tensors, metadata={"format": _FORMAT})
 
 
 def weights_from_bytes(data: bytes) -> Weights:
