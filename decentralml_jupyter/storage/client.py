@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import uuid
+from collections import deque
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,13 +40,28 @@ class KuboStore:
         headers: Mapping[str, str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = 5.0,
+        prefetch: int = 4,
     ):
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self._session = requests.Session()
-        if headers:
-            self._session.headers.update(headers)
+        self.prefetch = prefetch  # blocks fetched ahead in parallel while reading a file
+        self._headers = dict(headers or {})
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
+
+    @property
+    def _session(self) -> requests.Session:
+        # One session per thread: prefetching threads must not share a connection pool.
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update(self._headers)
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
 
     @classmethod
     def from_env(cls, url: str | None = None, **kwargs: Any) -> KuboStore:
@@ -58,7 +76,10 @@ class KuboStore:
         return f"KuboStore({self.url!r})"
 
     def close(self) -> None:
-        self._session.close()
+        with self._sessions_lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
 
     def __enter__(self) -> KuboStore:
         return self
@@ -200,7 +221,11 @@ class KuboStore:
 
     def iter_bytes(self, cid: str) -> Iterator[bytes]:
         """The content of ``cid`` in pieces, each verified before it is yielded."""
-        return iter_file(CID.parse(cid), self.block)
+        if self.prefetch <= 1:
+            yield from iter_file(CID.parse(cid), self.block)
+            return
+        with _Prefetcher(self, self.prefetch) as pf:
+            yield from iter_file(CID.parse(cid), pf.fetch, pf.announce)
 
     def get(self, cid: str) -> bytes:
         return b"".join(self.iter_bytes(cid))
@@ -271,3 +296,46 @@ def _pieces(data: Source) -> Iterator[bytes | memoryview]:
         if isinstance(piece, str):
             raise TypeError("put takes a binary stream; open the file with 'rb'")
         yield piece
+
+
+class _Prefetcher:
+    """Fetches announced blocks ahead, at most ``window`` at a time (bounded memory)."""
+
+    def __init__(self, store: KuboStore, window: int):
+        self._store = store
+        self._window = window
+        self._pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="dfml-block")
+        self._queue: deque[CID] = deque()
+        self._inflight: dict[CID, Future[bytes]] = {}
+
+    def __enter__(self) -> _Prefetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fut in self._inflight.values():
+            fut.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def announce(self, cids: list[CID]) -> None:
+        # Children are read before the siblings of their parent (depth first): put them first.
+        self._queue.extendleft(reversed(cids))
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._queue and len(self._inflight) < self._window:
+            cid = self._queue.popleft()
+            if cid not in self._inflight:
+                self._inflight[cid] = self._pool.submit(self._store.block, cid)
+
+    def fetch(self, cid: CID) -> bytes:
+        fut = self._inflight.pop(cid, None)
+        if fut is None:
+            try:
+                self._queue.remove(cid)
+            except ValueError:
+                pass
+            block = self._store.block(cid)
+        else:
+            block = fut.result()
+        self._fill()
+        return block

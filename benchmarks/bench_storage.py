@@ -1,0 +1,88 @@
+"""Storage throughput: put and get MB/s through the Kubo RPC (dev service, in-process Kubo),
+against a plain file copy of the same bytes, in one run. Prints a table; not a test.
+
+Usage: python benchmarks/bench_storage.py [--size-mb 100] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from decentralml_jupyter.storage import KuboStore, compute_cid, storage_down, storage_up
+
+
+def best_of(repeat: int, fn) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mb", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    size = args.size_mb * 1_000_000
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        os.environ["DFML_HOME"] = str(tmpdir / "home")  # a throw-away service and repo
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        src, dst = tmpdir / "src.bin", tmpdir / "dst.bin"
+        src.write_bytes(np.random.default_rng(0).bytes(size))
+        up = storage_up(port=port, repo=tmpdir / "repo")
+        try:
+            store = KuboStore(up["url"], timeout=30)
+            cid = store.put_file(src).cid  # first add, then repeated adds of stored blocks
+            rows = {
+                "file copy (shutil.copyfile)": (
+                    best_of(args.repeat, lambda: shutil.copyfile(src, dst)),
+                    best_of(args.repeat, lambda: shutil.copyfile(src, dst)),
+                ),
+                "local CID only (no I/O to a node)": (
+                    best_of(args.repeat, lambda: compute_cid(open(src, "rb"))),
+                    float("nan"),
+                ),
+                "Kubo RPC, dev service": (
+                    best_of(args.repeat, lambda: store.put_file(src)),
+                    best_of(args.repeat, lambda: store.get_file(cid, dst)),
+                ),
+                "Kubo RPC, get without prefetch": (
+                    float("nan"),
+                    best_of(
+                        args.repeat,
+                        lambda: KuboStore(up["url"], timeout=30, prefetch=1).get_file(cid, dst),
+                    ),
+                ),
+            }
+            assert dst.read_bytes() == src.read_bytes()
+        finally:
+            storage_down(port)
+
+    mb = size / 1e6
+    copy_put, copy_get = rows["file copy (shutil.copyfile)"]
+    print(f"storage benchmark: {args.size_mb} MB, best of {args.repeat}, {os.cpu_count()} CPUs")
+    print(f"{'path':36} {'put MB/s':>10} {'get MB/s':>10} {'put/copy':>9} {'get/copy':>9}")
+    for name, (put_s, get_s) in rows.items():
+        put_rate, get_rate = mb / put_s, mb / get_s
+        print(
+            f"{name:36} {put_rate:10.1f} {get_rate:10.1f} "
+            f"{copy_put / put_s:9.3f} {copy_get / get_s:9.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
