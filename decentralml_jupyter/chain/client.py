@@ -116,13 +116,36 @@ _REJECTION_HINTS = {
 }
 
 
+class _Substrate(SubstrateInterface):
+    """SubstrateInterface whose genesis hash is the one the runtime checks signatures against.
+
+    Chopsticks, once resumed from its database, answers chain_getBlockHash(0) with a wrong hash,
+    so transactions signed for it fail with badProof. The runtime's own System.BlockHash(0) is
+    the genesis hash on every Substrate chain, so we read that instead.
+    """
+
+    _genesis_hash: str | None = None
+
+    def get_block_hash(self, block_id: int = None) -> str:
+        if block_id != 0:
+            return super().get_block_hash(block_id)
+        if self._genesis_hash is None:
+            from substrateinterface.utils.hasher import xxh64, xxh128
+
+            zero = (0).to_bytes(4, "little")
+            key = xxh128(b"System") + xxh128(b"BlockHash") + xxh64(zero) + zero
+            stored = self.rpc_request("state_getStorage", ["0x" + bytes(key).hex()])["result"]
+            self._genesis_hash = stored or super().get_block_hash(0)
+        return self._genesis_hash
+
+
 class Chain:
     """A connection to a Substrate chain (the dev chain or any endpoint with the same pallets)."""
 
     def __init__(self, url: str | None = None, *, timeout: float = 10.0):
         self.url = url or config.default_url()
         try:
-            self.substrate = SubstrateInterface(url=self.url, ws_options={"timeout": timeout})
+            self.substrate = _Substrate(url=self.url, ws_options={"timeout": timeout})
             self.substrate.init_runtime()
             props = self.substrate.properties or {}
         except (ConnectionError, OSError, TimeoutError) as exc:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import yaml
 
@@ -289,7 +290,7 @@ def up(
         if _alive(record):
             raise ChainError(
                 f"a dev chain is already running at {url} (pid {record['pid']})",
-                hint=f"use it, or stop it first: dfml chain down --port {port}",
+                hint=f"use it, or stop it first: dfml --url {url} chain down",
             )
         state_file.unlink()
     if not _port_free(port):
@@ -311,11 +312,8 @@ def up(
     else:
         work = Path(tempfile.mkdtemp(prefix=f"dfml-chain-{port}-"))
     db = work / "chain.sqlite"
-    meta_file = work / "devchain.json"
-    resume = base_path is not None and db.exists() and meta_file.exists()
-    if resume:
-        meta = json.loads(meta_file.read_text())
-        accounts = meta["accounts"]  # funded at genesis; the resumed state already has them
+    snapshot = work / SNAPSHOT
+    resume = base_path is not None and snapshot.exists()
     cfg: dict = {
         "genesis": str(inst.genesis),
         "host": "127.0.0.1",
@@ -326,7 +324,10 @@ def up(
     if base_path is not None:
         cfg["db"] = str(db)
     if resume:
-        cfg["resume"] = True
+        meta = json.loads((work / "devchain.json").read_text())
+        accounts = meta["accounts"]  # funded at first start; the snapshot already has them
+        cfg["resume"] = meta["head_hash"]
+        cfg["import-storage"] = str(_resume_storage(work, inst.genesis))
     else:
         cfg["import-storage"] = _funding(inst.genesis, accounts)
     cfg_path = work / "chopsticks.yml"
@@ -355,15 +356,75 @@ def up(
         "log": str(log),
     }
     state_file.write_text(json.dumps(record))
+    if base_path is not None and not resume:
+        (work / "devchain.json").write_text(json.dumps({"accounts": accounts, "head_hash": None}))
     try:
         info = _wait_ready(url, proc, log, timeout)
     except BaseException:
         state_file.unlink(missing_ok=True)
         _stop_pid(record)
         raise
-    if not resume and base_path is not None:
-        meta_file.write_text(json.dumps({"accounts": accounts}))
     return {"url": url, "pid": proc.pid, **info, "base_path": str(work) if base_path else None}
+
+
+SNAPSHOT = "state-snapshot.json"
+
+
+def _save_snapshot(record: dict) -> None:
+    """Write the head's full storage beside the block database, for the next ``up``.
+
+    Chopsticks' own resume replays only the last saved block's changes over genesis, which
+    loses older changes (seen with 1.5.1), so the whole state at the head is re-imported at
+    start-up on top of the resumed head block.
+    """
+    url, work = record["url"], Path(record["work_dir"])
+    head = rpc_call(url, "chain_getHeader", [])
+    number = int(head["number"], 16)
+    head_hash = rpc_call(url, "chain_getBlockHash", [number])
+    # blocks are written to the database asynchronously: wait until the head is there
+    deadline = time.monotonic() + 10
+    while not _db_has_block(work / "chain.sqlite", head_hash) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pairs: list[list[str | None]] = []
+    start = None
+    while True:
+        keys = rpc_call(url, "state_getKeysPaged", ["0x", 1000, start, head_hash], timeout=30)
+        if not keys:
+            break
+        for change in rpc_call(url, "state_queryStorageAt", [keys, head_hash], timeout=30):
+            pairs.extend(change["changes"])
+        start = keys[-1]
+        if len(keys) < 1000:
+            break
+    tmp = work / (SNAPSHOT + ".tmp")
+    tmp.write_text(json.dumps(pairs))
+    tmp.replace(work / SNAPSHOT)  # atomic: a crash never leaves half a snapshot
+    meta_file = work / "devchain.json"
+    meta = json.loads(meta_file.read_text())
+    meta.update(head_hash=head_hash, head_number=number)
+    meta_file.write_text(json.dumps(meta))
+
+
+def _db_has_block(db: Path, block_hash: str) -> bool:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            row = conn.execute("SELECT 1 FROM block WHERE hash = ?", (block_hash,)).fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None
+
+
+def _resume_storage(work: Path, genesis: Path) -> Path:
+    """The snapshot as raw pairs, with genesis keys that no longer exist set to null."""
+    pairs = json.loads((work / SNAPSHOT).read_text())
+    present = {k for k, _ in pairs}
+    top = json.loads(genesis.read_text())["genesis"]["raw"]["top"]
+    pairs += [[k, None] for k in top if k not in present]
+    out = work / "resume-storage.json"
+    out.write_text(json.dumps(pairs))
+    return out
 
 
 def _stop_pid(record: dict, timeout: float = 10.0) -> None:
@@ -389,19 +450,19 @@ def running_record(port: int = 9944) -> dict | None:
     return record if record and _alive(record) else None
 
 
-def status(port: int = 9944, url: str | None = None) -> dict:
-    """Whether a chain answers at ``url`` (default: the dev chain on ``port``), and its head."""
-    record = _record(port) if url is None else None
-    url = url or f"ws://127.0.0.1:{port}"
+def status(url: str = "ws://127.0.0.1:9944") -> dict:
+    """Whether a chain answers at ``url``, its head and runtime, and our pid if we started it."""
+    parsed = urlparse(url)
+    local = parsed.hostname in ("127.0.0.1", "localhost")
+    record = running_record(parsed.port or 9944) if local else None
     out: dict = {
         "url": url,
         "running": False,
         "block": None,
         "spec_name": None,
         "spec_version": None,
+        "pid": record["pid"] if record else None,
     }
-    if record is not None:
-        out["pid"] = record["pid"] if _alive(record) else None
     try:
         out.update(chain_info(url), running=True)
     except ChainNotReachable:
@@ -415,6 +476,8 @@ def down(port: int = 9944) -> dict:
     if record is None:
         return {"stopped": True, "was_running": False}
     was_running = _alive(record)
+    if was_running and record.get("persistent"):
+        _save_snapshot(record)
     _stop_pid(record)
     _state_file(port).unlink(missing_ok=True)
     if not record.get("persistent"):

@@ -19,8 +19,8 @@ SS58_FORMAT = 42
 
 
 def is_dev_uri(spec: str) -> bool:
-    """A bare derivation path (//Alice, //Dev3) uses the well-known dev phrase."""
-    return spec.startswith("/")
+    """A bare hard derivation path (//Alice, //Dev3) uses the well-known dev phrase."""
+    return spec.startswith("//")
 
 
 def load_keypair(spec: str, password: str | None = None, ss58_format: int = SS58_FORMAT) -> Keypair:

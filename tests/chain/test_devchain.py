@@ -1,0 +1,118 @@
+"""`dfml chain up | status | down` as a user runs them: real processes, real ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from decentralml_jupyter.chain import Chain, devchain
+from decentralml_jupyter.errors import ChainError, SetupError
+from tests.conftest import free_port
+
+UNIT = 10**12
+
+
+def dfml(*args: str, env=None) -> tuple[int, dict]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "decentralml_jupyter.cli", "--json", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_up_status_down_through_the_cli():
+    url = f"ws://127.0.0.1:{free_port()}"
+    code, up = dfml("--url", url, "chain", "up", "--accounts", "1")
+    try:
+        assert code == 0, up
+        assert up["url"] == url and up["spec_name"] == "statemine" and up["block"] >= 1
+        assert _pid_alive(up["pid"])
+        code, st = dfml("--url", url, "chain", "status")
+        assert code == 0 and st["running"] and st["pid"] == up["pid"]
+        assert st["block"] == up["block"]
+        code, again = dfml("--url", url, "chain", "up")
+        assert code == 1 and "already running" in again["error"] and "chain down" in again["hint"]
+    finally:
+        code, down = dfml("--url", url, "chain", "down")
+    assert code == 0 and down["stopped"]
+    assert not _pid_alive(up["pid"])
+    code, st = dfml("--url", url, "chain", "status")
+    assert code == 0 and not st["running"] and st["pid"] is None
+
+
+def _transfer_and_restart(port: int, base_path, cycles: int = 2) -> list[dict]:
+    """Each cycle: start, read Dev1's balance and the head, transfer 11 units to Dev1, stop."""
+    seen = []
+    for _ in range(cycles + 1):
+        devchain.up(port=port, base_path=base_path, accounts=1)
+        try:
+            with Chain(f"ws://127.0.0.1:{port}") as c:
+                seen.append({"balance": c.balance("Dev1").free, "head": c.block_number()})
+                receipt = c.transfer("//Alice", "Dev1", 11 * UNIT)
+                seen[-1]["after"] = c.balance("Dev1").free
+                seen[-1]["head_after"] = receipt.block_number
+                seen[-1]["hash_after"] = receipt.block_hash
+                seen[-1]["hash_check"] = c.block_hash(receipt.block_number)
+        finally:
+            devchain.down(port)
+    return seen
+
+
+def test_base_path_keeps_state_across_restarts(tmp_path):
+    seen = _transfer_and_restart(free_port(), tmp_path / "chain")
+    for prev, cur in zip(seen, seen[1:], strict=False):
+        assert cur["balance"] == prev["after"] == prev["balance"] + 11 * UNIT
+        assert cur["head"] == prev["head_after"]  # resumes at the block it stopped at
+    assert seen[-1]["hash_check"] == seen[-1]["hash_after"]
+    assert (tmp_path / "chain" / "chain.sqlite").exists()
+
+
+def test_without_base_path_state_is_thrown_away():
+    seen = _transfer_and_restart(free_port(), None, cycles=1)
+    assert seen[1]["balance"] == seen[0]["balance"]
+    assert seen[1]["head"] == seen[0]["head"] < seen[0]["head_after"]
+
+
+def test_port_in_use_is_reported(devchain_url):
+    port = int(devchain_url.rsplit(":", 1)[1])
+    with pytest.raises(ChainError, match="already running"):
+        devchain.up(port=port)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(ChainError, match="in use"):
+            devchain.up(port=s.getsockname()[1])
+
+
+def test_missing_node_is_a_clear_setup_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SetupError) as err:
+        devchain.install()
+    assert "node" in str(err.value) and "install" in err.value.hint
+
+
+def test_old_node_is_refused(tmp_path, monkeypatch):
+    for tool, text in (("node", "v16.20.0"), ("npm", "8.0.0")):
+        exe = tmp_path / tool
+        exe.write_text(f"#!/bin/sh\necho {text}\n")
+        exe.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path) + os.pathsep + os.environ["PATH"])
+    with pytest.raises(SetupError, match="too old"):
+        devchain.install()
