@@ -87,9 +87,9 @@ def _is_our_server(pid: int) -> bool:
     """True if ``pid`` is alive and is our server (a recycled pid must never be signalled)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return False
     except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return False
-    if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
         return False
     return SERVER_MODULE.encode() in cmdline
 
