@@ -580,6 +580,13 @@ class State:
         assert p is not None
         _require(p.status == "pending", f"payout {p.id} is already {p.status}")
         _require(ctx.signer == p.pool, f"payout {p.id} can only be settled by its pool {p.pool}")
+        # a new pool may owe payouts before the migration funding it has landed
+        have = self._held.get((p.model_id, p.pool), 0)
+        _require(
+            have >= p.amount,
+            f"pool {p.pool} holds {have} for model {p.model_id}, payout {p.id} needs {p.amount}: "
+            "settle the migration payout into it first",
+        )
         key = self._find_transfer(ctx, p.pool, p.dest, p.amount, p.asset)
         self._consumed.add(key)
         p.status = "paid"
@@ -826,9 +833,23 @@ class State:
             if status is None or p.status == status
         ]
 
-    def pending_payouts(self) -> list[Payout]:
-        """What pools owe now, in id order: every honest validator derives the same list."""
-        return self.payouts("pending")
+    def pending_payouts(self, ready_only: bool = False) -> list[Payout]:
+        """What pools owe now, in id order: every honest validator derives the same list.
+
+        ``ready_only``: those the pool can pay now (in id order, cumulatively), leaving out
+        payouts of a new pool whose migration payout has not landed yet.
+        """
+        pending = self.payouts("pending")
+        if not ready_only:
+            return pending
+        left = dict(self._held)
+        ready = []
+        for p in pending:
+            key = (p.model_id, p.pool)
+            if left.get(key, 0) >= p.amount:
+                left[key] -= p.amount
+                ready.append(p)
+        return ready
 
     def pools(self) -> list[PoolInfo]:
         return [self._pool_info(m) for _, m in sorted(self._models.items())]

@@ -57,9 +57,10 @@ class Sim:
         from decentralml_jupyter.protocol import encoders
 
         out = []
-        for p in self.state.pending_payouts():
-            t = Transfer(p.pool, p.dest, p.amount, p.asset_id)
-            out.append(self.call(p.pool, encoders.settle_payout(p.id), (t,)))
+        while ready := self.state.pending_payouts(ready_only=True):
+            for p in ready:
+                t = Transfer(p.pool, p.dest, p.amount, p.asset_id)
+                out.append(self.call(p.pool, encoders.settle_payout(p.id), (t,)))
         return out
 
 

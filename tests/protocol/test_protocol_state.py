@@ -390,6 +390,29 @@ def test_validator_changes_migrate_pool_funds(sim: Sim) -> None:
     rejected(sim, "alice", encoders.propose(mid, RemoveValidator(CAROL), 2), match="last")
 
 
+def test_payout_of_a_new_pool_waits_for_its_migration(sim: Sim) -> None:
+    mid = approved_model(sim)  # alice staked 1000, held by alice (no validators)
+    ok(sim, "alice", encoders.unstake(mid, 400))
+    pass_proposal(sim, mid, AddValidator(CAROL), blocks=sim.state.params.unstake_lock_blocks)
+    # the same tick moves the pool to carol (migrating all 1000, unbonding included), then
+    # derives the unstake payout from carol's pool, which holds nothing yet
+    [mig, unbond] = sim.state.pending_payouts()
+    assert (mig.reason, mig.pool, mig.dest, mig.amount) == ("migrate", A, CAROL, 1000)
+    assert (unbond.reason, unbond.pool, unbond.amount) == ("unstake", CAROL, 400)
+    assert sim.state.pending_payouts(ready_only=True) == [mig]
+    rejected(
+        sim,
+        CAROL,
+        encoders.settle_payout(unbond.id),
+        [Transfer(CAROL, A, 400)],
+        match="settle the migration payout into it first",
+    )
+    check_books(sim.state)
+    settled = sim.settle_all()
+    assert [o.ok for o in settled] == [True, True]
+    assert sim.state.pool(mid).balances == ((CAROL, 600),)
+
+
 # ------------------------------------------------------------------------------- errors, order
 def test_errors_are_recorded_and_looked_up(sim: Sim) -> None:
     rejected(sim, "bob", b"dfml\x01\x02garbage", match="malformed call")

@@ -1,0 +1,269 @@
+"""Property test: thousands of random, mutated and adversarial calls keep the books and replay.
+
+Invariants: a rejected call changes nothing; counted transfers minus settled payouts equal each
+model's obligations; no stake is negative; replays and mid-way snapshots reach the same hash.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from protocol_sim import ACCOUNTS, CID_A, CID_W, Sim, replay
+
+from decentralml_jupyter.protocol import (
+    AddValidator,
+    AllowList,
+    Anyone,
+    ApproveModel,
+    MinStake,
+    ProtocolParams,
+    RemoveValidator,
+    RetireModel,
+    SetEligibleWorkers,
+    SetProtocolParam,
+    SetStrategy,
+    State,
+    Transfer,
+    encoders,
+)
+
+PARAMS = ProtocolParams(unstake_lock_blocks=2, task_review_blocks=2, quorum_permill=0)
+WHO = tuple(ACCOUNTS.values())
+KINDS = (
+    "propose",
+    "stake",
+    "stake",
+    "unstake",
+    "task",
+    "assign",
+    "submit",
+    "decide",
+    "propose",
+    "vote",
+    "vote",
+    "settle",
+    "settle",
+    "mutate",
+    "tick",
+    "tick",
+    "start",
+    "register",
+)
+MODES = ("exact", "exact", "exact", "none", "amount", "dest", "asset", "source", "extra")
+
+
+def transfers(draw, mode: str, source: str, dest: str, amount: int, asset):
+    exact = Transfer(source, dest, amount, asset)
+    if mode == "none":
+        return ()
+    if mode == "amount":
+        return (Transfer(source, dest, amount + 1, asset),)
+    if mode == "dest":
+        return (Transfer(source, draw(st.sampled_from(WHO)), amount, asset),)
+    if mode == "asset":
+        return (Transfer(source, dest, amount, 9 if asset is None else None),)
+    if mode == "source":
+        return (Transfer(draw(st.sampled_from(WHO)), dest, amount, asset),)
+    if mode == "extra":
+        return (Transfer(dest, source, 1), exact)
+    return (exact,)
+
+
+def random_action(draw, n_models: int):
+    kind = draw(st.integers(0, 6))
+    target = max(1, draw(st.integers(n_models - 2, n_models + 1)))
+    if kind == 0:
+        return target, ApproveModel()
+    if kind == 1:
+        return target, RetireModel()
+    if kind == 2:
+        return target, AddValidator(draw(st.sampled_from(WHO)))
+    if kind == 3:
+        return target, RemoveValidator(draw(st.sampled_from(WHO)))
+    if kind == 4:
+        return target, SetStrategy(draw(st.sampled_from(("fedavg", "krum"))))
+    if kind == 5:
+        elig = draw(
+            st.sampled_from((Anyone(), AllowList(WHO[:3]), MinStake(draw(st.integers(0, 50)))))
+        )
+        return target, SetEligibleWorkers(elig)
+    name = draw(st.sampled_from(("unstake_lock_blocks", "task_review_blocks", "quorum_permill")))
+    return None, SetProtocolParam(name, draw(st.integers(0, 4)))
+
+
+def pick(draw, ids: list[int]) -> int:
+    """Mostly an existing id, sometimes the next (unknown) one."""
+    if ids and draw(st.integers(0, 5)):
+        return draw(st.sampled_from(ids))
+    return max(ids, default=0) + 1
+
+
+def attempt(sim: Sim, ledger: dict[int, int], who: str, remark: bytes, ts=(), count=None):
+    """One call: a rejection must change nothing; a success moves ``count`` in the books."""
+    before = sim.state.state_hash()
+    out = sim.call(who, remark, tuple(ts))
+    if not out.ok:
+        assert sim.state.state_hash() == before, out
+        assert sim.state.errors()[-1].reason == out.reason
+    elif count is not None:
+        ledger[count[0]] = ledger.get(count[0], 0) + count[1]
+    return out
+
+
+def stakers(state: State, target) -> list[str]:
+    return [x.account for x in state.stakes(model_id=target) if x.status == "active"]
+
+
+def step(draw, sim: Sim, ledger: dict[int, int]) -> None:
+    s = sim.state
+    models = s.models()
+    who = draw(st.sampled_from(WHO))
+    kind = draw(st.sampled_from(KINDS))
+    model_id = pick(draw, [x.id for x in models])
+    m = s.model(model_id)
+    pool = m.pool if m else draw(st.sampled_from(WHO))
+    asset = m.stake_asset if m else None
+    mode = draw(st.sampled_from(MODES))
+
+    def go(remark: bytes, ts=(), count=None, signer: str | None = None):
+        return attempt(sim, ledger, signer or who, remark, ts, count)
+
+    if kind == "register":
+        vals = draw(st.lists(st.sampled_from(WHO), max_size=3, unique=True))
+        byo = draw(st.sampled_from((None, None, 7)))
+        go(encoders.register_model("m", CID_A, CID_W, stake_asset=byo, validators=vals))
+    elif kind == "stake":
+        amount = draw(st.integers(0, 1000))
+        go(
+            encoders.stake(model_id, amount, asset),
+            transfers(draw, mode, who, pool, amount, asset),
+            (model_id, amount),
+        )
+    elif kind == "unstake":
+        mine = [x.amount for x in s.stakes(model_id=model_id) if x.status == "active"]
+        amount = draw(st.sampled_from([*mine, 1, 10**6]))
+        who = draw(st.sampled_from([x.account for x in s.stakes(model_id=model_id)] or WHO))
+        go(encoders.unstake(model_id, amount))
+    elif kind == "task":
+        reward, n = draw(st.integers(0, 50)), draw(st.integers(1, 3))
+        validation = draw(st.sampled_from(("auto", "manual")))
+        call = encoders.create_task(
+            model_id, "data_annotator", reward, n, draw(st.integers(1, 6)), validation=validation
+        )
+        out = go(call, transfers(draw, mode, who, pool, reward * n, asset), (model_id, reward * n))
+        for worker in draw(st.lists(st.sampled_from(WHO), max_size=3)) if out.ok else ():
+            if go(encoders.assign_task(out.entity_id), signer=worker).ok and draw(st.booleans()):
+                sub = go(encoders.submit_result(out.entity_id, CID_W), signer=worker)
+                if sub.ok and draw(st.booleans()):
+                    decide = draw(
+                        st.sampled_from((encoders.accept_submission, encoders.reject_submission))
+                    )
+                    go(decide(sub.entity_id))  # by the task's creator
+    elif kind == "assign":
+        go(encoders.assign_task(pick(draw, [t.id for t in s.tasks() if t.status == "open"])))
+    elif kind == "submit":
+        open_slots = [
+            (t.id, a.account) for t in s.tasks() for a in t.assignments if a.status == "assigned"
+        ]
+        tid = pick(draw, [t.id for t in s.tasks()])
+        if open_slots and draw(st.integers(0, 3)):
+            tid, who = draw(st.sampled_from(open_slots))
+        go(encoders.submit_result(tid, CID_W))
+    elif kind == "decide":
+        pending = [x for x in s.submissions() if x.status == "pending"]
+        sid = pick(draw, [x.id for x in pending])
+        sub = next((x for x in pending if x.id == sid), None)
+        if sub is not None and draw(st.integers(0, 3)):
+            task = s.task(sub.task_id)
+            who = draw(st.sampled_from((task.creator, *s.model(task.model_id).validators, who)))
+        if draw(st.booleans()):
+            go(encoders.accept_submission(sid))
+        else:
+            go(encoders.reject_submission(sid, "no"))
+    elif kind == "propose":
+        target, action = random_action(draw, len(models))
+        out = go(encoders.propose(target, action, draw(st.sampled_from((1, 2, 3, 4, 0)))))
+        if out.ok and draw(st.integers(0, 3)):  # most proposals get their stakers' votes
+            for voter in stakers(s, target):
+                go(encoders.vote(out.entity_id, draw(st.integers(0, 4)) > 0), signer=voter)
+    elif kind == "vote":
+        pid = pick(draw, [p.id for p in s.proposals(open_only=True)])
+        p = s.proposal(pid)
+        if p is not None and draw(st.integers(0, 3)):
+            target = None if p.target == "protocol" else p.target
+            who = draw(st.sampled_from(stakers(s, target) or WHO))
+        go(encoders.vote(pid, draw(st.integers(0, 3)) > 0))
+    elif kind == "settle":
+        pending = s.pending_payouts()
+        if not pending:
+            sim.tick()
+            return
+        p = draw(st.sampled_from(pending))
+        who = p.pool if draw(st.integers(0, 4)) else who
+        count = None if p.reason == "migrate" else (p.model_id, -p.amount)
+        go(
+            encoders.settle_payout(p.id),
+            transfers(draw, mode, p.pool, p.dest, p.amount, p.asset_id),
+            count,
+        )
+    elif kind == "mutate":
+        base = encoders.stake(model_id, draw(st.integers(0, 2**70)), asset)
+        cut = draw(st.integers(0, len(base)))
+        junk = draw(st.binary(max_size=4))
+        go(base[:cut] + junk + base[cut + len(junk) :])
+    elif kind == "start":
+        go(encoders.start_training(model_id))
+    else:
+        sim.tick(draw(st.integers(1, 3)))
+
+
+def seed(sim: Sim, ledger: dict[int, int]) -> None:
+    """Models with 0, 2 and 1 validators (the last staked in asset 7), each staked on."""
+    for vals, byo in (((), None), (WHO[1:3], None), (WHO[3:4], 7)):
+        assert sim.call(
+            WHO[0], encoders.register_model("m", CID_A, CID_W, stake_asset=byo, validators=vals)
+        ).ok
+    for model in sim.state.models():
+        for who in WHO[:3]:
+            t = Transfer(who, model.pool, 100, model.stake_asset)
+            assert sim.call(who, encoders.stake(model.id, 100, model.stake_asset), (t,)).ok
+            ledger[model.id] = ledger.get(model.id, 0) + 100
+    sim.tick()
+
+
+def check_invariants(state: State, ledger: dict[int, int]) -> None:
+    for s in state.stakes():
+        assert s.amount > 0, s
+    for pool in state.pools():
+        assert pool.held == pool.obligations == ledger.get(pool.model_id, 0), pool
+        assert all(v > 0 for _, v in pool.balances), pool
+        assert min(pool.stakes, pool.unbonding, pool.task_escrow, pool.pending_payouts) >= 0
+    for t in state.tasks():
+        assert 0 <= t.escrow <= t.budget
+    for p in state.pending_payouts():
+        assert p.amount > 0
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(data=st.data())
+def test_random_calls_keep_books_and_replay_deterministically(data) -> None:
+    sim = Sim(State(PARAMS))
+    ledger: dict[int, int] = {}
+    seed(sim, ledger)
+    n_steps = data.draw(st.integers(40, 120))
+    snap_at = data.draw(st.integers(0, n_steps))
+    snapshot = None
+    for i in range(n_steps):
+        if i == snap_at:
+            snapshot = (sim.state.to_bytes(), len(sim.log))
+        step(data.draw, sim, ledger)
+        check_invariants(sim.state, ledger)
+    final = sim.state.state_hash()
+    assert replay(sim.log, State(PARAMS)).state_hash() == final
+    if snapshot is not None:
+        raw, at = snapshot
+        assert replay(sim.log[at:], State.from_bytes(raw)).state_hash() == final
