@@ -105,8 +105,26 @@ def settle_payout(payout_id: int) -> bytes:
     return C.encode_call(C.SettlePayout(payout_id))
 
 
-def payout_remark(payout: Payout) -> bytes:
-    return settle_payout(payout.id)
+def payout_calls(payout: Payout) -> list[tuple[str, str, dict[str, object]]]:
+    """The canonical calls executing a payout, as (pallet, function, params).
+
+    The pool dispatches ``Utility.batch_all`` of these (through ``Multisig.as_multi`` when the
+    pool is a multisig), so every validator approves the same call hash.
+    """
+    if payout.asset_id is None:
+        transfer = (
+            "Balances",
+            "transfer_keep_alive",
+            {"dest": payout.dest, "value": payout.amount},
+        )
+    else:
+        transfer = (
+            "Assets",
+            "transfer_keep_alive",
+            {"id": payout.asset_id, "target": payout.dest, "amount": payout.amount},
+        )
+    remark = ("System", "remark_with_event", {"remark": "0x" + settle_payout(payout.id).hex()})
+    return [transfer, remark]
 
 
 def action_from_params(kind: str, params: Mapping[str, str] | None = None) -> C.Action:

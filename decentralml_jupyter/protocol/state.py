@@ -216,8 +216,17 @@ class State:
     def params(self) -> ProtocolParams:
         return ProtocolParams(**self._params)
 
-    def apply(self, ctx: CallContext, remark: bytes) -> Outcome:
-        """Apply one protocol remark. Rejected calls change nothing but the error log."""
+    def apply(self, ctx: CallContext, remark: bytes | str) -> Outcome:
+        """Apply one protocol remark (bytes, or 0x-hex as RPC returns it).
+
+        Rejected calls change nothing but the error log. Raises OrderingError when ``ctx`` is
+        in a block already ticked (an indexer bug, not a protocol rejection).
+        """
+        if isinstance(remark, str):
+            try:
+                remark = bytes.fromhex(remark.removeprefix("0x"))
+            except ValueError:
+                remark = remark.encode()  # not hex: its text cannot carry the binary prefix
         if ctx.block_number <= self._last_block:
             raise OrderingError(
                 f"call in block {ctx.block_number} after block {self._last_block} was ticked"

@@ -183,3 +183,18 @@ def test_action_from_cli_params() -> None:
         encoders.action_from_params("ApproveModel", {"x": "1"})
     with pytest.raises(CodecError, match="needs --param account"):
         encoders.action_from_params("AddValidator")
+
+
+def test_payout_calls_are_canonical() -> None:
+    from decentralml_jupyter.protocol import Payout
+
+    native = Payout(3, 1, A, B, 50, None, "unstake", 9)
+    byo = Payout(4, 1, A, B, 50, 1984, "unstake", 9)
+    transfer, remark = encoders.payout_calls(native)
+    assert transfer == ("Balances", "transfer_keep_alive", {"dest": B, "value": 50})
+    assert decode_call(bytes.fromhex(remark[2]["remark"][2:])) == C.SettlePayout(3)
+    assert encoders.payout_calls(byo)[0] == (
+        "Assets",
+        "transfer_keep_alive",
+        {"id": 1984, "target": B, "amount": 50},
+    )

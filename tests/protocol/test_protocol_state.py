@@ -454,3 +454,9 @@ def test_snapshot_restore_and_rebuild_reach_the_same_hash(sim: Sim) -> None:
         State.from_bytes(b"{not json")
     with pytest.raises(SnapshotError, match="format"):
         State.from_bytes(b'{"format": 99}')
+
+
+def test_remarks_may_arrive_as_hex_text(sim: Sim) -> None:
+    out = sim.call("alice", "0x" + encoders.register_model("m", CID_A, CID_W).hex())
+    assert out.ok and out.entity_id == 1
+    assert not sim.call("alice", "hello").ok
