@@ -5,3 +5,16 @@ need them, so importing the package stays cheap.
 """
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython) -> None:
+    """`%load_ext decentralml_jupyter` (the magics live in `decentralml_jupyter.jupyter`)."""
+    from .jupyter import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    from .jupyter import unload_ipython_extension as unload
+
+    unload(ipython)

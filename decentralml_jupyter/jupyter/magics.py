@@ -1,0 +1,188 @@
+"""`%dfml VERB ...` and `%%dfml VERB` (YAML options in the cell): the CLI's verbs in a notebook.
+
+One implementation: the line (and cell) become the argv of `cli.run`, with the endpoints and key
+from `%config DFMLMagics...`; results come back as `Record`/`Records` that render as tables.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from IPython.core.error import UsageError as IPythonUsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from traitlets import Bool, Unicode, default, validate
+
+from .. import config
+from ..errors import DfmlError, UsageError
+from . import results
+from .commands import Command, cell_options, parse, positional_indexes, split_line
+from .runner import Runner
+
+
+class Secret(str):
+    """A key that works as the text it is but never shows itself (repr, %config, displays)."""
+
+    def __repr__(self) -> str:
+        return "'<hidden>'"
+
+    def _repr_pretty_(self, p, cycle) -> None:
+        p.text(repr(self))
+
+
+def _render(err: DfmlError) -> list[str]:
+    lines = [f"\x1b[1;31m{type(err).__name__}\x1b[0m: {err}"]
+    if err.hint:
+        lines.append(f"\x1b[1mhint\x1b[0m: {err.hint}")
+    return lines
+
+
+def is_keras_model(obj: Any) -> bool:
+    # Only a model the user already built can be one, so Keras is never imported here.
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(obj, keras.Model)
+
+
+@magics_class
+class DFMLMagics(Magics):
+    """The `%dfml` magics; configure with `%config DFMLMagics.url = "ws://..."`."""
+
+    url = Unicode(help="chain endpoint (default: $DFML_URL or ws://127.0.0.1:9944)").tag(
+        config=True
+    )
+    storage = Unicode(help="IPFS RPC endpoint (default: $DFML_STORAGE)").tag(config=True)
+    key = Unicode(
+        help="signing key: dev URI (//Alice), mnemonic or key file (default: $DFML_KEY); hidden"
+    ).tag(config=True)
+    progress = Bool(True, help="show a progress bar for long work (installs, uploads)").tag(
+        config=True
+    )
+    json_display = Bool(
+        False,
+        help="also publish results as application/json (JupyterLab then shows a JSON tree)",
+    ).tag(config=True)
+
+    @default("url")
+    def _url_default(self) -> str:
+        return config.default_url()
+
+    @default("storage")
+    def _storage_default(self) -> str:
+        return config.default_storage()
+
+    @default("key")
+    def _key_default(self) -> str:
+        return Secret(config.default_key())
+
+    @validate("key")
+    def _hide_key(self, proposal) -> str:
+        return Secret(proposal["value"])
+
+    def runner(self) -> Runner:
+        return Runner(url=self.url, storage=self.storage, key=str.__str__(self.key))
+
+    # -- the magic ------------------------------------------------------------------------------
+
+    @line_cell_magic
+    def dfml(self, line: str, cell: str | None = None) -> Any:
+        """Run a `dfml` verb: `%dfml account list`, `%dfml -o r chain status`.
+
+        With `%%dfml VERB`, the cell is a YAML mapping of options: `name: x` gives `--name x`,
+        lists repeat the option, `true` gives a flag, and `params: {k: v}` gives `--param k=v`.
+        `-o NAME` also stores the result in NAME. See `%dfml --help` and `%dfml VERB --help`.
+        """
+        runner = self.runner()
+        parser = runner.parser()
+        try:
+            cmd = parse(parser, split_line(line))
+            if cell is not None:
+                cmd.argv += cell_options(_cell_mapping(cell), cmd.parser)
+        except UsageError as err:
+            raise _usage(err) from None
+        if not cmd.argv:
+            parser.print_help()
+            return None
+        with tempfile.TemporaryDirectory(prefix="dfml-magic-") as tmp:
+            self._resolve_objects(cmd, Path(tmp))
+            result = self._run(runner, cmd)
+        if result is _HELP:
+            return None
+        results.JSON_DISPLAY = self.json_display
+        value = results.wrap(result)
+        if cmd.out:
+            self.shell.user_ns[cmd.out] = value
+        return value
+
+    def _run(self, runner: Runner, cmd: Command) -> Any:
+        progress = None
+        if self.progress:
+            from .progress import Progress, in_kernel
+
+            if in_kernel():
+                progress = Progress(title=" ".join(cmd.path))
+        try:
+            result = runner(cmd.argv, progress=progress)
+        except SystemExit as exit_:
+            # argparse exits after printing --help or --version: the help is the result
+            if exit_.code in (0, None):
+                return _HELP
+            raise IPythonUsageError(f"%dfml: exit status {exit_.code}") from None
+        except UsageError as err:
+            raise _usage(err) from None
+        except DfmlError as err:
+            if progress is not None:
+                progress.done(ok=False, message=str(err))
+            # IPython shows `_render_traceback_` instead of a traceback; the exception keeps its
+            # type, so `except ChainNotReachable` still works around a magic call
+            err._render_traceback_ = functools.partial(_render, err)
+            raise
+        if progress is not None:
+            progress.done()
+        return result
+
+    def _resolve_objects(self, cmd: Command, tmp: Path) -> None:
+        """`model submit my_model`: a Keras model in the namespace is saved and its path passed."""
+        if cmd.path != ["model", "submit"]:
+            return
+        indexes = positional_indexes(cmd)
+        if not indexes:
+            return
+        i = indexes[0]
+        name = cmd.argv[i]
+        obj = self.shell.user_ns.get(name) if name.isidentifier() else None
+        if obj is None or not is_keras_model(obj):
+            return
+        path = tmp / f"{name}.keras"
+        obj.save(path)
+        cmd.argv[i] = str(path)
+
+
+_HELP = object()
+
+
+def _usage(err: UsageError) -> IPythonUsageError:
+    # IPython prints a UsageError as one short message without a traceback: the fix goes in it
+    hint = f"\nhint: {err.hint}" if err.hint else ""
+    return IPythonUsageError(f"{err}{hint}")
+
+
+def _cell_mapping(cell: str) -> dict:
+    import yaml
+
+    try:
+        body = yaml.safe_load(cell)
+    except yaml.YAMLError as err:
+        raise UsageError(
+            f"%%dfml: the cell is not valid YAML: {err}", hint="write one `option: value` per line"
+        ) from None
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise UsageError(
+            f"%%dfml: the cell must be a YAML mapping of options, not a {type(body).__name__}",
+            hint="write one `option: value` per line",
+        )
+    return body
