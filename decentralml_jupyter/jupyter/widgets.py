@@ -1,0 +1,480 @@
+"""Notebook widgets over the CLI verbs: accounts, proposals with vote buttons, a model card and a
+live round dashboard. Each reads and acts through a `Runner`, exactly as `%dfml` does, and
+renders data of the shapes in CLI.md (`set_data`/`update`), so rendering is testable alone.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ipywidgets as w
+
+from ..errors import DfmlError
+from . import svg
+from .commands import has_verb
+from .results import _CSS, receipt_html, table_html, value_html
+from .runner import Runner, current_runner
+
+RunFn = Callable[[Sequence[str]], Any]
+FINAL_ROUND_STATES = ("finalized", "failed")
+
+
+def _error_html(err: BaseException) -> str:
+    hint = getattr(err, "hint", "")
+    text = f'<span class="dfml-bad"><b>{html.escape(type(err).__name__)}</b>: '
+    text += f"{html.escape(str(err))}</span>"
+    return text + (f"<br><small>hint: {html.escape(hint)}</small>" if hint else "")
+
+
+class _Widget(w.VBox):
+    """Shared plumbing: the runner, a status line for errors and receipts, and safe calls."""
+
+    def __init__(self, runner: RunFn | None = None, **kwargs: Any) -> None:
+        self.runner: RunFn = runner if runner is not None else current_runner()
+        self.status = w.HTML()
+        super().__init__(**kwargs)
+
+    def _has_verb(self, *path: str) -> bool:
+        parser = getattr(self.runner, "parser", None)
+        if parser is None:
+            return True  # a plain function runner: assume it knows the verb, errors will say
+        return has_verb(parser(), *path)
+
+    def call(self, args: Sequence[str]) -> Any:
+        """Run a verb; on failure show the error (message and hint) and return None."""
+        try:
+            result = self.runner(list(args))
+        except DfmlError as err:
+            self.status.value = _CSS + _error_html(err)
+            return None
+        except SystemExit:  # argparse help/version: nothing to show in a widget
+            return None
+        return result
+
+
+# -- accounts -------------------------------------------------------------------------------
+
+
+class AccountsWidget(_Widget):
+    """The dev accounts and balances (`account list`), stakes when the CLI has `stakes`."""
+
+    def __init__(self, runner: RunFn | None = None, load: bool = True, **kwargs: Any) -> None:
+        super().__init__(runner, **kwargs)
+        self.table = w.HTML()
+        self.stakes_table = w.HTML()
+        self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.refresh_button.on_click(lambda _b: self.refresh())
+        self.accounts: list[dict] = []
+        self.stakes: list[dict] | None = None
+        self.children = [self.refresh_button, self.table, self.stakes_table, self.status]
+        if load:
+            self.refresh()
+
+    def refresh(self) -> None:
+        accounts = self.call(["account", "list"])
+        if accounts is None:
+            return
+        stakes = self.call(["stakes"]) if self._has_verb("stakes") else None
+        self.status.value = ""
+        self.set_data(accounts, stakes)
+
+    def set_data(
+        self, accounts: Sequence[Mapping], stakes: Sequence[Mapping] | None = None
+    ) -> None:
+        self.accounts = [dict(a) for a in accounts]
+        self.stakes = None if stakes is None else [dict(s) for s in stakes]
+        self.table.value = _CSS + "<b>Accounts</b>" + table_html(self.accounts)
+        self.stakes_table.value = (
+            "" if self.stakes is None else _CSS + "<b>Stakes</b>" + table_html(self.stakes)
+        )
+
+
+# -- proposals ------------------------------------------------------------------------------
+
+
+class ProposalsWidget(_Widget):
+    """Proposals (`proposals`) with Aye and Nay buttons on open ones (`vote ID aye|nay`)."""
+
+    def __init__(
+        self,
+        runner: RunFn | None = None,
+        open_only: bool = False,
+        load: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(runner, **kwargs)
+        self.open_only = open_only
+        self.proposals: list[dict] = []
+        self.buttons: dict[str, tuple[w.Button, w.Button]] = {}
+        self.grid = w.GridBox(layout=w.Layout(grid_template_columns="repeat(8, auto)"))
+        self.refresh_button = w.Button(description="Refresh", icon="refresh")
+        self.refresh_button.on_click(lambda _b: self.refresh())
+        self.last_vote: Any = None
+        self.children = [self.refresh_button, self.grid, self.status]
+        if load:
+            self.refresh()
+
+    def refresh(self) -> None:
+        proposals = self.call(["proposals", *(["--open"] if self.open_only else [])])
+        if proposals is not None:
+            self.set_data(proposals)
+
+    def set_data(self, proposals: Sequence[Mapping]) -> None:
+        self.proposals = [dict(p) for p in proposals]
+        self.buttons = {}
+        columns = ("id", "kind", "target", "status", "ayes", "nays", "deadline")
+        cells: list[w.Widget] = [w.HTML(f"<b>{c}</b>") for c in columns] + [w.HTML("<b>vote</b>")]
+        for p in self.proposals:
+            cells += [w.HTML(value_html(p.get(c))) for c in columns]
+            pid = str(p.get("id"))
+            if p.get("status") == "open":
+                aye = w.Button(description="Aye", button_style="success", tooltip=f"aye on {pid}")
+                nay = w.Button(description="Nay", button_style="danger", tooltip=f"nay on {pid}")
+                aye.on_click(lambda _b, pid=pid: self.vote(pid, "aye"))
+                nay.on_click(lambda _b, pid=pid: self.vote(pid, "nay"))
+                self.buttons[pid] = (aye, nay)
+                cells.append(w.HBox([aye, nay]))
+            else:
+                cells.append(w.HTML("—"))
+        if not self.proposals:
+            cells.append(w.HTML("<em>no proposals</em>"))
+        self.grid.children = cells
+
+    def vote(self, proposal_id: str, choice: str) -> Any:
+        """Vote through the CLI's `vote` verb, show the receipt, and reload the list."""
+        for button in self.buttons.get(proposal_id, ()):
+            button.disabled = True  # one vote per click while the transaction is in flight
+        result = self.call(["vote", proposal_id, choice])
+        self.last_vote = result
+        if result is None:
+            for button in self.buttons.get(proposal_id, ()):
+                button.disabled = False
+            return None
+        receipt = result.get("receipt") if isinstance(result, Mapping) else None
+        self.refresh()
+        self.status.value = (
+            _CSS + f"{html.escape(choice)} on proposal {html.escape(proposal_id)}: "
+            f"{receipt_html(receipt) if receipt else html.escape(str(result))}"
+        )
+        return result
+
+
+# -- model card -----------------------------------------------------------------------------
+
+
+def _first(data: Mapping, *names: str, default: Any = None) -> Any:
+    for name in names:
+        if data.get(name) not in (None, "", []):
+            return data[name]
+    return default
+
+
+def _metric_points(history: Sequence[Mapping], metric: str) -> list[tuple[float, float]]:
+    points = []
+    for i, r in enumerate(history):
+        value = (r.get("metrics") or {}).get(metric)
+        if isinstance(value, int | float):
+            x = r.get("round", r.get("round_id", i + 1))
+            points.append((float(x) if isinstance(x, int | float) else float(i + 1), value))
+    return points
+
+
+class ModelCard(_Widget):
+    """Owner, licence, jurisdictions, global CID and round history of one model."""
+
+    def __init__(
+        self,
+        model_id: str | int | None = None,
+        runner: RunFn | None = None,
+        model: Mapping | None = None,
+        history: Sequence[Mapping] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(runner, **kwargs)
+        self.card = w.HTML()
+        self.children = [self.card, self.status]
+        self.model: dict = {}
+        self.history: list[dict] = []
+        if model is not None:
+            self.set_data(model, history)
+        elif model_id is not None:
+            self.model_ref = str(model_id)
+            self.refresh()
+
+    def refresh(self) -> None:
+        model = self.call(["model", "show", self.model_ref])
+        if model is None:
+            return
+        history = None
+        if self._has_verb("round", "history"):
+            history = self.call(["round", "history", self.model_ref])
+        self.set_data(model, history)
+
+    def set_data(self, model: Mapping, history: Sequence[Mapping] | None = None) -> None:
+        self.model = dict(model)
+        self.history = [dict(h) for h in history or []]
+        m = self.model
+        jurisdictions = _first(m, "jurisdictions", "jurisdiction", default=[])
+        if isinstance(jurisdictions, str):
+            jurisdictions = [jurisdictions]
+        fields = {
+            "owner": m.get("owner"),
+            "licence": _first(m, "license", "licence"),
+            "jurisdictions": ", ".join(str(j) for j in jurisdictions) or None,
+            "status": m.get("status"),
+            "global CID": m.get("global_cid"),
+            "round": m.get("round"),
+            "strategy": m.get("strategy"),
+            "pool": m.get("pool"),
+            "validators": m.get("validators"),
+            "total stake": m.get("total_stake"),
+        }
+        rows = "".join(f"<tr><th>{k}</th><td>{value_html(v)}</td></tr>" for k, v in fields.items())
+        title = html.escape(f"{m.get('name') or 'model'} (#{m.get('id', m.get('model_id', '?'))})")
+        hist = ""
+        if self.history:
+            keep = ("round", "round_id", "status", "aggregate_cid")
+            rows_h = [
+                {k: h.get(k) for k in keep if k in h} | dict(h.get("metrics") or {})
+                for h in self.history
+            ]
+            hist = (
+                "<h4>History</h4>"
+                + table_html(rows_h)
+                + svg.line_chart(_metric_points(self.history, "accuracy"), "accuracy")
+            )
+        self.card.value = (
+            f'{_CSS}<div class="dfml-card"><h3>{title}</h3>'
+            f'<table class="dfml-t">{rows}</table>{hist}</div>'
+        )
+
+
+# -- round dashboard ------------------------------------------------------------------------
+
+
+def _addresses(value: Any) -> list[str]:
+    """Workers named in a status field: addresses, or records with an address-like key."""
+    if not isinstance(value, list | tuple):
+        return []
+    out = []
+    for item in value:
+        if isinstance(item, Mapping):
+            item = _first(item, "address", "worker", "account", default=None)
+        if item is not None:
+            out.append(str(item))
+    return out
+
+
+class RoundDashboard(_Widget):
+    """A round live: progress per worker, accuracy and loss per round, rewards and slashes.
+
+    `start()` polls `round status ID` every `interval` seconds in a background thread (the kernel
+    stays free) until the round is final or `stop()` is called.
+    """
+
+    def __init__(
+        self,
+        round_id: str | int,
+        runner: RunFn | None = None,
+        interval: float = 2.0,
+        start: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(runner, **kwargs)
+        self.round_id = str(round_id)
+        self.interval = interval
+        self.header = w.HTML()
+        self.workers = w.HTML()
+        self.plots = w.HTML()
+        self.payouts = w.HTML()
+        self.stop_button = w.Button(description="Stop watching", icon="stop")
+        self.stop_button.on_click(lambda _b: self.stop())
+        self.children = [
+            self.header,
+            self.stop_button,
+            self.workers,
+            self.plots,
+            self.payouts,
+            self.status,
+        ]
+        self.round: dict = {}
+        # metrics of every round seen: from `round history MODEL` when the CLI has it, and from
+        # this round's status as it changes
+        self.metrics_by_round: dict[float, dict] = {}
+        self.polls = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.update({"round_id": self.round_id, "status": "waiting"})
+        if start:
+            self.start()
+
+    # polling
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=f"dfml-round-{self.round_id}")
+        self._thread.daemon = True  # never keep the kernel from shutting down
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.stop_button.disabled = True
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def watching(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                going_on = self.poll_once()
+            except Exception as err:  # a thread's traceback would go to the kernel's log, unseen
+                self.status.value = _CSS + _error_html(err)
+                going_on = False
+            if not going_on:
+                break
+            if self.round.get("status") in FINAL_ROUND_STATES:
+                break
+            self._stop.wait(self.interval)
+        self.stop_button.disabled = True
+
+    def poll_once(self) -> bool:
+        """Fetch the round's status once; False when polling cannot go on (the error is shown)."""
+        from ..errors import UsageError
+
+        try:
+            status = self.runner(["round", "status", self.round_id])
+        except UsageError as err:  # no such verb or round: retrying will not help
+            self.status.value = _CSS + _error_html(err)
+            return False
+        except DfmlError as err:  # the chain may come back: show it and keep polling
+            self.status.value = _CSS + _error_html(err)
+            return True
+        except SystemExit:
+            return False
+        history = None
+        first = self.polls == 0
+        final = status.get("status") in FINAL_ROUND_STATES
+        if (first or final) and status.get("model_id") is not None:
+            if self._has_verb("round", "history"):
+                history = self.call(["round", "history", str(status["model_id"])])
+        self.polls += 1
+        self.status.value = ""
+        self.update(status, history)
+        return True
+
+    # rendering
+
+    def update(self, status: Mapping, history: Sequence[Mapping] | None = None) -> None:
+        """Render a `round status` result (and optionally `round history`) as CLI.md shapes it."""
+        self.round = dict(status)
+        for i, past in enumerate(history if isinstance(history, list | tuple) else []):
+            if not isinstance(past, Mapping):
+                continue
+            key = past.get("round_id", past.get("round", i + 1))
+            if isinstance(key, int | float) and past.get("metrics"):
+                self.metrics_by_round[float(key)] = dict(past["metrics"])
+        rid = self.round.get("round_id", self.round_id)
+        if isinstance(rid, int | float) and self.round.get("metrics"):
+            self.metrics_by_round[float(rid)] = dict(self.round["metrics"])
+        self._render_header()
+        self._render_workers()
+        self._render_plots()
+        self._render_payouts()
+
+    def _render_header(self) -> None:
+        r = self.round
+        state = str(r.get("status", "?"))
+        color = {"finalized": "#1a7f37", "failed": "#cf222e"}.get(state, "#9a6700")
+        metrics = r.get("metrics") or {}
+        shown = ", ".join(
+            f"{html.escape(str(k))} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in metrics.items()
+        )
+        self.header.value = (
+            f"{_CSS}<b>Round {html.escape(str(r.get('round_id', self.round_id)))}</b>"
+            + (f" of model {html.escape(str(r['model_id']))}" if r.get("model_id") else "")
+            + f' — <b style="color:{color}">{html.escape(state)}</b>'
+            + (f" · {shown}" if shown else "")
+            + (
+                f' · aggregate <span class="dfml-mono">{html.escape(str(r["aggregate_cid"]))}'
+                "</span>"
+                if r.get("aggregate_cid")
+                else ""
+            )
+        )
+
+    def worker_progress(self) -> dict[str, float]:
+        """Each selected worker's progress: its reported fraction, else 1 once it submitted."""
+        selected = _addresses(self.round.get("selected"))
+        submitted = set(_addresses(self.round.get("submitted")))
+        reported = self.round.get("progress")
+        reported = reported if isinstance(reported, Mapping) else {}
+        out = {}
+        for who in [*selected, *(s for s in submitted if s not in selected)]:
+            if who in submitted:
+                out[who] = 1.0
+            else:
+                value = reported.get(who, 0.0)
+                out[who] = float(value) if isinstance(value, int | float) else 0.0
+        return out
+
+    def _render_workers(self) -> None:
+        progress = self.worker_progress()
+        if not progress:
+            self.workers.value = "<em>no workers selected yet</em>"
+            return
+        submitted = set(_addresses(self.round.get("submitted")))
+        rows = []
+        for who, frac in progress.items():
+            pct = max(0.0, min(1.0, frac)) * 100
+            state = "submitted" if who in submitted else ("training" if frac > 0 else "waiting")
+            rows.append(
+                f'<tr><td class="dfml-mono" title="{html.escape(who)}">'
+                f"{html.escape(svg.short_address(who))}</td>"
+                f'<td><div style="width:160px;background:#eee;height:10px">'
+                f'<div style="width:{pct:.0f}%;background:#1f77b4;height:10px"></div></div></td>'
+                f"<td>{pct:.0f}%</td><td>{state}</td></tr>"
+            )
+        done = sum(1 for v in progress.values() if v >= 1.0)
+        self.workers.value = (
+            f"{_CSS}<b>Workers</b> ({done}/{len(progress)} submitted)"
+            f'<table class="dfml-t">{"".join(rows)}</table>'
+        )
+
+    def _render_plots(self) -> None:
+        def points(metric: str) -> list[tuple[float, float]]:
+            return [
+                (x, m[metric])
+                for x, m in sorted(self.metrics_by_round.items())
+                if isinstance(m.get(metric), int | float)
+            ]
+
+        self.plots.value = (
+            '<div style="display:flex;gap:12px">'
+            + svg.line_chart(points("accuracy"), "accuracy", color="#1f77b4")
+            + svg.line_chart(points("loss"), "loss", color="#d62728")
+            + "</div>"
+        )
+
+    def _render_payouts(self) -> None:
+        rewards = self.round.get("rewards") or {}
+        slashes = self.round.get("slashes") or {}
+        self.payouts.value = (
+            '<div style="display:flex;gap:12px">'
+            + svg.bar_chart(dict(rewards), "rewards", color="#2ca02c")
+            + svg.bar_chart(dict(slashes), "slashes", color="#d62728")
+            + "</div>"
+        )
+
+
+__all__ = ["AccountsWidget", "ModelCard", "ProposalsWidget", "RoundDashboard", "Runner"]
