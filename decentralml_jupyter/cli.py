@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from urllib.parse import urlparse
 
 from . import __version__, config
@@ -111,6 +112,249 @@ def cmd_remark(args):
         return {"receipt": receipt.to_json(), "fee": receipt.fee}
 
 
+def cmd_chain_advance(args):
+    with _chain(args) as chain:
+        return {"block": chain.new_blocks(args.blocks)}
+
+
+# -- storage ----------------------------------------------------------------------------------
+
+
+def _store(args):
+    from .storage import KuboStore
+
+    return KuboStore.from_env(args.storage)
+
+
+def cmd_storage_up(args):
+    from .storage import storage_up
+
+    port = args.port if args.port is not None else (urlparse(args.storage).port or 5001)
+    return storage_up(port=port, repo=args.repo)
+
+
+def cmd_storage_status(args):
+    from .storage import storage_status
+
+    return storage_status(args.storage)
+
+
+def cmd_storage_down(args):
+    from .storage import storage_down
+
+    return storage_down(args.storage)
+
+
+def cmd_storage_put(args):
+    return _store(args).put_file(args.file).to_json()
+
+
+def cmd_storage_get(args):
+    return _store(args).get_file(args.cid, args.out).to_json()
+
+
+# -- protocol ---------------------------------------------------------------------------------
+
+
+def _protocol(args):
+    from .protocol.client import ProtocolClient
+
+    return ProtocolClient(_chain(args))
+
+
+def _tx(submitted, **fields) -> dict:
+    return {**fields, "receipt": submitted.receipt.to_json()}
+
+
+def _model_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a model id (an integer)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("ids start at 1")
+    return value
+
+
+def _model_artifacts(path: str) -> tuple[bytes, bytes]:
+    """(architecture spec, initial weights) of a saved Keras model."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"no model file at {path}", hint="save it with model.save('m.keras')")
+    if p.suffix not in (".keras", ".h5"):
+        raise UsageError(
+            f"{path} is not a Keras model file (.keras)", hint="save it with model.save('m.keras')"
+        )
+    from . import fl
+    from .fl._tf import keras
+
+    try:
+        model = keras().models.load_model(p, compile=False)
+    except Exception as exc:
+        raise UsageError(
+            f"{path} could not be loaded as a Keras model: {exc}",
+            hint="save it with model.save('m.keras') from Keras 3",
+        ) from None
+    return fl.model_to_spec(model), fl.weights_to_bytes(model.get_weights())
+
+
+def cmd_model_submit(args):
+    spec, weights = _model_artifacts(args.path)
+    store = _store(args)
+    arch_cid, weights_cid = store.put(spec), store.put(weights)
+    with _protocol(args) as proto:
+        validators = [proto.chain.address(v) for v in args.validator]
+        sub = proto.register_model(
+            args.key,
+            args.name or Path(args.path).stem,
+            arch_cid,
+            weights_cid,
+            description=args.description,
+            metric=args.metric,
+            licence=args.license,
+            jurisdictions=args.jurisdiction,
+            strategy=args.strategy,
+            stake_asset=args.stake_asset,
+            validators=validators,
+        )
+        model_id = sub.created_id("model")
+        pool = proto.state().model(model_id).pool
+    return _tx(
+        sub, model_id=model_id, architecture_cid=arch_cid, weights_cid=weights_cid, pool=pool
+    )
+
+
+def cmd_model_list(args):
+    with _protocol(args) as proto:
+        return [m.to_json() for m in proto.state().models()]
+
+
+def cmd_model_show(args):
+    with _protocol(args) as proto:
+        model = proto.state().model(args.id)
+        if model is None:
+            raise UsageError(f"no model {args.id}", hint="list them with: dfml model list")
+        return model.to_json()
+
+
+def cmd_model_start(args):
+    with _protocol(args) as proto:
+        return _tx(proto.start_training(args.key, args.id), model_id=args.id)
+
+
+def cmd_stake(args):
+    with _protocol(args) as proto:
+        sub = proto.stake(args.key, args.model, args.amount, args.asset)
+        rows = proto.state().stakes(model_id=args.model, account=proto.chain.address(args.key))
+        return _tx(sub, stake=rows[0].to_json() if rows else None)
+
+
+def cmd_unstake(args):
+    with _protocol(args) as proto:
+        sub = proto.unstake(args.key, args.model, args.amount)
+        rows = proto.state().stakes(model_id=args.model, account=proto.chain.address(args.key))
+        return _tx(sub, stake=[r.to_json() for r in rows])
+
+
+def cmd_stakes(args):
+    with _protocol(args) as proto:
+        account = proto.chain.address(args.account) if args.account else None
+        return [s.to_json() for s in proto.state().stakes(model_id=args.model, account=account)]
+
+
+def cmd_propose(args):
+    from .protocol import encoders
+
+    params = {}
+    for item in args.param:
+        if "=" not in item:
+            raise UsageError(f"--param {item!r} is not K=V", hint="e.g. --param account=Dev1")
+        k, v = item.split("=", 1)
+        params[k] = v
+    target = None if args.target == "protocol" else _model_id(args.target)
+    with _protocol(args) as proto:
+        for k in ("account",):  # accept dev names where an address is expected
+            if k in params:
+                params[k] = proto.chain.address(params[k])
+        if "allow" in params:
+            params["allow"] = ",".join(proto.chain.address(a) for a in params["allow"].split(","))
+        action = encoders.action_from_params(args.kind, params)
+        sub = proto.propose(args.key, target, action, args.deadline)
+        return _tx(sub, proposal_id=sub.created_id("proposal"))
+
+
+def cmd_vote(args):
+    with _protocol(args) as proto:
+        return _tx(proto.vote(args.key, args.proposal, args.choice == "aye"))
+
+
+def cmd_proposals(args):
+    with _protocol(args) as proto:
+        return [p.to_json() for p in proto.state().proposals(open_only=args.open)]
+
+
+def cmd_errors(args):
+    with _protocol(args) as proto:
+        account = proto.chain.address(args.account) if args.account else None
+        return [e.to_json() for e in proto.state().errors(account=account)]
+
+
+def cmd_payouts(args):
+    with _protocol(args) as proto:
+        state = proto.state()
+        rows = state.pending_payouts() if args.pending else state.payouts()
+        return [p.to_json() for p in rows]
+
+
+def cmd_payout_approve(args):
+    with _protocol(args) as proto:
+        receipt = proto.approve_payout(args.key, args.id)
+        return {"payout_id": args.id, "receipt": receipt.to_json()}
+
+
+def cmd_task_create(args):
+    with _protocol(args) as proto:
+        sub = proto.create_task(
+            args.key,
+            args.model,
+            args.type,
+            args.reward,
+            args.max_assignments,
+            args.duration,
+            validation=args.validation,
+            description=args.description,
+        )
+        return _tx(sub, task_id=sub.created_id("task"))
+
+
+def cmd_task_list(args):
+    with _protocol(args) as proto:
+        return [t.to_json() for t in proto.state().tasks(model_id=args.model)]
+
+
+def cmd_task_assign(args):
+    with _protocol(args) as proto:
+        return _tx(proto.assign_task(args.key, args.id), task_id=args.id)
+
+
+def cmd_task_submit(args):
+    with _protocol(args) as proto:
+        sub = proto.submit_result(args.key, args.id, args.result)
+        return _tx(sub, submission_id=sub.created_id("submission"))
+
+
+def cmd_task_accept(args):
+    with _protocol(args) as proto:
+        return _tx(proto.accept_submission(args.key, args.submission))
+
+
+def cmd_task_reject(args):
+    with _protocol(args) as proto:
+        return _tx(proto.reject_submission(args.key, args.submission, args.reason))
+
+
 # -- parser -----------------------------------------------------------------------------------
 
 
@@ -170,6 +414,94 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
     tr.add_argument("to", help="address or dev name")
     tr.add_argument("amount", type=_amount, help="amount in the smallest unit")
 
+    adv = _add(chain_sub, "advance", cmd_chain_advance, "build N empty blocks (dev chains)")
+    adv.add_argument("blocks", type=int, nargs="?", default=1)
+
+    storage = verbs.add_parser("storage", help="content-addressed storage (IPFS)")
+    st_sub = storage.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    st_up = _add(st_sub, "up", cmd_storage_up, "start the dev storage service (Kubo in-process)")
+    st_up.add_argument("--port", type=int, default=None, help="port (default: that of --storage)")
+    st_up.add_argument("--repo", default=None, help="the IPFS repository directory")
+    _add(st_sub, "status", cmd_storage_status, "whether the storage service answers")
+    _add(st_sub, "down", cmd_storage_down, "stop the dev storage service")
+    put = _add(st_sub, "put", cmd_storage_put, "add a file; prints its CID")
+    put.add_argument("file")
+    get = _add(st_sub, "get", cmd_storage_get, "fetch a CID into a file, verified")
+    get.add_argument("cid")
+    get.add_argument("--out", required=True, help="file to write")
+
+    model = verbs.add_parser("model", help="models: submit, list, show")
+    m_sub = model.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    sub = _add(m_sub, "submit", cmd_model_submit, "register a Keras model (.keras file)")
+    sub.add_argument("path", help="a saved Keras model (.keras)")
+    sub.add_argument("--name", default=None, help="default: the file's name")
+    sub.add_argument("--description", default="")
+    sub.add_argument("--metric", default="accuracy")
+    sub.add_argument("--strategy", default="fedavg", help="aggregation strategy")
+    sub.add_argument("--license", default="proprietary")
+    sub.add_argument("--jurisdiction", action="append", default=[], help="repeatable")
+    sub.add_argument("--validator", action="append", default=[], help="repeatable")
+    sub.add_argument("--stake-asset", type=int, default=None, help="Assets id for stakes")
+    _add(m_sub, "list", cmd_model_list, "every model")
+    show = _add(m_sub, "show", cmd_model_show, "one model")
+    show.add_argument("id", type=_model_id)
+    start = _add(m_sub, "start", cmd_model_start, "move an approved model to training")
+    start.add_argument("id", type=_model_id)
+
+    st = _add(verbs, "stake", cmd_stake, "stake on a model (a transfer into its pool)")
+    st.add_argument("model", type=_model_id)
+    st.add_argument("amount", type=_amount)
+    st.add_argument("--asset", type=int, default=None, help="an Assets id (bring your own token)")
+    ust = _add(verbs, "unstake", cmd_unstake, "release stake after the lock period")
+    ust.add_argument("model", type=_model_id)
+    ust.add_argument("amount", type=_amount)
+    sts = _add(verbs, "stakes", cmd_stakes, "stakes, by model and account")
+    sts.add_argument("--model", type=_model_id, default=None)
+    sts.add_argument("--account", default=None)
+
+    pr = _add(verbs, "propose", cmd_propose, "propose a governance change")
+    pr.add_argument("target", help="a model id, or 'protocol'")
+    pr.add_argument("kind", help="ApproveModel, RetireModel, AddValidator, SetStrategy, ...")
+    pr.add_argument("--param", action="append", default=[], help="K=V, repeatable")
+    pr.add_argument("--deadline", type=int, default=10, help="voting period in blocks")
+    vo = _add(verbs, "vote", cmd_vote, "vote on a proposal (weighted by your stake)")
+    vo.add_argument("proposal", type=_model_id)
+    vo.add_argument("choice", choices=["aye", "nay"])
+    pl = _add(verbs, "proposals", cmd_proposals, "proposals with their tallies")
+    pl.add_argument("--open", action="store_true", help="only those still open")
+
+    er = _add(verbs, "errors", cmd_errors, "protocol calls that were rejected, with reasons")
+    er.add_argument("--account", default=None)
+    po = _add(verbs, "payouts", cmd_payouts, "value owed out of pools")
+    po.add_argument("--pending", action="store_true")
+    payout = verbs.add_parser("payout", help="approve a payout as a pool signatory")
+    pay_sub = payout.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    pa = _add(pay_sub, "approve", cmd_payout_approve, "approve (or execute) a pending payout")
+    pa.add_argument("id", type=_model_id)
+
+    task = verbs.add_parser("task", help="tasks for data annotators, contributors, engineers")
+    t_sub = task.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    tc = _add(t_sub, "create", cmd_task_create, "create a task; its budget moves into the pool")
+    tc.add_argument("model", type=_model_id)
+    tc.add_argument("type", choices=["data_annotator", "model_contributor", "model_engineer"])
+    tc.add_argument("--reward", type=_amount, required=True, help="paid per accepted result")
+    tc.add_argument("--max-assignments", type=int, default=1)
+    tc.add_argument("--duration", type=int, default=50, help="blocks until it expires")
+    tc.add_argument("--validation", choices=["auto", "manual"], default="manual")
+    tc.add_argument("--description", default="")
+    tl = _add(t_sub, "list", cmd_task_list, "tasks")
+    tl.add_argument("--model", type=_model_id, default=None)
+    ta = _add(t_sub, "assign", cmd_task_assign, "take a task")
+    ta.add_argument("id", type=_model_id)
+    ts = _add(t_sub, "submit", cmd_task_submit, "submit a result (a CID)")
+    ts.add_argument("id", type=_model_id)
+    ts.add_argument("--result", required=True, help="the result's CID")
+    tac = _add(t_sub, "accept", cmd_task_accept, "accept a submission (pays its reward)")
+    tac.add_argument("submission", type=_model_id)
+    trj = _add(t_sub, "reject", cmd_task_reject, "reject a submission")
+    trj.add_argument("submission", type=_model_id)
+    trj.add_argument("--reason", default="")
+
     remark = _add(verbs, "remark", cmd_remark, "put a System.remark_with_event on chain")
     remark.add_argument("text", nargs="?", default="", help="text to record")
     remark.add_argument("--hex", default=None, help="record these bytes instead (hex)")
@@ -193,6 +525,7 @@ def run(argv: Sequence[str], prog: str = "dfml"):
 def _human(result) -> str:
     import yaml
 
+    result = json.loads(json.dumps(result))  # tuples and dataclass fields as plain data
     return yaml.safe_dump(result, sort_keys=False, default_flow_style=False).rstrip()
 
 

@@ -25,7 +25,7 @@ from ..errors import (
     TransactionRejected,
     UsageError,
 )
-from .devchain import DEV_NAMES
+from .devchain import DEV_NAMES, SS58_FORMAT
 from .keys import is_dev_uri, load_keypair
 
 
@@ -126,6 +126,17 @@ class _Substrate(SubstrateInterface):
 
     _genesis_hash: str | None = None
 
+    # One address format everywhere (CLI, protocol state, agents): the generic Substrate format
+    # 42, whatever the runtime's SS58Prefix (2 on the dev chain's Asset Hub runtime).
+    @property
+    def ss58_format(self) -> int:
+        return SS58_FORMAT
+
+    @ss58_format.setter
+    def ss58_format(self, value) -> None:
+        if getattr(self, "runtime_config", None):
+            self.runtime_config.ss58_format = SS58_FORMAT
+
     def get_block_hash(self, block_id: int = None) -> str:
         if block_id != 0:
             return super().get_block_hash(block_id)
@@ -158,8 +169,7 @@ class Chain:
                 f"could not connect to a chain at {self.url}: {exc}",
                 hint="start one with: dfml chain up (or pass --url of a running chain)",
             ) from None
-        # addresses in the chain's own format (its System.SS58Prefix): what its wallets show
-        self.ss58_format = self.substrate.ss58_format
+        self.ss58_format = SS58_FORMAT
         self.token_symbol = props.get("tokenSymbol", "UNIT")
         self.token_decimals = props.get("tokenDecimals", 12)
         self._lock = threading.RLock()  # substrate-interface's websocket is not thread-safe
@@ -191,6 +201,13 @@ class Chain:
                 chain_type = self._rpc("system_chainType")
             self._is_dev = "dev_newBlock" in methods or chain_type in ("Development", "Local")
         return self._is_dev
+
+    def new_blocks(self, count: int = 1) -> int:
+        """Build ``count`` empty blocks now (dev chains only); return the new head number."""
+        if not self.is_dev:
+            raise UsageError("only a dev chain builds blocks on request")
+        self._rpc("dev_newBlock", [{"count": count}])
+        return self.block_number()
 
     def block_number(self, block_hash: str | None = None) -> int:
         with self._lock:

@@ -1,0 +1,178 @@
+"""Sending protocol calls: each a remark (batched atomically with its transfer when it moves
+value), submitted, then checked against the indexed state so that a call the protocol rejected
+raises with its reason instead of passing silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..chain import Chain, Receipt
+from . import encoders
+from .calls import Action
+from .errors import ProtocolError
+from .indexer import Indexer
+from .state import State
+from .values import Payout
+
+
+class ProtocolRejected(ProtocolError):
+    """The transaction was included, but the protocol rejected the call (nothing changed)."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    receipt: Receipt
+    created: tuple[tuple[str, int], ...]  # (entity, id) the call created
+
+    def created_id(self, entity: str) -> int | None:
+        return next((i for e, i in self.created if e == entity), None)
+
+
+class ProtocolClient:
+    """The DecentralML protocol over one chain connection, with its indexer."""
+
+    def __init__(self, chain: Chain, indexer: Indexer | None = None):
+        self.chain = chain
+        self.indexer = indexer or Indexer.for_chain(chain)
+
+    def close(self) -> None:
+        self.indexer.close()
+        self.chain.close()
+
+    def __enter__(self) -> ProtocolClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def state(self) -> State:
+        """The protocol state at the finalized head."""
+        return self.indexer.sync()
+
+    # -- submission -------------------------------------------------------------------------
+
+    def submit(
+        self,
+        key,
+        remark: bytes,
+        transfers: Sequence[tuple[str, int, int | None]] = (),
+    ) -> Submitted:
+        """Submit ``remark`` (in one batch_all with ``transfers``) and check the outcome."""
+        calls = [self._transfer_call(dest, amount, asset) for dest, amount, asset in transfers]
+        remark_call = self.chain.remark_call(remark)
+        call = self.chain.batch_all_call([*calls, remark_call]) if calls else remark_call
+        receipt = self.chain.submit(key, call)
+        return self._outcome(receipt)
+
+    def _outcome(self, receipt: Receipt) -> Submitted:
+        state = self.indexer.wait_for(receipt.block_number)
+        errors = state.errors_at(receipt.block_number, receipt.extrinsic_index)
+        if errors:
+            raise ProtocolRejected(
+                f"the protocol rejected {errors[0].call}: {errors[0].reason}",
+                hint="nothing changed but the fee; see the reason, fix the call and resubmit "
+                "(dfml errors lists every rejected call)",
+            )
+        created = tuple(state.created_by(receipt.block_number, receipt.extrinsic_index))
+        return Submitted(receipt, created)
+
+    def _transfer_call(self, dest: str, amount: int, asset: int | None):
+        if asset is None:
+            return self.chain.transfer_call(dest, amount)
+        return self.chain.call(
+            "Assets", "transfer_keep_alive", {"id": asset, "target": dest, "amount": amount}
+        )
+
+    def _model(self, model_id: int):
+        model = self.state().model(model_id)
+        if model is None:
+            raise ProtocolError(
+                f"no model {model_id} on this chain", hint="list them with: dfml model list"
+            )
+        return model
+
+    # -- calls ------------------------------------------------------------------------------
+
+    def register_model(self, key, name: str, architecture_cid: str, weights_cid: str, **kw):
+        return self.submit(key, encoders.register_model(name, architecture_cid, weights_cid, **kw))
+
+    def start_training(self, key, model_id: int) -> Submitted:
+        return self.submit(key, encoders.start_training(model_id))
+
+    def stake(self, key, model_id: int, amount: int, asset_id: int | None = None) -> Submitted:
+        model = self._model(model_id)
+        asset = asset_id if asset_id is not None else model.stake_asset
+        return self.submit(
+            key, encoders.stake(model_id, amount, asset), [(model.pool, amount, asset)]
+        )
+
+    def unstake(self, key, model_id: int, amount: int) -> Submitted:
+        return self.submit(key, encoders.unstake(model_id, amount))
+
+    def propose(self, key, target: int | None, action: Action, voting_blocks: int) -> Submitted:
+        return self.submit(key, encoders.propose(target, action, voting_blocks))
+
+    def vote(self, key, proposal_id: int, aye: bool) -> Submitted:
+        return self.submit(key, encoders.vote(proposal_id, aye))
+
+    def create_task(
+        self, key, model_id: int, role: str, reward: int, max_assignments: int,
+        duration_blocks: int, **kw,
+    ) -> Submitted:  # fmt: skip
+        model = self._model(model_id)
+        budget = reward * max_assignments
+        remark = encoders.create_task(
+            model_id, role, reward, max_assignments, duration_blocks, **kw
+        )
+        return self.submit(key, remark, [(model.pool, budget, model.stake_asset)])
+
+    def assign_task(self, key, task_id: int) -> Submitted:
+        return self.submit(key, encoders.assign_task(task_id))
+
+    def submit_result(self, key, task_id: int, cid: str) -> Submitted:
+        return self.submit(key, encoders.submit_result(task_id, cid))
+
+    def accept_submission(self, key, submission_id: int) -> Submitted:
+        return self.submit(key, encoders.accept_submission(submission_id))
+
+    def reject_submission(self, key, submission_id: int, reason: str = "") -> Submitted:
+        return self.submit(key, encoders.reject_submission(submission_id, reason))
+
+    # -- payouts ----------------------------------------------------------------------------
+
+    def payout_call(self, payout: Payout):
+        """The batch_all that executes ``payout``: the same call hash for every validator."""
+        calls = [self.chain.call(m, f, p) for m, f, p in encoders.payout_calls(payout)]
+        return self.chain.batch_all_call(calls)
+
+    def approve_payout(self, key, payout_id: int) -> Receipt:
+        """Approve (or, as the last needed signatory, execute) a pending payout of a pool.
+
+        The call is derived from this client's own replay of the chain, so a validator only
+        ever approves what the protocol state says is owed.
+        """
+        state = self.state()
+        ready = state.pending_payouts(ready_only=True)
+        payout = next((p for p in ready if p.id == payout_id), None)
+        if payout is None:
+            raise ProtocolError(
+                f"payout {payout_id} is not pending (or its pool is not funded yet)",
+                hint="list pending payouts with: dfml payouts --pending",
+            )
+        model = state.model(payout.model_id)
+        call = self.payout_call(payout)
+        signatories = list(model.validators) if model else []
+        if model is None or payout.pool != model.pool:
+            raise ProtocolError(
+                f"payout {payout_id} is owed by an earlier pool {payout.pool}",
+                hint="its former validators must sign it",
+            )
+        if len(signatories) >= 2:
+            receipt = self.chain.multisig_approve(key, call, signatories, model.pool_threshold)
+            if not receipt.events_of("Multisig", "MultisigExecuted"):
+                return receipt  # an approval; the k-th signatory executes it
+        else:
+            receipt = self.chain.submit(key, call)  # a custodial or single-validator pool
+        return self._outcome(receipt).receipt

@@ -1,0 +1,134 @@
+"""The protocol end to end on the real dev chain: calls as remarks, the indexer's replay,
+its persistence and resume, rejected calls, and payouts that need k validator approvals.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from decentralml_jupyter.chain import Chain
+from decentralml_jupyter.protocol import encoders
+from decentralml_jupyter.protocol.client import ProtocolClient, ProtocolRejected
+from decentralml_jupyter.protocol.indexer import Indexer
+
+UNIT = 10**12
+CID_A = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
+CID_W = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
+
+
+@pytest.fixture()
+def proto(devchain_url, tmp_path):
+    chain = Chain(devchain_url)
+    client = ProtocolClient(chain, Indexer(chain, tmp_path / "index.sqlite"))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def test_model_stake_vote_lifecycle_and_replay(proto, tmp_path, devchain_url):
+    chain = proto.chain
+    validators = [chain.address(n) for n in ("Dev1", "Dev2", "Dev3")]
+    reg = proto.register_model(
+        "//Alice", "digits-mlp", CID_A, CID_W, licence="apache-2.0", validators=validators
+    )
+    model_id = reg.created_id("model")
+    model = proto.state().model(model_id)
+    assert model.owner == chain.address("Alice") and model.status == "proposed"
+    assert model.pool == chain.multisig_address(validators, 2) and model.pool_threshold == 2
+
+    pool_before = chain.balance(model.pool).free
+    proto.stake("//Bob", model_id, 40 * UNIT)
+    proto.stake("//Charlie", model_id, 20 * UNIT)
+    assert chain.balance(model.pool).free == pool_before + 60 * UNIT  # real value moved
+    stakes = {s.account: s.amount for s in proto.state().stakes(model_id=model_id)}
+    assert stakes == {chain.address("Bob"): 40 * UNIT, chain.address("Charlie"): 20 * UNIT}
+
+    prop = proto.propose(
+        "//Alice", model_id, encoders.action_from_params("ApproveModel"), voting_blocks=3
+    )
+    pid = prop.created_id("proposal")
+    proto.vote("//Bob", pid, True)
+    proto.vote("//Charlie", pid, False)
+    proto.vote("//Charlie", pid, True)  # a later vote replaces the earlier
+    chain.new_blocks(4)
+    state = proto.state()
+    assert state.proposal(pid).status == "passed"
+    assert state.model(model_id).status == "approved"
+
+    # a fresh indexer replaying from genesis reaches the same state, byte for byte
+    fresh = Indexer(Chain(devchain_url), tmp_path / "fresh.sqlite")
+    assert fresh.sync(proto.indexer.block_number).state_hash() == state.state_hash()
+    fresh.close()
+
+
+def test_rejected_calls_change_nothing_and_are_recorded(proto):
+    chain = proto.chain
+    reg = proto.register_model("//Alice", "m2", CID_A, CID_W)
+    model_id = reg.created_id("model")
+
+    def books(state):  # the hash also covers the block height, which moves on
+        return [
+            [x.to_json() for x in rows]
+            for rows in (state.models(), state.stakes(), state.proposals(), state.payouts())
+        ]
+
+    before = books(proto.state())
+    with pytest.raises(ProtocolRejected, match="unstake"):
+        proto.unstake("//Dave", model_id, 5 * UNIT)
+    # a stake remark with no transfer in its batch
+    with pytest.raises(ProtocolRejected, match="transfer"):
+        proto.submit("//Dave", encoders.stake(model_id, 5 * UNIT))
+    with pytest.raises(ProtocolRejected):
+        proto.vote("//Dave", 999_999, True)
+    # garbage after the protocol prefix
+    with pytest.raises(ProtocolRejected):
+        proto.submit("//Dave", b"dfml\x01\xff\xff")
+    state = proto.state()
+    assert books(state) == before
+    errors = state.errors(account=chain.address("Dave"))
+    assert len(errors) >= 4 and all(e.reason for e in errors)
+
+
+def test_unstake_payout_executes_only_with_k_validator_approvals(proto):
+    chain = proto.chain
+    validators = [chain.address(n) for n in ("Dev2", "Dev3", "Dev4")]
+    model_id = proto.register_model(
+        "//Alice", "m3", CID_A, CID_W, validators=validators
+    ).created_id("model")
+    proto.stake("//Eve", model_id, 30 * UNIT)
+    proto.unstake("//Eve", model_id, 10 * UNIT)
+    lock = proto.state().params.unstake_lock_blocks
+    chain.new_blocks(lock + 1)
+    pending = [p for p in proto.state().pending_payouts(ready_only=True) if p.model_id == model_id]
+    assert len(pending) == 1 and pending[0].amount == 10 * UNIT and pending[0].reason == "unstake"
+    payout = pending[0]
+    eve_before = chain.balance("Eve").free
+
+    proto.approve_payout("//Dev2", payout.id)  # 1 of 2: nothing moves yet
+    assert chain.balance("Eve").free == eve_before
+    assert any(p.id == payout.id for p in proto.state().pending_payouts())
+    with pytest.raises(Exception, match="not a member"):
+        proto.approve_payout("//Alice", payout.id)
+
+    proto.approve_payout("//Dev4", payout.id)  # 2 of 2: executes and settles
+    assert chain.balance("Eve").free == eve_before + 10 * UNIT
+    state = proto.state()
+    assert not any(p.id == payout.id for p in state.pending_payouts())
+    assert [s.amount for s in state.stakes(model_id=model_id, account=chain.address("Eve"))] == [
+        20 * UNIT
+    ]
+
+
+def test_indexer_resumes_without_rereading(proto, tmp_path, devchain_url):
+    proto.register_model("//Ferdie", "m4", CID_A, CID_W)
+    done = proto.indexer.block_number
+    proto.indexer.close()
+    reopened = Indexer(Chain(devchain_url), tmp_path / "index.sqlite")
+    assert reopened.block_number == done  # resumed from its snapshot
+    assert reopened.state.state_hash() == proto.state().state_hash()
+    reopened.chain.new_blocks(2)
+    reopened.sync()
+    assert reopened.block_number >= done + 2
+    reopened.close()
+    proto.indexer = Indexer(proto.chain, tmp_path / "index.sqlite")
