@@ -14,7 +14,7 @@ from typing import Any
 
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from traitlets import Bool, Unicode, default, validate
+from traitlets import Bool, Unicode, default, observe, validate
 
 from .. import config
 from ..errors import DfmlError, UsageError
@@ -81,6 +81,10 @@ class DFMLMagics(Magics):
     def _hide_key(self, proposal) -> str:
         return Secret(proposal["value"])
 
+    @observe("json_display")
+    def _json_display_changed(self, change) -> None:
+        results.JSON_DISPLAY = change["new"]
+
     def runner(self) -> Runner:
         return Runner(url=self.url, storage=self.storage, key=str.__str__(self.key))
 
@@ -110,7 +114,6 @@ class DFMLMagics(Magics):
             result = self._run(runner, cmd)
         if result is _HELP:
             return None
-        results.JSON_DISPLAY = self.json_display
         value = results.wrap(result)
         if cmd.out:
             self.shell.user_ns[cmd.out] = value
