@@ -7,6 +7,7 @@ to and from remark bytes, rejecting unknown versions or indices, trailing bytes 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from hashlib import blake2b
 from typing import ClassVar
 
 from .errors import CodecError
@@ -29,6 +30,8 @@ VERSION = 1
 MAX_REMARK_BYTES = 4096
 MAX_VALIDATORS = 16
 MAX_ALLOW_LIST = 64
+# Clients per round: an attestation lists every submitted update and must fit one remark.
+MAX_CLIENTS = 64
 PERMILL = 1_000_000
 
 # Field types, with the bounds every call shares.
@@ -129,6 +132,46 @@ class MinStake(Struct):
 ELIGIBILITY = Variant(Anyone, AllowList, MinStake, what="eligibility")
 
 
+# Rounds. Real-valued hints are fixed-point millionths (ppm), so state stays integer-only.
+@dataclass(frozen=True)
+class DpParams(Struct):
+    """Differential-privacy parameters recorded for a round: clip norm and noise multiplier."""
+
+    clip_norm_ppm: int = 0
+    noise_multiplier_ppm: int = 0
+    SCHEMA = (("clip_norm_ppm", UInt(64)), ("noise_multiplier_ppm", UInt(64)))
+
+
+@dataclass(frozen=True)
+class RoundSpec(Struct):
+    """What a round asks for: its clients, deadlines, training hints, DP, and reward budget.
+
+    ``submit_blocks``/``aggregate_blocks`` 0 mean the protocol defaults (round_submit_blocks,
+    round_aggregate_blocks). ``reward`` is moved into the pool in the same batch.
+    """
+
+    clients: int = 1
+    min_clients: int = 1
+    submit_blocks: int = 0
+    aggregate_blocks: int = 0
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate_ppm: int = 10_000
+    dp: DpParams | None = None
+    reward: int = 0
+    SCHEMA = (
+        ("clients", UInt(32, maximum=MAX_CLIENTS)),
+        ("min_clients", UInt(32, maximum=MAX_CLIENTS)),
+        ("submit_blocks", BLOCKS),
+        ("aggregate_blocks", BLOCKS),
+        ("epochs", UInt(32, maximum=10_000)),
+        ("batch_size", UInt(32)),
+        ("learning_rate_ppm", UInt(64)),
+        ("dp", Option(StructField(DpParams))),
+        ("reward", AMOUNT),
+    )
+
+
 # Proposal actions: the kind and its typed parameters.
 class Action(Struct):
     INDEX: ClassVar[int]
@@ -214,6 +257,17 @@ class SetProtocolParam(Action):
     SCHEMA = (("name", Enum(*PARAM_NAMES)), ("value", UInt(32)))
 
 
+@dataclass(frozen=True)
+class StartRoundProposal(Action):
+    """Proposal kind StartRound: governance starts a round; the proposer funds ``spec.reward``
+    in the proposal's batch (refunded if the proposal does not pass or cannot start)."""
+
+    spec: RoundSpec = RoundSpec()
+    INDEX = 10
+    NAME = "StartRound"
+    SCHEMA = (("spec", StructField(RoundSpec)),)
+
+
 ACTIONS = (
     ApproveModel,
     RetireModel,
@@ -225,11 +279,13 @@ ACTIONS = (
     SetLicence,
     SetJurisdictions,
     SetProtocolParam,
+    StartRoundProposal,
 )
 ACTION = Variant(*ACTIONS, what="proposal kind")
 
 
-# The calls. Indices 32.. are reserved for rounds (Round, Update, Attestation, Reward, Slash).
+# The calls. Indices 32.. are the round calls (Round, Update, Attestation; Reward and Slash
+# are what a finalized round derives).
 @dataclass(frozen=True)
 class RegisterModel(Call):
     name: str
@@ -370,6 +426,88 @@ class SettlePayout(Call):
     SCHEMA = (("payout_id", ID),)
 
 
+@dataclass(frozen=True)
+class StartRound(Call):
+    """The model's owner starts a federated round (batch with a transfer of ``spec.reward``)."""
+
+    model_id: int
+    spec: RoundSpec = RoundSpec()
+    INDEX = 32
+    NAME = "start_round"
+    SCHEMA = (("model_id", ID), ("spec", StructField(RoundSpec)))
+
+
+@dataclass(frozen=True)
+class SubmitUpdate(Call):
+    """A selected worker's weight update: its CID and how many local examples produced it."""
+
+    round_id: int
+    cid: str
+    num_examples: int
+    INDEX = 33
+    NAME = "submit_update"
+    SCHEMA = (("round_id", ID), ("cid", CID), ("num_examples", UInt(64)))
+
+
+@dataclass(frozen=True)
+class Contribution(Struct):
+    """An accepted update (named by its worker) and its contribution score in ppm."""
+
+    account: str
+    score: int
+    SCHEMA = (("account", Account()), ("score", PERMILL_FIELD))
+
+
+@dataclass(frozen=True)
+class Rejection(Struct):
+    """A rejected update (named by its worker) and why: its worker is slashed."""
+
+    account: str
+    reason: str
+    SCHEMA = (("account", Account()), ("reason", Text(64, min_bytes=1)))
+
+
+@dataclass(frozen=True)
+class Attest(Call):
+    """A validator's verdict on a round: the aggregate, its metrics and every update judged.
+
+    ``accuracy_ppm`` and ``loss_ppm`` are the new global model's metrics on the validator's
+    held-out data, times 10^6. Scores of ``accepted`` sum to 10^6 (when any is accepted).
+    """
+
+    round_id: int
+    aggregate_cid: str
+    accuracy_ppm: int
+    loss_ppm: int
+    accepted: tuple[Contribution, ...] = ()
+    rejected: tuple[Rejection, ...] = ()
+    INDEX = 34
+    NAME = "attest"
+    SCHEMA = (
+        ("round_id", ID),
+        ("aggregate_cid", CID),
+        ("accuracy_ppm", PERMILL_FIELD),
+        ("loss_ppm", UInt(64)),
+        ("accepted", Vec(StructField(Contribution), MAX_CLIENTS, unique=True)),
+        ("rejected", Vec(StructField(Rejection), MAX_CLIENTS, unique=True)),
+    )
+
+    def result_digest(self) -> str:
+        """The digest of the attested result, independent of list order: validators reach
+        quorum when k of them attest the same digest."""
+        from .accounts import account_id
+
+        canonical = Attest(
+            self.round_id,
+            self.aggregate_cid,
+            self.accuracy_ppm,
+            self.loss_ppm,
+            tuple(sorted(self.accepted, key=lambda c: account_id(c.account))),
+            tuple(sorted(self.rejected, key=lambda r: account_id(r.account))),
+        )
+        return "0x" + blake2b(canonical.encode(), digest_size=32).hexdigest()
+
+
 CALLS: tuple[type[Call], ...] = (
     RegisterModel,
     StartTraining,
@@ -383,6 +521,9 @@ CALLS: tuple[type[Call], ...] = (
     Propose,
     Vote,
     SettlePayout,
+    StartRound,
+    SubmitUpdate,
+    Attest,
 )
 CALL = Variant(*CALLS, what="call")
 

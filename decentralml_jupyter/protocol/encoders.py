@@ -1,12 +1,13 @@
 """Remark bytes for each protocol call, for clients (the CLI wraps them in ``batch_all``).
 
-Calls that move value (stake, create_task, settle_payout) count only if the batch also holds
-the matching transfer; ``required_transfer`` says which one.
+Calls that move value (stake, create_task, start_round, a StartRound proposal, settle_payout)
+count only if the batch also holds the matching transfer (see each function).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from fractions import Fraction
 
 from . import calls as C
 from .errors import CodecError
@@ -105,6 +106,119 @@ def settle_payout(payout_id: int) -> bytes:
     return C.encode_call(C.SettlePayout(payout_id))
 
 
+def ppm(value: float) -> int:
+    """A real number as the protocol's fixed-point integer (millionths), rounded."""
+    if value < 0:
+        raise CodecError(f"{value} is negative; fixed-point values are unsigned")
+    return round(Fraction(value) * C.PERMILL)
+
+
+def round_spec(
+    clients: int,
+    min_clients: int | None = None,
+    *,
+    submit_blocks: int = 0,
+    aggregate_blocks: int = 0,
+    epochs: int = 1,
+    batch_size: int = 32,
+    learning_rate: float = 0.01,
+    clip_norm: float | None = None,
+    noise_multiplier: float | None = None,
+    reward: int = 0,
+) -> C.RoundSpec:
+    """A round's spec. ``min_clients`` defaults to ``clients``; 0 blocks mean the protocol's
+    defaults; DP is recorded when ``clip_norm`` or ``noise_multiplier`` is given."""
+    dp = None
+    if clip_norm is not None or noise_multiplier is not None:
+        dp = C.DpParams(ppm(clip_norm or 0), ppm(noise_multiplier or 0))
+    return C.RoundSpec(
+        clients=clients,
+        min_clients=clients if min_clients is None else min_clients,
+        submit_blocks=submit_blocks,
+        aggregate_blocks=aggregate_blocks,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate_ppm=ppm(learning_rate),
+        dp=dp,
+        reward=reward,
+    )
+
+
+def start_round(model_id: int, spec: C.RoundSpec) -> bytes:
+    """By the model's owner. Batch with a transfer of ``spec.reward`` (in the model's stake
+    asset) from the signer to the model's pool, unless the reward is 0."""
+    return C.encode_call(C.StartRound(model_id, spec))
+
+
+def submit_update(round_id: int, cid: str, num_examples: int) -> bytes:
+    """By a selected client of the round, once, before its submit deadline."""
+    return C.encode_call(C.SubmitUpdate(round_id, cid, num_examples))
+
+
+def contribution_scores(weights: Mapping[str, float]) -> dict[str, int]:
+    """Non-negative weights as ppm scores summing to exactly 10^6 (largest remainders,
+    ties to the lower account id), computed exactly so every validator gets the same ints."""
+    from .accounts import account_id, normalize_address
+
+    exact = {normalize_address(a): Fraction(w) for a, w in weights.items()}
+    if not exact or any(w < 0 for w in exact.values()) or sum(exact.values()) == 0:
+        raise CodecError("contribution weights must be non-negative with a positive sum")
+    total = sum(exact.values())
+    share = {a: w * C.PERMILL / total for a, w in exact.items()}
+    scores = {a: int(v) for a, v in share.items()}
+    left = C.PERMILL - sum(scores.values())
+    order = sorted(share, key=lambda a: (-(share[a] - scores[a]), account_id(a)))
+    for a in order[:left]:
+        scores[a] += 1
+    return scores
+
+
+def attest(
+    round_id: int,
+    aggregate_cid: str,
+    *,
+    accuracy: float,
+    loss: float,
+    contributions: Mapping[str, float],
+    rejected: Mapping[str, str] | None = None,
+) -> C.Attest:
+    """A validator's attestation (encode it with ``encode_call``; ``.result_digest()`` is
+    what the quorum compares). ``contributions`` maps each accepted update's worker to a
+    non-negative weight, normalised by ``contribution_scores``; ``rejected`` maps each other
+    submitted update's worker to a short reason (that worker is slashed)."""
+    scores = contribution_scores(contributions) if contributions else {}
+    return C.Attest(
+        round_id,
+        aggregate_cid,
+        ppm(accuracy),
+        ppm(loss),
+        tuple(C.Contribution(a, s) for a, s in sorted(scores.items())),
+        tuple(C.Rejection(a, why) for a, why in sorted((rejected or {}).items())),
+    )
+
+
+def attest_remark(
+    round_id: int,
+    aggregate_cid: str,
+    *,
+    accuracy: float,
+    loss: float,
+    contributions: Mapping[str, float],
+    rejected: Mapping[str, str] | None = None,
+) -> bytes:
+    """The remark bytes of ``attest(...)``."""
+    return C.encode_call(
+        attest(
+            round_id,
+            aggregate_cid,
+            accuracy=accuracy,
+            loss=loss,
+            contributions=contributions,
+            rejected=rejected,
+        )
+    )
+
+
 def payout_calls(payout: Payout) -> list[tuple[str, str, dict[str, object]]]:
     """The canonical calls executing a payout, as (pallet, function, params).
 
@@ -132,7 +246,8 @@ def action_from_params(kind: str, params: Mapping[str, str] | None = None) -> C.
 
     Lists are comma-separated. SetEligibleWorkers takes ``allow=ADDR,ADDR`` or
     ``min_stake=N`` or nothing (anyone); SetRewardPolicy takes ``kind``, ``round_reward``,
-    ``slash_permill``.
+    ``slash_permill``; StartRound takes ``clients`` and optionally the other ``round_spec``
+    arguments (``min_clients``, ``reward``, ``learning_rate``, ``clip_norm``, ...).
     """
     p = dict(params or {})
     by_name = {cls.NAME.lower(): cls for cls in C.ACTIONS}
@@ -180,6 +295,33 @@ def action_from_params(kind: str, params: Mapping[str, str] | None = None) -> C.
         action = cls(listed(take("jurisdictions")))
     elif cls is C.SetProtocolParam:
         action = cls(take("name"), number("value"))
+    elif cls is C.StartRoundProposal:
+
+        def real(key: str) -> float | None:
+            if key not in p:
+                return None
+            raw = p.pop(key)
+            try:
+                return float(raw)
+            except ValueError as e:
+                raise CodecError(f"--param {key} must be a number, got {raw!r}") from e
+
+        ints = {
+            k: number(k)
+            for k in ("min_clients", "submit_blocks", "aggregate_blocks", "epochs", "batch_size")
+            if k in p
+        }
+        lr = real("learning_rate")
+        action = cls(
+            round_spec(
+                number("clients"),
+                **ints,  # type: ignore[arg-type]
+                learning_rate=0.01 if lr is None else lr,
+                clip_norm=real("clip_norm"),
+                noise_multiplier=real("noise_multiplier"),
+                reward=number("reward", 0),
+            )
+        )
     else:
         action = cls()
     if p:

@@ -20,6 +20,7 @@ from .errors import CodecError, OrderingError, SnapshotError
 from .scale import Reader
 from .values import (
     AssignmentInfo,
+    AttestationInfo,
     CallContext,
     ErrorRecord,
     ModelInfo,
@@ -28,13 +29,32 @@ from .values import (
     PoolInfo,
     ProposalInfo,
     ProtocolParams,
+    RewardInfo,
+    RoundInfo,
+    SlashInfo,
     StakeInfo,
     SubmissionInfo,
     TaskInfo,
+    UpdateInfo,
 )
 
 FORMAT = 1
+_ID_KINDS = (
+    "model",
+    "task",
+    "submission",
+    "proposal",
+    "payout",
+    "unbonding",
+    "round",
+    "update",
+    "attestation",
+    "reward",
+    "slash",
+)
 _ACTIVE_ASSIGNMENT = ("assigned", "submitted", "accepted")
+_LIVE_ROUND = ("open", "aggregating")
+_SEED_TAG = b"dfml/round-selection"
 
 
 class _Reject(Exception):
@@ -126,6 +146,7 @@ class _Proposal:
     note: str
     created_block: int
     created_extrinsic: int
+    escrow: int = 0  # a StartRound proposal's reward budget, held until the tally
 
     @property
     def action(self) -> C.Action:
@@ -154,6 +175,85 @@ class _Payout:
     created_block: int
     status: str
     paid_block: int | None
+
+
+@dataclass
+class _Round:
+    id: int
+    model_id: int
+    starter: str  # who funded it: the owner, or the StartRound proposal's proposer
+    proposal_id: int | None
+    spec: dict[str, Any]  # RoundSpec.to_json() without "type", with defaults resolved
+    base_cid: str  # the global model the clients train from
+    seed: str
+    eligible: int
+    selected: list[str]  # in selection order
+    start_block: int
+    submit_deadline: int  # first block in which updates are no longer accepted
+    aggregate_deadline: int  # first block in which attestations are no longer accepted
+    status: str  # open, aggregating, finalized, failed
+    escrow: int  # reward budget not yet paid out or refunded
+    aggregate_cid: str | None
+    metrics: dict[str, int] | None  # {"accuracy_ppm", "loss_ppm"} once finalized
+    digest: str | None
+    number: int | None  # the model's round number it produced, once finalized
+    note: str
+    ended_block: int | None
+    created_block: int
+    created_extrinsic: int  # -1 when started by a proposal in a tick
+
+
+@dataclass
+class _Update:
+    id: int
+    round_id: int
+    worker: str
+    cid: str
+    num_examples: int
+    status: str  # submitted, accepted, rejected
+    contribution: int | None
+    reason: str
+    block_number: int
+    extrinsic_index: int
+
+
+@dataclass
+class _Attestation:
+    id: int
+    round_id: int
+    validator: str
+    digest: str
+    aggregate_cid: str
+    accuracy_ppm: int
+    loss_ppm: int
+    accepted: list[list[Any]]  # [account, score]
+    rejected: list[list[Any]]  # [account, reason]
+    block_number: int
+    extrinsic_index: int
+
+
+@dataclass
+class _Reward:
+    id: int
+    round_id: int
+    model_id: int
+    account: str
+    amount: int
+    contribution: int
+    payout_id: int | None
+
+
+@dataclass
+class _Slash:
+    id: int
+    round_id: int
+    model_id: int
+    account: str
+    amount: int
+    stake_before: int
+    slash_permill: int
+    reason: str
+    block_number: int
 
 
 @lru_cache(maxsize=1024)
@@ -187,15 +287,18 @@ class State:
         self._params: dict[str, int] = dataclasses.asdict(params or ProtocolParams())
         self._last_block = -1
         self._last_hash = ""
-        self._next: dict[str, int] = dict.fromkeys(
-            ("model", "task", "submission", "proposal", "payout", "unbonding"), 1
-        )
+        self._next: dict[str, int] = dict.fromkeys(_ID_KINDS, 1)
         self._models: dict[int, _Model] = {}
         self._tasks: dict[int, _Task] = {}
         self._submissions: dict[int, _Submission] = {}
         self._proposals: dict[int, _Proposal] = {}
         self._unbonding: dict[int, _Unbonding] = {}
         self._payouts: dict[int, _Payout] = {}
+        self._rounds: dict[int, _Round] = {}
+        self._updates: dict[int, _Update] = {}
+        self._attestations: dict[int, _Attestation] = {}
+        self._rewards: dict[int, _Reward] = {}
+        self._slashes: dict[int, _Slash] = {}
         self._stakes: dict[tuple[str, int], int] = {}  # (account, model) -> active stake
         self._held: dict[tuple[int, str], int] = {}  # (model, pool address) -> counted funds
         # transfers already backing a call: (block, extrinsic, position, src, dst, amount, asset)
@@ -243,13 +346,16 @@ class State:
         return Outcome(True, call.NAME, None, entity, entity_id)
 
     def tick(self, block_number: int, block_hash: str = "") -> None:
-        """End of a block: tally proposals, close expired tasks, release unbonded stakes."""
+        """End of a block: tally proposals, advance round deadlines, close expired tasks,
+        release unbonded stakes."""
         if block_number <= self._last_block:
             raise OrderingError(f"tick {block_number} after tick {self._last_block}")
         b = block_number
         for p in sorted(self._proposals.values(), key=lambda p: p.id):
             if p.status == "open" and p.deadline <= b:
-                self._tally(p, b)
+                self._tally(p, b, block_hash)
+        for r in sorted(self._rounds.values(), key=lambda r: r.id):
+            self._round_deadlines(r, b)
         for t in sorted(self._tasks.values(), key=lambda t: t.id):
             if t.status == "open" and t.review_until <= b:
                 self._close_task(t, b)
@@ -319,9 +425,9 @@ class State:
 
     def _new_payout(
         self, model_id: int, dest: str, amount: int, reason: str, block: int, pool: str = ""
-    ) -> None:
+    ) -> int | None:
         if amount <= 0:
-            return
+            return None
         m = self._models[model_id]
         pid = self._take_id("payout")
         self._payouts[pid] = _Payout(
@@ -336,6 +442,7 @@ class State:
             "pending",
             None,
         )
+        return pid
 
     def _sweep(self, model_id: int, block: int) -> None:
         """Move what earlier pools of a model hold, beyond their pending payouts, to its pool."""
@@ -427,6 +534,13 @@ class State:
         _require(c.amount > 0, "unstake amount must be positive")
         staked = self._stakes.get((ctx.signer, m.id), 0)
         _require(c.amount <= staked, f"cannot unstake {c.amount}: {staked} staked on model {m.id}")
+        # a selected worker's stake backs its update until the round ends (it may be slashed)
+        live = self._live_round(m.id)
+        _require(
+            live is None or ctx.signer not in live.selected,
+            f"{ctx.signer} is a client of round {live.id if live else 0} of model {m.id}: "
+            "its stake is bonded until the round ends",
+        )
         if staked == c.amount:
             del self._stakes[(ctx.signer, m.id)]
         else:
@@ -554,6 +668,11 @@ class State:
             m = self._model(c.target)  # type: ignore[arg-type]
             problem = self._action_problem(m, a)
             _require(problem is None, str(problem))
+        escrow = a.spec.reward if isinstance(a, C.StartRoundProposal) else 0
+        if escrow:
+            key = self._find_transfer(ctx, ctx.signer, m.pool, escrow, m.stake_asset)
+            self._consumed.add(key)
+            self._credit(m.id, m.pool, escrow)
         pid = self._take_id("proposal")
         self._proposals[pid] = _Proposal(
             id=pid,
@@ -568,6 +687,7 @@ class State:
             note="",
             created_block=ctx.block_number,
             created_extrinsic=ctx.extrinsic_index,
+            escrow=escrow,
         )
         return ("proposal", pid)
 
@@ -606,6 +726,277 @@ class State:
             # the pool may have changed again while this migration was in flight
             self._sweep(p.model_id, ctx.block_number)
 
+    # ----------------------------------------------------------------- rounds
+    def _live_round(self, model_id: int) -> _Round | None:
+        for r in self._rounds.values():
+            if r.model_id == model_id and r.status in _LIVE_ROUND:
+                return r
+        return None
+
+    def _spec_problem(self, m: _Model, spec: C.RoundSpec) -> str | None:
+        """Why a round with ``spec`` can never start on ``m`` as it is now, or None."""
+        if m.status != "training":
+            return f"model {m.id} is {m.status}, not training"
+        if not 1 <= spec.min_clients <= spec.clients:
+            return f"need 1 <= min_clients ({spec.min_clients}) <= clients ({spec.clients})"
+        if spec.epochs < 1 or spec.batch_size < 1:
+            return "epochs and batch_size must be at least 1"
+        floor = m.reward_policy["round_reward"]
+        if spec.reward < floor:
+            return f"model {m.id}'s policy asks a reward of at least {floor}, not {spec.reward}"
+        return None
+
+    def _round_workers(self, m: _Model) -> list[str]:
+        """Eligible clients, in canonical (account id) order: a non-zero active stake on the
+        model, not one of its validators (they judge the updates), and passing the model's
+        SetEligibleWorkers rule (anyone with stake / allow-list / min_stake)."""
+        out = [
+            a
+            for (a, mid), v in self._stakes.items()
+            if mid == m.id and v > 0 and a not in m.validators and self._eligible(m, a) is None
+        ]
+        return sorted(out, key=account_id)
+
+    def _open_round(
+        self,
+        m: _Model,
+        starter: str,
+        spec: C.RoundSpec,
+        block: int,
+        extrinsic: int,
+        block_hash: str,
+        proposal_id: int | None = None,
+    ) -> int:
+        """Check, then create a round funded with ``spec.reward`` (the caller credits it)."""
+        problem = self._spec_problem(m, spec)
+        _require(problem is None, str(problem))
+        live = self._live_round(m.id)
+        _require(live is None, f"model {m.id} already has round {live.id if live else 0} open")
+        workers = self._round_workers(m)
+        _require(
+            len(workers) >= spec.min_clients,
+            f"model {m.id} has {len(workers)} eligible workers, the round needs {spec.min_clients}",
+        )
+        rid = self._take_id("round")
+        try:
+            hash_bytes = bytes.fromhex(block_hash.removeprefix("0x"))
+        except ValueError:
+            hash_bytes = block_hash.encode()
+        seed = blake2b(
+            _SEED_TAG + hash_bytes + m.id.to_bytes(8, "little") + rid.to_bytes(8, "little"),
+            digest_size=32,
+        ).digest()
+        # A keyed-hash ranking is a uniform shuffle that any client can recompute.
+        ranked = sorted(
+            workers, key=lambda a: (blake2b(seed + account_id(a), digest_size=32).digest(), a)
+        )
+        submit = spec.submit_blocks or self._params["round_submit_blocks"]
+        aggregate = spec.aggregate_blocks or self._params["round_aggregate_blocks"]
+        # a round started in a tick takes calls from the next block on
+        first = block if extrinsic >= 0 else block + 1
+        spec_json = spec.to_json()
+        del spec_json["type"]
+        if spec_json["dp"] is not None:
+            del spec_json["dp"]["type"]
+        spec_json["submit_blocks"], spec_json["aggregate_blocks"] = submit, aggregate
+        self._rounds[rid] = _Round(
+            id=rid,
+            model_id=m.id,
+            starter=starter,
+            proposal_id=proposal_id,
+            spec=spec_json,
+            base_cid=m.global_cid,
+            seed="0x" + seed.hex(),
+            eligible=len(workers),
+            selected=ranked[: spec.clients],
+            start_block=block,
+            submit_deadline=first + submit,
+            aggregate_deadline=first + submit + aggregate,
+            status="open",
+            escrow=spec.reward,
+            aggregate_cid=None,
+            metrics=None,
+            digest=None,
+            number=None,
+            note="",
+            ended_block=None,
+            created_block=block,
+            created_extrinsic=extrinsic,
+        )
+        return rid
+
+    def _start_round(self, ctx: CallContext, c: C.StartRound) -> tuple[str, int]:
+        m = self._model(c.model_id)
+        _require(ctx.signer == m.owner, f"only the owner of model {m.id} can start a round")
+        problem = self._spec_problem(m, c.spec)
+        _require(problem is None, str(problem))
+        key = None
+        if c.spec.reward:
+            key = self._find_transfer(ctx, ctx.signer, m.pool, c.spec.reward, m.stake_asset)
+        rid = self._open_round(
+            m, ctx.signer, c.spec, ctx.block_number, ctx.extrinsic_index, ctx.block_hash
+        )
+        if key is not None:
+            self._consumed.add(key)
+            self._credit(m.id, m.pool, c.spec.reward)
+        return ("round", rid)
+
+    def _submit_update(self, ctx: CallContext, c: C.SubmitUpdate) -> tuple[str, int]:
+        r = self._rounds.get(c.round_id)
+        _require(r is not None, f"unknown round {c.round_id}")
+        assert r is not None
+        _require(
+            r.status == "open" and ctx.block_number < r.submit_deadline,
+            f"round {r.id} takes no updates: it is {r.status} (submit deadline block "
+            f"{r.submit_deadline})",
+        )
+        _require(ctx.signer in r.selected, f"{ctx.signer} was not selected for round {r.id}")
+        done = self._round_updates(r.id)
+        _require(
+            all(u.worker != ctx.signer for u in done),
+            f"{ctx.signer} already submitted an update to round {r.id}",
+        )
+        uid = self._take_id("update")
+        self._updates[uid] = _Update(
+            uid,
+            r.id,
+            ctx.signer,
+            c.cid,
+            c.num_examples,
+            "submitted",
+            None,
+            "",
+            ctx.block_number,
+            ctx.extrinsic_index,
+        )
+        if len(done) + 1 == len(r.selected):
+            r.status = "aggregating"  # every client is in: validators need not wait
+        return ("update", uid)
+
+    def _round_updates(self, round_id: int) -> list[_Update]:
+        return [u for _, u in sorted(self._updates.items()) if u.round_id == round_id]
+
+    def _attest(self, ctx: CallContext, c: C.Attest) -> tuple[str, int]:
+        r = self._rounds.get(c.round_id)
+        _require(r is not None, f"unknown round {c.round_id}")
+        assert r is not None
+        _require(
+            r.status == "aggregating" and ctx.block_number < r.aggregate_deadline,
+            f"round {r.id} takes no attestations: it is {r.status} (aggregate deadline block "
+            f"{r.aggregate_deadline})",
+        )
+        m = self._models[r.model_id]
+        _require(ctx.signer in m.validators, f"{ctx.signer} is not a validator of model {m.id}")
+        mine = [a for a in self._attestations.values() if a.round_id == r.id]
+        # once each: a replaceable verdict would let a validator follow the others' digests
+        _require(
+            all(a.validator != ctx.signer for a in mine),
+            f"{ctx.signer} already attested round {r.id}",
+        )
+        judged = [x.account for x in c.accepted] + [x.account for x in c.rejected]
+        _require(len(set(judged)) == len(judged), "an update is both accepted and rejected")
+        submitted = {u.worker for u in self._round_updates(r.id)}
+        _require(
+            set(judged) == submitted,
+            f"an attestation must judge exactly the {len(submitted)} updates of round {r.id}",
+        )
+        if c.accepted:
+            total = sum(x.score for x in c.accepted)
+            _require(total == C.PERMILL, f"contribution scores sum to {total}, not {C.PERMILL}")
+        else:
+            _require(
+                c.aggregate_cid == r.base_cid,
+                "with no accepted update the aggregate must be the round's base model "
+                f"{r.base_cid}",
+            )
+        aid = self._take_id("attestation")
+        att = _Attestation(
+            aid,
+            r.id,
+            ctx.signer,
+            c.result_digest(),
+            c.aggregate_cid,
+            c.accuracy_ppm,
+            c.loss_ppm,
+            [[x.account, x.score] for x in c.accepted],
+            [[x.account, x.reason] for x in c.rejected],
+            ctx.block_number,
+            ctx.extrinsic_index,
+        )
+        self._attestations[aid] = att
+        agreeing = sum(
+            1 for a in (*mine, att) if a.digest == att.digest and a.validator in m.validators
+        )
+        if agreeing >= pool_threshold(len(m.validators)):
+            self._finalize(r, m, att, ctx.block_number)
+        return ("attestation", aid)
+
+    def _finalize(self, r: _Round, m: _Model, att: _Attestation, block: int) -> None:
+        """Apply a quorum's verdict: slash rejected updates, reward accepted ones, advance."""
+        updates = {u.worker: u for u in self._round_updates(r.id)}
+        permill = m.reward_policy["slash_permill"]
+        slashed = 0
+        for account, reason in sorted(att.rejected, key=lambda x: account_id(x[0])):
+            stake = self._stakes.get((account, m.id), 0)
+            amount = stake * permill // C.PERMILL
+            if amount:
+                if stake == amount:
+                    del self._stakes[(account, m.id)]
+                else:
+                    self._stakes[(account, m.id)] = stake - amount
+            slashed += amount
+            sid = self._take_id("slash")
+            self._slashes[sid] = _Slash(
+                sid, r.id, m.id, account, amount, stake, permill, reason, block
+            )
+            updates[account].status, updates[account].reason = "rejected", reason
+        # slashed stake joins the pot, so honest contributors gain what poisoners lose
+        pot, r.escrow = r.escrow + slashed, 0
+        r.aggregate_cid = att.aggregate_cid
+        r.metrics = {"accuracy_ppm": att.accuracy_ppm, "loss_ppm": att.loss_ppm}
+        r.digest = att.digest
+        r.ended_block = block
+        if not att.accepted:
+            r.status, r.note = "failed", "validators rejected every update"
+            self._new_payout(m.id, r.starter, pot, "round_refund", block)
+            return
+        accepted = sorted(att.accepted, key=lambda x: account_id(x[0]))
+        if m.reward_policy["kind"] == "equal":
+            shares = [pot // len(accepted)] * len(accepted)
+        else:
+            shares = [pot * score // C.PERMILL for _, score in accepted]
+        # the rounding remainder goes to the largest contributor (first in account order)
+        top = max(range(len(accepted)), key=lambda i: (accepted[i][1], -i))
+        shares[top] += pot - sum(shares)
+        for (account, score), amount in zip(accepted, shares, strict=True):
+            updates[account].status, updates[account].contribution = "accepted", score
+            payout = self._new_payout(m.id, account, amount, "round_reward", block)
+            rid = self._take_id("reward")
+            self._rewards[rid] = _Reward(rid, r.id, m.id, account, amount, score, payout)
+        m.global_cid = att.aggregate_cid
+        m.round += 1
+        r.number = m.round
+        r.status = "finalized"
+
+    def _fail_round(self, r: _Round, block: int, note: str) -> None:
+        r.status, r.note, r.ended_block = "failed", note, block
+        refund, r.escrow = r.escrow, 0
+        self._new_payout(r.model_id, r.starter, refund, "round_refund", block)
+
+    def _round_deadlines(self, r: _Round, b: int) -> None:
+        """Deadlines are the first block in which a call is refused, so a round moves on at
+        the end of the block before: no round outlives its deadlines."""
+        if r.status == "open" and b + 1 >= r.submit_deadline:
+            n = len(self._round_updates(r.id))
+            if n >= r.spec["min_clients"]:
+                r.status = "aggregating"
+            else:
+                self._fail_round(
+                    r, b, f"{n} updates by the deadline, {r.spec['min_clients']} needed"
+                )
+        elif r.status == "aggregating" and b + 1 >= r.aggregate_deadline:
+            self._fail_round(r, b, "no quorum of validators attested one result in time")
+
     _HANDLERS: dict[type, Callable[..., Any]] = {
         C.RegisterModel: _register_model,
         C.StartTraining: _start_training,
@@ -619,6 +1010,9 @@ class State:
         C.Propose: _propose,
         C.Vote: _vote,
         C.SettlePayout: _settle_payout,
+        C.StartRound: _start_round,
+        C.SubmitUpdate: _submit_update,
+        C.Attest: _attest,
     }
 
     # ----------------------------------------------------------------- governance
@@ -638,9 +1032,11 @@ class State:
                 return f"{a.account} is not a validator of model {m.id}"
             if len(m.validators) == 1:
                 return "cannot remove a model's last validator"
+        if isinstance(a, C.StartRoundProposal):
+            return self._spec_problem(m, a.spec)
         return None
 
-    def _tally(self, p: _Proposal, block: int) -> None:
+    def _tally(self, p: _Proposal, block: int, block_hash: str = "") -> None:
         ayes = sum(self._weight(a, p.target) for a, v in p.votes.items() if v)
         nays = sum(self._weight(a, p.target) for a, v in p.votes.items() if not v)
         total = self._total_weight(p.target)
@@ -653,10 +1049,17 @@ class State:
         elif ayes * C.PERMILL <= threshold * (ayes + nays):
             p.status, p.note = "rejected", f"ayes not above threshold ({threshold} permill)"
         else:
-            problem = self._execute(p, block)
-            p.status, p.note = ("void", problem) if problem else ("passed", "")
+            problem = self._execute(p, block, block_hash)
+            if problem:
+                p.status, p.note = "void", problem
+            else:
+                p.status = "passed"
+                p.note = p.note if isinstance(p.action, C.StartRoundProposal) else ""
+        if p.escrow:  # a StartRound budget that did not become a round goes back
+            self._new_payout(p.target, p.proposer, p.escrow, "round_refund", block)  # type: ignore[arg-type]
+            p.escrow = 0
 
-    def _execute(self, p: _Proposal, block: int) -> str | None:
+    def _execute(self, p: _Proposal, block: int, block_hash: str = "") -> str | None:
         a = p.action
         if isinstance(a, C.SetProtocolParam):
             problem = _param_problem(a.name, a.value, self._params)
@@ -667,10 +1070,20 @@ class State:
         problem = self._action_problem(m, a)
         if problem:
             return problem
-        if isinstance(a, C.ApproveModel):
+        if isinstance(a, C.StartRoundProposal):
+            try:
+                rid = self._open_round(m, p.proposer, a.spec, block, -1, block_hash, p.id)
+            except _Reject as e:
+                return e.reason
+            p.escrow = 0  # now the round's escrow
+            p.note = f"started round {rid}"
+        elif isinstance(a, C.ApproveModel):
             m.status = "approved"
         elif isinstance(a, C.RetireModel):
             m.status = "retired"
+            live = self._live_round(m.id)
+            if live is not None:
+                self._fail_round(live, block, "model retired")
         elif isinstance(a, C.SetRewardPolicy):
             policy = a.policy.to_json()
             del policy["type"]
@@ -871,6 +1284,8 @@ class State:
         stakes = self._total_weight(m.id)
         unbonding = sum(u.amount for u in self._unbonding.values() if u.model_id == m.id)
         escrow = sum(t.escrow for t in self._tasks.values() if t.model_id == m.id)
+        round_escrow = sum(r.escrow for r in self._rounds.values() if r.model_id == m.id)
+        round_escrow += sum(p.escrow for p in self._proposals.values() if p.target == m.id)
         pending = sum(
             p.amount
             for p in self._payouts.values()
@@ -888,9 +1303,148 @@ class State:
             unbonding=unbonding,
             task_escrow=escrow,
             pending_payouts=pending,
-            obligations=stakes + unbonding + escrow + pending,
+            obligations=stakes + unbonding + escrow + pending + round_escrow,
             held=sum(v for _, v in balances),
             balances=balances,
+            round_escrow=round_escrow,
+        )
+
+    def rounds(self, model_id: int | None = None) -> list[RoundInfo]:
+        """Every round (of one model when given), in id order."""
+        return [
+            self._round_info(r)
+            for _, r in sorted(self._rounds.items())
+            if model_id is None or r.model_id == model_id
+        ]
+
+    def round(self, round_id: int) -> RoundInfo | None:
+        r = self._rounds.get(round_id)
+        return None if r is None else self._round_info(r)
+
+    def round_history(self, model_id: int) -> list[RoundInfo]:
+        """A model's rounds in the order they started, the live one (if any) last."""
+        return self.rounds(model_id)
+
+    def open_round(self, model_id: int) -> RoundInfo | None:
+        """The model's round that is open or aggregating (at most one), or None."""
+        r = self._live_round(model_id)
+        return None if r is None else self._round_info(r)
+
+    def eligible_workers(self, model_id: int) -> list[str]:
+        """Who a round started now would select from, in canonical (account id) order."""
+        m = self._models.get(model_id)
+        return [] if m is None else self._round_workers(m)
+
+    def rewards(self, round_id: int | None = None, account: str | None = None) -> list[RewardInfo]:
+        return [
+            RewardInfo(
+                x.id, x.round_id, x.model_id, x.account, x.amount, x.contribution, x.payout_id
+            )
+            for _, x in sorted(self._rewards.items())
+            if (round_id is None or x.round_id == round_id)
+            and (account is None or x.account == account)
+        ]
+
+    def slashes(self, round_id: int | None = None, account: str | None = None) -> list[SlashInfo]:
+        return [
+            SlashInfo(
+                x.id,
+                x.round_id,
+                x.model_id,
+                x.account,
+                x.amount,
+                x.stake_before,
+                x.slash_permill,
+                x.reason,
+                x.block_number,
+            )
+            for _, x in sorted(self._slashes.items())
+            if (round_id is None or x.round_id == round_id)
+            and (account is None or x.account == account)
+        ]
+
+    def _round_info(self, r: _Round) -> RoundInfo:
+        m = self._models[r.model_id]
+        updates = tuple(
+            UpdateInfo(
+                u.id,
+                u.round_id,
+                u.worker,
+                u.cid,
+                u.num_examples,
+                u.status,
+                u.contribution,
+                u.reason,
+                u.block_number,
+            )
+            for u in self._round_updates(r.id)
+        )
+        attestations = tuple(
+            AttestationInfo(
+                a.id,
+                a.round_id,
+                a.validator,
+                a.digest,
+                a.aggregate_cid,
+                a.accuracy_ppm / C.PERMILL,
+                a.loss_ppm / C.PERMILL,
+                tuple((acc, score) for acc, score in a.accepted),
+                tuple((acc, why) for acc, why in a.rejected),
+                a.block_number,
+            )
+            for _, a in sorted(self._attestations.items())
+            if a.round_id == r.id
+        )
+        metrics: dict[str, Any] = {}
+        if r.metrics is not None:
+            metrics = {
+                "accuracy": r.metrics["accuracy_ppm"] / C.PERMILL,
+                "loss": r.metrics["loss_ppm"] / C.PERMILL,
+                **r.metrics,
+            }
+        spec = r.spec
+        dp = spec["dp"]
+        return RoundInfo(
+            round_id=r.id,
+            model_id=r.model_id,
+            status=r.status,
+            selected=tuple(r.selected),
+            submitted=tuple(u.worker for u in updates),
+            aggregate_cid=r.aggregate_cid,
+            metrics=metrics,
+            rewards={x.account: x.amount for x in self.rewards(round_id=r.id)},
+            slashes={x.account: x.amount for x in self.slashes(round_id=r.id)},
+            number=r.number,
+            starter=r.starter,
+            proposal_id=r.proposal_id,
+            base_cid=r.base_cid,
+            clients=spec["clients"],
+            min_clients=spec["min_clients"],
+            eligible=r.eligible,
+            reward=spec["reward"],
+            escrow=r.escrow,
+            hints={
+                "epochs": spec["epochs"],
+                "batch_size": spec["batch_size"],
+                "learning_rate": spec["learning_rate_ppm"] / C.PERMILL,
+            },
+            dp=None
+            if dp is None
+            else {
+                "clip_norm": dp["clip_norm_ppm"] / C.PERMILL,
+                "noise_multiplier": dp["noise_multiplier_ppm"] / C.PERMILL,
+            },
+            seed=r.seed,
+            start_block=r.start_block,
+            submit_deadline=r.submit_deadline,
+            aggregate_deadline=r.aggregate_deadline,
+            quorum=pool_threshold(len(m.validators)),
+            validators=len(m.validators),
+            digest=r.digest,
+            note=r.note,
+            ended_block=r.ended_block,
+            updates=updates,
+            attestations=attestations,
         )
 
     def errors(self, account: str | None = None) -> list[ErrorRecord]:
@@ -922,13 +1476,19 @@ class State:
             ("model", self._models),
             ("task", self._tasks),
             ("proposal", self._proposals),
+            ("round", self._rounds),
         ):
             for i, r in sorted(table.items()):
                 if (r.created_block, r.created_extrinsic) == (block_number, extrinsic_index):
                     out.append((kind, i))
-        for i, s in sorted(self._submissions.items()):
-            if (s.block_number, s.extrinsic_index) == (block_number, extrinsic_index):
-                out.append(("submission", i))
+        for kind, table in (
+            ("submission", self._submissions),
+            ("update", self._updates),
+            ("attestation", self._attestations),
+        ):
+            for i, s in sorted(table.items()):
+                if (s.block_number, s.extrinsic_index) == (block_number, extrinsic_index):
+                    out.append((kind, i))
         return out
 
     # ----------------------------------------------------------------- snapshots
@@ -948,6 +1508,11 @@ class State:
             "proposals": rows(self._proposals),
             "unbonding": rows(self._unbonding),
             "payouts": rows(self._payouts),
+            "rounds": rows(self._rounds),
+            "updates": rows(self._updates),
+            "attestations": rows(self._attestations),
+            "rewards": rows(self._rewards),
+            "slashes": rows(self._slashes),
             "stakes": [[a, m, v] for (a, m), v in sorted(self._stakes.items())],
             "held": [[m, p, v] for (m, p), v in sorted(self._held.items())],
             "consumed": sorted(list(k) for k in self._consumed),
@@ -973,7 +1538,7 @@ class State:
             s._last_block = d["last_block"]
             s._last_hash = d["last_hash"]
             s._params = dict(d["params"])
-            s._next = dict(d["next"])
+            s._next.update(d["next"])  # snapshots from before rounds lack their kinds
             for attr, rec in (
                 ("_models", _Model),
                 ("_tasks", _Task),
@@ -981,8 +1546,14 @@ class State:
                 ("_proposals", _Proposal),
                 ("_unbonding", _Unbonding),
                 ("_payouts", _Payout),
+                ("_rounds", _Round),
+                ("_updates", _Update),
+                ("_attestations", _Attestation),
+                ("_rewards", _Reward),
+                ("_slashes", _Slash),
             ):
-                setattr(s, attr, {r["id"]: rec(**r) for r in d[attr[1:]]})
+                rows = d[attr[1:]] if attr[1:] in d or rec not in _ROUND_RECORDS else []
+                setattr(s, attr, {r["id"]: rec(**r) for r in rows})
             s._stakes = {(a, m): v for a, m, v in d["stakes"]}
             s._held = {(m, p): v for m, p, v in d["held"]}
             s._consumed = {tuple(k) for k in d["consumed"]}
@@ -992,6 +1563,9 @@ class State:
         except (ValueError, KeyError, TypeError) as e:
             raise SnapshotError(f"corrupt state snapshot: {e}") from e
         return s
+
+
+_ROUND_RECORDS = (_Round, _Update, _Attestation, _Reward, _Slash)
 
 
 def _guess_call_name(remark: bytes) -> str | None:

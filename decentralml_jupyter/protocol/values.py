@@ -76,7 +76,8 @@ class Payout(_Json):
     """Value owed out of a pool: the pool's signatories execute it as ``batch_all([transfer,
     remark(settle_payout(id))])`` and the state marks it paid when that remark is applied.
 
-    ``reason``: task_reward, task_refund, unstake, or migrate (pool change).
+    ``reason``: task_reward, task_refund, unstake, migrate (pool change), round_reward, or
+    round_refund (a failed round's budget, or a StartRound proposal's that did not pass).
     """
 
     id: int
@@ -201,7 +202,8 @@ class SubmissionInfo(_Json):
 class PoolInfo(_Json):
     """A model's pool and what it owes. ``held`` is what the protocol counts as received there
     minus settled payouts; it equals ``obligations`` at all times (sum over ``balances``, which
-    also lists earlier pools still awaiting their migration payout)."""
+    also lists earlier pools still awaiting their migration payout). ``obligations`` is stakes
+    + unbonding + task_escrow + pending_payouts + round_escrow."""
 
     model_id: int
     pool: str
@@ -215,6 +217,7 @@ class PoolInfo(_Json):
     obligations: int
     held: int
     balances: tuple[tuple[str, int], ...]
+    round_escrow: int = 0  # budgets of live rounds and of open StartRound proposals
 
 
 @dataclass(frozen=True)
@@ -227,3 +230,103 @@ class ErrorRecord(_Json):
     call: str
     reason: str
     batch_index: int = 0
+
+
+@dataclass(frozen=True)
+class UpdateInfo(_Json):
+    """A selected worker's weight update; its status follows the validators' verdict."""
+
+    id: int
+    round_id: int
+    worker: str
+    cid: str
+    num_examples: int
+    status: str  # submitted, accepted, rejected
+    contribution: int | None  # ppm of the round's pot, once accepted
+    reason: str  # why it was rejected
+    block_number: int
+
+
+@dataclass(frozen=True)
+class AttestationInfo(_Json):
+    id: int
+    round_id: int
+    validator: str
+    digest: str  # equal digests = the identical result (see calls.Attest.result_digest)
+    aggregate_cid: str
+    accuracy: float
+    loss: float
+    accepted: tuple[tuple[str, int], ...]  # (worker, contribution ppm)
+    rejected: tuple[tuple[str, str], ...]  # (worker, reason)
+    block_number: int
+
+
+@dataclass(frozen=True)
+class RewardInfo(_Json):
+    """A contributor's share of a finalized round's pot, paid by ``payout_id`` (None if 0)."""
+
+    id: int
+    round_id: int
+    model_id: int
+    account: str
+    amount: int
+    contribution: int
+    payout_id: int | None
+
+
+@dataclass(frozen=True)
+class SlashInfo(_Json):
+    """Stake taken from a worker whose update the validators rejected."""
+
+    id: int
+    round_id: int
+    model_id: int
+    account: str
+    amount: int
+    stake_before: int
+    slash_permill: int
+    reason: str
+    block_number: int
+
+
+@dataclass(frozen=True)
+class RoundInfo(_Json):
+    """A federated round. The first nine fields are CLI.md's ``round status`` JSON.
+
+    ``status``: open (taking updates), aggregating (validators attesting), finalized (the model
+    advanced to ``aggregate_cid``), failed (``note`` says why; the budget was refunded).
+    ``metrics`` (once ended by a quorum): accuracy and loss as floats and as ppm integers.
+    Deadlines are the first block in which updates / attestations are refused.
+    """
+
+    round_id: int
+    model_id: int
+    status: str
+    selected: tuple[str, ...]  # in selection order
+    submitted: tuple[str, ...]  # in submission order
+    aggregate_cid: str | None
+    metrics: dict[str, Any]
+    rewards: dict[str, int]
+    slashes: dict[str, int]
+    number: int | None  # the model's round number this round produced, once finalized
+    starter: str  # who funded it (refunds go there)
+    proposal_id: int | None  # the StartRound proposal that started it, if any
+    base_cid: str  # the global weights the clients train from
+    clients: int
+    min_clients: int
+    eligible: int  # how many workers were eligible at the start
+    reward: int  # the budget
+    escrow: int  # the budget still held (0 once ended)
+    hints: dict[str, Any]  # epochs, batch_size, learning_rate
+    dp: dict[str, float] | None  # clip_norm, noise_multiplier
+    seed: str
+    start_block: int
+    submit_deadline: int
+    aggregate_deadline: int
+    quorum: int  # k of the model's current validators
+    validators: int
+    digest: str | None
+    note: str
+    ended_block: int | None
+    updates: tuple[UpdateInfo, ...] = field(default_factory=tuple)
+    attestations: tuple[AttestationInfo, ...] = field(default_factory=tuple)

@@ -1,0 +1,470 @@
+"""Federated rounds in the state machine: start, selection, updates, k-of-n attestation,
+rewards and slashes as pool payouts, deadlines, and every rejection leaving state unchanged."""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+
+import pytest
+from protocol_sim import ACCOUNTS, CID_A, CID_W, Sim, replay
+from test_protocol_state import check_books, ok, pass_proposal, rejected, stake
+
+from decentralml_jupyter.protocol import (
+    ApproveModel,
+    MinStake,
+    RetireModel,
+    RewardPolicy,
+    SetEligibleWorkers,
+    StartRoundProposal,
+    State,
+    encode_call,
+    encoders,
+)
+from decentralml_jupyter.protocol.accounts import account_id, ss58
+
+A = ACCOUNTS["alice"]
+VALIDATORS = tuple(ACCOUNTS[n] for n in ("bob", "carol", "dave"))
+WORKERS = tuple(ss58(blake2b(f"worker{i}".encode(), digest_size=32).digest()) for i in range(6))
+CID_U = [f"QmUpdate{i}xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" for i in range(6)]
+CID_AGG = "QmAggregate333333333333333333333333333333333333"
+CID_AGG2 = "QmAggregate444444444444444444444444444444444444"
+CLI_FIELDS = {
+    "round_id",
+    "model_id",
+    "status",
+    "selected",
+    "submitted",
+    "aggregate_cid",
+    "metrics",
+    "rewards",
+    "slashes",
+}
+
+
+def training_model(
+    sim: Sim,
+    validators=VALIDATORS,
+    workers=WORKERS[:4],
+    policy: RewardPolicy | None = None,
+    worker_stake: int = 100,
+) -> int:
+    """A model in training with ``validators`` and ``workers`` staked on it."""
+    policy = policy or RewardPolicy("proportional", 0, 100_000)
+    mid = ok(
+        sim,
+        "alice",
+        encoders.register_model(
+            "digits", CID_A, CID_W, validators=validators, reward_policy=policy
+        ),
+    ).entity_id
+    stake(sim, "alice", mid, 1000)
+    pass_proposal(sim, mid, ApproveModel())
+    ok(sim, "alice", encoders.start_training(mid))
+    for w in workers:
+        stake(sim, w, mid, worker_stake)
+    sim.tick()
+    return mid
+
+
+def start(sim: Sim, mid: int, reward: int = 1000, who: str = "alice", **kw) -> int:
+    spec = encoders.round_spec(
+        kw.pop("clients", 3), kw.pop("min_clients", 2), submit_blocks=5, aggregate_blocks=5, **kw
+    )
+    spec = spec.__class__(**{**spec.__dict__, "reward": reward})
+    pool = sim.state.model(mid).pool
+    pay = [sim.pay(who, pool, reward)] if reward else []
+    out = ok(sim, who, encoders.start_round(mid, spec), pay)
+    assert out.entity == "round"
+    return out.entity_id
+
+
+def submit_all(sim: Sim, rid: int) -> tuple[str, ...]:
+    selected = sim.state.round(rid).selected
+    for i, w in enumerate(selected):
+        ok(sim, w, encoders.submit_update(rid, CID_U[i], 100 * (i + 1)))
+    return selected
+
+
+def attest(sim: Sim, who: str, rid: int, contributions, rejected_=None, cid=CID_AGG, acc=0.91):
+    call = encoders.attest(
+        rid, cid, accuracy=acc, loss=0.25, contributions=contributions, rejected=rejected_
+    )
+    return sim.call(who, encode_call(call))
+
+
+# ------------------------------------------------------------------------------- lifecycle
+def test_full_round_lifecycle_with_rewards_and_slashes(sim: Sim) -> None:
+    mid = training_model(sim)
+    assert sim.state.eligible_workers(mid) == sorted([A, *WORKERS[:4]], key=account_id)
+    rid = start(sim, mid, clients=3, min_clients=2, epochs=2, clip_norm=1.0, noise_multiplier=0.5)
+    r = sim.state.round(rid)
+    assert r.status == "open" and len(r.selected) == 3 and r.eligible == 5
+    assert r.reward == r.escrow == 1000 and r.base_cid == CID_W
+    assert r.hints == {"epochs": 2, "batch_size": 32, "learning_rate": 0.01}
+    assert r.dp == {"clip_norm": 1.0, "noise_multiplier": 0.5}
+    assert (r.submit_deadline, r.aggregate_deadline) == (r.start_block + 5, r.start_block + 10)
+    assert sim.state.open_round(mid).round_id == rid
+    assert sim.state.created_by(r.start_block, 0) == [("round", rid)]
+    # the documented selection: rank eligible workers by blake2b(seed ++ account id)
+    block_hash = bytes.fromhex(f"{r.start_block:064x}")
+    seed = blake2b(
+        b"dfml/round-selection"
+        + block_hash
+        + mid.to_bytes(8, "little")
+        + rid.to_bytes(8, "little"),
+        digest_size=32,
+    ).digest()
+    assert r.seed == "0x" + seed.hex()
+    ranked = sorted(
+        sim.state.eligible_workers(mid),
+        key=lambda a: blake2b(seed + account_id(a), digest_size=32).digest(),
+    )
+    assert r.selected == tuple(ranked[:3])
+    check_books(sim.state)
+
+    honest1, honest2, poisoner = submit_all(sim, rid)
+    r = sim.state.round(rid)
+    assert r.status == "aggregating"  # all selected clients are in
+    assert r.submitted == (honest1, honest2, poisoner)
+    assert [u.num_examples for u in r.updates] == [100, 200, 300]
+    stake_before = sim.state.stakes(model_id=mid, account=poisoner)[0].amount
+
+    weights = {honest1: 3, honest2: 1}
+    out = attest(sim, VALIDATORS[0], rid, weights, {poisoner: "norm bound exceeded"})
+    assert out.ok and out.entity == "attestation"
+    assert sim.state.round(rid).status == "aggregating"  # 1 of k=2
+    # the same result listed in another order has the same digest, so it completes the quorum
+    reordered = encoders.attest(
+        rid,
+        CID_AGG,
+        accuracy=0.91,
+        loss=0.25,
+        contributions=dict(reversed(weights.items())),
+        rejected={poisoner: "norm bound exceeded"},
+    )
+    assert ok(sim, VALIDATORS[2], encode_call(reordered)).ok
+
+    r = sim.state.round(rid)
+    assert r.status == "finalized" and r.number == 1 and r.escrow == 0
+    assert set(r.to_json()) >= CLI_FIELDS
+    assert r.aggregate_cid == CID_AGG
+    assert r.metrics["accuracy"] == 0.91 and r.metrics["loss"] == 0.25
+    m = sim.state.model(mid)
+    assert (m.global_cid, m.round) == (CID_AGG, 1)
+    # slash: 10% of the poisoner's stake, added to the honest contributors' pot
+    slash = stake_before // 10
+    assert r.slashes == {poisoner: slash}
+    assert sim.state.stakes(model_id=mid, account=poisoner)[0].amount == stake_before - slash
+    pot = 1000 + slash
+    # floor shares, the rounding remainder to the largest contributor
+    assert r.rewards == {honest1: pot * 3 // 4 + 1, honest2: pot // 4}
+    assert sum(r.rewards.values()) == pot
+    assert r.rewards[honest2] > 0 > -slash  # honest earns, the poisoner loses
+    assert {u.worker: u.status for u in r.updates} == {
+        honest1: "accepted",
+        honest2: "accepted",
+        poisoner: "rejected",
+    }
+    payouts = {p.dest: p for p in sim.state.pending_payouts() if p.reason == "round_reward"}
+    assert {d: p.amount for d, p in payouts.items()} == r.rewards
+    assert all(p.pool == m.pool for p in payouts.values())
+    assert [x.payout_id for x in sim.state.rewards(round_id=rid)] == [
+        payouts[x.account].id for x in sim.state.rewards(round_id=rid)
+    ]
+    assert sim.state.slashes(account=poisoner)[0].reason == "norm bound exceeded"
+    check_books(sim.state)
+    # the third validator is too late: the round is over
+    assert not attest(sim, VALIDATORS[1], rid, weights, {poisoner: "x"}).ok
+    assert all(o.ok for o in sim.settle_all())
+    check_books(sim.state)
+    assert sim.state.pool(mid).round_escrow == 0
+    # a new round may start now, from the new global model
+    rid2 = start(sim, mid)
+    assert sim.state.round(rid2).base_cid == CID_AGG
+    assert [x.round_id for x in sim.state.round_history(mid)] == [rid, rid2]
+
+
+def test_selection_is_deterministic_and_seeded_by_the_block_hash() -> None:
+    def selection(hash_of) -> tuple[str, ...]:
+        sim = Sim()
+        sim.call = _with_hash(sim, hash_of)  # type: ignore[method-assign]
+        mid = training_model(sim, workers=WORKERS)
+        return sim.state.round(start(sim, mid, clients=3)).selected
+
+    same = selection(lambda b: f"0x{b:064x}")
+    assert selection(lambda b: f"0x{b:064x}") == same
+    others = {selection(lambda b, i=i: f"0x{b + 1000 * i:064x}") for i in range(1, 6)}
+    assert len(others | {same}) > 1  # 20 ways to pick 3 of 7: the hash changes the pick
+
+
+def _with_hash(sim: Sim, hash_of):
+    from decentralml_jupyter.protocol import CallContext
+
+    def call(who, remark, transfers=(), batch_index=0):
+        ctx = CallContext(
+            sim.block,
+            hash_of(sim.block),
+            sim.extrinsic,
+            batch_index,
+            ACCOUNTS.get(who, who),
+            tuple(transfers),
+        )
+        sim.extrinsic += 1
+        sim.log.append(("apply", ctx, remark))
+        return sim.state.apply(ctx, remark)
+
+    return call
+
+
+def test_eligibility_rules_shape_the_selection(sim: Sim) -> None:
+    mid = training_model(sim, workers=WORKERS[:3])
+    stake(sim, WORKERS[0], mid, 400)  # now 500 staked
+    pass_proposal(sim, mid, SetEligibleWorkers(MinStake(500)))
+    # validators never train; only the accounts meeting min_stake (alice 1000, worker0 500)
+    assert sim.state.eligible_workers(mid) == sorted([A, WORKERS[0]], key=account_id)
+    rid = start(sim, mid, clients=5, min_clients=2)
+    assert set(sim.state.round(rid).selected) == {A, WORKERS[0]}
+
+
+# ------------------------------------------------------------------------------- rejections
+def test_every_invalid_round_call_changes_nothing(sim: Sim) -> None:
+    mid = training_model(sim)
+    pool = sim.state.model(mid).pool
+    spec = encoders.round_spec(2, 1, submit_blocks=3, aggregate_blocks=3, reward=50)
+    pay = [sim.pay("alice", pool, 50)]
+    rejected(sim, "bob", encoders.start_round(mid, spec), [sim.pay("bob", pool, 50)], "owner")
+    rejected(sim, "alice", encoders.start_round(mid, spec), [], "no unused transfer")
+    rejected(sim, "alice", encoders.start_round(mid, spec), [sim.pay("alice", pool, 49)], "50")
+    rejected(sim, "alice", encoders.start_round(99, spec), pay, "unknown model")
+    bad = encoders.round_spec(2, 3, reward=50)
+    rejected(sim, "alice", encoders.start_round(mid, bad), pay, "min_clients")
+    many = encoders.round_spec(6, 6, reward=50)
+    rejected(sim, "alice", encoders.start_round(mid, many), pay, "5 eligible workers")
+
+    rid = ok(sim, "alice", encoders.start_round(mid, spec), pay).entity_id
+    rejected(sim, "alice", encoders.start_round(mid, spec), pay, "already has round")
+    selected = sim.state.round(rid).selected
+    outsider = next(w for w in (A, *WORKERS) if w not in selected)
+    rejected(sim, outsider, encoders.submit_update(rid, CID_U[0], 10), match="not selected")
+    rejected(sim, VALIDATORS[0], encoders.submit_update(rid, CID_U[0], 10), match="not selected")
+    rejected(sim, selected[0], encoders.submit_update(rid + 1, CID_U[0], 10), match="unknown")
+    rejected(sim, selected[0], encoders.unstake(mid, 1), match="bonded")
+    ok(sim, selected[0], encoders.submit_update(rid, CID_U[0], 10))
+    rejected(sim, selected[0], encoders.submit_update(rid, CID_U[1], 10), match="already")
+    rejected(
+        sim,
+        VALIDATORS[0],
+        encode_call(encoders.attest(rid, CID_AGG, accuracy=1, loss=0, contributions={A: 1})),
+        match="open",
+    )
+    sim.tick(3)  # past the submit deadline: one update of min 1 -> aggregating
+    r = sim.state.round(rid)
+    assert r.status == "aggregating"
+    rejected(sim, selected[1], encoders.submit_update(rid, CID_U[1], 10), match="aggregating")
+
+    def att(who, contributions, rej=None, cid=CID_AGG):
+        call = encoders.attest(
+            rid, cid, accuracy=0.5, loss=1.5, contributions=contributions, rejected=rej
+        )
+        return rejected(sim, who, encode_call(call), match=".")
+
+    assert "not a validator" in att("alice", {selected[0]: 1})
+    assert "judge exactly" in att(VALIDATORS[0], {selected[0]: 1, selected[1]: 1})
+    assert "judge exactly" in att(VALIDATORS[0], {}, {})
+    assert "both accepted and rejected" in att(VALIDATORS[0], {selected[0]: 1}, {selected[0]: "x"})
+    assert "base model" in att(VALIDATORS[0], {}, {selected[0]: "malformed"})
+    # hand-built scores that do not sum to 10^6
+    from decentralml_jupyter.protocol import Attest, Contribution
+
+    short = Attest(rid, CID_AGG, 1, 1, (Contribution(selected[0], 999_999),))
+    rejected(sim, VALIDATORS[0], encode_call(short), match="sum to 999999")
+    ok(
+        sim,
+        VALIDATORS[0],
+        encode_call(
+            encoders.attest(rid, CID_AGG, accuracy=0.5, loss=1.5, contributions={selected[0]: 1})
+        ),
+    )
+    assert "already attested" in att(VALIDATORS[0], {selected[0]: 1})
+    rejected(sim, VALIDATORS[1], b"dfml\x01\x22\x04", match="malformed")  # truncated attest
+    check_books(sim.state)
+
+
+def test_mismatched_attestations_fail_the_round_and_refund(sim: Sim) -> None:
+    mid = training_model(sim)
+    rid = start(sim, mid, reward=900)
+    selected = submit_all(sim, rid)
+    even = dict.fromkeys(selected, 1)
+    # three validators, three different results: no digest reaches k = 2
+    assert attest(sim, VALIDATORS[0], rid, even).ok
+    assert attest(sim, VALIDATORS[1], rid, even, cid=CID_AGG2).ok
+    assert attest(sim, VALIDATORS[2], rid, even, acc=0.5).ok
+    assert sim.state.round(rid).status == "aggregating"
+    check_books(sim.state)
+    sim.tick(9)  # the round started in this block; attestations are refused from block +10
+    assert sim.state.round(rid).status == "aggregating"
+    sim.tick()
+    r = sim.state.round(rid)
+    assert r.status == "failed" and "quorum" in r.note and r.escrow == 0
+    assert r.rewards == {} and r.aggregate_cid is None
+    assert sim.state.model(mid).global_cid == CID_W and sim.state.model(mid).round == 0
+    refund = [p for p in sim.state.pending_payouts() if p.reason == "round_refund"]
+    assert [(p.dest, p.amount) for p in refund] == [(A, 900)]
+    check_books(sim.state)
+    assert all(o.ok for o in sim.settle_all())
+    check_books(sim.state)
+    # selected workers may unstake again once the round has ended
+    ok(sim, selected[0], encoders.unstake(mid, 1))
+
+
+def test_too_few_updates_fail_at_the_submit_deadline(sim: Sim) -> None:
+    mid = training_model(sim)
+    rid = start(sim, mid, reward=300, clients=3, min_clients=2)
+    first = sim.state.round(rid).selected[0]
+    ok(sim, first, encoders.submit_update(rid, CID_U[0], 5))  # the other two never show up
+    sim.tick(4)
+    assert sim.state.round(rid).status == "open"
+    sim.tick()  # the end of the last block that takes updates
+    r = sim.state.round(rid)
+    assert r.status == "failed" and "1 updates by the deadline, 2 needed" in r.note
+    assert [(p.dest, p.amount, p.reason) for p in sim.state.pending_payouts()] == [
+        (A, 300, "round_refund")
+    ]
+    check_books(sim.state)
+
+
+def test_quorum_that_rejects_every_update_slashes_and_refunds(sim: Sim) -> None:
+    mid = training_model(sim, validators=VALIDATORS[:1], policy=RewardPolicy("equal", 0, 500_000))
+    rid = start(sim, mid, reward=200, clients=2, min_clients=1)
+    selected = submit_all(sim, rid)
+    bad = dict.fromkeys(selected, "non-finite values")
+    assert attest(sim, VALIDATORS[0], rid, {}, bad, cid=CID_W).ok  # one validator: k = 1
+    r = sim.state.round(rid)
+    assert r.status == "failed" and r.metrics["accuracy"] == 0.91
+    stakes = {w: 1000 if w == A else 100 for w in selected}
+    assert r.slashes == {w: stakes[w] // 2 for w in selected}
+    assert sim.state.model(mid).round == 0
+    refund = sum(p.amount for p in sim.state.pending_payouts() if p.reason == "round_refund")
+    assert refund == 200 + sum(r.slashes.values())
+    check_books(sim.state)
+
+
+def test_equal_policy_and_remainder_to_the_largest_contributor(sim: Sim) -> None:
+    mid = training_model(sim, policy=RewardPolicy("equal", 100, 0))
+    spec = encoders.round_spec(3, 3, reward=99)
+    pool = sim.state.model(mid).pool
+    rejected(sim, "alice", encoders.start_round(mid, spec), [sim.pay("alice", pool, 99)], "100")
+    rid = start(sim, mid, reward=101, clients=3, min_clients=3)
+    a, b, c = submit_all(sim, rid)
+    weights = {a: 1, b: 5, c: 1}
+    assert attest(sim, VALIDATORS[0], rid, weights).ok
+    assert attest(sim, VALIDATORS[1], rid, weights).ok
+    r = sim.state.round(rid)
+    assert r.rewards == {a: 33, b: 35, c: 33} and r.slashes == {}
+    assert sum(r.rewards.values()) == 101
+    check_books(sim.state)
+
+
+# ------------------------------------------------------------------------------- governance
+def test_start_round_by_proposal_is_funded_at_proposing(sim: Sim) -> None:
+    mid = training_model(sim)
+    pool = sim.state.model(mid).pool
+    action = StartRoundProposal(encoders.round_spec(2, 1, submit_blocks=3, reward=70))
+    rejected(sim, "bob", encoders.propose(mid, action, 2), match="no unused transfer")
+    pid = ok(sim, "bob", encoders.propose(mid, action, 2), [sim.pay("bob", pool, 70)]).entity_id
+    assert sim.state.pool(mid).round_escrow == 70
+    check_books(sim.state)
+    ok(sim, "alice", encoders.vote(pid, True))
+    sim.tick(3)
+    p = sim.state.proposal(pid)
+    r = sim.state.open_round(mid)
+    assert p.status == "passed" and p.note == f"started round {r.round_id}"
+    assert (r.starter, r.proposal_id, r.escrow) == (ACCOUNTS["bob"], pid, 70)
+    # started in the tick of block b: updates from block b + 1 for submit_blocks blocks
+    assert r.submit_deadline == r.start_block + 1 + 3
+    assert sim.state.created_by(r.start_block, -1) == [("round", r.round_id)]
+    check_books(sim.state)
+    sim.tick(4)  # nobody submits: the proposer gets the budget back
+    assert sim.state.round(r.round_id).status == "failed"
+    assert [(p.dest, p.amount) for p in sim.state.pending_payouts()] == [(ACCOUNTS["bob"], 70)]
+
+    # a proposal that does not pass refunds its budget at the tally
+    pid = ok(sim, "bob", encoders.propose(mid, action, 1), [sim.pay("bob", pool, 70)]).entity_id
+    ok(sim, "alice", encoders.vote(pid, False))
+    sim.tick(2)
+    assert sim.state.proposal(pid).status == "rejected"
+    assert sim.state.pool(mid).round_escrow == 0
+    assert sum(p.amount for p in sim.state.pending_payouts() if p.reason == "round_refund") == 140
+    check_books(sim.state)
+
+
+def test_passed_start_round_that_cannot_start_is_void_and_refunded(sim: Sim) -> None:
+    mid = training_model(sim)
+    pool = sim.state.model(mid).pool
+    action = StartRoundProposal(encoders.round_spec(2, 1, reward=10))
+    pid = ok(sim, "bob", encoders.propose(mid, action, 1), [sim.pay("bob", pool, 10)]).entity_id
+    ok(sim, "alice", encoders.vote(pid, True))
+    start(sim, mid)  # the owner opens a round first
+    sim.tick(2)
+    p = sim.state.proposal(pid)
+    assert p.status == "void" and "already has round" in p.note
+    assert [(x.dest, x.amount) for x in sim.state.pending_payouts()] == [(ACCOUNTS["bob"], 10)]
+    check_books(sim.state)
+
+
+def test_retiring_a_model_fails_its_live_round(sim: Sim) -> None:
+    mid = training_model(sim)
+    rid = start(sim, mid, reward=40)
+    pass_proposal(sim, mid, RetireModel())
+    r = sim.state.round(rid)
+    assert r.status == "failed" and r.note == "model retired"
+    assert [(p.dest, p.amount) for p in sim.state.pending_payouts()] == [(A, 40)]
+    check_books(sim.state)
+
+
+# ------------------------------------------------------------------------------- snapshots
+def test_rounds_survive_snapshots_and_replay(sim: Sim) -> None:
+    mid = training_model(sim)
+    rid = start(sim, mid)
+    selected = submit_all(sim, rid)
+    raw = sim.state.to_bytes()
+    n = len(sim.log)
+    weights = dict.fromkeys(selected[:2], 1)
+    rej = {selected[2]: "poisoned"}
+    assert attest(sim, VALIDATORS[0], rid, weights, rej).ok
+    assert attest(sim, VALIDATORS[1], rid, weights, rej).ok
+    sim.tick()
+    final = sim.state.state_hash()
+    assert replay(sim.log).state_hash() == final
+    restored = replay(sim.log[n:], State.from_bytes(raw))
+    assert restored.state_hash() == final
+    assert restored.round(rid) == sim.state.round(rid)
+
+
+def test_snapshots_from_before_rounds_still_load(sim: Sim) -> None:
+    import json
+
+    training_model(sim)
+    d = json.loads(sim.state.to_bytes())
+    for k in ("rounds", "updates", "attestations", "rewards", "slashes"):
+        del d[k]
+    for k in ("round", "update", "attestation", "reward", "slash"):
+        del d["next"][k]
+    old = State.from_bytes(json.dumps(d).encode())
+    assert old.state_hash() == sim.state.state_hash()
+
+
+@pytest.mark.parametrize("validators, k", [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3)])
+def test_quorum_is_the_pool_threshold(validators: int, k: int) -> None:
+    sim = Sim()
+    vals = tuple(
+        ss58(blake2b(f"v{i}".encode(), digest_size=32).digest()) for i in range(validators)
+    )
+    mid = training_model(sim, validators=vals)
+    rid = start(sim, mid, clients=2, min_clients=2)
+    selected = submit_all(sim, rid)
+    assert sim.state.round(rid).quorum == k
+    for i in range(k):
+        assert sim.state.round(rid).status == "aggregating"
+        assert attest(sim, vals[i], rid, dict.fromkeys(selected, 1)).ok
+    assert sim.state.round(rid).status == "finalized"
