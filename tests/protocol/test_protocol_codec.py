@@ -49,6 +49,22 @@ SAMPLES = [
     C.Propose(1, C.AddValidator(CAROL), 5),
     C.Vote(1, False),
     C.SettlePayout(12),
+    C.StartRound(1),
+    C.StartRound(
+        7,
+        C.RoundSpec(64, 2, 10, 5, 3, 16, 1_000, C.DpParams(1_000_000, 1_100_000), 10**20),
+    ),
+    C.Propose(1, C.StartRoundProposal(C.RoundSpec(clients=4, min_clients=3, reward=9)), 10),
+    C.SubmitUpdate(3, CID_W, 2**64 - 1),
+    C.Attest(3, CID_A, 1_000_000, 2**64 - 1),
+    C.Attest(
+        3,
+        CID_A,
+        912_345,
+        250_000,
+        (C.Contribution(A, 600_000), C.Contribution(B, 400_000)),
+        (C.Rejection(CAROL, "norm bound ✗"),),
+    ),
 ]
 
 
@@ -106,6 +122,10 @@ def _body(call: C.Call) -> bytes:
         (PREFIX + b"\x01\x06\x04\x08\xff\xfe", "not valid UTF-8"),
         (PREFIX + b"\x01\x06\x04\x08Q!", "does not match"),
         (PREFIX + b"\x01\x09\x00\x0c\x28", "unknown proposal kind index 12"),
+        (PREFIX + b"\x01\x23", "unknown call index 35"),
+        (PREFIX + b"\x01\x20\x04" + encode_compact(65) + bytes(20), "out of range 0..64"),
+        (PREFIX + b"\x01\x21\x04\x08Q!\x00", "does not match"),
+        (PREFIX + b"\x01\x22\x04\x08Qm" + encode_compact(10**6 + 1), "out of range"),
         (PREFIX + b"\x01" + bytes(MAX_REMARK_BYTES), "exceeds"),
     ],
 )
@@ -198,3 +218,70 @@ def test_payout_calls_are_canonical() -> None:
         "transfer_keep_alive",
         {"id": 1984, "target": B, "amount": 50},
     )
+
+
+def test_round_encoders_and_result_digest() -> None:
+    spec = encoders.round_spec(4, learning_rate=0.05, clip_norm=1.5, reward=10)
+    assert spec == C.RoundSpec(4, 4, 0, 0, 1, 32, 50_000, C.DpParams(1_500_000, 0), 10)
+    assert encoders.round_spec(2, 1).dp is None
+    assert decode_call(encoders.start_round(1, spec)) == C.StartRound(1, spec)
+    assert decode_call(encoders.submit_update(2, CID_W, 60)) == C.SubmitUpdate(2, CID_W, 60)
+    att = encoders.attest(
+        2, CID_A, accuracy=0.9, loss=0.3, contributions={A: 2, B: 1}, rejected={CAROL: "nan"}
+    )
+    assert (att.accuracy_ppm, att.loss_ppm) == (900_000, 300_000)
+    assert {c.account: c.score for c in att.accepted} == {A: 666_667, B: 333_333}
+    assert (
+        decode_call(
+            encoders.attest_remark(
+                2,
+                CID_A,
+                accuracy=0.9,
+                loss=0.3,
+                contributions={A: 2, B: 1},
+                rejected={CAROL: "nan"},
+            )
+        )
+        == att
+    )
+    # the digest ignores list order and changes with any part of the result
+    flipped = C.Attest(2, CID_A, 900_000, 300_000, att.accepted[::-1], att.rejected)
+    assert flipped.result_digest() == att.result_digest()
+    other = C.Attest(2, CID_A, 900_001, 300_000, att.accepted, att.rejected)
+    assert other.result_digest() != att.result_digest()
+    with pytest.raises(CodecError, match="more than 4096"):
+        reasons = {ACCOUNTS[n]: "r" * 64 for n in ACCOUNTS}
+        many = {f"0x{i:064x}": "r" * 64 for i in range(58)}
+        encode_call(
+            encoders.attest(
+                1, CID_A, accuracy=0, loss=0, contributions={}, rejected={**reasons, **many}
+            )
+        )
+
+
+def test_contribution_scores_sum_to_a_million_exactly() -> None:
+    scores = encoders.contribution_scores({A: 1, B: 1, CAROL: 1})
+    assert sum(scores.values()) == 1_000_000 and sorted(scores.values()) == [
+        333_333,
+        333_333,
+        333_334,
+    ]
+    assert encoders.contribution_scores({A: 0.1, B: 0.2}) == {A: 333_333, B: 666_667}
+    assert encoders.contribution_scores({A: 600_000, B: 400_000}) == {A: 600_000, B: 400_000}
+    with pytest.raises(CodecError, match="positive sum"):
+        encoders.contribution_scores({A: 0})
+    with pytest.raises(CodecError, match="non-negative"):
+        encoders.contribution_scores({A: -1, B: 2})
+
+
+def test_start_round_from_cli_params() -> None:
+    a = encoders.action_from_params(
+        "StartRound", {"clients": "5", "min_clients": "3", "reward": "100", "clip_norm": "1"}
+    )
+    assert a == C.StartRoundProposal(
+        C.RoundSpec(5, 3, 0, 0, 1, 32, 10_000, C.DpParams(1_000_000, 0), 100)
+    )
+    with pytest.raises(CodecError, match="needs --param clients"):
+        encoders.action_from_params("start_round")
+    with pytest.raises(CodecError, match="must be a number"):
+        encoders.action_from_params("StartRound", {"clients": "2", "learning_rate": "fast"})
