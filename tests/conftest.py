@@ -35,3 +35,16 @@ def chain(devchain_url):
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture(scope="session")
+def storage_url(tmp_path_factory):
+    """The dev storage service (real Kubo in-process) for the session, stopped by pid."""
+    from decentralml_jupyter.storage import storage_down, storage_up
+
+    port = free_port()
+    info = storage_up(port=port, repo=tmp_path_factory.mktemp("ipfs-repo"))
+    try:
+        yield info["url"]
+    finally:
+        storage_down(port)

@@ -103,13 +103,14 @@ def _answers(url: str, timeout: float = 2.0) -> bool:
 
 
 def storage_status(url_or_port: str | int | None = None) -> dict[str, Any]:
-    """``{"url", "pid", "running"}`` of the dev service on that port (pid None if unknown)."""
+    """``{"url", "pid", "running"}``: whether storage answers on that port, and the pid of our
+    dev service there (None if another program serves it, or nothing does)."""
     port = _port_of(url_or_port)
     url = f"http://127.0.0.1:{port}"
     state = read_state(port)
     pid = state.get("pid") if state else None
     alive = pid is not None and _is_our_server(pid)
-    return {"url": url, "pid": pid if alive else None, "running": alive and _answers(url)}
+    return {"url": url, "pid": pid if alive else None, "running": _answers(url)}
 
 
 def _port_free(port: int) -> bool:

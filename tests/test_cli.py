@@ -1,0 +1,103 @@
+"""The `dfml` verbs as a user types them, against the real dev chain and storage service."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from decentralml_jupyter.cli import run
+from decentralml_jupyter.errors import DfmlError, UsageError
+
+UNIT = 10**12
+
+
+@pytest.fixture()
+def dfml(devchain_url, storage_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("DFML_HOME", str(tmp_path / "home"))  # a fresh index per test
+
+    def call(*args: str, key: str = "//Alice"):
+        return run(["--url", devchain_url, "--storage", storage_url, "--key", key, *args])
+
+    return call
+
+
+def test_storage_put_get_roundtrip(dfml, tmp_path):
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"federated" * 100_000)
+    put = dfml("storage", "put", str(src))
+    assert put["size"] == src.stat().st_size and put["cid"].startswith("Qm")
+    out = tmp_path / "b.bin"
+    got = dfml("storage", "get", put["cid"], "--out", str(out))
+    assert got["cid"] == put["cid"] and out.read_bytes() == src.read_bytes()
+    assert dfml("storage", "status")["running"]
+
+
+def test_model_stake_govern_through_the_cli(dfml, tmp_path):
+    from decentralml_jupyter import fl
+    from decentralml_jupyter.fl._tf import keras
+
+    model = fl.mlp(64, 10, hidden=(16,))
+    path = tmp_path / "digits.keras"
+    model.save(path)
+
+    sub = dfml(
+        "model", "submit", str(path), "--license", "apache-2.0", "--jurisdiction", "EU",
+        "--validator", "Dev1", "--validator", "Dev2", "--validator", "Dev3",
+    )  # fmt: skip
+    assert sub["receipt"]["success"] and sub["model_id"] >= 1
+    mid = sub["model_id"]
+    shown = dfml("model", "show", str(mid))
+    assert shown["name"] == "digits" and shown["status"] == "proposed"
+    assert shown["pool"] == sub["pool"] and shown["licence"] == "apache-2.0"
+    assert any(m["id"] == mid for m in dfml("model", "list"))
+    # the weights on storage are exactly the model's
+    w = tmp_path / "w.bin"
+    dfml("storage", "get", sub["weights_cid"], "--out", str(w))
+    restored = fl.weights_from_bytes(w.read_bytes())
+    assert all((a == b).all() for a, b in zip(restored, model.get_weights(), strict=True))
+    assert keras  # TF was importable for the submit
+
+    staked = dfml("stake", str(mid), str(25 * UNIT), key="//Bob")
+    assert staked["stake"]["amount"] == 25 * UNIT
+    assert dfml("account", "balance", sub["pool"])["free"] >= 25 * UNIT
+    rows = dfml("stakes", "--model", str(mid))
+    assert [r["amount"] for r in rows] == [25 * UNIT]
+
+    prop = dfml("propose", str(mid), "ApproveModel", "--deadline", "2")
+    pid = prop["proposal_id"]
+    dfml("vote", str(pid), "aye", key="//Bob")
+    assert [p["id"] for p in dfml("proposals", "--open")] == [pid]
+    dfml("chain", "advance", "3")
+    final = next(p for p in dfml("proposals") if p["id"] == pid)
+    assert final["status"] == "passed" and final["ayes"] == 25 * UNIT
+    assert dfml("model", "show", str(mid))["status"] == "approved"
+
+    with pytest.raises(DfmlError, match="rejected"):
+        dfml("unstake", str(mid), str(10**6 * UNIT), key="//Bob")
+    errs = dfml("errors", "--account", "Bob")
+    assert errs and "unstake" in errs[-1]["call"]
+
+
+def test_bad_arguments_say_what_to_do(dfml):
+    with pytest.raises(UsageError, match="amount"):
+        dfml("stake", "1", "-5")
+    with pytest.raises(UsageError, match="model id"):
+        dfml("stake", "one", "5")
+    with pytest.raises(UsageError, match="not a Keras model"):
+        dfml("model", "submit", __file__)
+    with pytest.raises(UsageError, match="K=V"):
+        dfml("propose", "1", "SetStrategy", "--param", "fedprox")
+
+
+def test_json_errors_follow_the_contract(devchain_url, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "decentralml_jupyter.cli", "--json", "--url", devchain_url,
+         "model", "show", "424242"],
+        capture_output=True, text=True, env={"DFML_HOME": str(tmp_path), "PATH": ""},
+    )  # fmt: skip
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    assert set(doc) == {"error", "hint"} and "424242" in doc["error"] and doc["hint"]
