@@ -1,0 +1,219 @@
+"""Widgets: accounts against the real dev chain; proposals, model card and round dashboard
+rendering data shaped as CLI.md says, and acting through the same runner as `%dfml`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from decentralml_jupyter.jupyter import (
+    AccountsWidget,
+    ModelCard,
+    ProposalsWidget,
+    RoundDashboard,
+    Runner,
+)
+
+ALICE = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
+BOB = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
+CHARLIE = "5FLSigC9HGRKVhB9FiEo4Y3koPsNmBmLJbpXg2mp1hXcS59Y"
+RECEIPT = {
+    "block_hash": "0x" + "cd" * 32,
+    "block_number": 9,
+    "extrinsic_index": 1,
+    "success": True,
+    "error": None,
+}
+PROPOSALS = [
+    {"id": 1, "kind": "approve_model", "target": "3", "status": "open", "ayes": 10, "nays": 2,
+     "deadline": 120},
+    {"id": 2, "kind": "set_license", "target": "3", "status": "passed", "ayes": 50, "nays": 0,
+     "deadline": 90},
+]  # fmt: skip
+
+
+class Recorder:
+    """A runner standing in for the CLI verbs that do not exist yet: it records argv and
+    answers with the CLI.md shape of each verb."""
+
+    def __init__(self, answers: dict):
+        self.answers, self.calls = answers, []
+
+    def __call__(self, args):
+        self.calls.append(list(args))
+        answer = self.answers[" ".join(args[:2]) if args[0] in ("model", "round") else args[0]]
+        return answer(args) if callable(answer) else answer
+
+
+# -- accounts (real chain) ------------------------------------------------------------------
+
+
+@pytest.mark.chain
+def test_accounts_widget_shows_balances_and_refreshes(chain_ip, devchain_url):
+    # no runner given: it uses the loaded magic's %config (url, key), like %dfml does
+    widget = AccountsWidget()
+    assert widget.runner.url == devchain_url
+    names = [a["name"] for a in widget.accounts]
+    assert names[0] == "Alice" and "Dev2" in names
+    assert "<th>free</th>" in widget.table.value and ALICE in widget.table.value
+    before = next(a["free"] for a in widget.accounts if a["name"] == "Dev2")
+    chain_ip.run_line_magic("dfml", "account transfer Dev2 12345")
+    widget.refresh_button.click()
+    after = next(a["free"] for a in widget.accounts if a["name"] == "Dev2")
+    assert after == before + 12345
+    assert f"{after:,}".replace(",", "\u202f") in widget.table.value
+
+
+def test_accounts_widget_shows_errors_instead_of_raising():
+    widget = AccountsWidget(runner=Runner(url="ws://127.0.0.1:1"))
+    assert widget.accounts == []
+    assert "ChainNotReachable" in widget.status.value and "hint" in widget.status.value
+
+
+# -- proposals ------------------------------------------------------------------------------
+
+
+def test_proposals_widget_votes_through_the_vote_verb():
+    runner = Recorder({"proposals": PROPOSALS, "vote": {"receipt": RECEIPT}})
+    widget = ProposalsWidget(runner=runner)
+    assert runner.calls == [["proposals"]]
+    # buttons only where a vote is still possible
+    assert list(widget.buttons) == ["1"]
+    texts = [getattr(c, "value", "") for c in widget.grid.children]
+    assert "approve_model" in texts and "set_license" in texts and "passed" in texts
+    aye, nay = widget.buttons["1"]
+    aye.click()
+    assert runner.calls[1] == ["vote", "1", "aye"]
+    assert runner.calls[2] == ["proposals"]  # reloaded to show the new tally
+    assert "aye on proposal 1" in widget.status.value and "✓ included" in widget.status.value
+    widget.buttons["1"][1].click()
+    assert runner.calls[3] == ["vote", "1", "nay"]
+
+
+def test_open_only_asks_for_open_proposals():
+    runner = Recorder({"proposals": PROPOSALS[:1]})
+    ProposalsWidget(runner=runner, open_only=True)
+    assert runner.calls == [["proposals", "--open"]]
+
+
+@pytest.mark.chain
+def test_vote_button_uses_the_real_cli_and_reports_its_answer(devchain_url):
+    widget = ProposalsWidget(runner=Runner(url=devchain_url), load=False)
+    widget.set_data(PROPOSALS)
+    widget.buttons["1"][1].click()  # the CLI may not have `vote` yet, or proposal 1 may not exist
+    shown = widget.status.value
+    assert shown, "the vote's outcome (receipt or error with hint) must be shown"
+    if widget.last_vote is None:
+        assert "hint" in shown and not any(b.disabled for b in widget.buttons["1"])
+    else:
+        assert "receipt" in widget.last_vote
+
+
+# -- model card -----------------------------------------------------------------------------
+
+MODEL = {
+    "id": 3, "name": "digits-mlp", "owner": ALICE, "status": "approved", "pool": BOB,
+    "global_cid": "bafkreiglobal", "round": 2, "strategy": "fedavg", "validators": [BOB, CHARLIE],
+    "total_stake": 5000, "license": "Apache-2.0", "jurisdictions": ["EU", "CH"],
+}  # fmt: skip
+HISTORY = [
+    {"round_id": 1, "model_id": 3, "status": "finalized", "aggregate_cid": "bafk1",
+     "metrics": {"accuracy": 0.61, "loss": 1.2}, "rewards": {}, "slashes": {}},
+    {"round_id": 2, "model_id": 3, "status": "finalized", "aggregate_cid": "bafk2",
+     "metrics": {"accuracy": 0.83, "loss": 0.5}, "rewards": {}, "slashes": {}},
+]  # fmt: skip
+
+
+def test_model_card_shows_owner_licence_jurisdictions_cid_and_history():
+    runner = Recorder({"model show": MODEL, "round history": HISTORY})
+    card = ModelCard(3, runner=runner)
+    assert runner.calls == [["model", "show", "3"], ["round", "history", "3"]]
+    html = card.card.value
+    for text in ("digits-mlp (#3)", ALICE, "Apache-2.0", "EU, CH", "bafkreiglobal", "fedavg"):
+        assert text in html
+    assert "<h4>History</h4>" in html and "bafk2" in html and "0.83" in html
+    assert "<svg" in html and "accuracy: 0.83" in html
+
+
+def test_model_card_without_history_or_licence():
+    card = ModelCard(model={"id": 7, "name": "m", "owner": BOB})
+    assert "History" not in card.card.value and "—" in card.card.value
+
+
+# -- round dashboard ------------------------------------------------------------------------
+
+
+def _status(state: str, submitted: list[str], **extra) -> dict:
+    return {
+        "round_id": 3, "model_id": 3, "status": state, "selected": [ALICE, BOB, CHARLIE],
+        "submitted": submitted, "aggregate_cid": None, "metrics": {}, "rewards": {},
+        "slashes": {}, **extra,
+    }  # fmt: skip
+
+
+def test_dashboard_renders_progress_metrics_rewards_and_slashes():
+    board = RoundDashboard(3, runner=Recorder({}), start=False)
+    board.update(_status("open", [ALICE], progress={BOB: 0.4}), history=HISTORY[:2])
+    assert board.worker_progress() == {ALICE: 1.0, BOB: 0.4, CHARLIE: 0.0}
+    assert "1/3 submitted" in board.workers.value
+    assert "training" in board.workers.value and "waiting" in board.workers.value
+    final = _status(
+        "finalized",
+        [ALICE, BOB, CHARLIE],
+        aggregate_cid="bafk3",
+        metrics={"accuracy": 0.9, "loss": 0.3},
+        rewards={ALICE: 700, BOB: 300},
+        slashes={CHARLIE: 50},
+    )
+    board.update(final)
+    assert "finalized" in board.header.value and "bafk3" in board.header.value
+    assert "accuracy 0.9" in board.header.value
+    # rounds 1-2 from history plus this one: three points per metric
+    assert sorted(board.metrics_by_round) == [1.0, 2.0, 3.0]
+    assert "accuracy: 0.9" in board.plots.value and "loss: 0.3" in board.plots.value
+    assert board.plots.value.count("<circle") == 6
+    assert "rewards" in board.payouts.value and "700" in board.payouts.value
+    assert "slashes" in board.payouts.value and "50" in board.payouts.value
+    assert board.payouts.value.index("5GrwvaEF") < board.payouts.value.index("5FHneW")
+
+
+def test_dashboard_polls_in_the_background_until_final():
+    gate = threading.Event()
+    states = iter(["open", "aggregating", "finalized"])
+
+    def status(args):
+        gate.wait(10)
+        state = next(states)
+        return _status(state, [ALICE] if state == "open" else [ALICE, BOB, CHARLIE])
+
+    runner = Recorder({"round status": status, "round history": HISTORY})
+    board = RoundDashboard(3, runner=runner, interval=0.01)
+    # the poll blocks on the chain, yet this (the kernel's) thread goes on
+    assert board.watching and board.polls == 0
+    gate.set()
+    board.join(10)
+    assert not board.watching and board.polls == 3
+    assert board.round["status"] == "finalized" and board.stop_button.disabled
+    # history at the first poll and once final, status at every poll
+    assert [c[:2] for c in runner.calls].count(["round", "history"]) == 2
+    assert [c for c in runner.calls if c[1] == "status"] == [["round", "status", "3"]] * 3
+
+
+def test_dashboard_stop_ends_polling():
+    runner = Recorder({"round status": _status("open", []), "round history": []})
+    board = RoundDashboard(3, runner=runner, interval=0.01)
+    board.stop()
+    board.join(5)
+    assert not board.watching
+
+
+@pytest.mark.chain
+def test_dashboard_with_the_real_cli_shows_why_it_cannot_poll(devchain_url):
+    board = RoundDashboard(999999, runner=Runner(url=devchain_url), interval=0.05)
+    board.join(10)  # a missing verb or round is a usage error: polling ends by itself
+    board.stop()
+    board.join(5)
+    assert not board.watching
+    assert "hint" in board.status.value or board.round.get("status") != "waiting"
