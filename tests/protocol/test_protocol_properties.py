@@ -1,7 +1,9 @@
 """Property test: thousands of random, mutated and adversarial calls keep the books and replay.
 
 Invariants: a rejected call changes nothing; counted transfers minus settled payouts equal each
-model's obligations; no stake is negative; replays and mid-way snapshots reach the same hash.
+model's obligations; no stake is negative; at most one live round per model and none past its
+deadlines; a finalized round pays out exactly its budget plus its slashes; replays and mid-way
+snapshots reach the same hash.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from decentralml_jupyter.protocol import (
     ProtocolParams,
     RemoveValidator,
     RetireModel,
+    RewardPolicy,
     SetEligibleWorkers,
     SetProtocolParam,
     SetStrategy,
+    StartRoundProposal,
     State,
     Transfer,
+    encode_call,
     encoders,
 )
+from decentralml_jupyter.protocol import calls as C
 
 PARAMS = ProtocolParams(unstake_lock_blocks=2, task_review_blocks=2, quorum_permill=0)
 WHO = tuple(ACCOUNTS.values())
@@ -48,6 +54,14 @@ KINDS = (
     "tick",
     "start",
     "register",
+    "round",
+    "round",
+    "update",
+    "update",
+    "update",
+    "attest",
+    "attest",
+    "attest",
 )
 MODES = ("exact", "exact", "exact", "none", "amount", "dest", "asset", "source", "extra")
 
@@ -69,8 +83,19 @@ def transfers(draw, mode: str, source: str, dest: str, amount: int, asset):
     return (exact,)
 
 
+def random_spec(draw, reward_max: int = 60):
+    clients = draw(st.integers(1, 4))
+    return encoders.round_spec(
+        clients,
+        draw(st.integers(1, clients + 1)),  # sometimes more than clients: rejected
+        submit_blocks=draw(st.integers(0, 3)),
+        aggregate_blocks=draw(st.integers(0, 3)),
+        reward=draw(st.integers(0, reward_max)),
+    )
+
+
 def random_action(draw, n_models: int):
-    kind = draw(st.integers(0, 6))
+    kind = draw(st.integers(0, 7))
     target = max(1, draw(st.integers(n_models - 2, n_models + 1)))
     if kind == 0:
         return target, ApproveModel()
@@ -87,6 +112,8 @@ def random_action(draw, n_models: int):
             st.sampled_from((Anyone(), AllowList(WHO[:3]), MinStake(draw(st.integers(0, 50)))))
         )
         return target, SetEligibleWorkers(elig)
+    if kind == 6:
+        return target, StartRoundProposal(random_spec(draw))
     name = draw(st.sampled_from(("unstake_lock_blocks", "task_review_blocks", "quorum_permill")))
     return None, SetProtocolParam(name, draw(st.integers(0, 4)))
 
@@ -182,7 +209,16 @@ def step(draw, sim: Sim, ledger: dict[int, int]) -> None:
             go(encoders.reject_submission(sid, "no"))
     elif kind == "propose":
         target, action = random_action(draw, len(models))
-        out = go(encoders.propose(target, action, draw(st.sampled_from((1, 2, 3, 4, 0)))))
+        ts, count = (), None
+        if isinstance(action, StartRoundProposal) and action.spec.reward:
+            t = s.model(target)
+            dest = t.pool if t else pool
+            amount = action.spec.reward
+            ts = transfers(draw, mode, who, dest, amount, t.stake_asset if t else None)
+            count = (target, amount)
+        out = go(
+            encoders.propose(target, action, draw(st.sampled_from((1, 2, 3, 4, 0)))), ts, count
+        )
         if out.ok and draw(st.integers(0, 3)):  # most proposals get their stakers' votes
             for voter in stakers(s, target):
                 go(encoders.vote(out.entity_id, draw(st.integers(0, 4)) > 0), signer=voter)
@@ -206,8 +242,49 @@ def step(draw, sim: Sim, ledger: dict[int, int]) -> None:
             transfers(draw, mode, p.pool, p.dest, p.amount, p.asset_id),
             count,
         )
+    elif kind == "round":
+        who = WHO[0] if draw(st.integers(0, 4)) else who  # WHO[0] owns the seeded models
+        training = [x for x in models if x.status == "training"]
+        if training and draw(st.integers(0, 4)):
+            m = draw(st.sampled_from(training))
+            model_id, pool, asset = m.id, m.pool, m.stake_asset
+            mode = "exact" if draw(st.integers(0, 3)) else mode
+        spec = random_spec(draw)
+        ts = transfers(draw, mode, who, pool, spec.reward, asset) if spec.reward else ()
+        out = go(encoders.start_round(model_id, spec), ts, (model_id, spec.reward))
+        if out.ok and draw(st.integers(0, 3)):
+            drive_round(draw, sim, go, out.entity_id)
+    elif kind == "update":
+        live = [r for r in s.rounds() if r.status == "open"]
+        if live and draw(st.integers(0, 4)):
+            drive_round(draw, sim, go, draw(st.sampled_from(live)).round_id)
+        else:  # a wrong, unknown or closed round
+            rid = pick(draw, [r.round_id for r in s.rounds()])
+            go(encoders.submit_update(rid, CID_W, draw(st.integers(0, 500))))
+    elif kind == "attest":
+        live = [r for r in s.rounds() if r.status == "aggregating"]
+        if live:
+            drive_round(draw, sim, go, draw(st.sampled_from(live)).round_id)
+        else:
+            go(
+                encode_call(
+                    encoders.attest(
+                        pick(draw, []), CID_A, accuracy=1, loss=0, contributions={who: 1}
+                    )
+                )
+            )
     elif kind == "mutate":
-        base = encoders.stake(model_id, draw(st.integers(0, 2**70)), asset)
+        base = draw(
+            st.sampled_from(
+                (
+                    encoders.stake(model_id, draw(st.integers(0, 2**70)), asset),
+                    encoders.submit_update(model_id, CID_W, 3),
+                    encode_call(
+                        encoders.attest(model_id, CID_A, accuracy=1, loss=1, contributions={who: 1})
+                    ),
+                )
+            )
+        )
         cut = draw(st.integers(0, len(base)))
         junk = draw(st.binary(max_size=4))
         go(base[:cut] + junk + base[cut + len(junk) :])
@@ -217,17 +294,62 @@ def step(draw, sim: Sim, ledger: dict[int, int]) -> None:
         sim.tick(draw(st.integers(1, 3)))
 
 
+def drive_round(draw, sim: Sim, go, rid: int) -> None:
+    """Push a round on: some of its clients (or strangers) submit, then validators (or
+    strangers) attest, mostly one shared verdict so that quorums form, sometimes another."""
+    r = sim.state.round(rid)
+    if r.status == "open":
+        for w in draw(st.lists(st.sampled_from((*r.selected, *WHO)), max_size=5)):
+            go(encoders.submit_update(rid, CID_W, draw(st.integers(0, 500))), signer=w)
+        r = sim.state.round(rid)
+    if r.status != "aggregating":
+        return
+    shared = draw(st.integers(0, 3))
+    validators = sim.state.model(r.model_id).validators
+    for v in draw(st.lists(st.sampled_from((*validators, *validators, WHO[4])), max_size=4)):
+        verdict = shared if draw(st.integers(0, 4)) else draw(st.integers(0, 3))
+        workers = list(r.submitted)
+        rejected = {w: "poisoned" for w in workers[: verdict % 3]}
+        accepted = {w: 1 + verdict + i for i, w in enumerate(workers[verdict % 3 :])}
+        if accepted and verdict == 3:  # a bad sum, built by hand
+            scores = tuple(C.Contribution(w, 1) for w in accepted)
+            call = C.Attest(rid, CID_A, 1, 1, scores, ())
+        else:
+            cid = CID_A if accepted else r.base_cid
+            call = encoders.attest(
+                rid, cid, accuracy=0.5, loss=0.1, contributions=accepted, rejected=rejected
+            )
+        go(encode_call(call), signer=v)
+
+
 def seed(sim: Sim, ledger: dict[int, int]) -> None:
-    """Models with 0, 2 and 1 validators (the last staked in asset 7), each staked on."""
-    for vals, byo in (((), None), (WHO[1:3], None), (WHO[3:4], 7)):
+    """Models with 0, 2 and 1 validators (the last staked in asset 7), each staked on; the two
+    with validators are in training, so rounds can run on them."""
+    policies = (
+        RewardPolicy(),
+        RewardPolicy("proportional", 0, 200_000),
+        RewardPolicy("equal", 5, 1_000_000),
+    )
+    for (vals, byo), policy in zip(
+        (((), None), (WHO[1:3], None), (WHO[3:4], 7)), policies, strict=True
+    ):
         assert sim.call(
-            WHO[0], encoders.register_model("m", CID_A, CID_W, stake_asset=byo, validators=vals)
+            WHO[0],
+            encoders.register_model(
+                "m", CID_A, CID_W, stake_asset=byo, validators=vals, reward_policy=policy
+            ),
         ).ok
     for model in sim.state.models():
-        for who in WHO[:3]:
+        for who in WHO[:5]:
             t = Transfer(who, model.pool, 100, model.stake_asset)
             assert sim.call(who, encoders.stake(model.id, 100, model.stake_asset), (t,)).ok
             ledger[model.id] = ledger.get(model.id, 0) + 100
+    for mid in (2, 3):
+        pid = sim.call(WHO[0], encoders.propose(mid, ApproveModel(), 1)).entity_id
+        assert sim.call(WHO[0], encoders.vote(pid, True)).ok
+    sim.tick(2)
+    for mid in (2, 3):
+        assert sim.call(WHO[0], encoders.start_training(mid)).ok
     sim.tick()
 
 
@@ -242,6 +364,19 @@ def check_invariants(state: State, ledger: dict[int, int]) -> None:
         assert 0 <= t.escrow <= t.budget
     for p in state.pending_payouts():
         assert p.amount > 0
+    live: set[int] = set()
+    for r in state.rounds():
+        if r.status in ("open", "aggregating"):
+            assert r.model_id not in live, r  # one live round per model
+            live.add(r.model_id)
+            deadline = r.submit_deadline if r.status == "open" else r.aggregate_deadline
+            assert state.last_block + 1 < deadline, r  # nothing outlives its deadlines
+            assert r.escrow == r.reward
+        else:
+            assert r.escrow == 0
+        if r.status == "finalized":
+            assert sum(r.rewards.values()) == r.reward + sum(r.slashes.values()), r
+        assert all(v >= 0 for v in (*r.rewards.values(), *r.slashes.values()))
 
 
 @settings(
