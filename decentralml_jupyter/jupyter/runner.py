@@ -52,6 +52,25 @@ class Runner:
         return cli.build_parser(PROG)
 
 
+class MagicRunner:
+    """A runner that follows the loaded magic's `%config` at each call, for widgets made with
+    no runner: `%config DFMLMagics.key = "//Bob"` then makes a vote button vote as Bob."""
+
+    def __call__(self, args: Sequence[str], progress: Callable[[str], None] | None = None) -> Any:
+        return current_runner()(args, progress=progress)
+
+    def parser(self):
+        return current_runner().parser()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "key":  # the key stays with the magic
+            raise AttributeError(name)
+        return getattr(current_runner(), name)
+
+    def __repr__(self) -> str:
+        return f"MagicRunner(url={current_runner().url!r})"
+
+
 def current_runner() -> Runner:
     """The loaded `%dfml` magic's runner (its `%config`), else one from the environment."""
     try:

@@ -16,7 +16,7 @@ from ..errors import DfmlError
 from . import svg
 from .commands import has_verb
 from .results import _CSS, receipt_html, table_html, value_html
-from .runner import Runner, current_runner
+from .runner import MagicRunner, Runner
 
 RunFn = Callable[[Sequence[str]], Any]
 FINAL_ROUND_STATES = ("finalized", "failed")
@@ -33,7 +33,7 @@ class _Widget(w.VBox):
     """Shared plumbing: the runner, a status line for errors and receipts, and safe calls."""
 
     def __init__(self, runner: RunFn | None = None, **kwargs: Any) -> None:
-        self.runner: RunFn = runner if runner is not None else current_runner()
+        self.runner: RunFn = runner if runner is not None else MagicRunner()
         self.status = w.HTML()
         super().__init__(**kwargs)
 
@@ -177,7 +177,7 @@ def _metric_points(history: Sequence[Mapping], metric: str) -> list[tuple[float,
     for i, r in enumerate(history):
         value = (r.get("metrics") or {}).get(metric)
         if isinstance(value, int | float):
-            x = r.get("round", r.get("round_id", i + 1))
+            x = _first(r, "number", "round", "round_id", default=i + 1)
             points.append((float(x) if isinstance(x, int | float) else float(i + 1), value))
     return points
 
@@ -405,6 +405,7 @@ class RoundDashboard(_Widget):
             + (f" of model {html.escape(str(r['model_id']))}" if r.get("model_id") else "")
             + f' — <b style="color:{color}">{html.escape(state)}</b>'
             + (f" · {shown}" if shown else "")
+            + (f" · {html.escape(str(r['note']))}" if r.get("note") else "")
             + (
                 f' · aggregate <span class="dfml-mono">{html.escape(str(r["aggregate_cid"]))}'
                 "</span>"
