@@ -206,6 +206,10 @@ def cmd_model_submit(args):
     arch_cid, weights_cid = store.put(spec), store.put(weights)
     with _protocol(args) as proto:
         validators = [proto.chain.address(v) for v in args.validator]
+        if not validators:  # on a dev network, its validators judge the model by default
+            from .agents import devnet
+
+            validators = devnet.validator_addresses(args.url)
         sub = proto.register_model(
             args.key,
             args.name or Path(args.path).stem,
@@ -355,6 +359,178 @@ def cmd_task_reject(args):
         return _tx(proto.reject_submission(args.key, args.submission, args.reason))
 
 
+def cmd_round_start(args):
+    from .protocol import encoders
+
+    spec = encoders.round_spec(
+        args.clients,
+        args.min_clients,
+        submit_blocks=args.deadline,
+        aggregate_blocks=args.aggregate_deadline,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        clip_norm=args.clip_norm,
+        noise_multiplier=args.noise_multiplier,
+        reward=args.reward,
+    )
+    with _protocol(args) as proto:
+        sub = proto.start_round(args.key, args.model, spec)
+        return _tx(sub, round_id=sub.created_id("round"))
+
+
+def _round(proto, round_id: int):
+    rnd = proto.state().round(round_id)
+    if rnd is None:
+        raise UsageError(f"no round {round_id}", hint="see: dfml round history MODEL")
+    return rnd
+
+
+def cmd_round_status(args):
+    with _protocol(args) as proto:
+        return round_json(_round(proto, args.id))
+
+
+def round_json(rnd) -> dict:
+    keys = (
+        "round_id",
+        "model_id",
+        "status",
+        "selected",
+        "submitted",
+        "aggregate_cid",
+        "metrics",
+        "rewards",
+        "slashes",
+    )
+    full = rnd.to_json()
+    out = {k: full[k] for k in keys}
+    out["deadlines"] = {"submit": rnd.submit_deadline, "aggregate": rnd.aggregate_deadline}
+    out["number"], out["note"] = rnd.number, rnd.note
+    return out
+
+
+def cmd_round_watch(args):
+    import time
+
+    deadline = time.monotonic() + args.timeout
+    with _protocol(args) as proto:
+        last = None
+        while True:
+            rnd = _round(proto, args.id)
+            line = (rnd.status, len(rnd.submitted), len(rnd.attestations))
+            if line != last:
+                _progress(
+                    f"round {rnd.round_id}: {rnd.status}, {len(rnd.submitted)}/"
+                    f"{len(rnd.selected)} updates, {len(rnd.attestations)} attestations"
+                )
+                last = line
+            if rnd.status in ("finalized", "failed"):
+                return round_json(rnd)
+            if time.monotonic() > deadline:
+                raise DfmlError(
+                    f"round {args.id} still {rnd.status} after {args.timeout:.0f} s",
+                    hint="is the dev network running? dfml devnet status; then watch again",
+                )
+            time.sleep(0.5)
+
+
+def cmd_round_history(args):
+    with _protocol(args) as proto:
+        return [round_json(r) for r in proto.state().round_history(args.model)]
+
+
+def _global_weights(proto, store, model_id: int, round_number: int | None):
+    model = proto.state().model(model_id)
+    if model is None:
+        raise UsageError(f"no model {model_id}", hint="list them with: dfml model list")
+    cid = model.global_cid
+    if round_number is not None:
+        if round_number == 0:
+            cid = model.weights_cid
+        else:
+            rounds = [r for r in proto.state().round_history(model_id) if r.number == round_number]
+            if not rounds:
+                raise UsageError(
+                    f"model {model_id} has no finalized round {round_number}",
+                    hint=f"its rounds: dfml round history {model_id}",
+                )
+            cid = rounds[0].aggregate_cid
+    return model, cid, store.get(model.architecture_cid), store.get(cid)
+
+
+def cmd_model_fetch(args):
+    from . import fl
+
+    store = _store(args)
+    with _protocol(args) as proto:
+        _, cid, spec, weights = _global_weights(proto, store, args.id, args.round)
+    model = fl.model_from_spec(spec)
+    model.set_weights(fl.weights_from_bytes(weights))
+    out = Path(args.out)
+    if out.suffix != ".keras":
+        raise UsageError(f"{args.out} must end in .keras", hint="e.g. --out model.keras")
+    model.save(out)
+    return {"path": str(out), "cid": cid}
+
+
+def cmd_model_predict(args):
+    import numpy as np
+
+    from . import fl
+
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"cannot read {args.input} as a .npy array: {exc}", hint="save inputs with np.save"
+        ) from None
+    store = _store(args)
+    with _protocol(args) as proto:
+        _, cid, spec, weights = _global_weights(proto, store, args.id, None)
+    probs = fl.predict(spec, fl.weights_from_bytes(weights), np.asarray(x, dtype=np.float32))
+    return {"predictions": np.asarray(probs).argmax(axis=-1).tolist(), "cid": cid}
+
+
+def cmd_devnet_up(args):
+    from .agents import devnet
+
+    return devnet.up(
+        args.url,
+        args.storage,
+        workers=args.workers,
+        validators=args.validators,
+        base_path=args.base_path,
+        dataset=args.dataset,
+        partition=args.partition,
+        seed=args.seed,
+        attackers=args.attackers,
+        attack=args.attack,
+        clock=args.clock,
+        progress=_progress,
+    )
+
+
+def cmd_devnet_status(args):
+    from .agents import devnet
+
+    return devnet.status(args.url)
+
+
+def cmd_devnet_down(args):
+    from .agents import devnet
+
+    return devnet.down(args.url)
+
+
+def cmd_agent(args):
+    from .agents import validator, worker
+
+    module = worker if args.verb == "worker" else validator
+    module.main(["--url", args.url, "--storage", args.storage, "--key", args.key, *args.agent_args])
+    return {"stopped": True}
+
+
 # -- parser -----------------------------------------------------------------------------------
 
 
@@ -447,6 +623,54 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
     show.add_argument("id", type=_model_id)
     start = _add(m_sub, "start", cmd_model_start, "move an approved model to training")
     start.add_argument("id", type=_model_id)
+
+    fetch = _add(m_sub, "fetch", cmd_model_fetch, "save the global model as a .keras file")
+    fetch.add_argument("id", type=_model_id)
+    fetch.add_argument("--round", type=int, default=None, help="that round's model (0: initial)")
+    fetch.add_argument("--out", required=True)
+    pred = _add(m_sub, "predict", cmd_model_predict, "predict classes with the global model")
+    pred.add_argument("id", type=_model_id)
+    pred.add_argument("--input", required=True, help="a .npy array of inputs")
+
+    rnd = verbs.add_parser("round", help="federated rounds: start, status, watch, history")
+    r_sub = rnd.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    rs = _add(r_sub, "start", cmd_round_start, "start a round of a training model")
+    rs.add_argument("model", type=_model_id)
+    rs.add_argument("--clients", type=int, default=4, help="workers to select")
+    rs.add_argument("--min-clients", type=int, default=None, help="default: --clients")
+    rs.add_argument("--deadline", type=int, default=0, help="blocks to submit (0: protocol's)")
+    rs.add_argument("--aggregate-deadline", type=int, default=0, help="blocks to attest")
+    rs.add_argument("--epochs", type=int, default=1)
+    rs.add_argument("--batch-size", type=int, default=32)
+    rs.add_argument("--lr", type=float, default=0.05)
+    rs.add_argument("--reward", type=int, default=0, help="budget paid to contributors")
+    rs.add_argument("--clip-norm", type=float, default=None, help="DP: clip updates to this")
+    rs.add_argument("--noise-multiplier", type=float, default=None, help="DP: noise scale")
+    rst = _add(r_sub, "status", cmd_round_status, "a round's progress and results")
+    rst.add_argument("id", type=_model_id)
+    rw = _add(r_sub, "watch", cmd_round_watch, "follow a round until it ends")
+    rw.add_argument("id", type=_model_id)
+    rw.add_argument("--timeout", type=float, default=600.0)
+    rh = _add(r_sub, "history", cmd_round_history, "every round of a model")
+    rh.add_argument("model", type=_model_id)
+
+    dn = verbs.add_parser("devnet", help="the dev network: chain, storage, workers, validators")
+    d_sub = dn.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    dup = _add(d_sub, "up", cmd_devnet_up, "start chain, storage and every agent")
+    dup.add_argument("--workers", type=int, default=4)
+    dup.add_argument("--validators", type=int, default=3)
+    dup.add_argument("--base-path", default=None)
+    dup.add_argument("--dataset", default="digits")
+    dup.add_argument("--partition", default="iid", help="iid or dirichlet:ALPHA")
+    dup.add_argument("--seed", type=int, default=0)
+    dup.add_argument("--attackers", type=int, default=0, help="poisoning workers (last N)")
+    dup.add_argument("--attack", choices=["label_flip", "scale"], default="label_flip")
+    dup.add_argument("--clock", type=float, default=3.0, help="seconds per idle block")
+    _add(d_sub, "status", cmd_devnet_status, "every process of the dev network")
+    _add(d_sub, "down", cmd_devnet_down, "stop every process of the dev network")
+    for role in ("worker", "validator"):
+        ag = _add(verbs, role, cmd_agent, f"run a {role} in the foreground (Ctrl-C stops)")
+        ag.add_argument("agent_args", nargs=argparse.REMAINDER, help="--dataset, --index, ...")
 
     st = _add(verbs, "stake", cmd_stake, "stake on a model (a transfer into its pool)")
     st.add_argument("model", type=_model_id)

@@ -140,6 +140,15 @@ class ProtocolClient:
     def reject_submission(self, key, submission_id: int, reason: str = "") -> Submitted:
         return self.submit(key, encoders.reject_submission(submission_id, reason))
 
+    def start_round(self, key, model_id: int, spec) -> Submitted:
+        """Start a round; its reward budget moves into the model's pool in the same batch."""
+        model = self._model(model_id)
+        transfers = [(model.pool, spec.reward, model.stake_asset)] if spec.reward else []
+        return self.submit(key, encoders.start_round(model_id, spec), transfers)
+
+    def submit_update(self, key, round_id: int, cid: str, num_examples: int) -> Submitted:
+        return self.submit(key, encoders.submit_update(round_id, cid, num_examples))
+
     # -- payouts ----------------------------------------------------------------------------
 
     def payout_call(self, payout: Payout):

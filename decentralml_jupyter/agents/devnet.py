@@ -1,0 +1,239 @@
+"""The dev network: the dev chain, the storage service, and every worker and validator as its
+own process (plus a block clock), with pids and logs in one directory, stopped by pid.
+
+Validators are the dev accounts Dev1..DevK, workers DevK+1..DevK+N; each worker holds one
+partition of the dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .. import config
+from ..chain import devchain
+from ..errors import DfmlError, UsageError
+from ..storage import storage_down, storage_status, storage_up
+
+
+def _state_file(port: int) -> Path:
+    return config.run_dir() / f"devnet-{port}.json"
+
+
+def load(port: int) -> dict | None:
+    f = _state_file(port)
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def _start(cmd: list[str], log: Path) -> int:
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives the command that started it
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+    return proc.pid
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                os.waitpid(pid, os.WNOHANG)
+                return False
+        return True
+    except (OSError, ChildProcessError):
+        return False
+
+
+def _agent_cmd(module: str, url: str, storage: str, key: str, extra: list[str]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        f"decentralml_jupyter.agents.{module}",
+        "--url",
+        url,
+        "--storage",
+        storage,
+        "--key",
+        key,
+        *extra,
+    ]
+
+
+def up(
+    url: str = config.DEFAULT_URL,
+    storage: str = config.DEFAULT_STORAGE,
+    *,
+    workers: int = 4,
+    validators: int = 3,
+    base_path: str | None = None,
+    dataset: str = "digits",
+    partition: str = "iid",
+    seed: int = 0,
+    attackers: int = 0,
+    attack: str = "label_flip",
+    clock: float = 3.0,
+    progress=None,
+) -> dict:
+    """Start everything; returns CLI.md's devnet JSON once the chain and storage answer."""
+    if workers < 1 or validators < 1:
+        raise UsageError("a dev network needs at least 1 worker and 1 validator")
+    if attackers > workers:
+        raise UsageError("--attackers cannot exceed --workers")
+    port = urlparse(url).port or 9944
+    if load(port) and any(_alive(p["pid"]) for p in _processes(load(port))):
+        raise DfmlError(
+            f"a dev network is already running on {url}", hint="stop it first: dfml devnet down"
+        )
+    work = Path(base_path) if base_path else config.home() / f"devnet-{port}"
+    work.mkdir(parents=True, exist_ok=True)
+    logs = work / "logs"
+    logs.mkdir(exist_ok=True)
+    chain = devchain.up(
+        port=port,
+        base_path=str(work / "chain") if base_path else None,
+        accounts=validators + workers,
+        progress=progress,
+    )
+    try:
+        st_port = urlparse(storage).port or 5001
+        store = storage_up(port=st_port, repo=work / "ipfs")
+        record: dict = {
+            "url": url,
+            "storage": store["url"],
+            "work_dir": str(work),
+            "validators": [],
+            "workers": [],
+            "clock": None,
+        }
+        common = ["--dataset", dataset, "--seed", str(seed)]
+        for i in range(1, validators + 1):
+            name = f"Dev{i}"
+            cmd = _agent_cmd(
+                "validator",
+                url,
+                store["url"],
+                f"//{name}",
+                [*common, "--index-db", str(work / f"index-{name}.sqlite")],
+            )
+            pid = _start(cmd, logs / f"validator-{name}.log")
+            record["validators"].append({"name": name, "pid": pid})
+        for j in range(workers):
+            name = f"Dev{validators + 1 + j}"
+            extra = [
+                *common,
+                "--index",
+                str(j),
+                "--workers",
+                str(workers),
+                "--partition",
+                partition,
+                "--index-db",
+                str(work / f"index-{name}.sqlite"),
+            ]
+            if j >= workers - attackers:
+                extra += ["--attack", attack]
+            pid = _start(
+                _agent_cmd("worker", url, store["url"], f"//{name}", extra),
+                logs / f"worker-{name}.log",
+            )
+            record["workers"].append(
+                {
+                    "name": name,
+                    "pid": pid,
+                    "index": j,
+                    "attack": attack if j >= workers - attackers else None,
+                }
+            )
+        if clock > 0:
+            pid = _start(
+                [
+                    sys.executable,
+                    "-m",
+                    "decentralml_jupyter.agents.clock",
+                    "--url",
+                    url,
+                    "--interval",
+                    str(clock),
+                ],
+                logs / "clock.log",
+            )
+            record["clock"] = {"pid": pid}
+    except BaseException:
+        _stop_all(load(port) or {})
+        devchain.down(port)
+        raise
+    _state_file(port).write_text(json.dumps(record))
+    return status(url) | {"chain": chain}
+
+
+def _processes(record: dict) -> list[dict]:
+    procs = [*record.get("validators", []), *record.get("workers", [])]
+    if record.get("clock"):
+        procs.append(record["clock"])
+    return procs
+
+
+def _stop_all(record: dict, timeout: float = 15.0) -> None:
+    procs = [p for p in _processes(record) if _alive(p["pid"])]
+    for p in procs:
+        os.kill(p["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(_alive(p["pid"]) for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for p in procs:
+        if _alive(p["pid"]):
+            os.kill(p["pid"], signal.SIGKILL)
+
+
+def _addresses(names: list[dict]) -> list[dict]:
+    from ..chain.keys import load_keypair
+
+    return [
+        {**n, "address": load_keypair(f"//{n['name']}").ss58_address, "running": _alive(n["pid"])}
+        for n in names
+    ]
+
+
+def status(url: str = config.DEFAULT_URL) -> dict:
+    port = urlparse(url).port or 9944
+    record = load(port)
+    if record is None:
+        raise DfmlError(f"no dev network was started on {url}", hint="start one: dfml devnet up")
+    return {
+        "chain": devchain.status(url),
+        "storage": storage_status(record["storage"]),
+        "workers": _addresses(record["workers"]),
+        "validators": _addresses(record["validators"]),
+        "clock": record.get("clock"),
+        "logs": str(Path(record["work_dir"]) / "logs"),
+    }
+
+
+def validator_addresses(url: str) -> list[str]:
+    """The running dev network's validators on ``url`` (none if there is none)."""
+    record = load(urlparse(url).port or 9944)
+    return [v["address"] for v in _addresses(record["validators"])] if record else []
+
+
+def down(url: str = config.DEFAULT_URL) -> dict:
+    port = urlparse(url).port or 9944
+    record = load(port)
+    if record is not None:
+        _stop_all(record)
+        storage_down(record["storage"])
+        _state_file(port).unlink(missing_ok=True)
+    devchain.down(port)
+    return {"stopped": True}

@@ -1,0 +1,169 @@
+"""The validator: when a round of one of its models closes, it fetches every update, checks it
+(shapes, finite values, norm outliers), aggregates the accepted ones with the model's strategy,
+scores each contribution on held-out data, uploads the aggregate and attests. It also approves
+the payouts its pool owes, each derived from its own replay of the chain.
+
+Validators of a model hold the same held-out split and compute deterministically, so honest
+validators attest identical results and k of them finalize the round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+from ..errors import DfmlError
+from ..fl.checks import delta_norm
+from ..protocol import encoders
+from ..protocol.state import State
+from .base import Agent, run_agent
+
+# An accepted update may move the model at most this many times the median update's distance:
+# scaled (boosted) updates stand out, honest non-IID ones stay well inside.
+NORM_OUTLIER_FACTOR = 4.0
+
+
+class Validator(Agent):
+    role = "validator"
+
+    def __init__(
+        self, url: str, storage: str, key: str, *, dataset: str = "digits", seed: int = 0, **kw
+    ):
+        super().__init__(url, storage, key, **kw)
+        from .. import fl
+
+        data = fl.load_dataset(dataset, seed=seed)
+        self.x_val, self.y_val = data.x_val, data.y_val
+        self.max_examples = len(data.y_train)
+        self.attested: set[int] = set()
+        self.approved: set[int] = set()
+
+    def step(self, state: State) -> None:
+        for rnd in state.rounds():
+            if rnd.status != "aggregating" or rnd.round_id in self.attested:
+                continue
+            model = state.model(rnd.model_id)
+            if self.address not in model.validators:
+                continue
+            if any(a.validator == self.address for a in rnd.attestations):
+                self.attested.add(rnd.round_id)
+                continue
+            self.attest(state, rnd)
+        self.approve_payouts(state)
+
+    def evaluate(self, spec: bytes, weights) -> dict[str, float]:
+        from .. import fl
+
+        return fl.evaluate(spec, weights, self.x_val, self.y_val)
+
+    def judge(self, state: State, rnd):
+        """(aggregate weights, metrics, contributions, rejections) of a closed round."""
+        from .. import fl
+
+        model = state.model(rnd.model_id)
+        spec = self.spec(model.architecture_cid)
+        base = fl.weights_from_bytes(self.store.get(rnd.base_cid))
+        accepted, rejected, norms = [], {}, {}
+        for u in sorted(rnd.updates, key=lambda u: u.worker):
+            try:
+                weights = fl.weights_from_bytes(self.store.get(u.cid))
+            except DfmlError as err:
+                rejected[u.worker] = f"unreadable update: {err}"[:120]
+                continue
+            update = fl.ClientUpdate(u.worker, weights, u.num_examples)
+            check = fl.check_update(base, update, max_examples=self.max_examples)
+            if not check.accepted:
+                rejected[u.worker] = check.reason[:120]
+                continue
+            accepted.append(update)
+            norms[u.worker] = delta_norm(base, weights)
+        if len(accepted) >= 3:
+            bound = NORM_OUTLIER_FACTOR * statistics.median(norms.values())
+            for u in list(accepted):
+                if norms[u.client_id] > bound:
+                    accepted.remove(u)
+                    rejected[u.client_id] = (
+                        f"update norm {norms[u.client_id]:.3g} exceeds {bound:.3g} "
+                        f"({NORM_OUTLIER_FACTOR:g}x the median)"
+                    )
+        if not accepted:
+            return base, self.evaluate(spec, base), {}, rejected
+        strategy = fl.make_strategy(model.strategy)
+        weights = strategy.aggregate(base, accepted)
+        metrics = self.evaluate(spec, weights)
+        contributions = fl.leave_one_out(
+            strategy, base, accepted, lambda w: self.evaluate(spec, w), metric="loss"
+        )
+        return weights, metrics, contributions, rejected
+
+    def attest(self, state: State, rnd) -> str:
+        from .. import fl
+
+        weights, metrics, contributions, rejected = self.judge(state, rnd)
+        cid = self.store.put(fl.weights_to_bytes(weights))
+        remark = encoders.attest_remark(
+            rnd.round_id,
+            cid,
+            accuracy=metrics["accuracy"],
+            loss=metrics["loss"],
+            contributions=contributions,
+            rejected=rejected,
+        )
+        self.proto.submit(self.key, remark)
+        self.attested.add(rnd.round_id)
+        self.log.info(
+            "round %d: attested %s (accuracy %.4f, %d accepted, %d rejected)",
+            rnd.round_id,
+            cid,
+            metrics["accuracy"],
+            len(contributions),
+            len(rejected),
+        )
+        return cid
+
+    def approve_payouts(self, state: State) -> None:
+        for payout in state.pending_payouts(ready_only=True):
+            if payout.id in self.approved:
+                continue
+            model = state.model(payout.model_id)
+            if model is None or self.address not in model.validators or payout.pool != model.pool:
+                continue
+            if len(model.validators) >= 2:
+                pending = self.chain.multisig_pending(
+                    model.validators, model.pool_threshold, self.proto.payout_call(payout)
+                )
+                if pending and self.address in pending.get("approvals", []):
+                    self.approved.add(payout.id)
+                    continue
+            try:
+                self.proto.approve_payout(self.key, payout.id)
+                self.log.info("approved payout %d (%s %d)", payout.id, payout.reason, payout.amount)
+            except DfmlError as err:
+                # another validator may have executed it meanwhile: the next replay tells
+                self.log.info("payout %d not approved: %s", payout.id, err)
+            self.approved.add(payout.id)
+
+
+def build_parser(prog: str = "dfml validator") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__)
+    p.add_argument("--url", required=True)
+    p.add_argument("--storage", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--index-db", default=None)
+    p.add_argument("--poll", type=float, default=0.5)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    v = Validator(
+        a.url, a.storage, a.key, dataset=a.dataset, seed=a.seed, index_db=a.index_db, poll=a.poll
+    )
+    return run_agent(v)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
