@@ -201,6 +201,8 @@ def _model_artifacts(path: str) -> tuple[bytes, bytes]:
 
 
 def cmd_model_submit(args):
+    from .protocol import RewardPolicy
+
     spec, weights = _model_artifacts(args.path)
     store = _store(args)
     arch_cid, weights_cid = store.put(spec), store.put(weights)
@@ -222,6 +224,7 @@ def cmd_model_submit(args):
             strategy=args.strategy,
             stake_asset=args.stake_asset,
             validators=validators,
+            reward_policy=RewardPolicy(args.reward_policy, args.round_reward, args.slash_permill),
         )
         model_id = sub.created_id("model")
         pool = proto.state().model(model_id).pool
@@ -618,6 +621,11 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
     sub.add_argument("--jurisdiction", action="append", default=[], help="repeatable")
     sub.add_argument("--validator", action="append", default=[], help="repeatable")
     sub.add_argument("--stake-asset", type=int, default=None, help="Assets id for stakes")
+    sub.add_argument("--reward-policy", choices=["proportional", "equal"], default="proportional")
+    sub.add_argument("--round-reward", type=int, default=0, help="minimum budget of a round")
+    sub.add_argument(
+        "--slash-permill", type=int, default=0, help="stake share slashed for a bad update"
+    )
     _add(m_sub, "list", cmd_model_list, "every model")
     show = _add(m_sub, "show", cmd_model_show, "one model")
     show.add_argument("id", type=_model_id)

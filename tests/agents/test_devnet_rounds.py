@@ -1,0 +1,143 @@
+"""Federated rounds on the real dev network: every worker and validator its own process,
+updates on the real storage service, results on the real dev chain.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from decentralml_jupyter.cli import run
+from tests.conftest import free_port
+
+UNIT = 10**12
+
+
+def wait_until(predicate, timeout: float = 180.0, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory):
+    """5 workers (the last one sends scaled updates) and 3 validators; a trained-ready model."""
+    from decentralml_jupyter import fl
+
+    url, storage = f"ws://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+
+    def dfml(*args, key="//Alice"):
+        return run(["--url", url, "--storage", storage, "--key", key, *args])
+
+    info = dfml(
+        "devnet",
+        "up",
+        "--workers",
+        "5",
+        "--validators",
+        "3",
+        "--attackers",
+        "1",
+        "--attack",
+        "scale",
+        "--clock",
+        "1",
+    )
+    try:
+        path = tmp_path_factory.mktemp("model") / "digits.keras"
+        fl.mlp(64, 10, hidden=(32,)).save(path)
+        sub = dfml("model", "submit", str(path), "--slash-permill", "500")
+        mid = str(sub["model_id"])
+        wait_until(lambda: len(dfml("stakes", "--model", mid)) == 5)  # workers staked
+        pid = dfml("propose", mid, "ApproveModel", "--deadline", "2")["proposal_id"]
+        dfml("vote", str(pid), "aye", key="//Dev4")
+        wait_until(lambda: dfml("model", "show", mid)["status"] == "approved")
+        dfml("model", "start", mid)
+        yield dfml, info, mid, sub
+    finally:
+        dfml("devnet", "down")
+
+
+def test_a_round_trains_aggregates_pays_and_slashes(net, tmp_path):
+    dfml, info, mid, sub = net
+    attacker = next(w["address"] for w in info["workers"] if w["attack"])
+    honest = [w["address"] for w in info["workers"] if not w["attack"]]
+    start = dfml(
+        "round",
+        "start",
+        mid,
+        "--clients",
+        "5",
+        "--epochs",
+        "2",
+        "--reward",
+        str(100 * UNIT),
+        "--deadline",
+        "60",
+        "--aggregate-deadline",
+        "60",
+    )
+    rid = str(start["round_id"])
+    final = dfml("round", "watch", rid, "--timeout", "300")
+    assert final["status"] == "finalized", final
+    assert set(final["submitted"]) == set(honest) | {attacker}
+    # the scaled update was caught and slashed; honest workers share the whole pot
+    assert final["slashes"].get(attacker, 0) > 0
+    assert attacker not in final["rewards"] or final["rewards"][attacker] == 0
+    assert sum(final["rewards"].values()) == 100 * UNIT + final["slashes"][attacker]
+    assert max(final["rewards"].values()) > 0
+    # the model advanced to the attested aggregate, which beats the initial weights
+    model = dfml("model", "show", mid)
+    assert model["global_cid"] == final["aggregate_cid"] and model["round"] == 1
+    assert final["metrics"]["accuracy"] > 0.3
+
+    # validators pay the rewards out of the multisig pool
+    def paid():
+        rows = [p for p in dfml("payouts") if p["reason"] == "round_reward"]
+        return rows and all(p["status"] == "paid" for p in rows)
+
+    wait_until(paid, timeout=120)
+    # the trained model can be fetched and used
+    out = tmp_path / "trained.keras"
+    fetched = dfml("model", "fetch", mid, "--out", str(out))
+    assert fetched["cid"] == final["aggregate_cid"] and out.exists()
+    from decentralml_jupyter import fl
+
+    data = fl.load_dataset("digits")
+    np.save(tmp_path / "x.npy", data.x_test[:50])
+    preds = dfml("model", "predict", mid, "--input", str(tmp_path / "x.npy"))["predictions"]
+    assert len(preds) == 50 and np.mean(np.array(preds) == data.y_test[:50]) > 0.3
+
+
+def test_a_dead_worker_and_an_offline_validator_do_not_stop_a_round(net):
+    dfml, info, mid, _ = net
+    victim = next(w for w in info["workers"] if not w["attack"])
+    os.kill(victim["pid"], signal.SIGKILL)
+    os.kill(info["validators"][0]["pid"], signal.SIGKILL)
+    start = dfml(
+        "round",
+        "start",
+        mid,
+        "--clients",
+        "5",
+        "--min-clients",
+        "3",
+        "--deadline",
+        "15",
+        "--aggregate-deadline",
+        "60",
+    )
+    final = dfml("round", "watch", str(start["round_id"]), "--timeout", "300")
+    assert final["status"] == "finalized", final
+    assert victim["address"] in final["selected"] and victim["address"] not in final["submitted"]
+    assert dfml("model", "show", mid)["round"] == 2
+    status = dfml("devnet", "status")
+    assert not next(w for w in status["workers"] if w["name"] == victim["name"])["running"]
