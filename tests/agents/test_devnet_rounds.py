@@ -57,8 +57,9 @@ def net(tmp_path_factory):
         sub = dfml("model", "submit", str(path), "--slash-permill", "500")
         mid = str(sub["model_id"])
         wait_until(lambda: len(dfml("stakes", "--model", mid)) == 5)  # workers staked
-        pid = dfml("propose", mid, "ApproveModel", "--deadline", "2")["proposal_id"]
+        pid = dfml("propose", mid, "ApproveModel", "--deadline", "30")["proposal_id"]
         dfml("vote", str(pid), "aye", key="//Dev4")
+        dfml("chain", "advance", "31")  # let the voting period pass
         wait_until(lambda: dfml("model", "show", mid)["status"] == "approved")
         dfml("model", "start", mid)
         yield dfml, info, mid, sub
