@@ -315,6 +315,17 @@ def cmd_payouts(args):
         return [p.to_json() for p in rows]
 
 
+def cmd_pools(args):
+    with _protocol(args) as proto:
+        out = []
+        for pool in proto.state().pools():
+            row = pool.to_json()
+            if pool.asset_id is None:  # what the chain holds, beside what the protocol owes
+                row["on_chain"] = proto.chain.balance(pool.pool).free
+            out.append(row)
+        return out
+
+
 def cmd_payout_approve(args):
     with _protocol(args) as proto:
         receipt = proto.approve_payout(args.key, args.id)
@@ -706,6 +717,7 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
     er.add_argument("--account", default=None)
     po = _add(verbs, "payouts", cmd_payouts, "value owed out of pools")
     po.add_argument("--pending", action="store_true")
+    _add(verbs, "pools", cmd_pools, "model pools: on-chain balance beside what they owe")
     payout = verbs.add_parser("payout", help="approve a payout as a pool signatory")
     pay_sub = payout.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     pa = _add(pay_sub, "approve", cmd_payout_approve, "approve (or execute) a pending payout")

@@ -132,3 +132,31 @@ def test_indexer_resumes_without_rereading(proto, tmp_path, devchain_url):
     assert reopened.block_number >= done + 2
     reopened.close()
     proto.indexer = Indexer(proto.chain, tmp_path / "index.sqlite")
+
+
+def test_task_lifecycle_pays_accepted_work_and_refunds_the_rest(proto):
+    chain = proto.chain
+    model_id = proto.register_model("//Alice", "m5", CID_A, CID_W).created_id("model")
+    pool = proto.state().model(model_id).pool  # custodial: the owner's account until validators
+    task = proto.create_task("//Alice", model_id, "data_annotator", 4 * UNIT, 2, 12)
+    task_id = task.created_id("task")
+    assert proto.state().task(task_id).escrow == 8 * UNIT
+    proto.assign_task("//Bob", task_id)
+    proto.assign_task("//Charlie", task_id)
+    with pytest.raises(ProtocolRejected):
+        proto.assign_task("//Dave", task_id)  # both slots taken
+    sub_b = proto.submit_result("//Bob", task_id, CID_A).created_id("submission")
+    sub_c = proto.submit_result("//Charlie", task_id, CID_W).created_id("submission")
+    with pytest.raises(ProtocolRejected):
+        proto.accept_submission("//Bob", sub_b)  # only the creator decides (manual)
+    proto.accept_submission("//Alice", sub_b)
+    proto.reject_submission("//Alice", sub_c, "labels are off")
+    state = proto.state()
+    reward = next(p for p in state.pending_payouts() if p.dest == chain.address("Bob"))
+    assert reward.amount == 4 * UNIT and reward.reason == "task_reward" and reward.pool == pool
+    bob_before = chain.balance("Bob").free
+    proto.approve_payout("//Alice", reward.id)  # the custodial pool signs alone
+    assert chain.balance("Bob").free == bob_before + 4 * UNIT
+    chain.new_blocks(12 + proto.state().params.task_review_blocks + 1)
+    refund = [p for p in proto.state().pending_payouts() if p.reason == "task_refund"]
+    assert [p.amount for p in refund if p.model_id == model_id] == [4 * UNIT]
