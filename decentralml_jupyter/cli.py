@@ -451,6 +451,9 @@ def cmd_round_watch(args):
 
 def cmd_round_history(args):
     with _protocol(args) as proto:
+        if args.csv:
+            frame = proto.rounds_frame(args.model)
+            frame.to_csv(args.csv, index=False)
         return [round_json(r) for r in proto.state().round_history(args.model)]
 
 
@@ -672,6 +675,7 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
     rw.add_argument("--timeout", type=float, default=600.0)
     rh = _add(r_sub, "history", cmd_round_history, "every round of a model")
     rh.add_argument("model", type=_model_id)
+    rh.add_argument("--csv", default=None, help="also write one row per (round, worker) here")
 
     dn = verbs.add_parser("devnet", help="the dev network: chain, storage, workers, validators")
     d_sub = dn.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)

@@ -149,6 +149,39 @@ class ProtocolClient:
     def submit_update(self, key, round_id: int, cid: str, num_examples: int) -> Submitted:
         return self.submit(key, encoders.submit_update(round_id, cid, num_examples))
 
+    def rounds_frame(self, model_id: int | None = None):
+        """Every update of every round as a pandas DataFrame, one row per (round, worker):
+        participants, update and aggregate CIDs, accuracy and loss, rewards and slashes."""
+        import pandas as pd
+
+        rows = []
+        for rnd in self.state().rounds(model_id):
+            base = {
+                "round_id": rnd.round_id,
+                "model_id": rnd.model_id,
+                "number": rnd.number,
+                "status": rnd.status,
+                "aggregate_cid": rnd.aggregate_cid,
+                "accuracy": rnd.metrics.get("accuracy"),
+                "loss": rnd.metrics.get("loss"),
+            }
+            by_worker = {u.worker: u for u in rnd.updates}
+            for worker in rnd.selected:
+                u = by_worker.get(worker)
+                rows.append(
+                    {
+                        **base,
+                        "worker": worker,
+                        "update_cid": u.cid if u else None,
+                        "num_examples": u.num_examples if u else 0,
+                        "update_status": u.status if u else "missing",
+                        "reason": u.reason if u else "",
+                        "reward": rnd.rewards.get(worker, 0),
+                        "slash": rnd.slashes.get(worker, 0),
+                    }
+                )
+        return pd.DataFrame(rows)
+
     # -- payouts ----------------------------------------------------------------------------
 
     def payout_call(self, payout: Payout):

@@ -118,7 +118,7 @@ def test_a_round_trains_aggregates_pays_and_slashes(net, tmp_path):
     assert len(preds) == 50 and np.mean(np.array(preds) == data.y_test[:50]) > 0.3
 
 
-def test_a_dead_worker_and_an_offline_validator_do_not_stop_a_round(net):
+def test_a_dead_worker_and_an_offline_validator_do_not_stop_a_round(net, tmp_path):
     dfml, info, mid, _ = net
     victim = next(w for w in info["workers"] if not w["attack"])
     os.kill(victim["pid"], signal.SIGKILL)
@@ -140,5 +140,15 @@ def test_a_dead_worker_and_an_offline_validator_do_not_stop_a_round(net):
     assert final["status"] == "finalized", final
     assert victim["address"] in final["selected"] and victim["address"] not in final["submitted"]
     assert dfml("model", "show", mid)["round"] == 2
+    # the rounds as a table: one row per selected worker
+    csv = tmp_path / "rounds.csv"
+    dfml("round", "history", mid, "--csv", str(csv))
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    last = table[table.round_id == start["round_id"]]
+    assert len(last) == 5
+    assert last.set_index("worker").loc[victim["address"], "update_status"] == "missing"
+    assert (table.groupby("round_id").accuracy.nunique() == 1).all()
     status = dfml("devnet", "status")
     assert not next(w for w in status["workers"] if w["name"] == victim["name"])["running"]
