@@ -14,6 +14,7 @@ from .errors import CodecError
 from .scale import (
     Account,
     Bool,
+    Bytes32,
     Field,
     Option,
     Reader,
@@ -508,6 +509,17 @@ class Attest(Call):
         return "0x" + blake2b(canonical.encode(), digest_size=32).hexdigest()
 
 
+@dataclass(frozen=True)
+class AnnounceKey(Call):
+    """The signer's X25519 public key, with which round peers derive the pairwise masks of
+    secure aggregation; a later announcement replaces the earlier."""
+
+    public_key: str
+    INDEX = 35
+    NAME = "announce_key"
+    SCHEMA = (("public_key", Bytes32()),)
+
+
 CALLS: tuple[type[Call], ...] = (
     RegisterModel,
     StartTraining,
@@ -524,6 +536,7 @@ CALLS: tuple[type[Call], ...] = (
     StartRound,
     SubmitUpdate,
     Attest,
+    AnnounceKey,
 )
 CALL = Variant(*CALLS, what="call")
 

@@ -219,6 +219,11 @@ def attest_remark(
     )
 
 
+def announce_key(public_key: bytes | str) -> bytes:
+    """Publish the signer's X25519 public key for secure aggregation's pairwise masks."""
+    return C.encode_call(C.AnnounceKey(public_key))
+
+
 def payout_calls(payout: Payout) -> list[tuple[str, str, dict[str, object]]]:
     """The canonical calls executing a payout, as (pallet, function, params).
 

@@ -182,6 +182,27 @@ class Account(Field):
         return ss58(r.take(32))
 
 
+class Bytes32(Field):
+    """32 raw bytes on the wire (a public key); a 0x-prefixed hex string in Python."""
+
+    def check(self, value: Any, name: str) -> str:
+        if isinstance(value, bytes | bytearray):
+            value = "0x" + bytes(value).hex()
+        if not isinstance(value, str) or not value.startswith("0x") or len(value) != 66:
+            raise CodecError(f"{name}: expected 32 bytes as 0x-hex")
+        try:
+            bytes.fromhex(value[2:])
+        except ValueError as e:
+            raise CodecError(f"{name}: not hex") from e
+        return value.lower()
+
+    def encode(self, value: str) -> bytes:
+        return bytes.fromhex(value[2:])
+
+    def decode(self, r: Reader) -> str:
+        return "0x" + r.take(32).hex()
+
+
 class Option(Field):
     def __init__(self, inner: Field):
         self.inner = inner

@@ -304,6 +304,7 @@ class State:
         # transfers already backing a call: (block, extrinsic, position, src, dst, amount, asset)
         self._consumed: set[tuple[Any, ...]] = set()
         self._errors: list[dict[str, Any]] = []
+        self._keys: dict[str, str] = {}  # account -> announced X25519 public key (0x-hex)
 
     # ----------------------------------------------------------------- feeding the machine
     @property
@@ -841,6 +842,17 @@ class State:
             self._credit(m.id, m.pool, c.spec.reward)
         return ("round", rid)
 
+    def _announce_key(self, ctx: CallContext, c: C.AnnounceKey) -> None:
+        _require(c.public_key != "0x" + "00" * 32, "the all-zero key would make every mask public")
+        self._keys[ctx.signer] = c.public_key
+        return None
+
+    def public_keys(self, accounts: Any = None) -> dict[str, str]:
+        """Announced X25519 public keys (for secure aggregation), by account."""
+        if accounts is None:
+            return dict(sorted(self._keys.items()))
+        return {a: self._keys[a] for a in accounts if a in self._keys}
+
     def _submit_update(self, ctx: CallContext, c: C.SubmitUpdate) -> tuple[str, int]:
         r = self._rounds.get(c.round_id)
         _require(r is not None, f"unknown round {c.round_id}")
@@ -1013,6 +1025,7 @@ class State:
         C.StartRound: _start_round,
         C.SubmitUpdate: _submit_update,
         C.Attest: _attest,
+        C.AnnounceKey: _announce_key,
     }
 
     # ----------------------------------------------------------------- governance
@@ -1516,6 +1529,7 @@ class State:
             "stakes": [[a, m, v] for (a, m), v in sorted(self._stakes.items())],
             "held": [[m, p, v] for (m, p), v in sorted(self._held.items())],
             "consumed": sorted(list(k) for k in self._consumed),
+            "keys": [[a, k] for a, k in sorted(self._keys.items())],
         }
 
     def state_hash(self) -> str:
@@ -1557,6 +1571,7 @@ class State:
             s._stakes = {(a, m): v for a, m, v in d["stakes"]}
             s._held = {(m, p): v for m, p, v in d["held"]}
             s._consumed = {tuple(k) for k in d["consumed"]}
+            s._keys = {a: k for a, k in d.get("keys", [])}  # snapshots from before keys
             s._errors = list(d["errors"])
         except SnapshotError:
             raise

@@ -468,3 +468,25 @@ def test_quorum_is_the_pool_threshold(validators: int, k: int) -> None:
         assert sim.state.round(rid).status == "aggregating"
         assert attest(sim, vals[i], rid, dict.fromkeys(selected, 1)).ok
     assert sim.state.round(rid).status == "finalized"
+
+
+def test_announced_keys_are_kept_replaced_and_snapshotted():
+    from decentralml_jupyter.protocol import CallContext, State, encoders
+    from decentralml_jupyter.protocol.calls import decode_call
+
+    alice = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
+    s = State()
+    k1, k2 = "0x" + "11" * 32, "0x" + "22" * 32
+    assert s.apply(CallContext(1, "0x01", 0, 0, alice), encoders.announce_key(k1)).ok
+    s.tick(1, "0x01")
+    assert s.public_keys() == {alice: k1}
+    assert s.apply(
+        CallContext(2, "0x02", 0, 0, alice), encoders.announce_key(bytes(32 * [0x22]))
+    ).ok
+    s.tick(2, "0x02")
+    assert s.public_keys([alice, "nobody"]) == {alice: k2}
+    before = s.state_hash()
+    bad = s.apply(CallContext(3, "0x03", 0, 0, alice), encoders.announce_key("0x" + "00" * 32))
+    assert not bad.ok and "zero" in bad.reason and s.state_hash() == before
+    assert State.from_bytes(s.to_bytes()).public_keys() == {alice: k2}
+    assert decode_call(encoders.announce_key(k1)).public_key == k1
