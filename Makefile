@@ -12,7 +12,29 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/dfml chain install
 	touch $@
 
-setup: $(VENV)/.installed
+# The JupyterLab side panel: npm + @jupyter/builder into decentralml_jupyter/labextension/
+# (gitignored), linked into the venv so a rebuild shows after a browser reload. The editable
+# install's build hook may have built it already; then only newer sources rebuild it.
+LABEXT := decentralml_jupyter/labextension/package.json
+LABEXT_SRC := labextension/package.json labextension/tsconfig.json \
+	$(wildcard labextension/src/*.ts labextension/style/*)
+VENV_PATH = PATH="$(abspath $(VENV))/bin:$$PATH"
+
+setup: $(VENV)/.installed $(LABEXT)
+	@test -L $(VENV)/share/jupyter/labextensions/decentralml-jupyter || \
+		$(VENV_PATH) $(VENV)/bin/jupyter-builder develop --overwrite .
+	@# the browser tests drive Debian's Chromium; install it where we may (root with apt-get)
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for the browser tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium >/dev/null) || echo "chromium not installed: browser tests will skip"; \
+	fi
+
+$(LABEXT): $(LABEXT_SRC) | $(VENV)/.installed
+	cd labextension && npm install --no-audit --no-fund --loglevel=error
+	cd labextension && $(VENV_PATH) npm run build:prod
+	touch $@
 
 demo: setup
 	$(PY) scripts/demo.py

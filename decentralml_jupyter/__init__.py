@@ -18,3 +18,13 @@ def unload_ipython_extension(ipython) -> None:
     from .jupyter import unload_ipython_extension as unload
 
     unload(ipython)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The Jupyter server extension (REST for the side panel) lives in `jupyter.server`."""
+    return [{"module": "decentralml_jupyter.jupyter.server"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The prebuilt JupyterLab side panel, for `jupyter labextension develop`."""
+    return [{"src": "labextension", "dest": "decentralml-jupyter"}]

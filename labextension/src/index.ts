@@ -1,0 +1,379 @@
+// The DecentralML side panel: chain status, accounts, models, open proposals (with votes) and
+// recent rounds, read from the server extension's REST API under <base_url>/decentralml/.
+
+import {
+  ILabShell,
+  JupyterFrontEnd,
+  JupyterFrontEndPlugin
+} from '@jupyterlab/application';
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+import { LabIcon } from '@jupyterlab/ui-components';
+import { Message } from '@lumino/messaging';
+import { Widget } from '@lumino/widgets';
+
+const PLUGIN_ID = 'decentralml-jupyter:panel';
+const PANEL_ID = 'decentralml-panel';
+const POLL_MS = 3000;
+// The dev chain's runtime (Rococo Asset Hub) counts 12 decimals; amounts arrive in its
+// smallest unit, which is unreadable at 10^18.
+const DECIMALS = 12;
+
+const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
+<g class="jp-icon3" fill="#616161"><circle cx="12" cy="4" r="2.6"/><circle cx="4.5" cy="18" r="2.6"/>
+<circle cx="19.5" cy="18" r="2.6"/><path d="M11 6.5h2v5.2l5.6 4.2-1.2 1.6-5.4-4-5.4 4-1.2-1.6L11 11.7z"/></g></svg>`;
+
+export const dfmlIcon = new LabIcon({ name: 'decentralml-jupyter:icon', svgstr: ICON_SVG });
+
+interface IChainStatus {
+  url: string;
+  running: boolean;
+  block: number | null;
+  spec_name: string | null;
+  spec_version: number | null;
+}
+
+interface IStatus {
+  chain: IChainStatus;
+  storage: { url: string; running: boolean };
+}
+
+interface IAccount {
+  name: string;
+  address: string;
+  free: number;
+  reserved: number;
+}
+
+interface IModel {
+  id: number;
+  name: string;
+  status: string;
+  round: number;
+  strategy: string;
+  total_stake: number;
+}
+
+interface IProposal {
+  id: number;
+  kind: string;
+  target: number | string;
+  status: string;
+  ayes: number;
+  nays: number;
+  deadline: number;
+}
+
+interface IRound {
+  round_id: number;
+  model_id: number;
+  status: string;
+  selected: string[];
+  submitted: string[];
+  metrics: { accuracy?: number; loss?: number };
+}
+
+/** A failed request in the API's contract: what went wrong and what to do. */
+class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly hint: string
+  ) {
+    super(message);
+  }
+}
+
+/** Calls <base_url>/decentralml/PATH with the page's token and XSRF cookie. */
+export async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const settings = ServerConnection.makeSettings();
+  const url = URLExt.join(settings.baseUrl, 'decentralml', path);
+  let response: Response;
+  try {
+    response = await ServerConnection.makeRequest(url, init, settings);
+  } catch (error) {
+    throw new ApiError(`Jupyter server not reachable: ${error}`, 'is the server running?');
+  }
+  const text = await response.text();
+  let body: any = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  if (!response.ok) {
+    const message = body?.error ?? body?.message ?? `${response.status} ${response.statusText}`;
+    throw new ApiError(message, body?.hint ?? '');
+  }
+  return body as T;
+}
+
+/** A DOM element with text or children; never innerHTML, since names come from the chain. */
+function h(
+  tag: string,
+  attrs: Record<string, string> = {},
+  ...children: (Node | string)[]
+): HTMLElement {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    node.setAttribute(key, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+function tokens(amount: number): string {
+  const value = amount / 10 ** DECIMALS;
+  return value.toLocaleString(undefined, { maximumFractionDigits: 2 });
+}
+
+function short(address: string): string {
+  return address.length > 14 ? `${address.slice(0, 6)}…${address.slice(-4)}` : address;
+}
+
+function table(headers: string[], rows: (Node | string)[][], empty: string): HTMLElement {
+  if (rows.length === 0) {
+    return h('p', { class: 'dfml-empty' }, empty);
+  }
+  return h(
+    'table',
+    { class: 'dfml-table' },
+    h('thead', {}, h('tr', {}, ...headers.map(x => h('th', {}, x)))),
+    h('tbody', {}, ...rows.map(r => h('tr', {}, ...r.map(c => h('td', {}, c)))))
+  );
+}
+
+/** The side panel. Polls `status`; reloads everything else when the block height moves. */
+export class DecentralMLPanel extends Widget {
+  private timer: number | null = null;
+  private lastBlock: number | null | undefined = undefined;
+  private busy = false;
+  private message: HTMLElement | null = null;
+  private readonly sections: Record<string, HTMLElement> = {};
+
+  constructor() {
+    super();
+    this.id = PANEL_ID;
+    this.addClass('dfml-panel');
+    this.title.icon = dfmlIcon;
+    this.title.caption = 'DecentralML';
+    const refresh = h('button', { class: 'dfml-refresh', title: 'Reload now' }, 'Refresh');
+    refresh.addEventListener('click', () => void this.refresh(true));
+    this.node.append(h('header', {}, h('h2', {}, 'DecentralML'), refresh));
+    for (const [key, title] of [
+      ['chain', 'Chain'],
+      ['accounts', 'Accounts'],
+      ['models', 'Models'],
+      ['proposals', 'Open proposals'],
+      ['rounds', 'Rounds']
+    ]) {
+      const body = h('div', { class: 'dfml-body', 'data-dfml': key }, 'loading…');
+      this.sections[key] = body;
+      this.node.append(h('section', { class: 'dfml-section' }, h('h3', {}, title), body));
+    }
+    this.message = h('p', { class: 'dfml-message', 'data-dfml': 'message' });
+    this.node.append(this.message);
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    this.timer = window.setInterval(() => void this.refresh(false), POLL_MS);
+  }
+
+  protected onBeforeDetach(msg: Message): void {
+    if (this.timer !== null) {
+      window.clearInterval(this.timer);
+      this.timer = null;
+    }
+    super.onBeforeDetach(msg);
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    void this.refresh(true);
+  }
+
+  /** Poll the chain; reload the lists when a new block arrived (or when `force`). */
+  async refresh(force: boolean): Promise<void> {
+    if (this.busy || !this.isVisible) {
+      return;
+    }
+    this.busy = true;
+    try {
+      const status = await api<IStatus>('status');
+      this.renderStatus(status);
+      const block = status.chain.running ? status.chain.block : null;
+      if (force || block !== this.lastBlock) {
+        this.lastBlock = block;
+        await this.reload(status.chain.running);
+      }
+    } catch (error) {
+      this.lastBlock = undefined;
+      this.showError(error);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  private async reload(running: boolean): Promise<void> {
+    if (!running) {
+      for (const key of ['accounts', 'models', 'proposals', 'rounds']) {
+        this.sections[key].replaceChildren(h('p', { class: 'dfml-empty' }, 'chain not running'));
+      }
+      return;
+    }
+    const results = await Promise.allSettled([
+      api<IAccount[]>('accounts'),
+      api<IModel[]>('models'),
+      api<IProposal[]>('proposals?open=1'),
+      api<IRound[]>('rounds?limit=8')
+    ]);
+    const [accounts, models, proposals, rounds] = results;
+    this.fill('accounts', accounts, (rows: IAccount[]) =>
+      table(
+        ['name', 'address', 'free', 'reserved'],
+        rows.map(a => [
+          a.name,
+          h('code', { title: a.address }, short(a.address)),
+          tokens(a.free),
+          tokens(a.reserved)
+        ]),
+        'no dev accounts'
+      )
+    );
+    this.fill('models', models, (rows: IModel[]) =>
+      table(
+        ['id', 'name', 'status', 'round', 'stake'],
+        rows.map(m => [String(m.id), m.name, m.status, String(m.round), tokens(m.total_stake)]),
+        'no models yet'
+      )
+    );
+    this.fill('proposals', proposals, (rows: IProposal[]) =>
+      table(
+        ['id', 'proposal', 'ayes', 'nays', 'ends', 'vote'],
+        rows.map(p => [
+          String(p.id),
+          `${p.kind} → ${p.target}`,
+          tokens(p.ayes),
+          tokens(p.nays),
+          `#${p.deadline}`,
+          this.voteButtons(p)
+        ]),
+        'no open proposals'
+      )
+    );
+    this.fill('rounds', rounds, (rows: IRound[]) =>
+      table(
+        ['round', 'model', 'status', 'updates', 'accuracy'],
+        rows.map(r => [
+          String(r.round_id),
+          String(r.model_id),
+          h('span', { class: `dfml-status dfml-status-${r.status}` }, r.status),
+          `${r.submitted.length}/${r.selected.length}`,
+          r.metrics?.accuracy === undefined ? '–' : r.metrics.accuracy.toFixed(3)
+        ]),
+        'no rounds yet'
+      )
+    );
+    const failed = results.find(r => r.status === 'rejected') as PromiseRejectedResult | undefined;
+    if (failed) {
+      this.showError(failed.reason);
+    } else {
+      this.setMessage(`updated ${new Date().toLocaleTimeString()}`, false);
+    }
+  }
+
+  private fill<T>(key: string, result: PromiseSettledResult<T>, render: (v: T) => Node): void {
+    const body = this.sections[key];
+    if (result.status === 'fulfilled') {
+      body.replaceChildren(render(result.value));
+    } else {
+      const err = result.reason as ApiError;
+      body.replaceChildren(h('p', { class: 'dfml-error' }, String(err.message ?? err)));
+    }
+  }
+
+  private renderStatus(status: IStatus): void {
+    const c = status.chain;
+    const dot = (up: boolean) =>
+      h('span', { class: `dfml-dot ${up ? 'dfml-up' : 'dfml-down'}` }, up ? '●' : '○');
+    const rows = [
+      h(
+        'div',
+        { class: 'dfml-row' },
+        dot(c.running),
+        c.running ? 'block ' : 'not running',
+        c.running ? h('strong', { 'data-dfml': 'block' }, `#${c.block}`) : ''
+      ),
+      h('div', { class: 'dfml-row dfml-muted' }, h('code', {}, c.url)),
+      c.running ? h('div', { class: 'dfml-row dfml-muted' }, `${c.spec_name} v${c.spec_version}`) : '',
+      h(
+        'div',
+        { class: 'dfml-row' },
+        dot(status.storage.running),
+        'storage ',
+        h('code', {}, status.storage.url),
+        status.storage.running ? '' : ' (not running)'
+      )
+    ];
+    this.sections.chain.replaceChildren(...rows);
+  }
+
+  private voteButtons(p: IProposal): HTMLElement {
+    const box = h('span', { class: 'dfml-vote' });
+    for (const choice of ['aye', 'nay']) {
+      const button = h(
+        'button',
+        { class: `dfml-${choice}`, 'data-dfml': `vote-${p.id}-${choice}` },
+        choice === 'aye' ? 'Aye' : 'Nay'
+      ) as HTMLButtonElement;
+      button.addEventListener('click', () => void this.vote(p.id, choice, box));
+      box.append(button);
+    }
+    return box;
+  }
+
+  private async vote(id: number, choice: string, box: HTMLElement): Promise<void> {
+    box.querySelectorAll('button').forEach(b => (b.disabled = true));
+    try {
+      const result = await api<{ receipt: { block_number: number } }>(`proposals/${id}/vote`, {
+        method: 'POST',
+        body: JSON.stringify({ choice })
+      });
+      this.setMessage(`voted ${choice} on proposal ${id} in block #${result.receipt.block_number}`, false);
+      await this.refresh(true);
+    } catch (error) {
+      this.showError(error);
+      box.querySelectorAll('button').forEach(b => (b.disabled = false));
+    }
+  }
+
+  private showError(error: unknown): void {
+    const err = error as ApiError;
+    const hint = err?.hint ? ` — ${err.hint}` : '';
+    this.setMessage(`${err?.message ?? String(error)}${hint}`, true);
+  }
+
+  private setMessage(text: string, isError: boolean): void {
+    if (this.message) {
+      this.message.textContent = text;
+      this.message.classList.toggle('dfml-error', isError);
+    }
+  }
+}
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'DecentralML side panel: chain, accounts, models, proposals and rounds.',
+  autoStart: true,
+  requires: [ILabShell],
+  activate: (app: JupyterFrontEnd, shell: ILabShell) => {
+    const panel = new DecentralMLPanel();
+    shell.add(panel, 'left', { rank: 900 });
+    app.commands.addCommand('decentralml:show-panel', {
+      label: 'Show the DecentralML panel',
+      execute: () => shell.activateById(panel.id)
+    });
+  }
+};
+
+export default plugin;
