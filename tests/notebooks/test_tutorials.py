@@ -1,0 +1,21 @@
+"""Each tutorial in notebooks/ runs top to bottom against its own fresh dev network."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import outputs_text
+
+pytestmark = pytest.mark.chain
+
+
+def test_01_quickstart_trains_and_plots(run_notebook):
+    nb, summary = run_notebook("01-quickstart", workers=3, validators=1, rounds=2, epochs=2)
+    assert [r["status"] for r in summary["rounds"]] == ["finalized", "finalized"]
+    # digits has 10 classes (chance: 0.1); federated training must improve on round 1
+    assert summary["accuracy"][-1] > 0.5
+    assert summary["accuracy"][-1] > summary["accuracy"][0]
+    text = outputs_text(nb)
+    assert "round 2: finalized" in text
+    assert "predicted:" in text
+    assert summary["plot"].endswith("accuracy.png")
