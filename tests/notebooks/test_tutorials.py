@@ -19,3 +19,13 @@ def test_01_quickstart_trains_and_plots(run_notebook):
     assert "round 2: finalized" in text
     assert "predicted:" in text
     assert summary["plot"].endswith("accuracy.png")
+
+
+def test_02_governance_votes_with_widget_and_magic(run_notebook):
+    nb, summary = run_notebook("02-governance", workers=2, validators=1)
+    kinds = {p["kind"]: p["status"] for p in summary["proposals"]}
+    assert kinds == {"ApproveModel": "passed", "SetStrategy": "passed", "AddValidator": "passed"}
+    assert summary["status"] == "approved"
+    assert summary["strategy"] == "fedmedian"
+    assert len(summary["validators"]) == 2
+    assert "receipt of the widget's vote: True" in outputs_text(nb)
