@@ -29,3 +29,17 @@ def test_02_governance_votes_with_widget_and_magic(run_notebook):
     assert summary["strategy"] == "fedmedian"
     assert len(summary["validators"]) == 2
     assert "receipt of the widget's vote: True" in outputs_text(nb)
+
+
+def test_03_robust_aggregation_slashes_and_resists(run_notebook):
+    nb, summary = run_notebook("03-robust-aggregation", workers=4, attackers=1, attack="scale")
+    for strategy in ("fedavg", "fedmedian"):
+        got = summary["devnet"][strategy]
+        assert got["status"] == "finalized"
+        # the scaled update is rejected by the checks and its sender slashed, never rewarded
+        assert got["slashed"] == summary["attackers"]
+        assert not set(got["rewarded"]) & set(summary["attackers"])
+    sim = summary["simulated_final_accuracy"]
+    # without a norm check, the mean breaks under scaling and the robust strategies do not
+    assert sim["scale/fedmedian"] > sim["scale/fedavg"] + 0.2
+    assert sim["scale/multikrum"] > sim["scale/fedavg"] + 0.2
