@@ -13,8 +13,11 @@ import argparse
 import statistics
 import sys
 
+import numpy as np
+
 from ..errors import DfmlError
 from ..fl.checks import delta_norm
+from ..fl.privacy import MaskedUpdate
 from ..protocol import encoders
 from ..protocol.state import State
 from .base import Agent, run_agent
@@ -37,7 +40,6 @@ class Validator(Agent):
         self.x_val, self.y_val = data.x_val, data.y_val
         self.max_examples = len(data.y_train)
         self.attested: set[int] = set()
-        self.approved: set[int] = set()
 
     def step(self, state: State) -> None:
         for rnd in state.rounds():
@@ -58,12 +60,15 @@ class Validator(Agent):
         return fl.evaluate(spec, weights, self.x_val, self.y_val)
 
     def judge(self, state: State, rnd):
-        """(aggregate weights, metrics, contributions, rejections) of a closed round."""
+        """(aggregate weights, metrics, contributions, rejections) of a closed round, or None
+        when a secure round cannot be unmasked (the validator then abstains)."""
         from .. import fl
 
         model = state.model(rnd.model_id)
         spec = self.spec(model.architecture_cid)
         base = fl.weights_from_bytes(self.store.get(rnd.base_cid))
+        if model.strategy.endswith(":secure"):
+            return self.judge_secure(rnd, spec, base)
         accepted, rejected, norms = [], {}, {}
         for u in sorted(rnd.updates, key=lambda u: u.worker):
             try:
@@ -89,7 +94,7 @@ class Validator(Agent):
                     )
         if not accepted:
             return base, self.evaluate(spec, base), {}, rejected
-        strategy = fl.make_strategy(model.strategy)
+        strategy = fl.make_strategy(model.strategy.split(":")[0])
         weights = strategy.aggregate(base, accepted)
         metrics = self.evaluate(spec, weights)
         contributions = fl.leave_one_out(
@@ -97,10 +102,50 @@ class Validator(Agent):
         )
         return weights, metrics, contributions, rejected
 
+    def judge_secure(self, rnd, spec: bytes, base):
+        from .. import fl
+
+        if set(rnd.submitted) != set(rnd.selected):
+            self.log.info(
+                "round %d: secure round with %d of %d updates: masks cannot cancel, abstaining",
+                rnd.round_id,
+                len(rnd.submitted),
+                len(rnd.selected),
+            )
+            return None
+        masked = []
+        for u in sorted(rnd.updates, key=lambda u: u.worker):
+            try:
+                layers = fl.weights_from_bytes(self.store.get(u.cid))
+            except DfmlError as err:
+                self.log.warning(
+                    "round %d: unreadable masked update (%s): abstaining", rnd.round_id, err
+                )
+                return None
+            shapes_ok = len(layers) == len(base) and all(
+                np.shape(a) == np.shape(b) and a.dtype == np.uint64
+                for a, b in zip(layers, base, strict=True)
+            )
+            if not shapes_ok:
+                self.log.warning("round %d: malformed masked update: abstaining", rnd.round_id)
+                return None
+            masked.append(MaskedUpdate(u.worker, layers, float(u.num_examples)))
+        weights = fl.secure_fedavg(base, masked)
+        if not all(np.all(np.isfinite(w)) for w in weights):
+            self.log.warning("round %d: the unmasked sum is not finite: abstaining", rnd.round_id)
+            return None
+        # only the sum is visible, so contributions follow the (public) example counts
+        contributions = {u.worker: float(u.num_examples) for u in rnd.updates}
+        return weights, self.evaluate(spec, weights), contributions, {}
+
     def attest(self, state: State, rnd) -> str:
         from .. import fl
 
-        weights, metrics, contributions, rejected = self.judge(state, rnd)
+        judged = self.judge(state, rnd)
+        if judged is None:
+            self.attested.add(rnd.round_id)
+            return ""
+        weights, metrics, contributions, rejected = judged
         cid = self.store.put(fl.weights_to_bytes(weights))
         remark = encoders.attest_remark(
             rnd.round_id,
@@ -123,9 +168,9 @@ class Validator(Agent):
         return cid
 
     def approve_payouts(self, state: State) -> None:
+        """Approve every ready payout of this validator's pools that still needs it; execute
+        it when enough approvals are in (whoever gets there first; a loser's call fails)."""
         for payout in state.pending_payouts(ready_only=True):
-            if payout.id in self.approved:
-                continue
             model = state.model(payout.model_id)
             if model is None or self.address not in model.validators or payout.pool != model.pool:
                 continue
@@ -133,16 +178,15 @@ class Validator(Agent):
                 pending = self.chain.multisig_pending(
                     model.validators, model.pool_threshold, self.proto.payout_call(payout)
                 )
-                if pending and self.address in pending.get("approvals", []):
-                    self.approved.add(payout.id)
-                    continue
+                approvals = [self.chain.address(a) for a in (pending or {}).get("approvals", [])]
+                if self.address in approvals and len(approvals) < model.pool_threshold:
+                    continue  # approved; waiting for the others
             try:
                 self.proto.approve_payout(self.key, payout.id)
                 self.log.info("approved payout %d (%s %d)", payout.id, payout.reason, payout.amount)
             except DfmlError as err:
                 # another validator may have executed it meanwhile: the next replay tells
-                self.log.info("payout %d not approved: %s", payout.id, err)
-            self.approved.add(payout.id)
+                self.log.info("payout %d not approved now: %s", payout.id, err)
 
 
 def build_parser(prog: str = "dfml validator") -> argparse.ArgumentParser:

@@ -55,9 +55,16 @@ class Worker(Agent):
         if attack == "label_flip":
             self.y = (data.num_classes - 1 - self.y).astype(self.y.dtype)
         self.done: set[int] = set()
+        from nacl.public import PrivateKey
+
+        # the X25519 key for secure aggregation's pairwise masks; announced on chain
+        self._secret = PrivateKey.generate()
+        self.public_key = "0x" + bytes(self._secret.public_key).hex()
         self.log.info("private partition %d/%d: %d examples", index, workers, len(self.y))
 
     def step(self, state: State) -> None:
+        if state.public_keys([self.address]).get(self.address) != self.public_key:
+            self.proto.submit(self.key, encoders.announce_key(self.public_key))
         mine = {s.model_id for s in state.stakes(account=self.address) if s.amount > 0}
         for model in state.models():
             if model.status in ("proposed", "approved", "training") and model.id not in mine:
@@ -103,6 +110,10 @@ class Worker(Agent):
             )
         if self.attack == "scale":
             new = [g + np.asarray(-10.0, g.dtype) * (w - g) for g, w in zip(base, new, strict=True)]
+        if model.strategy.endswith(":secure"):
+            new = self.mask(state, rnd, new, n)
+            if new is None:
+                return ""
         cid = self.store.put(fl.weights_to_bytes(new))
         self.proto.submit(self.key, encoders.submit_update(rnd.round_id, cid, n))
         self.done.add(rnd.round_id)
@@ -114,6 +125,27 @@ class Worker(Agent):
             cid,
         )
         return cid
+
+    def mask(self, state: State, rnd, weights, n: int):
+        """``n × weights`` plus pairwise masks with every other selected worker: only the sum
+        of all selected workers' updates can be read, and only once all of them submitted."""
+        from .. import fl
+
+        keys = state.public_keys(rnd.selected)
+        missing = [a for a in rnd.selected if a not in keys]
+        if missing:
+            self.log.warning(
+                "round %d: no announced key for %s; cannot mask", rnd.round_id, missing
+            )
+            self.done.add(rnd.round_id)
+            return None
+        context = f"dfml-round:{rnd.round_id}:{rnd.seed}".encode()
+        seeds = {
+            peer: fl.x25519_shared_seed(bytes(self._secret), bytes.fromhex(key[2:]), context)
+            for peer, key in keys.items()
+            if peer != self.address
+        }
+        return fl.mask_update(self.address, weights, seeds, weight=float(n)).layers
 
 
 def build_parser(prog: str = "dfml worker") -> argparse.ArgumentParser:

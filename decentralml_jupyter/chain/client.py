@@ -153,7 +153,7 @@ class _Substrate(SubstrateInterface):
 class Chain:
     """A connection to a Substrate chain (the dev chain or any endpoint with the same pallets)."""
 
-    def __init__(self, url: str | None = None, *, timeout: float = 10.0):
+    def __init__(self, url: str | None = None, *, timeout: float = 30.0):
         self.url = url or config.default_url()
         try:
             self.substrate = _Substrate(url=self.url, ws_options={"timeout": timeout})
@@ -206,7 +206,13 @@ class Chain:
         """Build ``count`` empty blocks now (dev chains only); return the new head number."""
         if not self.is_dev:
             raise UsageError("only a dev chain builds blocks on request")
-        self._rpc("dev_newBlock", [{"count": count}])
+        # a few blocks per call: each costs a runtime execution, and one long call would run
+        # into the websocket timeout on a busy machine
+        left = count
+        while left > 0:
+            step = min(left, 4)
+            self._rpc("dev_newBlock", [{"count": step}])
+            left -= step
         return self.block_number()
 
     def block_number(self, block_hash: str | None = None) -> int:
@@ -400,8 +406,9 @@ class Chain:
     def multisig_approve(self, key, call, signatories: Iterable[str], threshold: int) -> Receipt:
         """Approve ``call`` as one member of the k-of-n multisig; the k-th approval executes it.
 
-        The first k-1 members register their approval of the call hash (``approve_as_multi``);
-        the last one submits the call itself (``as_multi``), which then runs as the multisig.
+        Members register their approval of the call hash (``approve_as_multi``) until k-1 have;
+        then any member, one who already approved included, submits the call itself
+        (``as_multi``), which runs as the multisig. Approving twice is refused.
         """
         kp = self.keypair(key)
         addrs = [self.address(s) for s in signatories]
@@ -413,8 +420,36 @@ class Chain:
             )
         with self._lock:
             multi = self.substrate.generate_multisig_account(addrs, threshold)
-            ext = self.substrate.create_multisig_extrinsic(call, kp, multi)
-        receipt = self.submit_extrinsic(ext)
+            pending = self.substrate.query(
+                "Multisig", "Multisigs", [multi.value, call.call_hash]
+            ).value
+            weight = self.substrate.get_payment_info(call, kp)["weight"]
+        approvals = [self.address(a) for a in (pending or {}).get("approvals", [])]
+        mine = kp.ss58_address in approvals
+        # the pallet wants the other signatories sorted by account id
+        others = sorted((a for a in addrs if a != kp.ss58_address), key=self.substrate.ss58_decode)
+        params = {
+            "threshold": threshold,
+            "other_signatories": others,
+            "maybe_timepoint": pending["when"] if pending else None,
+            "max_weight": weight,
+        }
+        if len(approvals) + (0 if mine else 1) >= threshold:
+            as_multi = {**params, "call": call}
+            if self._has_param("Multisig", "as_multi", "store_call"):  # older runtimes
+                as_multi["store_call"] = False
+            multi_call = self.call("Multisig", "as_multi", as_multi)
+        elif mine:
+            raise UsageError(
+                f"{kp.ss58_address} already approved this call; "
+                f"{len(approvals)} of {threshold} approvals so far",
+                hint="wait for the other signatories",
+            )
+        else:
+            multi_call = self.call(
+                "Multisig", "approve_as_multi", {**params, "call_hash": call.call_hash}
+            )
+        receipt = self.submit(kp, multi_call)
         if receipt.events_of("Multisig", "MultisigExecuted"):
             result = receipt.events_of("Multisig", "MultisigExecuted")[0]["attributes"]["result"]
             if isinstance(result, dict) and "Err" in result:
@@ -424,6 +459,11 @@ class Chain:
                     hint="the approvals were used up; fund the multisig or fix the call",
                 )
         return receipt
+
+    def _has_param(self, module: str, function: str, param: str) -> bool:
+        with self._lock:
+            fn = self.substrate.get_metadata_call_function(module, function)
+        return any(f["name"] == param for f in fn.value.get("fields", []))
 
     def multisig_pending(self, signatories: Iterable[str], threshold: int, call) -> dict | None:
         """The open approvals of ``call`` on the multisig, or None."""

@@ -118,6 +118,61 @@ def test_a_round_trains_aggregates_pays_and_slashes(net, tmp_path):
     assert len(preds) == 50 and np.mean(np.array(preds) == data.y_test[:50]) > 0.3
 
 
+def test_a_secure_round_reveals_only_the_sum(net, tmp_path):
+    dfml, info, _, _ = net
+    from decentralml_jupyter import fl
+
+    path = tmp_path / "secure.keras"
+    fl.mlp(64, 10, hidden=(32,)).save(path)
+    sub = dfml("model", "submit", str(path), "--strategy", "fedavg:secure")
+    mid = str(sub["model_id"])
+    wait_until(lambda: len(dfml("stakes", "--model", mid)) == 5)
+    pid = dfml("propose", mid, "ApproveModel", "--deadline", "30")["proposal_id"]
+    dfml("vote", str(pid), "aye", key="//Dev4")
+    dfml("chain", "advance", "31")
+    wait_until(lambda: dfml("model", "show", mid)["status"] == "approved")
+    dfml("model", "start", mid)
+    start = dfml(
+        "round",
+        "start",
+        mid,
+        "--clients",
+        "4",
+        "--reward",
+        str(10 * UNIT),
+        "--deadline",
+        "60",
+        "--aggregate-deadline",
+        "60",
+    )
+    final = dfml("round", "watch", str(start["round_id"]), "--timeout", "300")
+    assert final["status"] == "finalized", final
+    # what a validator sees of each worker is masked noise: fixed-point integers that decode
+    # to nothing like weights; only their sum is the average
+    base = fl.weights_from_bytes(_get(dfml, tmp_path, sub["weights_cid"]))
+    table = tmp_path / "r.csv"
+    dfml("round", "history", mid, "--csv", str(table))
+    import pandas as pd
+
+    cids = pd.read_csv(table).update_cid.dropna().tolist()
+    assert len(cids) == 4
+    from decentralml_jupyter.fl.privacy import decode_fixed
+
+    one = fl.weights_from_bytes(_get(dfml, tmp_path, cids[0]))
+    assert one[0].dtype == np.uint64
+    assert np.abs(decode_fixed(one[0])).mean() > 1000 * np.abs(base[0]).mean()
+    agg = fl.weights_from_bytes(_get(dfml, tmp_path, final["aggregate_cid"]))
+    assert agg[0].dtype == base[0].dtype and all(np.isfinite(w).all() for w in agg)
+    # rewards follow the public example counts
+    assert set(final["rewards"]) == set(final["submitted"]) and not final["slashes"]
+
+
+def _get(dfml, tmp_path, cid: str) -> bytes:
+    out = tmp_path / f"{cid}.bin"
+    dfml("storage", "get", cid, "--out", str(out))
+    return out.read_bytes()
+
+
 def test_a_dead_worker_and_an_offline_validator_do_not_stop_a_round(net, tmp_path):
     dfml, info, mid, _ = net
     victim = next(w for w in info["workers"] if not w["attack"])
@@ -139,7 +194,7 @@ def test_a_dead_worker_and_an_offline_validator_do_not_stop_a_round(net, tmp_pat
     final = dfml("round", "watch", str(start["round_id"]), "--timeout", "300")
     assert final["status"] == "finalized", final
     assert victim["address"] in final["selected"] and victim["address"] not in final["submitted"]
-    assert dfml("model", "show", mid)["round"] == 2
+    assert dfml("model", "show", mid)["round"] == 2  # the first model's second round
     # the rounds as a table: one row per selected worker
     csv = tmp_path / "rounds.csv"
     dfml("round", "history", mid, "--csv", str(csv))

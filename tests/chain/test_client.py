@@ -155,3 +155,33 @@ def test_nothing_listening_gives_the_command_to_start_a_chain():
         Chain("ws://127.0.0.1:9")
     assert "ws://127.0.0.1:9" in str(err.value)
     assert "dfml chain up" in err.value.hint
+
+
+def test_a_multisig_whose_approvals_raced_past_the_threshold_still_executes(chain):
+    members = ["Dev1", "Dev3", "Dev4"]
+    pool = chain.multisig_address(members, 2)
+    chain.transfer("//Alice", pool, 50 * UNIT)
+    payout = chain.transfer_call("Ferdie", 3 * UNIT)
+    weight = chain.substrate.get_payment_info(payout, chain.keypair("//Dev1"))["weight"]
+    addrs = sorted((chain.address(m) for m in members), key=chain.substrate.ss58_decode)
+    when = None
+    for m in ("Dev1", "Dev3"):  # both approve the hash at once, as racing validators do
+        me = chain.address(m)
+        call = chain.call(
+            "Multisig",
+            "approve_as_multi",
+            {
+                "threshold": 2,
+                "other_signatories": [a for a in addrs if a != me],
+                "maybe_timepoint": when,
+                "call_hash": payout.call_hash,
+                "max_weight": weight,
+            },
+        )
+        chain.submit("//" + m, call)
+        when = chain.multisig_pending(members, 2, payout)["when"]
+    assert len(chain.multisig_pending(members, 2, payout)["approvals"]) == 2
+    before = chain.balance("Ferdie").free
+    chain.multisig_approve("//Dev1", payout, members, 2)  # an approver executes it
+    assert chain.balance("Ferdie").free == before + 3 * UNIT
+    assert chain.multisig_pending(members, 2, payout) is None
