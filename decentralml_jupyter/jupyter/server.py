@@ -15,7 +15,7 @@ from typing import Any
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
-from traitlets import Int, Unicode, default
+from traitlets import Unicode, default
 from traitlets.config import Configurable
 
 from .. import config
@@ -42,9 +42,6 @@ class DFMLServer(Configurable):
     key = Unicode(help="key that signs the panel's votes (default: $DFML_KEY); never shown").tag(
         config=True
     )
-    workers = Int(4, help="threads running chain calls, so none blocks the event loop").tag(
-        config=True
-    )
 
     @default("url")
     def _url(self) -> str:
@@ -60,7 +57,10 @@ class DFMLServer(Configurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="dfml")
+        # One thread: substrate-interface's type registry is process-wide and not thread-safe
+        # (concurrent connections fail with 'Decoder class for "Compact<u32>" not found'), so
+        # chain calls take turns off the event loop rather than run side by side.
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="dfml")
 
     async def run(self, args: Sequence[str]) -> Any:
         """Run one verb (`["account", "list"]`) in the pool; its plain data, or DfmlError."""

@@ -121,13 +121,16 @@ function h(
   return node;
 }
 
+/** An error as a person reads it: what went wrong — what to do. */
+function describe(error: unknown): string {
+  const err = error as ApiError;
+  const hint = err?.hint ? ` — ${err.hint}` : '';
+  return `${err?.message ?? String(error)}${hint}`;
+}
+
 function tokens(amount: number): string {
   const value = amount / 10 ** DECIMALS;
   return value.toLocaleString(undefined, { maximumFractionDigits: 2 });
-}
-
-function short(address: string): string {
-  return address.length > 14 ? `${address.slice(0, 6)}…${address.slice(-4)}` : address;
 }
 
 function table(headers: string[], rows: (Node | string)[][], empty: string): HTMLElement {
@@ -147,7 +150,9 @@ export class DecentralMLPanel extends Widget {
   private timer: number | null = null;
   private lastBlock: number | null | undefined = undefined;
   private busy = false;
+  private again = false;
   private message: HTMLElement | null = null;
+  private notice: HTMLElement | null = null;
   private readonly sections: Record<string, HTMLElement> = {};
 
   constructor() {
@@ -170,8 +175,10 @@ export class DecentralMLPanel extends Widget {
       this.sections[key] = body;
       this.node.append(h('section', { class: 'dfml-section' }, h('h3', {}, title), body));
     }
+    // the outcome of the last vote stays until the next one; polls only touch `message`
+    this.notice = h('p', { class: 'dfml-notice', 'data-dfml': 'notice' });
     this.message = h('p', { class: 'dfml-message', 'data-dfml': 'message' });
-    this.node.append(this.message);
+    this.node.append(this.notice, this.message);
   }
 
   protected onAfterAttach(msg: Message): void {
@@ -194,7 +201,11 @@ export class DecentralMLPanel extends Widget {
 
   /** Poll the chain; reload the lists when a new block arrived (or when `force`). */
   async refresh(force: boolean): Promise<void> {
-    if (this.busy || !this.isVisible) {
+    if (!this.isVisible) {
+      return;
+    }
+    if (this.busy) {
+      this.again ||= force;
       return;
     }
     this.busy = true;
@@ -211,6 +222,10 @@ export class DecentralMLPanel extends Widget {
       this.showError(error);
     } finally {
       this.busy = false;
+    }
+    if (this.again) {
+      this.again = false;
+      await this.refresh(true);
     }
   }
 
@@ -230,10 +245,9 @@ export class DecentralMLPanel extends Widget {
     const [accounts, models, proposals, rounds] = results;
     this.fill('accounts', accounts, (rows: IAccount[]) =>
       table(
-        ['name', 'address', 'free', 'reserved'],
+        ['account', 'free', 'reserved'],
         rows.map(a => [
-          a.name,
-          h('code', { title: a.address }, short(a.address)),
+          h('span', { title: a.address }, a.name),
           tokens(a.free),
           tokens(a.reserved)
         ]),
@@ -242,24 +256,21 @@ export class DecentralMLPanel extends Widget {
     );
     this.fill('models', models, (rows: IModel[]) =>
       table(
-        ['id', 'name', 'status', 'round', 'stake'],
-        rows.map(m => [String(m.id), m.name, m.status, String(m.round), tokens(m.total_stake)]),
+        ['id', 'model', 'status', 'round', 'stake'],
+        rows.map(m => [
+          String(m.id),
+          h('span', { class: 'dfml-wrap' }, m.name),
+          m.status,
+          String(m.round),
+          tokens(m.total_stake)
+        ]),
         'no models yet'
       )
     );
     this.fill('proposals', proposals, (rows: IProposal[]) =>
-      table(
-        ['id', 'proposal', 'ayes', 'nays', 'ends', 'vote'],
-        rows.map(p => [
-          String(p.id),
-          `${p.kind} → ${p.target}`,
-          tokens(p.ayes),
-          tokens(p.nays),
-          `#${p.deadline}`,
-          this.voteButtons(p)
-        ]),
-        'no open proposals'
-      )
+      rows.length === 0
+        ? h('p', { class: 'dfml-empty' }, 'no open proposals')
+        : h('div', {}, ...rows.map(p => this.proposalCard(p)))
     );
     this.fill('rounds', rounds, (rows: IRound[]) =>
       table(
@@ -318,6 +329,23 @@ export class DecentralMLPanel extends Widget {
     this.sections.chain.replaceChildren(...rows);
   }
 
+  private proposalCard(p: IProposal): HTMLElement {
+    const target = typeof p.target === 'number' ? `model ${p.target}` : p.target;
+    return h(
+      'div',
+      { class: 'dfml-card', 'data-dfml': `proposal-${p.id}` },
+      h('div', {}, h('strong', {}, `#${p.id} ${p.kind}`), ` → ${target}`),
+      h(
+        'div',
+        { class: 'dfml-muted' },
+        'ayes ',
+        h('span', { 'data-dfml': `ayes-${p.id}` }, tokens(p.ayes)),
+        ` · nays ${tokens(p.nays)} · ends #${p.deadline}`
+      ),
+      this.voteButtons(p)
+    );
+  }
+
   private voteButtons(p: IProposal): HTMLElement {
     const box = h('span', { class: 'dfml-vote' });
     for (const choice of ['aye', 'nay']) {
@@ -339,18 +367,26 @@ export class DecentralMLPanel extends Widget {
         method: 'POST',
         body: JSON.stringify({ choice })
       });
-      this.setMessage(`voted ${choice} on proposal ${id} in block #${result.receipt.block_number}`, false);
+      this.setNotice(
+        `voted ${choice} on proposal ${id} in block #${result.receipt.block_number}`,
+        false
+      );
       await this.refresh(true);
     } catch (error) {
-      this.showError(error);
+      this.setNotice(describe(error), true);
       box.querySelectorAll('button').forEach(b => (b.disabled = false));
     }
   }
 
   private showError(error: unknown): void {
-    const err = error as ApiError;
-    const hint = err?.hint ? ` — ${err.hint}` : '';
-    this.setMessage(`${err?.message ?? String(error)}${hint}`, true);
+    this.setMessage(describe(error), true);
+  }
+
+  private setNotice(text: string, isError: boolean): void {
+    if (this.notice) {
+      this.notice.textContent = text;
+      this.notice.classList.toggle('dfml-error', isError);
+    }
   }
 
   private setMessage(text: string, isError: boolean): void {

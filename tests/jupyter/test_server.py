@@ -194,6 +194,21 @@ def test_vote_signs_with_the_configured_key_then_rounds_show(server, proposal, d
     assert server.get(f"rounds?model={mid}&limit=1", timeout=30).json() == rounds[:1]
 
 
+def test_concurrent_requests_all_answer(server):
+    """What the panel does on each new block: every list at once (chain calls take turns)."""
+    results: dict[str, requests.Response] = {}
+
+    def fetch(path: str) -> None:
+        results[path] = server.get(path, timeout=60)
+
+    threads = [threading.Thread(target=fetch, args=(p,)) for p in ENDPOINTS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert {p: r.status_code for p, r in results.items()} == dict.fromkeys(ENDPOINTS, 200)
+
+
 def test_bad_requests_answer_400_with_a_hint(server):
     for body in ("not json", json.dumps({"choice": "maybe"}), json.dumps(["aye"])):
         r = server.post("proposals/1/vote", body, timeout=30)

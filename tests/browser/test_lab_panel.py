@@ -1,0 +1,121 @@
+"""JupyterLab in a real browser: the DecentralML side panel shows the dev chain (block height,
+accounts, models, proposals), follows new blocks and votes; a notebook runs `%dfml`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from decentralml_jupyter.cli import run
+
+UNIT = 10**12
+TIMEOUT_MS = 60_000  # JupyterLab's first load on two shared cores
+
+
+@pytest.fixture(scope="module")
+def dfml(devchain_url, storage_url):
+    def call(*args: str, key: str = "//Alice"):
+        return run(["--url", devchain_url, "--storage", storage_url, "--key", key, *args])
+
+    return call
+
+
+@pytest.fixture(scope="module")
+def proposal(dfml, tmp_path_factory):
+    """A model named `panel-demo` that Bob stakes on, with an open ApproveModel proposal."""
+    from decentralml_jupyter import fl
+
+    path = tmp_path_factory.mktemp("model") / "panel-demo.keras"
+    fl.mlp(64, 10, hidden=(8,)).save(path)
+    mid = dfml("model", "submit", str(path), "--validator", "Dev1")["model_id"]
+    dfml("stake", str(mid), str(25 * UNIT), key="//Bob")
+    pid = dfml("propose", str(mid), "ApproveModel", "--deadline", "20")["proposal_id"]
+    return mid, pid
+
+
+@pytest.fixture(scope="module")
+def page(browser, lab):
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{lab.base}/lab?reset&token={lab.token}", timeout=TIMEOUT_MS)
+    page.wait_for_selector("#jp-main-dock-panel", timeout=TIMEOUT_MS)
+    page.page_errors = errors
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+def shown_block(page) -> int:
+    text = page.inner_text('[data-dfml="block"]')
+    return int(text.lstrip("#"))
+
+
+def test_side_panel_shows_the_dev_chain_and_votes(page, proposal, dfml, screenshot):
+    mid, pid = proposal
+    page.click('li.lm-TabBar-tab[data-id="decentralml-panel"]', timeout=TIMEOUT_MS)
+    panel = page.locator("#decentralml-panel")
+    panel.locator('[data-dfml="block"]').wait_for(timeout=TIMEOUT_MS)
+    head = dfml("chain", "status")["block"]
+    assert shown_block(page) == head
+
+    # the lists load with the status: dev accounts, the model, its proposal with vote buttons
+    aye = panel.locator(f'[data-dfml="vote-{pid}-aye"]')
+    aye.wait_for(timeout=TIMEOUT_MS)
+    accounts = panel.locator('[data-dfml="accounts"]').inner_text()
+    assert "Alice" in accounts and "Bob" in accounts
+    assert "panel-demo" in panel.locator('[data-dfml="models"]').inner_text()
+    assert "ApproveModel" in panel.locator('[data-dfml="proposals"]').inner_text()
+    screenshot(page, "lab-panel")
+
+    # a new block shows within a poll or two
+    dfml("chain", "advance", "1")
+    page.wait_for_function(
+        "n => document.querySelector('[data-dfml=\"block\"]')?.textContent === '#' + n",
+        arg=head + 1,
+        timeout=15_000,
+    )
+
+    # Aye signs with the server's key (Bob, who staked), and the tally on chain moves
+    aye.click()
+    notice = panel.locator('[data-dfml="notice"]')
+    notice.filter(has_text=f"voted aye on proposal {pid}").wait_for(timeout=TIMEOUT_MS)
+    tally = next(p for p in dfml("proposals") if p["id"] == pid)
+    assert tally["ayes"] == 25 * UNIT
+    ayes = panel.locator(f'[data-dfml="ayes-{pid}"]')
+    ayes.filter(has_text="25").wait_for(timeout=15_000)  # the panel reloads after its vote
+    screenshot(page, "lab-panel-voted")
+    assert not [e for e in page.page_errors if "decentralml" in e.lower()]
+
+
+def test_notebook_runs_dfml_magics(page, lab, devchain_url, screenshot):
+    notebook = {
+        "cells": [
+            {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+             "source": source}
+            for source in ("%load_ext decentralml_jupyter", "%dfml chain status")
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }  # fmt: skip
+    (lab.root / "dfml.ipynb").write_text(json.dumps(notebook))
+    page.evaluate("window.jupyterapp.commands.execute('docmanager:open', {path: 'dfml.ipynb'})")
+    cell = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first
+    cell.locator(".cm-content").click(timeout=TIMEOUT_MS)
+    # run both cells as a person would, once the kernel is up
+    page.wait_for_selector(
+        '.jp-NotebookPanel:not(.lm-mod-hidden) [data-status="idle"]', timeout=TIMEOUT_MS
+    )
+    page.keyboard.press("Shift+Enter")
+    page.keyboard.press("Shift+Enter")
+    output = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea-output").last
+    output.filter(has_text=devchain_url).wait_for(timeout=TIMEOUT_MS)
+    text = output.inner_text()
+    assert "statemine" in text and re.search(r"\bTrue\b|running", text)
+    screenshot(page, "lab-notebook")
