@@ -43,3 +43,13 @@ def test_03_robust_aggregation_slashes_and_resists(run_notebook):
     # without a norm check, the mean breaks under scaling and the robust strategies do not
     assert sim["scale/fedmedian"] > sim["scale/fedavg"] + 0.2
     assert sim["scale/multikrum"] > sim["scale/fedavg"] + 0.2
+
+
+def test_04_privacy_dp_round_and_tradeoff(run_notebook):
+    nb, summary = run_notebook("04-privacy", workers=3, validators=1)
+    assert summary["dp_round"]["status"] == "finalized"
+    assert summary["recorded_dp"] == {"clip_norm": 1.0, "noise_multiplier": 0.1}
+    tradeoff = {float(z): a for z, a in summary["tradeoff"].items()}
+    # the most noise costs accuracy against clipping alone
+    assert tradeoff[max(tradeoff)] < tradeoff[0.0]
+    assert summary["secure_matches_plain"] and summary["mask_sum_exact"]
