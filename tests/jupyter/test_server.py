@@ -37,6 +37,7 @@ class Server:
     base: str
     token: str
     proc: subprocess.Popen
+    chain_url: str = ""
 
     def get(self, path: str, token: str | None = "", **kw) -> requests.Response:
         return requests.get(f"{self.base}/decentralml/{path}", headers=self._auth(token), **kw)
@@ -69,8 +70,11 @@ def stop(proc: subprocess.Popen) -> None:
             pass
 
 
-def start_server(tmp: Path, url: str, storage: str, key: str = "//Alice") -> Server:
-    """`jupyter server` with our extension enabled by its shipped config, on a free port."""
+def start_server(
+    tmp: Path, url: str, storage: str, key: str = "//Alice", by_config: bool = False
+) -> Server:
+    """`jupyter server` with our extension enabled by its shipped config, on a free port; the
+    endpoints come from the environment, or from `--DFMLServer.*` options if `by_config`."""
     port, token = free_port(), secrets.token_hex(16)
     for d in ("config", "runtime", "root"):
         (tmp / d).mkdir(parents=True, exist_ok=True)
@@ -82,15 +86,21 @@ def start_server(tmp: Path, url: str, storage: str, key: str = "//Alice") -> Ser
         "DFML_STORAGE": storage,
         "DFML_KEY": key,
     }
+    options = []
+    if by_config:
+        options = [f"--DFMLServer.url={url}", f"--DFMLServer.storage={storage}"]
+        options.append(f"--DFMLServer.key={key}")
+        for name in ("DFML_URL", "DFML_STORAGE", "DFML_KEY"):
+            env.pop(name)
     log = open(tmp / "server.log", "wb")  # noqa: SIM115 - the process writes it until stopped
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter_server", "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
          f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False",
-         f"--ServerApp.root_dir={tmp / 'root'}", "--allow-root"],
+         f"--ServerApp.root_dir={tmp / 'root'}", "--allow-root", *options],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
     )  # fmt: skip
-    server = Server(f"http://127.0.0.1:{port}", token, proc)
+    server = Server(f"http://127.0.0.1:{port}", token, proc, url)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -241,7 +251,8 @@ def dead_server(tmp_path_factory):
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
     storage = f"http://127.0.0.1:{silent.getsockname()[1]}"
-    s = start_server(tmp_path_factory.mktemp("dead"), f"ws://127.0.0.1:{free_port()}", storage)
+    url = f"ws://127.0.0.1:{free_port()}"
+    s = start_server(tmp_path_factory.mktemp("dead"), url, storage, by_config=True)
     try:
         yield s
     finally:
@@ -254,7 +265,8 @@ def test_a_dead_chain_answers_json_errors_with_hints(dead_server):
         r = dead_server.get(path, timeout=30)
         assert r.status_code == 503, (path, r.text)
         body = r.json()
-        assert "not reachable" in body["error"] and "dfml chain up" in body["hint"]
+        assert f"not reachable at {dead_server.chain_url}" in body["error"]  # --DFMLServer.url
+        assert "dfml chain up" in body["hint"]
     r = dead_server.post("proposals/1/vote", json.dumps({"choice": "aye"}), timeout=30)
     assert r.status_code == 503 and "dfml chain up" in r.json()["hint"]
 
