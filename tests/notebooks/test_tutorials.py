@@ -53,3 +53,17 @@ def test_04_privacy_dp_round_and_tradeoff(run_notebook):
     # the most noise costs accuracy against clipping alone
     assert tradeoff[max(tradeoff)] < tradeoff[0.0]
     assert summary["secure_matches_plain"] and summary["mask_sum_exact"]
+
+
+def test_05_tasks_pay_each_role_and_refund(run_notebook):
+    nb, summary = run_notebook("05-tasks-and-roles", workers=1, validators=1)
+    addr = summary["addresses"]
+    paid = {
+        (p["reason"], p["dest"], p["amount"]) for p in summary["payouts"] if p["status"] == "paid"
+    }
+    unit = 10**12
+    assert ("task_reward", addr["Eve"], 2 * unit) in paid
+    assert ("task_reward", addr["Bob"], 5 * unit) in paid
+    assert ("task_reward", addr["Charlie"], 8 * unit) in paid
+    assert ("task_refund", addr["Alice"], 2 * unit) in paid  # Ferdie's rejected slot
+    assert not any(p["dest"] == addr["Ferdie"] for p in summary["payouts"])
