@@ -37,6 +37,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--block-mode", choices=["instant", "batch"], default="instant")
     args = ap.parse_args()
     n, epochs = args.workers, args.epochs
 
@@ -57,7 +58,18 @@ def main() -> int:
     def dfml(*a, key="//Alice"):
         return run(["--url", url, "--storage", storage, "--key", key, *a])
 
-    dfml("devnet", "up", "--workers", str(n), "--validators", "3", "--clock", "1")
+    dfml(
+        "devnet",
+        "up",
+        "--workers",
+        str(n),
+        "--validators",
+        "3",
+        "--clock",
+        "1",
+        "--block-mode",
+        args.block_mode,
+    )
     try:
         path = Path(tempfile.mkdtemp()) / "m.keras"
         fl.mlp(64, 10, hidden=(32,)).save(path)
@@ -90,7 +102,7 @@ def main() -> int:
     finally:
         dfml("devnet", "down")
     dev = sum(times) / len(times)
-    print(f"one round, {n} workers, digits MLP, {epochs} local epochs")
+    print(f"one round, {n} workers, digits MLP, {epochs} local epochs, {args.block_mode} blocks")
     print(
         f"  in-process (no chain, no storage): {in_process:6.2f} s/round, "
         f"accuracy {[round(r['accuracy'], 3) for r in sim]}"

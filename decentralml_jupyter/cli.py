@@ -524,6 +524,7 @@ def cmd_devnet_up(args):
         attackers=args.attackers,
         attack=args.attack,
         clock=args.clock,
+        block_mode=args.block_mode,
         progress=_progress,
     )
 
@@ -689,6 +690,7 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
     dup.add_argument("--attackers", type=int, default=0, help="poisoning workers (last N)")
     dup.add_argument("--attack", choices=["label_flip", "scale"], default="label_flip")
     dup.add_argument("--clock", type=float, default=3.0, help="seconds per idle block")
+    dup.add_argument("--block-mode", choices=["instant", "batch"], default="instant")
     _add(d_sub, "status", cmd_devnet_status, "every process of the dev network")
     _add(d_sub, "down", cmd_devnet_down, "stop every process of the dev network")
     for role in ("worker", "validator"):

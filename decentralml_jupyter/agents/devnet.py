@@ -85,6 +85,7 @@ def up(
     attackers: int = 0,
     attack: str = "label_flip",
     clock: float = 3.0,
+    block_mode: str = "instant",
     progress=None,
 ) -> dict:
     """Start everything; returns CLI.md's devnet JSON once the chain and storage answer."""
@@ -105,6 +106,7 @@ def up(
         port=port,
         base_path=str(work / "chain") if base_path else None,
         accounts=validators + workers,
+        block_mode=block_mode,
         progress=progress,
     )
     try:
