@@ -67,3 +67,15 @@ def test_05_tasks_pay_each_role_and_refund(run_notebook):
     assert ("task_reward", addr["Charlie"], 8 * unit) in paid
     assert ("task_refund", addr["Alice"], 2 * unit) in paid  # Ferdie's rejected slot
     assert not any(p["dest"] == addr["Ferdie"] for p in summary["payouts"])
+
+
+def test_06_stakes_votes_and_unstakes_in_an_asset(run_notebook):
+    nb, summary = run_notebook("06-bring-your-own-token", workers=2, validators=1)
+    unit = 10**12
+    assert len(summary["stakes"]) == 3
+    assert {s["asset"] for s in summary["stakes"]} == {summary["asset_id"]}
+    assert summary["proposal"] == "passed"  # Bob's 50 DIG against a worker's 10
+    [payout] = summary["unstake_payouts"]
+    assert payout["status"] == "paid" and payout["amount"] == 20 * unit
+    assert payout["asset_id"] == summary["asset_id"]
+    assert summary["bob_dig_after"] - summary["bob_dig_before"] == 20
