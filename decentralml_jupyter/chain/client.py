@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -116,6 +117,12 @@ _REJECTION_HINTS = {
 }
 
 
+# substrate-interface keeps its type registry per process and breaks when two threads decode
+# at once ("Decoder class for Compact<u32> not found"), so every Chain in a process shares one
+# lock: a notebook's dashboard thread and its magics can then use the chain side by side.
+_PROCESS_LOCK = threading.RLock()
+
+
 class _Substrate(SubstrateInterface):
     """SubstrateInterface whose genesis hash is the one the runtime checks signatures against.
 
@@ -156,8 +163,9 @@ class Chain:
     def __init__(self, url: str | None = None, *, timeout: float = 30.0):
         self.url = url or config.default_url()
         try:
-            self.substrate = _Substrate(url=self.url, ws_options={"timeout": timeout})
-            self.substrate.init_runtime()
+            with _PROCESS_LOCK:
+                self.substrate = _Substrate(url=self.url, ws_options={"timeout": timeout})
+                self.substrate.init_runtime()
             props = self.substrate.properties or {}
         except (ConnectionError, OSError, TimeoutError) as exc:
             raise ChainNotReachable(
@@ -172,7 +180,7 @@ class Chain:
         self.ss58_format = SS58_FORMAT
         self.token_symbol = props.get("tokenSymbol", "UNIT")
         self.token_decimals = props.get("tokenDecimals", 12)
-        self._lock = threading.RLock()  # substrate-interface's websocket is not thread-safe
+        self._lock = _PROCESS_LOCK
         self._is_dev: bool | None = None
 
     # -- connection -------------------------------------------------------------------------
@@ -490,21 +498,26 @@ class Chain:
             number = self.substrate.get_block_number(h)
         return Block(number, h, tuple(self.events(h)))
 
-    def subscribe_blocks(self, handler: Callable[[Block], object]):
+    def subscribe_blocks(
+        self, handler: Callable[[Block], object], poll: float = 0.2, timeout: float | None = None
+    ):
         """Call ``handler`` with every new block and its events, until it returns non-None.
 
-        Blocks here run in the caller's thread; use a thread to follow the chain in the
-        background. Returns the handler's first non-None result.
+        Runs in the caller's thread (use a thread to follow the chain in the background) and
+        holds the process-wide chain lock only while it reads a block, so other threads keep
+        using the chain. Returns the handler's first non-None result (None on ``timeout``).
         """
-
-        def on_header(obj, update_nr, subscription_id):
-            number = obj["header"]["number"]
-            h = self.substrate.get_block_hash(number)
-            events = tuple(_event_dict(e) for e in self.substrate.get_events(h))
-            return handler(Block(number, h, events))
-
-        with self._lock:
-            return self.substrate.subscribe_block_headers(on_header)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = self.block_number()
+        while deadline is None or time.monotonic() < deadline:
+            head = self.block_number()
+            for number in range(seen + 1, head + 1):
+                result = handler(self.block(number))
+                if result is not None:
+                    return result
+            seen = max(seen, head)
+            time.sleep(poll)
+        return None
 
 
 def _dev_name_uri(name: str) -> str | None:

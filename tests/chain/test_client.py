@@ -185,3 +185,24 @@ def test_a_multisig_whose_approvals_raced_past_the_threshold_still_executes(chai
     chain.multisig_approve("//Dev1", payout, members, 2)  # an approver executes it
     assert chain.balance("Ferdie").free == before + 3 * UNIT
     assert chain.multisig_pending(members, 2, payout) is None
+
+
+def test_chains_in_several_threads_of_one_process_do_not_trip_each_other(devchain_url):
+    # substrate-interface's type registry is per process; unguarded, concurrent connections
+    # fail with "Decoder class for Compact<u32> not found"
+    errors, results = [], []
+
+    def work():
+        try:
+            for _ in range(3):
+                with Chain(devchain_url) as c:
+                    results.append((c.balance("Alice").free > 0, len(c.block(1).events) >= 0))
+        except Exception as exc:  # the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 12 and all(all(r) for r in results)
