@@ -79,3 +79,12 @@ def test_06_stakes_votes_and_unstakes_in_an_asset(run_notebook):
     assert payout["status"] == "paid" and payout["amount"] == 20 * unit
     assert payout["asset_id"] == summary["asset_id"]
     assert summary["bob_dig_after"] - summary["bob_dig_before"] == 20
+
+
+def test_07_other_chain_and_storage_by_url(run_notebook):
+    nb, summary = run_notebook("07-other-chains", local=True)
+    assert summary["missing_pallets"] == []
+    assert summary["assets"] is True
+    assert summary["remark_included"] is True
+    assert summary["round_trip"] is True and summary["cid"].startswith("Qm")
+    assert summary["models"] == 0  # a fresh chain
