@@ -48,6 +48,11 @@ test-all: setup
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+.PHONY: docs
+docs: setup
+	$(PY) -m sphinx -W --keep-going -b html docs out/docs
+	@echo "the site: out/docs/index.html"
+
 bench: setup
 	$(PY) benchmarks/bench_chain.py
 
