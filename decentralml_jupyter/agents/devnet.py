@@ -10,13 +10,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .. import config
+from .. import config, procs
 from ..chain import devchain
 from ..errors import DfmlError, UsageError
 from ..storage import storage_down, storage_status, storage_up
@@ -31,30 +29,13 @@ def load(port: int) -> dict | None:
     return json.loads(f.read_text()) if f.exists() else None
 
 
-def _start(cmd: list[str], log: Path) -> int:
-    with open(log, "ab") as f:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # outlives the command that started it
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-    return proc.pid
+def _start(cmd: list[str], log: Path) -> dict:
+    proc = procs.spawn(cmd, log, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    return {"pid": proc.pid, "start_time": procs.start_time(proc.pid)}
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                os.waitpid(pid, os.WNOHANG)
-                return False
-        return True
-    except (OSError, ChildProcessError):
-        return False
+def _alive(p: dict) -> bool:
+    return procs.is_running(p.get("pid"), p.get("start_time"))
 
 
 def _agent_cmd(module: str, url: str, storage: str, key: str, extra: list[str]) -> list[str]:
@@ -94,7 +75,7 @@ def up(
     if attackers > workers:
         raise UsageError("--attackers cannot exceed --workers")
     port = urlparse(url).port or 9944
-    if load(port) and any(_alive(p["pid"]) for p in _processes(load(port))):
+    if load(port) and any(_alive(p) for p in _processes(load(port))):
         raise DfmlError(
             f"a dev network is already running on {url}", hint="stop it first: dfml devnet down"
         )
@@ -130,8 +111,9 @@ def up(
                 f"//{name}",
                 [*common, "--index-db", str(work / f"index-{name}.sqlite")],
             )
-            pid = _start(cmd, logs / f"validator-{name}.log")
-            record["validators"].append({"name": name, "pid": pid})
+            record["validators"].append(
+                {"name": name, **_start(cmd, logs / f"validator-{name}.log")}
+            )
         for j in range(workers):
             name = f"Dev{validators + 1 + j}"
             extra = [
@@ -147,20 +129,20 @@ def up(
             ]
             if j >= workers - attackers:
                 extra += ["--attack", attack]
-            pid = _start(
+            started = _start(
                 _agent_cmd("worker", url, store["url"], f"//{name}", extra),
                 logs / f"worker-{name}.log",
             )
             record["workers"].append(
                 {
                     "name": name,
-                    "pid": pid,
+                    **started,
                     "index": j,
                     "attack": attack if j >= workers - attackers else None,
                 }
             )
         if clock > 0:
-            pid = _start(
+            record["clock"] = _start(
                 [
                     sys.executable,
                     "-m",
@@ -172,7 +154,6 @@ def up(
                 ],
                 logs / "clock.log",
             )
-            record["clock"] = {"pid": pid}
     except BaseException:
         _stop_all(load(port) or {})
         devchain.down(port)
@@ -182,29 +163,25 @@ def up(
 
 
 def _processes(record: dict) -> list[dict]:
-    procs = [*record.get("validators", []), *record.get("workers", [])]
+    out = [*record.get("validators", []), *record.get("workers", [])]
     if record.get("clock"):
-        procs.append(record["clock"])
-    return procs
+        out.append(record["clock"])
+    return out
 
 
 def _stop_all(record: dict, timeout: float = 15.0) -> None:
-    procs = [p for p in _processes(record) if _alive(p["pid"])]
-    for p in procs:
+    running = [p for p in _processes(record) if _alive(p)]
+    for p in running:  # all at once: each takes a moment to wind down
         os.kill(p["pid"], signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while any(_alive(p["pid"]) for p in procs) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for p in procs:
-        if _alive(p["pid"]):
-            os.kill(p["pid"], signal.SIGKILL)
+    for p in running:
+        procs.stop(p["pid"], p.get("start_time"), grace=timeout)
 
 
 def _addresses(names: list[dict]) -> list[dict]:
     from ..chain.keys import load_keypair
 
     return [
-        {**n, "address": load_keypair(f"//{n['name']}").ss58_address, "running": _alive(n["pid"])}
+        {**n, "address": load_keypair(f"//{n['name']}").ss58_address, "running": _alive(n)}
         for n in names
     ]
 

@@ -11,7 +11,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -23,7 +22,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from .. import config
+from .. import config, procs
 from ..errors import ChainError, ChainNotReachable, SetupError, UsageError
 from .rpc import rpc_call
 
@@ -182,23 +181,8 @@ def _state_file(port: int) -> Path:
     return config.run_dir() / f"chain-{port}.json"
 
 
-def _proc_start_time(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # field 22 (starttime) comes after the parenthesised command, which may contain spaces
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
 def _alive(record: dict) -> bool:
-    pid = record.get("pid")
-    if not pid or _proc_start_time(pid) != record.get("start_time"):
-        return False
-    try:  # a zombie child of ours (tests start chains in-process) is dead: reap it
-        return os.waitpid(pid, os.WNOHANG) == (0, 0)
-    except ChildProcessError:
-        return Path(f"/proc/{pid}").exists()
+    return procs.is_running(record.get("pid"), record.get("start_time"))
 
 
 def _port_free(port: int) -> bool:
@@ -334,19 +318,12 @@ def up(
     cfg_path.write_text(yaml.safe_dump(cfg))
     log = work / "chain.log"
     env = dict(os.environ, LOG_LEVEL=os.environ.get("DFML_CHAIN_LOG_LEVEL", "warn"))
-    with open(log, "ab") as logf:
-        proc = subprocess.Popen(
-            ["node", str(inst.chopsticks_bin), "-c", str(cfg_path)],
-            cwd=work,
-            stdin=subprocess.DEVNULL,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # outlives the CLI that started it
-        )
+    proc = procs.spawn(
+        ["node", str(inst.chopsticks_bin), "-c", str(cfg_path)], log, cwd=work, env=env
+    )
     record = {
         "pid": proc.pid,
-        "start_time": _proc_start_time(proc.pid),
+        "start_time": procs.start_time(proc.pid),
         "url": url,
         "port": port,
         "work_dir": str(work),
@@ -428,15 +405,7 @@ def _resume_storage(work: Path, genesis: Path) -> Path:
 
 
 def _stop_pid(record: dict, timeout: float = 10.0) -> None:
-    if not _alive(record):
-        return
-    pid = record["pid"]
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(record) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _alive(record):
-        os.kill(pid, signal.SIGKILL)
+    procs.stop(record["pid"], record.get("start_time"), grace=timeout)
 
 
 def _record(port: int) -> dict | None:

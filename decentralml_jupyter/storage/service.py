@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from decentralml_jupyter import config, procs
 from decentralml_jupyter.errors import StorageError, UsageError
 
 DEFAULT_PORT = 5001
@@ -26,13 +25,11 @@ SERVER_MODULE = "decentralml_jupyter.storage.server"
 
 
 def dfml_home() -> Path:
-    return Path(os.environ.get("DFML_HOME") or Path.home() / ".cache" / "decentralml-jupyter")
+    return config.home()
 
 
 def run_dir() -> Path:
-    path = dfml_home() / "run"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return config.run_dir()
 
 
 def default_repo(port: int) -> Path:
@@ -141,15 +138,8 @@ def storage_up(
     log = log_path(port)
     remove_state(port)
     cmd = [sys.executable, "-m", SERVER_MODULE, "--port", str(port), "--repo", str(repo_dir)]
-    with open(log, "ab") as logf:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=logf,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # detached: survives the notebook or shell that started it
-            cwd=run_dir(),
-        )
+    # detached: survives the notebook or shell that started it
+    proc = procs.spawn(cmd, log, cwd=run_dir())
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -162,7 +152,7 @@ def storage_up(
         if state and state.get("pid") == proc.pid and _answers(url, 1.0):
             return {"url": url, "pid": proc.pid, "running": True}
         time.sleep(0.1)
-    _terminate(proc.pid)
+    procs.stop(proc.pid, grace=15.0)
     raise StorageError(
         f"the storage service did not answer within {timeout:.0f} s",
         hint=f"see its log: {log}",
@@ -176,42 +166,13 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def _terminate(pid: int, grace: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; only this pid, never its group."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not _is_our_server(pid):
-            _reap(pid)
-            return
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    while _is_our_server(pid):
-        time.sleep(0.05)
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    # When this process started the server (tests, notebooks), collect the zombie.
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
 def storage_down(url_or_port: str | int | None = None) -> dict[str, Any]:
     """Stop the recorded dev service on that port: ``{"stopped": True, "pid": PID or None}``."""
     port = _port_of(url_or_port)
     state = read_state(port)
     pid = state.get("pid") if state else None
     if pid is not None and _is_our_server(pid):
-        _terminate(pid)
+        procs.stop(pid, grace=15.0)  # only this pid, never its group
     else:
         pid = None
     remove_state(port)
