@@ -21,6 +21,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "out" / "screenshots"
+LOAD_TIMEOUT_MS = 60_000  # JupyterLab's first load on two shared cores
 CHROMIUM_FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -166,3 +167,17 @@ def screenshot():
         return path
 
     return take
+
+
+@pytest.fixture(scope="module")
+def page(browser, lab):
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{lab.base}/lab?reset&token={lab.token}", timeout=LOAD_TIMEOUT_MS)
+    page.wait_for_selector("#jp-main-dock-panel", timeout=LOAD_TIMEOUT_MS)
+    page.page_errors = errors
+    try:
+        yield page
+    finally:
+        page.close()

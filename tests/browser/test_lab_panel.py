@@ -36,20 +36,6 @@ def proposal(dfml, tmp_path_factory):
     return mid, pid
 
 
-@pytest.fixture(scope="module")
-def page(browser, lab):
-    page = browser.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{lab.base}/lab?reset&token={lab.token}", timeout=TIMEOUT_MS)
-    page.wait_for_selector("#jp-main-dock-panel", timeout=TIMEOUT_MS)
-    page.page_errors = errors
-    try:
-        yield page
-    finally:
-        page.close()
-
-
 def shown_block(page) -> int:
     text = page.inner_text('[data-dfml="block"]')
     return int(text.lstrip("#"))
