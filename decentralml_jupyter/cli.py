@@ -352,6 +352,11 @@ def cmd_task_list(args):
         return [t.to_json() for t in proto.state().tasks(model_id=args.model)]
 
 
+def cmd_task_submissions(args):
+    with _protocol(args) as proto:
+        return [s.to_json() for s in proto.state().submissions(task_id=args.task)]
+
+
 def cmd_task_assign(args):
     with _protocol(args) as proto:
         return _tx(proto.assign_task(args.key, args.id), task_id=args.id)
@@ -741,6 +746,8 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
     tc.add_argument("--description", default="")
     tl = _add(t_sub, "list", cmd_task_list, "tasks")
     tl.add_argument("--model", type=_model_id, default=None)
+    tsub = _add(t_sub, "submissions", cmd_task_submissions, "submitted results and decisions")
+    tsub.add_argument("--task", type=_model_id, default=None)
     ta = _add(t_sub, "assign", cmd_task_assign, "take a task")
     ta.add_argument("id", type=_model_id)
     ts = _add(t_sub, "submit", cmd_task_submit, "submit a result (a CID)")

@@ -44,9 +44,20 @@ def test_model_stake_govern_through_the_cli(dfml, tmp_path):
     model.save(path)
 
     sub = dfml(
-        "model", "submit", str(path), "--license", "apache-2.0", "--jurisdiction", "EU",
-        "--validator", "Dev1", "--validator", "Dev2", "--validator", "Dev3",
-    )  # fmt: skip
+        "model",
+        "submit",
+        str(path),
+        "--license",
+        "apache-2.0",
+        "--jurisdiction",
+        "EU",
+        "--validator",
+        "Dev1",
+        "--validator",
+        "Dev2",
+        "--validator",
+        "Dev3",
+    )
     assert sub["receipt"]["success"] and sub["model_id"] >= 1
     mid = sub["model_id"]
     shown = dfml("model", "show", str(mid))
@@ -94,10 +105,55 @@ def test_bad_arguments_say_what_to_do(dfml):
 
 def test_json_errors_follow_the_contract(devchain_url, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "decentralml_jupyter.cli", "--json", "--url", devchain_url,
-         "model", "show", "424242"],
-        capture_output=True, text=True, env={"DFML_HOME": str(tmp_path), "PATH": ""},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "decentralml_jupyter.cli",
+            "--json",
+            "--url",
+            devchain_url,
+            "model",
+            "show",
+            "424242",
+        ],
+        capture_output=True,
+        text=True,
+        env={"DFML_HOME": str(tmp_path), "PATH": ""},
+    )
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
     assert set(doc) == {"error", "hint"} and "424242" in doc["error"] and doc["hint"]
+
+
+def test_task_verbs_list_submissions(dfml, tmp_path):
+    from decentralml_jupyter import fl
+
+    path = tmp_path / "tasks.keras"
+    fl.mlp(64, 10, hidden=(8,)).save(path)
+    mid = str(dfml("model", "submit", str(path))["model_id"])
+    task = dfml(
+        "task",
+        "create",
+        mid,
+        "data_annotator",
+        "--reward",
+        str(UNIT),
+        "--max-assignments",
+        "2",
+        "--duration",
+        "40",
+    )["task_id"]
+    dfml("task", "assign", str(task), key="//Eve")
+    sub = dfml(
+        "task",
+        "submit",
+        str(task),
+        "--result",
+        "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
+        key="//Eve",
+    )["submission_id"]
+    rows = dfml("task", "submissions", "--task", str(task))
+    assert [(r["id"], r["status"]) for r in rows] == [(sub, "pending")]
+    dfml("task", "accept", str(sub))
+    assert dfml("task", "submissions", "--task", str(task))[0]["status"] == "accepted"
+    assert any(t["id"] == task for t in dfml("task", "list", "--model", mid))
