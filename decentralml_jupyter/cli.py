@@ -28,8 +28,25 @@ def _port_of(url: str) -> int:
     return urlparse(url).port or 9944
 
 
-def _progress(msg: str) -> None:
+def _progress(msg: str, fraction: float | None = None) -> None:
     print(f"[dfml] {msg}", file=sys.stderr, flush=True)
+
+
+def _byte_progress(what: str) -> Callable[[int, int], None]:
+    """A ``(done, total)`` callback reporting ``what`` every 10%, through ``_progress`` (a
+    bar in a notebook, lines on stderr in a shell)."""
+    shown = [-1]
+
+    def report(done: int, total: int) -> None:
+        step = int(10 * done / total) if total else 10
+        if step > shown[0]:
+            shown[0] = step
+            # looked up at call time: the magic swaps in a notebook progress bar
+            sys.modules[__name__]._progress(
+                f"{what}: {done / 2**20:.1f} of {total / 2**20:.1f} MiB", step / 10
+            )
+
+    return report
 
 
 def _chain(args):
@@ -146,7 +163,8 @@ def cmd_storage_down(args):
 
 
 def cmd_storage_put(args):
-    return _store(args).put_file(args.file).to_json()
+    name = Path(args.file).name
+    return _store(args).put_file(args.file, progress=_byte_progress(f"uploading {name}")).to_json()
 
 
 def cmd_storage_get(args):

@@ -24,10 +24,12 @@ def dfml(devchain_url, storage_url, tmp_path, monkeypatch):
     return call
 
 
-def test_storage_put_get_roundtrip(dfml, tmp_path):
+def test_storage_put_get_roundtrip(dfml, tmp_path, capsys):
     src = tmp_path / "a.bin"
-    src.write_bytes(b"federated" * 100_000)
+    src.write_bytes(b"federated" * 400_000)
     put = dfml("storage", "put", str(src))
+    lines = [x for x in capsys.readouterr().err.splitlines() if "uploading a.bin" in x]
+    assert len(lines) >= 2 and lines[-1].endswith("3.4 of 3.4 MiB")  # reported up to the end
     assert put["size"] == src.stat().st_size and put["cid"].startswith("Qm")
     out = tmp_path / "b.bin"
     got = dfml("storage", "get", put["cid"], "--out", str(out))

@@ -12,7 +12,7 @@ import tempfile
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -153,11 +153,27 @@ class KuboStore:
     def put(self, data: Source, *, pin: bool = True) -> str:
         return self._put(data, pin=pin).cid
 
-    def put_file(self, path: str | os.PathLike[str], *, pin: bool = True) -> Stored:
+    def put_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        pin: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Stored:
+        """Add a file, streamed; ``progress(bytes_sent, total)`` follows the upload."""
+        total = os.path.getsize(path)
         with open(path, "rb") as f:
-            return self._put(f, pin=pin, name=Path(path).name)
+            return self._put(f, pin=pin, name=Path(path).name, progress=progress, total=total)
 
-    def _put(self, data: Source, *, pin: bool, name: str = "file") -> Stored:
+    def _put(
+        self,
+        data: Source,
+        *,
+        pin: bool,
+        name: str = "file",
+        progress: Callable[[int, int], None] | None = None,
+        total: int = 0,
+    ) -> Stored:
         builder = FileDagBuilder()
         boundary = uuid.uuid4().hex
         head = (
@@ -170,9 +186,13 @@ class KuboStore:
             # The CID is computed while the bytes go out, so the node's answer can be checked
             # without a second pass over the data.
             yield head
+            sent = 0
             for piece in _pieces(data):
                 builder.write(piece)
                 yield piece
+                if progress is not None:
+                    sent += len(piece)
+                    progress(sent, total)
             yield tail
 
         params = {**IMPORT_OPTIONS, "pin": "true" if pin else "false", "progress": "false"}

@@ -50,3 +50,24 @@ def test_runner_routes_cli_progress_and_restores_it(monkeypatch):
         Runner(url="ws://127.0.0.1:1")(["account", "balance", "Alice"], progress=seen.append)
     assert seen == ["connecting to ws://127.0.0.1:1"]
     assert cli._progress is original
+
+
+def test_a_storage_upload_feeds_the_notebook_progress_bar(ip, storage_url, tmp_path):
+    from decentralml_jupyter import cli
+    from decentralml_jupyter.jupyter import Progress
+    from decentralml_jupyter.jupyter.runner import Runner
+
+    src = tmp_path / "big.bin"
+    src.write_bytes(b"\x01" * (3 * 2**20))
+    seen = []
+
+    class Recording(Progress):
+        def __call__(self, message, fraction=None):
+            seen.append((message, fraction))
+
+    runner = Runner(storage=storage_url)
+    out = runner(["storage", "put", str(src)], progress=Recording("upload"))
+    assert out["size"] == 3 * 2**20
+    assert seen and seen[-1][1] == 1.0 and "big.bin" in seen[-1][0]
+    assert [f for _, f in seen] == sorted(f for _, f in seen)  # it only moves forward
+    assert cli._progress is not None and not isinstance(cli._progress, Recording)  # restored
