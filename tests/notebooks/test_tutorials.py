@@ -1,8 +1,7 @@
 """Each tutorial in notebooks/ runs top to bottom against its own fresh dev network.
 
-The whole set takes about 8.5 minutes on the 2-core CI machine, so the three slowest (03, 04,
-05: 75-90 s each) are marked slow and run with `make test-all`; 01, 02, 06 and 07 (about 4.5
-minutes together) run in `make test`.
+The whole set takes about 8.5 minutes on the 2-core CI machine; all seven run in `make test`,
+since CI has room for them and every tutorial must keep working.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ def test_02_governance_votes_with_widget_and_magic(run_notebook):
     assert "receipt of the widget's vote: True" in outputs_text(nb)
 
 
-@pytest.mark.slow
 def test_03_robust_aggregation_slashes_and_resists(run_notebook):
     nb, summary = run_notebook("03-robust-aggregation", workers=4, attackers=1, attack="scale")
     for strategy in ("fedavg", "fedmedian"):
@@ -51,7 +49,6 @@ def test_03_robust_aggregation_slashes_and_resists(run_notebook):
     assert sim["scale/multikrum"] > sim["scale/fedavg"] + 0.2
 
 
-@pytest.mark.slow
 def test_04_privacy_dp_round_and_tradeoff(run_notebook):
     nb, summary = run_notebook("04-privacy", workers=3, validators=1)
     assert summary["dp_round"]["status"] == "finalized"
@@ -62,7 +59,6 @@ def test_04_privacy_dp_round_and_tradeoff(run_notebook):
     assert summary["secure_matches_plain"] and summary["mask_sum_exact"]
 
 
-@pytest.mark.slow
 def test_05_tasks_pay_each_role_and_refund(run_notebook):
     nb, summary = run_notebook("05-tasks-and-roles", workers=1, validators=1)
     addr = summary["addresses"]
