@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 
 import pytest
 
@@ -48,3 +49,24 @@ def storage_url(tmp_path_factory):
         yield info["url"]
     finally:
         storage_down(port)
+
+
+def stop_process_tree(proc: subprocess.Popen) -> None:
+    """Stop a server we started by its pid, then any child it left (kernels), each by pid."""
+    import psutil
+
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass

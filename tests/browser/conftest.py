@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
+
+from tests.conftest import stop_process_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "out" / "screenshots"
@@ -84,23 +85,7 @@ class Lab:
     root: Path
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop the server by its pid, then any child it left (kernels), each by its pid."""
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-    for child in children:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
+_stop = stop_process_tree
 
 
 @pytest.fixture(scope="module")

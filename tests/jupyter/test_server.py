@@ -15,11 +15,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 
 from decentralml_jupyter.cli import run
+from tests.conftest import stop_process_tree
 
 UNIT = 10**12
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,23 +51,7 @@ class Server:
         return {} if token is None else {"Authorization": f"token {token}"}
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """Stop the server by its pid, then any child it left (kernels), each by its pid."""
-    try:
-        children = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        children = []
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-    for child in children:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            pass
+stop = stop_process_tree
 
 
 def start_server(
