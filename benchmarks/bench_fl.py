@@ -19,13 +19,20 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 N_CLIENTS, EPOCHS, BATCH, LR, SEED = 10, 1, 32, 0.05, 0
+# Another benchmark (bench_rounds.py) sets the task through the environment, which Ray's
+# actors inherit: they import this module afresh.
+N_CLIENTS = int(os.environ.get("DFML_BENCH_CLIENTS", N_CLIENTS))
+EPOCHS = int(os.environ.get("DFML_BENCH_EPOCHS", EPOCHS))
+HIDDEN = tuple(int(h) for h in os.environ.get("DFML_BENCH_HIDDEN", "64").split(","))
 
 
 def bench_ours(rounds: int) -> dict[str, float]:
     from decentralml_jupyter.fl import simulate
 
     t0 = time.perf_counter()
-    hist = simulate("digits", N_CLIENTS, "iid", "fedavg", rounds, EPOCHS, BATCH, LR, seed=SEED)
+    hist = simulate(
+        "digits", N_CLIENTS, "iid", "fedavg", rounds, EPOCHS, BATCH, LR, hidden=HIDDEN, seed=SEED
+    )
     total = time.perf_counter() - t0
     steady = [r["seconds"] for r in hist[1:]]  # round 1 includes graph tracing
     return {
@@ -47,7 +54,7 @@ def _task():
 
         ds = load_dataset("digits", seed=SEED)
         _state["ds"] = ds
-        _state["spec"] = model_to_spec(mlp(ds.input_dim, ds.num_classes))
+        _state["spec"] = model_to_spec(mlp(ds.input_dim, ds.num_classes, HIDDEN))
         _state["parts"] = partition(ds.y_train, N_CLIENTS, "iid", seed=SEED)
     return _state["ds"], _state["spec"], _state["parts"]
 
@@ -142,7 +149,7 @@ def main() -> None:
     ap.add_argument("--skip-flower", action="store_true")
     args = ap.parse_args()
     print(
-        f"digits MLP(64), {N_CLIENTS} workers IID, FedAvg, {EPOCHS} local epoch, "
+        f"digits MLP{HIDDEN}, {N_CLIENTS} workers IID, FedAvg, {EPOCHS} local epoch, "
         f"batch {BATCH}, {args.rounds} rounds, {os.cpu_count()} CPU cores"
     )
     ours = bench_ours(args.rounds)

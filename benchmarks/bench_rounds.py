@@ -1,20 +1,34 @@
 """A federated round on the dev network against the same round computed in-process (no chain,
-no storage): the overhead of doing it for real, as a ratio measured in one run.
+no storage) and against Flower's simulation of the same task: ratios measured in one run.
 
-Printed, not a test: `python benchmarks/bench_rounds.py [--workers 10] [--rounds 2]`.
+Printed, not a test:
+
+    python benchmarks/bench_rounds.py [--workers 10,50,100] [--per-host 1,10] [--rounds 3]
+
+Every number is a steady-state round (the median of rounds 2..): round 1 includes TensorFlow's
+graph tracing in every process, on both sides. On the dev network a round is timed from the
+`round start` call to `round watch` returning "finalized", both through the CLI, as a user
+would; every update goes through storage and the chain. ``--per-host`` is how many workers
+share one process (they submit through one proxy transaction per block).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import socket
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 from decentralml_jupyter import fl
 from decentralml_jupyter.cli import run
+
+HIDDEN = (32,)
 
 
 def free_port() -> int:
@@ -23,7 +37,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate, timeout: float = 600.0):
+def wait_until(predicate, timeout: float = 900.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -32,32 +46,38 @@ def wait_until(predicate, timeout: float = 600.0):
     raise TimeoutError("dev network too slow")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--workers", type=int, default=10)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=2)
-    ap.add_argument("--block-mode", choices=["instant", "batch"], default="instant")
-    args = ap.parse_args()
-    n, epochs = args.workers, args.epochs
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
-    t0 = time.perf_counter()
-    sim = fl.simulate(
+
+def in_process(n: int, rounds: int, epochs: int) -> dict:
+    hist = fl.simulate(
         "digits",
         n_clients=n,
         partition="iid",
-        rounds=args.rounds,
+        rounds=rounds,
         epochs=epochs,
-        hidden=(32,),
-        contributions=True,
+        hidden=HIDDEN,
+        contributions=True,  # the validators score contributions too
     )
-    in_process = (time.perf_counter() - t0) / args.rounds
+    return {
+        "round_s": statistics.median(r["seconds"] for r in hist[1:]),
+        "accuracy": [round(r["accuracy"], 3) for r in hist],
+    }
 
+
+def dev_network(n: int, per_host: int, rounds: int, epochs: int, block_mode: str) -> dict:
     url, storage = f"ws://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
 
     def dfml(*a, key="//Alice"):
         return run(["--url", url, "--storage", storage, "--key", key, *a])
 
+    hosts = math.ceil(n / per_host)
+    t0 = time.perf_counter()
     dfml(
         "devnet",
         "up",
@@ -65,23 +85,27 @@ def main() -> int:
         str(n),
         "--validators",
         "3",
+        "--worker-processes",
+        str(hosts),
         "--clock",
         "1",
         "--block-mode",
-        args.block_mode,
+        block_mode,
     )
     try:
         path = Path(tempfile.mkdtemp()) / "m.keras"
-        fl.mlp(64, 10, hidden=(32,)).save(path)
+        fl.mlp(64, 10, hidden=HIDDEN).save(path)
         mid = str(dfml("model", "submit", str(path))["model_id"])
         wait_until(lambda: len(dfml("stakes", "--model", mid)) == n)
+        setup = time.perf_counter() - t0
         pid = dfml("propose", mid, "ApproveModel", "--deadline", "30")["proposal_id"]
-        dfml("vote", str(pid), "aye", key=f"//Dev{4}")
+        dfml("vote", str(pid), "aye", key="//Dev4")
         dfml("chain", "advance", "31")
         wait_until(lambda: dfml("model", "show", mid)["status"] == "approved")
         dfml("model", "start", mid)
-        times, accs = [], []
-        for _ in range(args.rounds):
+        times, accs, blocks = [], [], []
+        for _ in range(rounds):
+            h0 = dfml("chain", "status")["block"]
             t = time.perf_counter()
             rid = dfml(
                 "round",
@@ -92,26 +116,106 @@ def main() -> int:
                 "--epochs",
                 str(epochs),
                 "--deadline",
-                "200",
+                "400",
                 "--aggregate-deadline",
-                "200",
+                "400",
             )["round_id"]
-            final = dfml("round", "watch", str(rid))
+            final = dfml("round", "watch", str(rid), "--timeout", "900")
             times.append(time.perf_counter() - t)
-            accs.append(final["metrics"]["accuracy"])
+            blocks.append(dfml("chain", "status")["block"] - h0)
+            accs.append(round(final["metrics"]["accuracy"], 3))
+            if final["status"] != "finalized":
+                raise RuntimeError(f"round {rid} ended {final['status']}")
+        net = dfml("devnet", "status")
+        from decentralml_jupyter.chain import devchain
+
+        chain_pid = devchain.running_record(urlparse(url).port)["pid"]
+        rss = {
+            "chain": peak_rss_mib(chain_pid),
+            "worker process": max(peak_rss_mib(w["pid"]) for w in net["workers"]),
+            "validator": max(peak_rss_mib(v["pid"]) for v in net["validators"]),
+        }
     finally:
         dfml("devnet", "down")
-    dev = sum(times) / len(times)
-    print(f"one round, {n} workers, digits MLP, {epochs} local epochs, {args.block_mode} blocks")
-    print(
-        f"  in-process (no chain, no storage): {in_process:6.2f} s/round, "
-        f"accuracy {[round(r['accuracy'], 3) for r in sim]}"
+    return {
+        "round_s": statistics.median(times[1:]),
+        "first_round_s": times[0],
+        "setup_s": setup,
+        "blocks": statistics.median(blocks[1:]),
+        "accuracy": accs,
+        "rss": rss,
+        "hosts": hosts,
+    }
+
+
+def flower(n: int, rounds: int, epochs: int) -> dict | None:
+    os.environ.update(
+        DFML_BENCH_CLIENTS=str(n),
+        DFML_BENCH_EPOCHS=str(epochs),
+        DFML_BENCH_HIDDEN=",".join(map(str, HIDDEN)),
     )
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_fl
+
+    try:
+        return bench_fl.bench_flower(rounds)
+    except Exception as err:  # report why Flower's engine could not run, keep our numbers
+        print(f"  flower: could not run ({type(err).__name__}: {err})")
+        return None
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--workers", default="10", help="comma-separated worker counts")
+    ap.add_argument("--per-host", default="1,10", help="workers per process, comma-separated")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--block-mode", choices=["instant", "batch"], default="batch")
+    ap.add_argument("--skip-flower", action="store_true")
+    args = ap.parse_args()
+    if args.rounds < 2:
+        ap.error("--rounds must be at least 2 (round 1 is warm-up)")
     print(
-        f"  dev network (chain + IPFS + processes): {dev:6.2f} s/round, accuracy "
-        f"{[round(a, 3) for a in accs]}"
+        f"digits MLP{HIDDEN}, IID, FedAvg, {args.epochs} local epochs, 3 validators, "
+        f"{args.block_mode} blocks, {os.cpu_count()} CPU cores; seconds per round are the "
+        f"median of rounds 2..{args.rounds}"
     )
-    print(f"  dev network / in-process: {dev / in_process:.1f}x (target 1.5x)")
+    for n in (int(w) for w in args.workers.split(",")):
+        base = in_process(n, args.rounds, args.epochs)
+        print(f"\n{n} workers")
+        print(f"  in-process (no chain, no storage): {base['round_s']:7.3f} s/round")
+        for per_host in (int(p) for p in args.per_host.split(",")):
+            if per_host > n or (per_host == 1 and n > 20):
+                continue  # one TensorFlow process per worker does not fit beyond ~20
+            dev = dev_network(n, per_host, args.rounds, args.epochs, args.block_mode)
+            over = dev["round_s"] - base["round_s"]
+            print(
+                f"  dev network, {dev['hosts']} worker processes: {dev['round_s']:7.3f} s/round "
+                f"({dev['blocks']:.0f} blocks; first round {dev['first_round_s']:.1f} s; "
+                f"set-up {dev['setup_s']:.0f} s)"
+            )
+            print(
+                f"    / in-process: {dev['round_s'] / base['round_s']:.1f}x (target 1.5x); "
+                f"overhead {over:.2f} s/round, {over / n * 1000:.0f} ms per worker"
+            )
+            print(
+                "    peak RSS MiB: "
+                + ", ".join(f"{k} {v:.0f}" for k, v in dev["rss"].items())
+                + f"; accuracy {dev['accuracy']} vs in-process {base['accuracy']}"
+            )
+            if (
+                not args.skip_flower
+                and n == 10
+                and per_host == max(int(p) for p in args.per_host.split(","))
+            ):
+                flw = flower(n, args.rounds, args.epochs)
+                if flw:
+                    print(
+                        f"  flower simulation (Ray, {flw['actors']} actors): "
+                        f"{flw['round_s']:7.3f} s/round; dev network / flower "
+                        f"{dev['round_s'] / flw['round_s']:.2f}x (target <= 1); accuracy "
+                        f"{flw['accuracy']:.3f}"
+                    )
     return 0
 
 

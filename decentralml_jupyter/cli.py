@@ -450,26 +450,33 @@ def round_json(rnd) -> dict:
 def cmd_round_watch(args):
     import time
 
+    from .chain.heads import HeadWatcher
+
     deadline = time.monotonic() + args.timeout
     with _protocol(args) as proto:
-        last = None
-        while True:
-            rnd = _round(proto, args.id)
-            line = (rnd.status, len(rnd.submitted), len(rnd.attestations))
-            if line != last:
-                _progress(
-                    f"round {rnd.round_id}: {rnd.status}, {len(rnd.submitted)}/"
-                    f"{len(rnd.selected)} updates, {len(rnd.attestations)} attestations"
-                )
-                last = line
-            if rnd.status in ("finalized", "failed"):
-                return round_json(rnd)
-            if time.monotonic() > deadline:
-                raise DfmlError(
-                    f"round {args.id} still {rnd.status} after {args.timeout:.0f} s",
-                    hint="is the dev network running? dfml devnet status; then watch again",
-                )
-            time.sleep(0.5)
+        heads = HeadWatcher(proto.chain.url)  # look again as soon as a block is finalized
+        try:
+            last = None
+            while True:
+                seen = heads.number
+                rnd = _round(proto, args.id)
+                line = (rnd.status, len(rnd.submitted), len(rnd.attestations))
+                if line != last:
+                    _progress(
+                        f"round {rnd.round_id}: {rnd.status}, {len(rnd.submitted)}/"
+                        f"{len(rnd.selected)} updates, {len(rnd.attestations)} attestations"
+                    )
+                    last = line
+                if rnd.status in ("finalized", "failed"):
+                    return round_json(rnd)
+                if time.monotonic() > deadline:
+                    raise DfmlError(
+                        f"round {args.id} still {rnd.status} after {args.timeout:.0f} s",
+                        hint="is the dev network running? dfml devnet status; then watch again",
+                    )
+                heads.wait(after=seen, timeout=1.0)
+        finally:
+            heads.close()
 
 
 def cmd_round_history(args):
@@ -548,6 +555,7 @@ def cmd_devnet_up(args):
         attack=args.attack,
         clock=args.clock,
         block_mode=args.block_mode,
+        worker_processes=args.worker_processes,
         progress=_progress,
     )
 
@@ -714,6 +722,13 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
     dup.add_argument("--attack", choices=["label_flip", "scale"], default="label_flip")
     dup.add_argument("--clock", type=float, default=3.0, help="seconds per idle block")
     dup.add_argument("--block-mode", choices=["instant", "batch"], default="instant")
+    dup.add_argument(
+        "--worker-processes",
+        type=int,
+        default=None,
+        help="run the workers in this many processes (default: one each); a process of "
+        "several signs for them as their proxy, one transaction per block",
+    )
     _add(d_sub, "status", cmd_devnet_status, "every process of the dev network")
     _add(d_sub, "down", cmd_devnet_down, "stop every process of the dev network")
     for role in ("worker", "validator"):

@@ -1,6 +1,7 @@
 """What every long-running role shares: a chain connection with its indexer, the storage
-client, a signing key, and a polling loop that survives transient failures and stops cleanly
-on SIGTERM.
+client, a signing key, and a loop that steps on every new finalized block (pushed by a head
+subscription; ``poll`` seconds at most between steps), survives transient failures and stops
+cleanly on SIGTERM.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 from ..chain import Chain
+from ..chain.heads import HeadWatcher
 from ..errors import DfmlError
 from ..protocol.client import ProtocolClient
 from ..protocol.indexer import Indexer
@@ -30,7 +32,7 @@ class Agent:
         storage: str,
         key: str,
         *,
-        poll: float = 0.5,
+        poll: float = 2.0,
         index_db: str | Path | None = None,
     ):
         self.log = logging.getLogger(f"dfml.{self.role}")
@@ -41,11 +43,17 @@ class Agent:
         self.address = self.key.ss58_address
         self.poll = poll
         self.stopping = threading.Event()
+        self.heads: HeadWatcher | None = None
         self._spec_cache: dict[str, bytes] = {}
 
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.heads is not None:
+            self.heads.wake()
+
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
-        signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
 
     def spec(self, cid: str) -> bytes:
         if cid not in self._spec_cache:
@@ -59,10 +67,12 @@ class Agent:
         """Poll and act until stopped (SIGTERM) or ``until`` seconds have passed."""
         self.log.info("%s %s following %s", self.role, self.address, self.chain.url)
         deadline = None if until is None else time.monotonic() + until
+        self.heads = HeadWatcher(self.chain.url)
         failures = 0
         while not self.stopping.is_set():
             if deadline is not None and time.monotonic() > deadline:
                 break
+            seen = self.heads.number  # a block arriving during the step wakes the next one
             try:
                 self.step(self.proto.state())
                 failures = 0
@@ -73,12 +83,21 @@ class Agent:
             except Exception:
                 failures += 1
                 self.log.exception("step failed")
-            self.stopping.wait(self.poll * min(2**failures, 20))
+            if failures:
+                self.stopping.wait(min(0.5 * 2**failures, 20))
+            else:
+                wait = self.poll
+                if deadline is not None:
+                    wait = max(0.0, min(wait, deadline - time.monotonic()))
+                self.heads.wait(after=seen, timeout=wait)
+        self.heads.close()
         self.proto.close()
 
 
 def run_agent(agent: Agent) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True
+    )
     agent.install_signal_handlers()
     agent.run()
     return 0

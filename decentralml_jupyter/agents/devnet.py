@@ -2,7 +2,8 @@
 own process (plus a block clock), with pids and logs in one directory, stopped by pid.
 
 Validators are the dev accounts Dev1..DevK, workers DevK+1..DevK+N; each worker holds one
-partition of the dataset.
+partition of the dataset. Workers run one per process, or ``worker_processes`` processes
+share them (each host signs for its workers as their proxy: one transaction per step).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def up(
     attack: str = "label_flip",
     clock: float = 3.0,
     block_mode: str = "instant",
+    worker_processes: int | None = None,
     progress=None,
 ) -> dict:
     """Start everything; returns CLI.md's devnet JSON once the chain and storage answer."""
@@ -74,6 +76,11 @@ def up(
         raise UsageError("a dev network needs at least 1 worker and 1 validator")
     if attackers > workers:
         raise UsageError("--attackers cannot exceed --workers")
+    hosts = workers if worker_processes is None else worker_processes
+    if not 1 <= hosts <= workers:
+        raise UsageError(
+            f"--worker-processes must be between 1 and --workers ({workers}), got {hosts}"
+        )
     port = urlparse(url).port or 9944
     if load(port) and any(_alive(p) for p in _processes(load(port))):
         raise DfmlError(
@@ -114,33 +121,40 @@ def up(
             record["validators"].append(
                 {"name": name, **_start(cmd, logs / f"validator-{name}.log")}
             )
-        for j in range(workers):
-            name = f"Dev{validators + 1 + j}"
+        # consecutive workers share a host process: sizes differ by at most one
+        bounds = [workers * h // hosts for h in range(hosts + 1)]
+        for h in range(hosts):
+            members = range(bounds[h], bounds[h + 1])
+            names = [f"Dev{validators + 1 + j}" for j in members]
+            attacks = ["none" if j < workers - attackers else attack for j in members]
             extra = [
                 *common,
                 "--index",
-                str(j),
+                str(members[0]),
                 "--workers",
                 str(workers),
                 "--partition",
                 partition,
                 "--index-db",
-                str(work / f"index-{name}.sqlite"),
+                str(work / f"index-{names[0]}.sqlite"),
             ]
-            if j >= workers - attackers:
-                extra += ["--attack", attack]
+            for name in names[1:]:
+                extra += ["--key", f"//{name}"]
+            for att in attacks:
+                extra += ["--attack", att]
+            log = f"worker-{names[0]}.log" if len(names) == 1 else f"workers-{names[0]}.log"
             started = _start(
-                _agent_cmd("worker", url, store["url"], f"//{name}", extra),
-                logs / f"worker-{name}.log",
+                _agent_cmd("worker", url, store["url"], f"//{names[0]}", extra), logs / log
             )
-            record["workers"].append(
-                {
-                    "name": name,
-                    **started,
-                    "index": j,
-                    "attack": attack if j >= workers - attackers else None,
-                }
-            )
+            for j, name, att in zip(members, names, attacks, strict=True):
+                record["workers"].append(
+                    {
+                        "name": name,
+                        **started,
+                        "index": j,
+                        "attack": None if att == "none" else att,
+                    }
+                )
         if clock > 0:
             record["clock"] = _start(
                 [
@@ -163,10 +177,14 @@ def up(
 
 
 def _processes(record: dict) -> list[dict]:
+    """Every process once (workers sharing a host process share its pid)."""
     out = [*record.get("validators", []), *record.get("workers", [])]
     if record.get("clock"):
         out.append(record["clock"])
-    return out
+    unique = {}
+    for p in out:
+        unique.setdefault((p.get("pid"), p.get("start_time")), p)
+    return list(unique.values())
 
 
 def _stop_all(record: dict, timeout: float = 15.0) -> None:

@@ -155,6 +155,12 @@ class Validator(Agent):
             contributions=contributions,
             rejected=rejected,
         )
+        now = self.proto.state().round(rnd.round_id)
+        if now is not None and now.status != "aggregating":
+            # the others finalized it while this one judged: an attestation now only costs
+            self.attested.add(rnd.round_id)
+            self.log.info("round %d: %s before this attestation", rnd.round_id, now.status)
+            return cid
         self.proto.submit(self.key, remark)
         self.attested.add(rnd.round_id)
         self.log.info(
@@ -197,7 +203,7 @@ def build_parser(prog: str = "dfml validator") -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="digits")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--index-db", default=None)
-    p.add_argument("--poll", type=float, default=0.5)
+    p.add_argument("--poll", type=float, default=2.0, help="longest wait between steps (s)")
     return p
 
 

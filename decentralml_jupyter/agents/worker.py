@@ -10,9 +10,13 @@ import argparse
 import hashlib
 import secrets
 import sys
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
+from substrateinterface import Keypair
 
+from ..errors import DfmlError
 from ..protocol import encoders
 from ..protocol.state import State
 from .base import Agent, run_agent
@@ -20,14 +24,37 @@ from .base import Agent, run_agent
 ATTACKS = ("none", "label_flip", "scale")
 
 
+@dataclass
+class Identity:
+    """One worker: its account, its private partition and its secure-aggregation key."""
+
+    key: Keypair
+    index: int
+    x: np.ndarray
+    y: np.ndarray
+    attack: str
+    secret: object  # nacl PrivateKey
+    public_key: str
+    done: set[int] = field(default_factory=set)
+    refused: set[tuple[str, int]] = field(default_factory=set)
+
+    @property
+    def address(self) -> str:
+        return self.key.ss58_address
+
+
 class Worker(Agent):
+    """One worker, or several sharing a process (``keys``: one identity per key, partitions
+    ``index``, ``index + 1``, ...). A host of several signs one extrinsic per step for all of
+    them: the first account is every other's proxy, so N updates cost one transaction."""
+
     role = "worker"
 
     def __init__(
         self,
         url: str,
         storage: str,
-        key: str,
+        key: str | list[str],
         *,
         dataset: str = "digits",
         index: int = 0,
@@ -35,64 +62,185 @@ class Worker(Agent):
         partition: str = "iid",
         seed: int = 0,
         stake: int = 10 * 10**12,
-        attack: str = "none",
+        attack: str | list[str] = "none",
         **kw,
     ):
-        super().__init__(url, storage, key, **kw)
+        keys = [key] if isinstance(key, str) else list(key)
+        attacks = [attack] * len(keys) if isinstance(attack, str) else list(attack)
+        if not keys or len(attacks) != len(keys):
+            raise ValueError("give one attack per key")
+        super().__init__(url, storage, keys[0], **kw)
+        from nacl.public import PrivateKey
+
         from .. import fl
 
-        if attack not in ATTACKS:
-            raise ValueError(f"unknown attack {attack!r}; one of {ATTACKS}")
-        self.attack = attack
+        for a in attacks:
+            if a not in ATTACKS:
+                raise ValueError(f"unknown attack {a!r}; one of {ATTACKS}")
+        if index + len(keys) > workers:
+            raise ValueError(f"partitions {index}..{index + len(keys) - 1} exceed {workers}")
         self.stake_amount = stake
         data = fl.load_dataset(dataset, seed=seed)
         scheme, _, alpha = partition.partition(":")
         parts = fl.partition(
             data.y_train, workers, scheme, float(alpha) if alpha else 0.5, seed=seed
         )
-        idx = parts[index]
-        self.x, self.y = data.x_train[idx], data.y_train[idx]
-        if attack == "label_flip":
-            self.y = (data.num_classes - 1 - self.y).astype(self.y.dtype)
-        self.done: set[int] = set()
-        from nacl.public import PrivateKey
+        self.identities: list[Identity] = []
+        for k, (uri, att) in enumerate(zip(keys, attacks, strict=True)):
+            idx = parts[index + k]
+            x, y = data.x_train[idx], data.y_train[idx]
+            if att == "label_flip":
+                y = (data.num_classes - 1 - y).astype(y.dtype)
+            # the X25519 key for secure aggregation's pairwise masks; announced on chain
+            secret = PrivateKey.generate()
+            self.identities.append(
+                Identity(
+                    key=self.key if k == 0 else self.chain.keypair(uri),
+                    index=index + k,
+                    x=x,
+                    y=y,
+                    attack=att,
+                    secret=secret,
+                    public_key="0x" + bytes(secret.public_key).hex(),
+                )
+            )
+            self.log.info(
+                "%s: private partition %d/%d, %d examples",
+                self.identities[-1].address,
+                index + k,
+                workers,
+                len(y),
+            )
+        self._proxied = len(self.identities) == 1
+        self._base: tuple[str, list] = ("", [])
 
-        # the X25519 key for secure aggregation's pairwise masks; announced on chain
-        self._secret = PrivateKey.generate()
-        self.public_key = "0x" + bytes(self._secret.public_key).hex()
-        self.log.info("private partition %d/%d: %d examples", index, workers, len(self.y))
+    # single-identity conveniences (and what tests of one worker read)
+    @property
+    def x(self) -> np.ndarray:
+        return self.identities[0].x
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.identities[0].y
+
+    @property
+    def public_key(self) -> str:
+        return self.identities[0].public_key
+
+    def ensure_proxies(self) -> None:
+        """Each further identity lets the first act for it (one transaction each, once)."""
+        if self._proxied:
+            return
+        lead = self.address
+        missing = [i for i in self.identities[1:] if lead not in self.chain.proxies(i.address)]
+        for ident in missing:  # all into the pool at once: they share the next block(s)
+            self.chain.submit_nowait(self.chain.sign(ident.key, self.chain.add_proxy_call(lead)))
+        deadline = time.monotonic() + 120
+        while missing and time.monotonic() < deadline and not self.stopping.is_set():
+            missing = [i for i in missing if lead not in self.chain.proxies(i.address)]
+            if missing:
+                time.sleep(0.2)
+        if missing:
+            raise DfmlError(
+                f"{len(missing)} workers could not make {lead} their proxy",
+                hint="check their balances (a proxy needs a deposit) and the chain's logs",
+            )
+        self.log.info("%d workers act through %s", len(self.identities) - 1, lead)
+        self._proxied = True
 
     def step(self, state: State) -> None:
-        if state.public_keys([self.address]).get(self.address) != self.public_key:
-            self.proto.submit(self.key, encoders.announce_key(self.public_key))
-        mine = {s.model_id for s in state.stakes(account=self.address) if s.amount > 0}
-        for model in state.models():
-            if model.status in ("proposed", "approved", "training") and model.id not in mine:
-                if self.stake_amount > 0:
-                    self.proto.stake(self.key, model.id, self.stake_amount)
-                    self.log.info("staked %d on model %d", self.stake_amount, model.id)
-        for rnd in state.rounds():
+        self.ensure_proxies()
+        calls: list[tuple[Identity, str, int, object]] = []  # (who, what, about, call)
+        for ident in self.identities:
             if (
-                rnd.status == "open"
-                and self.address in rnd.selected
-                and self.address not in rnd.submitted
-                and rnd.round_id not in self.done
+                state.public_keys([ident.address]).get(ident.address) != ident.public_key
+                and (
+                    "key",
+                    0,
+                )
+                not in ident.refused
             ):
-                self.train_and_submit(state, rnd)
+                announce = self.chain.remark_call(encoders.announce_key(ident.public_key))
+                calls.append((ident, "key", 0, announce))
+            mine = {s.model_id for s in state.stakes(account=ident.address) if s.amount > 0}
+            for model in state.models():
+                if (
+                    model.status in ("proposed", "approved", "training")
+                    and model.id not in mine
+                    and self.stake_amount > 0
+                    and ("stake", model.id) not in ident.refused
+                ):
+                    transfer = self.proto._transfer_call(
+                        model.pool, self.stake_amount, model.stake_asset
+                    )
+                    remark = self.chain.remark_call(
+                        encoders.stake(model.id, self.stake_amount, model.stake_asset)
+                    )
+                    calls.append(
+                        (ident, "stake", model.id, self.chain.batch_all_call([transfer, remark]))
+                    )
+        for rnd in state.rounds():
+            if rnd.status != "open":
+                continue
+            for ident in self.identities:
+                if (
+                    ident.address in rnd.selected
+                    and ident.address not in rnd.submitted
+                    and rnd.round_id not in ident.done
+                ):
+                    call = self.train_update(state, rnd, ident)
+                    if call is not None:
+                        calls.append((ident, "update", rnd.round_id, call))
+        if calls:
+            self.send(calls)
 
-    def train_and_submit(self, state: State, rnd) -> str:
+    def send(self, calls: list[tuple[Identity, str, int, object]]) -> None:
+        """One extrinsic for every call of this step, signed by the first identity; the
+        others' calls go through it as their proxy. Each call's fate is read back from the
+        protocol state (a rejected one is logged and not retried)."""
+        lead = self.identities[0]
+        # the others' calls go first: a proxied call never fails the batch (its own result
+        # is in its ProxyExecuted event), while a failing call of the signer's stops the rest
+        calls = [c for c in calls if c[0] is not lead] + [c for c in calls if c[0] is lead]
+        wrapped = [
+            call if ident is lead else self.chain.proxy_call(ident.address, call)
+            for ident, _, _, call in calls
+        ]
+        outer = wrapped[0] if len(wrapped) == 1 else self.chain.batch_call(wrapped)
+        receipt = self.chain.submit(self.key, outer)
+        state = self.proto.indexer.wait_for(receipt.block_number)
+        errors = {
+            e.account: e.reason
+            for e in state.errors_at(receipt.block_number, receipt.extrinsic_index)
+        }
+        for ident, what, about, _ in calls:
+            if what == "update":
+                ident.done.add(about)
+            reason = errors.get(ident.address)
+            if reason is not None:
+                ident.refused.add((what, about))
+                self.log.warning("%s: %s %s refused: %s", ident.address, what, about, reason)
+            elif what == "stake":
+                self.log.info("%s staked %d on model %d", ident.address, self.stake_amount, about)
+            elif what == "update":
+                self.log.info("%s: update for round %d submitted", ident.address, about)
+
+    def train_update(self, state: State, rnd, ident: Identity | None = None):
+        """Train ``ident`` (default: the first) on the round's base model; upload the update
+        and return the submit call (None when a secure round cannot be masked)."""
         from .. import fl
 
+        ident = ident or self.identities[0]
         model = state.model(rnd.model_id)
         spec = self.spec(model.architecture_cid)
-        base = fl.weights_from_bytes(self.store.get(rnd.base_cid))
+        base = self.base_weights(rnd.base_cid)
         hints = rnd.hints
-        seed = int.from_bytes(hashlib.sha256(f"{rnd.seed}:{self.address}".encode()).digest()[:4])
+        seed = int.from_bytes(hashlib.sha256(f"{rnd.seed}:{ident.address}".encode()).digest()[:4])
         new, n, metrics = fl.train_local(
             spec,
             base,
-            self.x,
-            self.y,
+            ident.x,
+            ident.y,
             epochs=int(hints.get("epochs", 1)),
             batch_size=int(hints.get("batch_size", 32)),
             lr=float(hints.get("learning_rate", 0.05)),
@@ -108,25 +256,33 @@ class Worker(Agent):
                 rnd.dp["noise_multiplier"],
                 seed=secrets.randbits(63),
             )
-        if self.attack == "scale":
+        if ident.attack == "scale":
             new = [g + np.asarray(-10.0, g.dtype) * (w - g) for g, w in zip(base, new, strict=True)]
         if model.strategy.endswith(":secure"):
-            new = self.mask(state, rnd, new, n)
+            new = self.mask(state, rnd, new, n, ident)
             if new is None:
-                return ""
+                ident.done.add(rnd.round_id)
+                return None
         cid = self.store.put(fl.weights_to_bytes(new))
-        self.proto.submit(self.key, encoders.submit_update(rnd.round_id, cid, n))
-        self.done.add(rnd.round_id)
         self.log.info(
-            "round %d: trained on %d examples (train acc %.3f), update %s",
+            "%s round %d: trained on %d examples (train acc %.3f), update %s",
+            ident.address,
             rnd.round_id,
             n,
             metrics.get("train_accuracy", float("nan")),
             cid,
         )
-        return cid
+        return self.chain.remark_call(encoders.submit_update(rnd.round_id, cid, n))
 
-    def mask(self, state: State, rnd, weights, n: int):
+    def base_weights(self, cid: str):
+        """The round's global weights, fetched once for every identity of this host."""
+        from .. import fl
+
+        if self._base[0] != cid:
+            self._base = (cid, fl.weights_from_bytes(self.store.get(cid)))
+        return self._base[1]
+
+    def mask(self, state: State, rnd, weights, n: int, ident: Identity):
         """``n × weights`` plus pairwise masks with every other selected worker: only the sum
         of all selected workers' updates can be read, and only once all of them submitted."""
         from .. import fl
@@ -137,36 +293,52 @@ class Worker(Agent):
             self.log.warning(
                 "round %d: no announced key for %s; cannot mask", rnd.round_id, missing
             )
-            self.done.add(rnd.round_id)
             return None
         context = f"dfml-round:{rnd.round_id}:{rnd.seed}".encode()
         seeds = {
-            peer: fl.x25519_shared_seed(bytes(self._secret), bytes.fromhex(key[2:]), context)
+            peer: fl.x25519_shared_seed(bytes(ident.secret), bytes.fromhex(key[2:]), context)
             for peer, key in keys.items()
-            if peer != self.address
+            if peer != ident.address
         }
-        return fl.mask_update(self.address, weights, seeds, weight=float(n)).layers
+        return fl.mask_update(ident.address, weights, seeds, weight=float(n)).layers
 
 
 def build_parser(prog: str = "dfml worker") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__)
     p.add_argument("--url", required=True)
     p.add_argument("--storage", required=True)
-    p.add_argument("--key", required=True)
+    p.add_argument(
+        "--key",
+        required=True,
+        action="append",
+        help="the worker's key; repeat it to run several workers in this process "
+        "(partitions --index, --index+1, ...; the first key signs for all as their proxy)",
+    )
     p.add_argument("--dataset", default="digits")
-    p.add_argument("--index", type=int, default=0, help="this worker's partition")
+    p.add_argument("--index", type=int, default=0, help="this worker's (first) partition")
     p.add_argument("--workers", type=int, default=1, help="how many partitions")
     p.add_argument("--partition", default="iid", help="iid or dirichlet:ALPHA")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stake", type=int, default=10 * 10**12)
-    p.add_argument("--attack", choices=ATTACKS, default="none")
+    p.add_argument(
+        "--attack",
+        choices=ATTACKS,
+        action="append",
+        help="none, label_flip or scale; once for all workers here, or once per --key",
+    )
     p.add_argument("--index-db", default=None)
-    p.add_argument("--poll", type=float, default=0.5)
+    p.add_argument("--poll", type=float, default=2.0, help="longest wait between steps (s)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    p = build_parser()
+    a = p.parse_args(argv)
+    attacks = a.attack or ["none"]
+    if len(attacks) == 1:
+        attacks = attacks * len(a.key)
+    if len(attacks) != len(a.key):
+        p.error(f"give --attack once, or once per --key ({len(a.key)})")
     worker = Worker(
         a.url,
         a.storage,
@@ -177,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         partition=a.partition,
         seed=a.seed,
         stake=a.stake,
-        attack=a.attack,
+        attack=attacks,
         index_db=a.index_db,
         poll=a.poll,
     )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from substrateinterface import Keypair, SubstrateInterface
 from substrateinterface.base import ExtrinsicReceipt
 from substrateinterface.exceptions import SubstrateRequestException
+from websocket import WebSocketException
 
 from .. import config
 from ..errors import (
@@ -324,6 +325,33 @@ class Chain:
     def batch_all_call(self, calls: Sequence):
         return self.call("Utility", "batch_all", {"calls": list(calls)})
 
+    def batch_call(self, calls: Sequence):
+        """Not atomic: the calls before a failing one stay done, the ones after it do not run."""
+        return self.call("Utility", "batch", {"calls": list(calls)})
+
+    # -- proxies: one account signing for others (a host running many simulated workers) ----
+
+    def proxy_call(self, real: str, call):
+        """``call`` dispatched with ``real``'s origin; the signer must be its proxy."""
+        return self.call(
+            "Proxy", "proxy", {"real": self.address(real), "force_proxy_type": None, "call": call}
+        )
+
+    def add_proxy_call(self, delegate: str):
+        """Let ``delegate`` act for the signer in everything (proxy type Any, no delay)."""
+        return self.call(
+            "Proxy",
+            "add_proxy",
+            {"delegate": self.address(delegate), "proxy_type": "Any", "delay": 0},
+        )
+
+    def proxies(self, real: str) -> list[str]:
+        """The accounts that may act for ``real``."""
+        with self._lock:
+            value = self.substrate.query("Proxy", "Proxies", [self.address(real)]).value
+        entries = value[0] if value else []
+        return [self.address(e["delegate"]) for e in entries]
+
     def estimate_fee(self, key, call) -> int:
         kp = self.keypair(key)
         with self._lock:
@@ -341,6 +369,16 @@ class Chain:
         """Sign, submit and wait for inclusion; raise DispatchFailed if the call failed."""
         return self.submit_extrinsic(self.sign(key, call, nonce=nonce), check=check)
 
+    def submit_nowait(self, extrinsic) -> str:
+        """Hand a signed extrinsic to the chain's pool without waiting; its hash."""
+        try:
+            return self._rpc("author_submitExtrinsic", [str(extrinsic.data)])
+        except SubstrateRequestException as exc:
+            raise TransactionRejected(
+                f"the chain rejected the transaction: {_rejection_reason(exc)}",
+                "nothing was changed on chain; fix the transaction and resubmit",
+            ) from None
+
     def submit_extrinsic(self, extrinsic, *, check: bool = True) -> Receipt:
         with self._lock:
             try:
@@ -355,9 +393,11 @@ class Chain:
                 raise TransactionRejected(
                     f"the chain rejected the transaction: {reason}", hint
                 ) from None
-            except (ConnectionError, OSError) as exc:
+            except (ConnectionError, OSError, WebSocketException) as exc:
+                # a timeout too: e.g. a dev chain that dropped an extrinsic from a full block
                 raise ChainNotReachable(
-                    f"lost the connection to {self.url} while submitting: {exc}",
+                    f"no inclusion seen from {self.url} while submitting: "
+                    f"{type(exc).__name__} {exc}",
                     hint="check the chain (dfml chain status); the transaction may or may not "
                     "have been included",
                 ) from None

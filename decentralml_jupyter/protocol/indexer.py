@@ -75,8 +75,8 @@ def _walk(call: dict, transfers: tuple = (), index: int = 0) -> Iterator[_Candid
             yield from _walk(c, (), i)
     elif "call" in args and isinstance(args["call"], dict) and "call_module" in args["call"]:
         # Multisig.as_multi, Proxy.proxy, Utility.as_derivative, ...: the origin changes, which
-        # the Remarked event's sender tells us
-        yield from _walk(args["call"], (), 0)
+        # the Remarked event's sender tells us; it keeps its place in an enclosing batch
+        yield from _walk(args["call"], (), index)
 
 
 def _remark_bytes(value, expected_hash: str) -> bytes | None:

@@ -1,5 +1,6 @@
-"""Federated rounds on the real dev network: every worker and validator its own process,
-updates on the real storage service, results on the real dev chain.
+"""Federated rounds on the real dev network: validators in their own processes, workers alone
+or sharing a process (which then signs for them as their proxy), updates on the real storage
+service, results on the real dev chain.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def wait_until(predicate, timeout: float = 180.0, every: float = 0.5):
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    """5 workers (the last one sends scaled updates) and 3 validators; a trained-ready model."""
+    """5 workers in 3 processes (1 + 2 + 2; the last worker sends scaled updates, through its
+    host's proxy) and 3 validators; a trained-ready model."""
     from decentralml_jupyter import fl
 
     url, storage = f"ws://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
@@ -48,6 +50,8 @@ def net(tmp_path_factory):
         "1",
         "--attack",
         "scale",
+        "--worker-processes",
+        "3",
         "--clock",
         "1",
     )
@@ -65,6 +69,22 @@ def net(tmp_path_factory):
         yield dfml, info, mid, sub
     finally:
         dfml("devnet", "down")
+
+
+def test_workers_sharing_a_process_act_through_its_proxy(net):
+    dfml, info, _, _ = net
+    from decentralml_jupyter.chain import Chain
+
+    hosts: dict[int, list[dict]] = {}
+    for w in info["workers"]:
+        hosts.setdefault(w["pid"], []).append(w)
+    assert sorted(len(h) for h in hosts.values()) == [1, 2, 2]
+    with Chain(info["chain"]["url"]) as chain:
+        for members in hosts.values():
+            lead = members[0]["address"]
+            assert chain.proxies(lead) == []
+            for other in members[1:]:
+                assert chain.proxies(other["address"]) == [lead]
 
 
 def test_a_round_trains_aggregates_pays_and_slashes(net, tmp_path):
