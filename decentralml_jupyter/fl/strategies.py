@@ -8,7 +8,7 @@ cast back to the global model's dtypes. Formulas follow Flower's reference strat
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,24 +30,141 @@ def _cast_like(values: Sequence[np.ndarray], like: Weights) -> Weights:
     return [np.asarray(v).astype(np.asarray(g).dtype) for v, g in zip(values, like, strict=True)]
 
 
-def weighted_average(updates: Sequence[ClientUpdate]) -> list[np.ndarray]:
-    """Example-weighted mean in float64, accumulated in client-id order (not yet cast)."""
+# Layers are aggregated a block of elements at a time, so the per-client float64 rows of a block
+# stay in cache instead of making full-size float64 temporaries (the old cost: several passes
+# over memory per update). Every element is still computed by the same formula in the same
+# client order, so blocking changes no bit of any result.
+_BLOCK = 1 << 15
+_BLOCK_VALUES = 1 << 19  # at most this many float64 values (4 MiB) in a block's buffer
+# A float16/float32 value times an integer below 2**29 is exact in float64 (at most 24 + 29
+# significant bits), so multiply-then-add and a fused multiply-add round identically there.
+_EXACT_DTYPES = frozenset({np.dtype(np.float16), np.dtype(np.float32)})
+_EXACT_FACTOR = 1 << 29
+# The fused path leans on np.einsum adding clients one after another along the leading axis;
+# numpy does so when the element axis is the inner loop, i.e. for blocks that are not tiny.
+# tests/fl/test_fl_aggregate_exact.py pins the result to the plain formula.
+_FUSED_MIN = 64
+
+
+def _block_len(size: int, clients: int) -> int:
+    """Elements per block: a block's float64 rows of every client stay within a few MiB."""
+    return max(1, min(size, _BLOCK, max(_FUSED_MIN, _BLOCK_VALUES // clients)))
+
+
+def _layer_rows(ordered: Sequence[ClientUpdate], layer: int) -> list[np.ndarray]:
+    """Layer ``layer`` of every update as a flat array (a view when it is contiguous)."""
+    rows = []
+    shape = None
+    for u in ordered:
+        w = np.asarray(u.weights[layer])
+        if shape is None:
+            shape = w.shape
+        elif w.shape != shape:
+            raise FlError(
+                f"update {u.client_id}: tensor {layer} has shape {w.shape}, expected {shape}",
+                "every update must have the global model's shapes",
+            )
+        rows.append(w.reshape(-1))
+    return rows
+
+
+def _check_layers(ordered: Sequence[ClientUpdate], global_weights: Weights | None) -> int:
+    """The number of weight tensors, the same in every update (and the global model)."""
+    count = len(ordered[0].weights) if global_weights is None else len(global_weights)
+    for u in ordered:
+        if len(u.weights) != count:
+            raise FlError(
+                f"update {u.client_id} has {len(u.weights)} weight tensors, expected {count}",
+                "every update must have the global model's tensors",
+            )
+    return count
+
+
+def _weighted_mean(updates: Sequence[ClientUpdate], dtypes: Sequence[Any] | None) -> Weights:
+    """Example-weighted mean per layer, cast to ``dtypes`` (None: float64).
+
+    Equals, bit for bit, ``sum(float64(w) * float(n) for updates by client id) / float(total)``
+    accumulated from 0.0 left to right, then cast.
+    """
     ordered = _sorted(updates)
     total = sum(u.num_examples for u in ordered)
     if total <= 0:
         raise FlError("updates report zero examples in total", "num_examples must be > 0")
-    acc = [np.zeros(np.shape(w), dtype=np.float64) for w in ordered[0].weights]
-    for u in ordered:
-        for a, w in zip(acc, u.weights, strict=True):
-            a += np.asarray(w, dtype=np.float64) * float(u.num_examples)
-    return [a / float(total) for a in acc]
+    count = _check_layers(ordered, None)
+    if dtypes is not None and len(dtypes) != count:
+        raise FlError(
+            f"updates have {count} weight tensors, the global model has {len(dtypes)}",
+            "every update must have the global model's tensors",
+        )
+    factors = [float(u.num_examples) for u in ordered]
+    exact_factors = all(f.is_integer() and abs(f) < _EXACT_FACTOR for f in factors)
+    fvec = np.array(factors, dtype=np.float64)
+    fcol = fvec[:, np.newaxis]
+    divisor = float(total)
+    k = len(ordered)
+    out: Weights = []
+    for i in range(count):
+        rows = _layer_rows(ordered, i)
+        shape = np.shape(ordered[0].weights[i])
+        size = rows[0].size
+        res = np.empty(size, dtype=np.float64 if dtypes is None else np.dtype(dtypes[i]))
+        fused = exact_factors and all(r.dtype in _EXACT_DTYPES for r in rows)
+        block = _block_len(size, k)
+        acc = np.empty(block, dtype=np.float64)
+        buf = np.empty((k, block), dtype=np.float64)
+        for start in range(0, size, block):
+            stop = min(start + block, size)
+            n = stop - start
+            a = acc[:n]
+            b = buf[:, :n]
+            # The same cast as np.asarray(w, dtype=np.float64), into the block's rows.
+            np.stack([src[start:stop] for src in rows], out=b, casting="unsafe")
+            if fused and n >= _FUSED_MIN:
+                # a = 0.0 + f0*b0 + f1*b1 + ..., clients in order: one pass instead of two.
+                np.einsum(fvec, [0], b, [0, 1], [1], out=a)
+            else:
+                np.multiply(b, fcol, out=b)
+                a.fill(0.0)
+                for row in b:
+                    np.add(a, row, out=a)
+            np.divide(a, divisor, out=a)
+            res[start:stop] = a  # the same cast as .astype(dtype)
+        out.append(res.reshape(shape))
+    return out
 
 
-def _stack(updates: Sequence[ClientUpdate], layer: int) -> np.ndarray:
-    # Sorting along the client axis makes order statistics independent of arrival order.
-    return np.sort(
-        np.stack([np.asarray(u.weights[layer], dtype=np.float64) for u in updates]), axis=0
-    )
+def weighted_average(updates: Sequence[ClientUpdate]) -> list[np.ndarray]:
+    """Example-weighted mean in float64, accumulated in client-id order (not yet cast)."""
+    return _weighted_mean(updates, None)
+
+
+def _sorted_blocks(
+    ordered: Sequence[ClientUpdate], layer: int
+) -> tuple[tuple[int, ...], int, Iterator[tuple[int, int, np.ndarray]]]:
+    """Layer ``layer`` of every update, block by block, sorted along the client axis.
+
+    Yields ``(start, stop, sorted)`` with ``sorted`` of shape (clients, stop - start), a view
+    of a buffer reused for the next block. Sorting along the client axis makes order
+    statistics independent of arrival order. The buffer is laid out with the client axis
+    contiguous, so each element's short sort runs in place; numpy sorts a strided axis by
+    copying it out and back, with the same algorithm, so the values are the same.
+    """
+    rows = _layer_rows(ordered, layer)
+    shape = np.shape(ordered[0].weights[layer])
+    size = rows[0].size
+    block = _block_len(size, len(rows))
+
+    def blocks() -> Iterator[tuple[int, int, np.ndarray]]:
+        buf = np.empty((block, len(rows)), dtype=np.float64)
+        for start in range(0, size, block):
+            stop = min(start + block, size)
+            b = buf[: stop - start]
+            for j, src in enumerate(rows):
+                b[:, j] = src[start:stop]
+            b.sort(axis=1)
+            yield start, stop, b.T
+
+    return shape, size, blocks()
 
 
 class Strategy(ABC):
@@ -70,7 +187,7 @@ class FedAvg(Strategy):
     name = "fedavg"
 
     def aggregate(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
-        return _cast_like(weighted_average(updates), global_weights)
+        return _weighted_mean(updates, [np.asarray(g).dtype for g in global_weights])
 
 
 class FedProx(FedAvg):
@@ -168,8 +285,15 @@ class FedMedian(Strategy):
 
     def aggregate(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         ordered = _sorted(updates)
-        out = [np.median(_stack(ordered, i), axis=0) for i in range(len(global_weights))]
-        return _cast_like(out, global_weights)
+        _check_layers(ordered, global_weights)
+        out = []
+        for i, g in enumerate(global_weights):
+            shape, size, blocks = _sorted_blocks(ordered, i)
+            res = np.empty(size, dtype=np.asarray(g).dtype)
+            for start, stop, s in blocks:
+                res[start:stop] = np.median(s, axis=0)
+            out.append(res.reshape(shape))
+        return out
 
 
 class FedTrimmedAvg(Strategy):
@@ -186,15 +310,22 @@ class FedTrimmedAvg(Strategy):
         ordered = _sorted(updates)
         n = len(ordered)
         cut = int(self.beta * n)
+        _check_layers(ordered, global_weights)
         out = []
-        for i in range(len(global_weights)):
-            s = _stack(ordered, i)[cut : n - cut]
-            # Explicit left-to-right sum over the sorted client axis: fixed accumulation order.
-            acc = np.zeros(s.shape[1:], dtype=np.float64)
-            for row in s:
-                acc += row
-            out.append(acc / float(n - 2 * cut))
-        return _cast_like(out, global_weights)
+        for i, g in enumerate(global_weights):
+            shape, size, blocks = _sorted_blocks(ordered, i)
+            res = np.empty(size, dtype=np.asarray(g).dtype)
+            acc = np.empty(_block_len(size, n), dtype=np.float64)
+            for start, stop, s in blocks:
+                # Explicit left-to-right sum over the sorted client axis: fixed order.
+                a = acc[: stop - start]
+                a.fill(0.0)
+                for row in s[cut : n - cut]:
+                    np.add(a, row, out=a)
+                np.divide(a, float(n - 2 * cut), out=a)
+                res[start:stop] = a
+            out.append(res.reshape(shape))
+        return out
 
 
 class Krum(Strategy):
@@ -218,17 +349,27 @@ class Krum(Strategy):
     def scores(self, updates: Sequence[ClientUpdate]) -> dict[str, float]:
         """Krum score per client id (lower is more central)."""
         ordered = _sorted(updates)
-        flat = np.stack(
-            [
-                np.concatenate([np.asarray(w, dtype=np.float64).ravel() for w in u.weights])
-                for u in ordered
-            ]
-        )
         n = len(ordered)
+        size = sum(np.size(w) for w in ordered[0].weights)
+        # All updates flattened into one float64 matrix, written in place: no per-layer and
+        # per-update temporaries (at 10M parameters those were gigabytes of fresh memory).
+        flat = np.empty((n, size), dtype=np.float64)
+        for row, u in zip(flat, ordered, strict=True):
+            if sum(np.size(w) for w in u.weights) != size:
+                raise FlError(
+                    f"update {u.client_id} has a different number of parameters",
+                    "every update must have the global model's shapes",
+                )
+            start = 0
+            for w in u.weights:
+                a = np.asarray(w)
+                row[start : start + a.size] = a.reshape(-1)
+                start += a.size
         dist = np.zeros((n, n))
+        d = np.empty(flat.shape[1:], dtype=np.float64)  # one buffer, not n*(n-1)/2 arrays
         for i in range(n):
             for j in range(i + 1, n):
-                d = flat[i] - flat[j]
+                np.subtract(flat[i], flat[j], out=d)
                 dist[i, j] = dist[j, i] = float(np.dot(d, d))
         k = max(1, n - self.num_malicious - 2)
         out = {}
