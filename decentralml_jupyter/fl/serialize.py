@@ -26,11 +26,10 @@ def weights_to_bytes(weights: Weights) -> bytes:
         a = np.asarray(w)
         if a.dtype == object:
             raise FlError(f"weight {i} has dtype object", "weights must be numeric numpy arrays")
-        # safetensors wants C-contiguous little-endian data; copying makes bytes independent of
-        # how the array happened to be laid out in memory.
-        tensors[_NAME.format(i)] = np.array(
-            a, dtype=a.dtype.newbyteorder("<"), order="C", copy=True
-        )
+        # safetensors reads C-contiguous little-endian memory; converting (a copy) only the
+        # arrays that are not so already keeps the bytes independent of how an array happened
+        # to be laid out, without copying every tensor once more before safetensors does.
+        tensors[_NAME.format(i)] = np.asarray(a, dtype=a.dtype.newbyteorder("<"), order="C")
     # One metadata key only: safetensors keeps metadata in a Rust HashMap whose iteration
     # order is randomised per map, so two keys would make the header bytes vary from call to
     # call. The tensor count is implied by the names.
