@@ -124,6 +124,23 @@ _REJECTION_HINTS = {
 _PROCESS_LOCK = threading.RLock()
 
 
+class _MetadataCache:
+    """Decoded runtime metadata shared by every connection of this process to one endpoint
+    (substrate-interface's ``cache_region`` interface). Decoding it costs about a second of
+    CPU, which every CLI call, magic and agent connection would otherwise pay again."""
+
+    _store: dict[tuple[str, str], object] = {}
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def get(self, key: str):
+        return self._store.get((self.url, key))
+
+    def set(self, key: str, value) -> None:
+        self._store[(self.url, key)] = value
+
+
 class _Substrate(SubstrateInterface):
     """SubstrateInterface whose genesis hash is the one the runtime checks signatures against.
 
@@ -165,7 +182,11 @@ class Chain:
         self.url = url or config.default_url()
         try:
             with _PROCESS_LOCK:
-                self.substrate = _Substrate(url=self.url, ws_options={"timeout": timeout})
+                self.substrate = _Substrate(
+                    url=self.url,
+                    ws_options={"timeout": timeout},
+                    cache_region=_MetadataCache(self.url),
+                )
                 self.substrate.init_runtime()
             props = self.substrate.properties or {}
         except (ConnectionError, OSError, TimeoutError) as exc:
