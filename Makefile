@@ -55,6 +55,9 @@ docs: setup
 
 bench: setup
 	$(PY) benchmarks/bench_chain.py
+	$(PY) benchmarks/bench_batching.py
+	$(PY) benchmarks/bench_model_size.py
+	$(PY) benchmarks/bench_rounds.py --workers 10,50
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -99,7 +99,8 @@ def dev_network(n: int, per_host: int, rounds: int, epochs: int, block_mode: str
         wait_until(lambda: len(dfml("stakes", "--model", mid)) == n)
         setup = time.perf_counter() - t0
         pid = dfml("propose", mid, "ApproveModel", "--deadline", "30")["proposal_id"]
-        dfml("vote", str(pid), "aye", key="//Dev4")
+        for j in range(n // 10 + 1):  # the quorum is 10 % of the stake: every worker staked
+            dfml("vote", str(pid), "aye", key=f"//Dev{4 + j}")
         dfml("chain", "advance", "31")
         wait_until(lambda: dfml("model", "show", mid)["status"] == "approved")
         dfml("model", "start", mid)
