@@ -29,6 +29,7 @@ from decentralml_jupyter import fl
 from decentralml_jupyter.cli import run
 
 HIDDEN = (32,)
+MAX_CLIENTS = 64  # the protocol selects at most this many workers per round (RoundSpec)
 
 
 def free_port() -> int:
@@ -113,7 +114,7 @@ def dev_network(n: int, per_host: int, rounds: int, epochs: int, block_mode: str
                 "start",
                 mid,
                 "--clients",
-                str(n),
+                str(min(n, MAX_CLIENTS)),
                 "--epochs",
                 str(epochs),
                 "--deadline",
