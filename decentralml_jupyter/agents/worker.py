@@ -118,19 +118,6 @@ class Worker(Agent):
         self._proxied = len(self.identities) == 1
         self._base: tuple[str, list] = ("", [])
 
-    # single-identity conveniences (and what tests of one worker read)
-    @property
-    def x(self) -> np.ndarray:
-        return self.identities[0].x
-
-    @property
-    def y(self) -> np.ndarray:
-        return self.identities[0].y
-
-    @property
-    def public_key(self) -> str:
-        return self.identities[0].public_key
-
     def ensure_proxies(self) -> None:
         """Each further identity lets the first act for it (one transaction each, once)."""
         if self._proxied:
@@ -174,15 +161,11 @@ class Worker(Agent):
                     and self.stake_amount > 0
                     and ("stake", model.id) not in ident.refused
                 ):
-                    transfer = self.proto._transfer_call(
-                        model.pool, self.stake_amount, model.stake_asset
+                    stake = self.proto.compose(
+                        encoders.stake(model.id, self.stake_amount, model.stake_asset),
+                        [(model.pool, self.stake_amount, model.stake_asset)],
                     )
-                    remark = self.chain.remark_call(
-                        encoders.stake(model.id, self.stake_amount, model.stake_asset)
-                    )
-                    calls.append(
-                        (ident, "stake", model.id, self.chain.batch_all_call([transfer, remark]))
-                    )
+                    calls.append((ident, "stake", model.id, stake))
         for rnd in state.rounds():
             if rnd.status != "open":
                 continue

@@ -60,11 +60,15 @@ class ProtocolClient:
         transfers: Sequence[tuple[str, int, int | None]] = (),
     ) -> Submitted:
         """Submit ``remark`` (in one batch_all with ``transfers``) and check the outcome."""
+        receipt = self.chain.submit(key, self.compose(remark, transfers))
+        return self._outcome(receipt)
+
+    def compose(self, remark: bytes, transfers: Sequence[tuple[str, int, int | None]] = ()):
+        """The chain call carrying ``remark``: alone, or last in one batch_all with the
+        ``transfers`` (dest, amount, asset or None) it needs, e.g. a stake's."""
         calls = [self._transfer_call(dest, amount, asset) for dest, amount, asset in transfers]
         remark_call = self.chain.remark_call(remark)
-        call = self.chain.batch_all_call([*calls, remark_call]) if calls else remark_call
-        receipt = self.chain.submit(key, call)
-        return self._outcome(receipt)
+        return self.chain.batch_all_call([*calls, remark_call]) if calls else remark_call
 
     def _outcome(self, receipt: Receipt) -> Submitted:
         state = self.indexer.wait_for(receipt.block_number)
