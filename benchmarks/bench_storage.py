@@ -1,5 +1,7 @@
 """Storage throughput: put and get MB/s through the Kubo RPC (dev service, in-process Kubo),
-against a plain file copy of the same bytes, in one run. Prints a table; not a test.
+against a plain file copy of the same bytes; and the latency of a small object (a 10 kB
+update, the size of the digits MLP's) against the RPC's cheapest call. In one run; prints
+tables; not a test.
 
 Usage: python benchmarks/bench_storage.py [--size-mb 100] [--repeat 3]
 """
@@ -26,6 +28,26 @@ def best_of(repeat: int, fn) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def small_objects(store: KuboStore, n: int = 50) -> dict[str, float]:
+    """Median milliseconds per call for `n` distinct 10 kB objects (no cache helps)."""
+    blobs = [np.random.default_rng(i).bytes(10_000) for i in range(n)]
+
+    def median_ms(fn, items) -> float:
+        times = []
+        for item in items:
+            t0 = time.perf_counter()
+            fn(item)
+            times.append(time.perf_counter() - t0)
+        return 1000 * sorted(times)[len(times) // 2]
+
+    cids: list[str] = []
+    return {
+        "RPC round trip (version)": median_ms(lambda _: store.version(), range(n)),
+        "put 10 kB": median_ms(lambda b: cids.append(store.put(b)), blobs),
+        "get 10 kB": median_ms(store.get, cids),
+    }
 
 
 def main() -> None:
@@ -69,6 +91,7 @@ def main() -> None:
                 ),
             }
             assert dst.read_bytes() == src.read_bytes()
+            small = small_objects(store)
         finally:
             storage_down(port)
 
@@ -82,6 +105,10 @@ def main() -> None:
             f"{name:36} {put_rate:10.1f} {get_rate:10.1f} "
             f"{copy_put / put_s:9.3f} {copy_get / get_s:9.3f}"
         )
+    rtt = small["RPC round trip (version)"]
+    print(f"\nsmall objects, median of 50: {'ms':>6} {'/ RPC round trip':>17}")
+    for name, ms in small.items():
+        print(f"{name:28} {ms:6.2f} {ms / rtt:17.1f}")
 
 
 if __name__ == "__main__":

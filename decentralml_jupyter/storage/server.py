@@ -282,6 +282,9 @@ def _flag(q: dict[str, list[str]], name: str, default: bool) -> bool:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # headers and body leave in separate writes: with Nagle's algorithm the body would wait
+    # for the client's delayed ACK of the headers, 40 ms on every request
+    disable_nagle_algorithm = True
     server_version = "dfml-storage"
     kubo: KuboRepo  # set on the subclass made by serve()
 
