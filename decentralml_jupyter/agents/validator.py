@@ -5,6 +5,12 @@ the payouts its pool owes, each derived from its own replay of the chain.
 
 Validators of a model hold the same held-out split and compute deterministically, so honest
 validators attest identical results and k of them finalize the round.
+
+Each duty (a round's attestation, a payout's approval) has k primaries, rotating with the
+round or payout id; the other validators are backups that act only if the duty is still undone
+``backup_grace`` seconds after they first saw it (a primary offline, or disagreeing). Every
+extrinsic costs the chain a share of its next block, so an n-th attestation that can only be
+refused (the round finalized with the k-th) is not sent.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 
 import numpy as np
 
@@ -19,21 +26,45 @@ from ..errors import DfmlError
 from ..fl.checks import delta_norm
 from ..fl.privacy import MaskedUpdate
 from ..protocol import encoders
+from ..protocol.accounts import pool_threshold
+from ..protocol.client import ProtocolRejected
 from ..protocol.state import State
 from .base import Agent, run_agent
 
 # An accepted update may move the model at most this many times the median update's distance:
 # scaled (boosted) updates stand out, honest non-IID ones stay well inside.
 NORM_OUTLIER_FACTOR = 4.0
+BACKUP_GRACE = 10.0  # seconds a backup validator leaves a duty to its primaries
+
+
+def primaries(validators, salt: int) -> list[str]:
+    """The k validators (k = the quorum: a strict majority) who act first on the duty ``salt``
+    (a round or payout id): consecutive in account order, starting at ``salt`` mod n, so the
+    work rotates and every honest validator derives the same list."""
+    order = sorted(validators)
+    if not order:
+        return []
+    k = pool_threshold(len(order))
+    return [order[(salt + i) % len(order)] for i in range(k)]
 
 
 class Validator(Agent):
     role = "validator"
 
     def __init__(
-        self, url: str, storage: str, key: str, *, dataset: str = "digits", seed: int = 0, **kw
+        self,
+        url: str,
+        storage: str,
+        key: str,
+        *,
+        dataset: str = "digits",
+        seed: int = 0,
+        backup_grace: float = BACKUP_GRACE,
+        **kw,
     ):
         super().__init__(url, storage, key, **kw)
+        self.backup_grace = backup_grace
+        self._waiting: dict[tuple[str, int], float] = {}  # duty -> when this backup saw it
         from .. import fl
 
         data = fl.load_dataset(dataset, seed=seed)
@@ -51,8 +82,22 @@ class Validator(Agent):
             if any(a.validator == self.address for a in rnd.attestations):
                 self.attested.add(rnd.round_id)
                 continue
-            self.attest(state, rnd)
+            if self.due(("round", rnd.round_id), model.validators):
+                self.attest(state, rnd)
         self.approve_payouts(state)
+
+    def due(self, duty: tuple[str, int], validators) -> bool:
+        """Whether to act on ``duty`` now: at once as one of its primaries, as a backup only
+        once it has waited ``backup_grace`` seconds since first seeing the duty undone."""
+        if self.address in primaries(validators, duty[1]):
+            return True
+        first = self._waiting.setdefault(duty, time.monotonic())
+        if time.monotonic() - first < self.backup_grace:
+            return False
+        self.log.info(
+            "%s %d: still undone after %.0f s, acting as backup", *duty, self.backup_grace
+        )
+        return True
 
     def evaluate(self, spec: bytes, weights) -> dict[str, float]:
         from .. import fl
@@ -141,12 +186,14 @@ class Validator(Agent):
     def attest(self, state: State, rnd) -> str:
         from .. import fl
 
+        started = time.perf_counter()
         judged = self.judge(state, rnd)
         if judged is None:
             self.attested.add(rnd.round_id)
             return ""
         weights, metrics, contributions, rejected = judged
         cid = self.store.put(fl.weights_to_bytes(weights))
+        judged_s = time.perf_counter() - started
         remark = encoders.attest_remark(
             rnd.round_id,
             cid,
@@ -161,15 +208,25 @@ class Validator(Agent):
             self.attested.add(rnd.round_id)
             self.log.info("round %d: %s before this attestation", rnd.round_id, now.status)
             return cid
-        self.proto.submit(self.key, remark)
+        try:
+            self.proto.submit(self.key, remark)
+        except ProtocolRejected:
+            now = self.proto.state().round(rnd.round_id)
+            if now is None or now.status == "aggregating":
+                raise
+            # the others finalized it in the same block: nothing was lost but the fee
+            self.attested.add(rnd.round_id)
+            self.log.info("round %d: %s before this attestation landed", rnd.round_id, now.status)
+            return cid
         self.attested.add(rnd.round_id)
         self.log.info(
-            "round %d: attested %s (accuracy %.4f, %d accepted, %d rejected)",
+            "round %d: attested %s (accuracy %.4f, %d accepted, %d rejected; judged in %.2f s)",
             rnd.round_id,
             cid,
             metrics["accuracy"],
             len(contributions),
             len(rejected),
+            judged_s,
         )
         return cid
 
@@ -179,6 +236,8 @@ class Validator(Agent):
         for payout in state.pending_payouts(ready_only=True):
             model = state.model(payout.model_id)
             if model is None or self.address not in model.validators or payout.pool != model.pool:
+                continue
+            if not self.due(("payout", payout.id), model.validators):
                 continue
             if len(model.validators) >= 2:
                 pending = self.chain.multisig_pending(
@@ -204,13 +263,26 @@ def build_parser(prog: str = "dfml validator") -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--index-db", default=None)
     p.add_argument("--poll", type=float, default=2.0, help="longest wait between steps (s)")
+    p.add_argument(
+        "--backup-grace",
+        type=float,
+        default=BACKUP_GRACE,
+        help="seconds to leave a round or payout to its primary validators before acting on it",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     v = Validator(
-        a.url, a.storage, a.key, dataset=a.dataset, seed=a.seed, index_db=a.index_db, poll=a.poll
+        a.url,
+        a.storage,
+        a.key,
+        dataset=a.dataset,
+        seed=a.seed,
+        index_db=a.index_db,
+        poll=a.poll,
+        backup_grace=a.backup_grace,
     )
     return run_agent(v)
 

@@ -194,10 +194,13 @@ def _get(dfml, tmp_path, cid: str) -> bytes:
 
 
 def test_a_dead_worker_and_an_offline_validator_do_not_stop_a_round(net, tmp_path):
+    from decentralml_jupyter.agents.validator import primaries
+    from decentralml_jupyter.chain import Chain
+    from decentralml_jupyter.protocol.client import ProtocolClient
+
     dfml, info, mid, _ = net
     victim = next(w for w in info["workers"] if not w["attack"])
     os.kill(victim["pid"], signal.SIGKILL)
-    os.kill(info["validators"][0]["pid"], signal.SIGKILL)
     start = dfml(
         "round",
         "start",
@@ -211,9 +214,19 @@ def test_a_dead_worker_and_an_offline_validator_do_not_stop_a_round(net, tmp_pat
         "--aggregate-deadline",
         "60",
     )
+    # the round waits for the dead worker until its deadline: time to stop one of the round's
+    # primary validators, so that the backup has to step in
+    validators = {v["address"]: v for v in info["validators"]}
+    first, second = primaries(validators, start["round_id"])
+    offline = validators[first]
+    os.kill(offline["pid"], signal.SIGKILL)
     final = dfml("round", "watch", str(start["round_id"]), "--timeout", "300")
     assert final["status"] == "finalized", final
     assert victim["address"] in final["selected"] and victim["address"] not in final["submitted"]
+    (backup,) = set(validators) - {first, second}
+    with ProtocolClient(Chain(info["chain"]["url"])) as proto:
+        attested = {a.validator for a in proto.state().round(start["round_id"]).attestations}
+    assert attested == {second, backup}
     assert dfml("model", "show", mid)["round"] == 2  # the first model's second round
     # the rounds as a table: one row per selected worker
     csv = tmp_path / "rounds.csv"
