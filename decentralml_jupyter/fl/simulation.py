@@ -10,6 +10,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from decentralml_jupyter.fl.checks import check_update
 from decentralml_jupyter.fl.contribution import leave_one_out
 from decentralml_jupyter.fl.data import Dataset, load_dataset
@@ -75,6 +77,7 @@ def simulate(
     secure_aggregation: bool = False,
     contributions: bool = False,
     strategy_kwargs: dict[str, Any] | None = None,
+    clients_per_round: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``rounds`` federated rounds; returns one dict per round.
 
@@ -84,9 +87,16 @@ def simulate(
     ``label_flip`` (train on flipped labels) or ``scale`` (send global + attack_scale * delta).
     ``dp=(clip_norm, noise_multiplier)`` privatises every update on the client;
     ``secure_aggregation`` masks updates pairwise (FedAvg/FedProx only).
+    ``clients_per_round``: train only this many clients each round, drawn at random (seeded by
+    ``seed`` and the round), as the protocol selects at most 64 workers per round.
     """
     if rounds < 1:
         raise FlError(f"rounds must be >= 1, got {rounds}", "e.g. rounds=10")
+    if clients_per_round is not None and not 1 <= clients_per_round <= n_clients:
+        raise FlError(
+            f"clients_per_round must be in 1..{n_clients}, got {clients_per_round}",
+            "leave it out to train every client each round",
+        )
     if attack not in ATTACKS:
         raise FlError(f"unknown attack {attack!r}", f"use one of {', '.join(ATTACKS)}")
     strat = (
@@ -113,7 +123,12 @@ def simulate(
     for rnd in range(1, rounds + 1):
         t0 = time.perf_counter()
         updates: list[ClientUpdate] = []
-        for k, (cid, idx) in enumerate(zip(ids, parts, strict=True)):
+        chosen = range(n_clients)
+        if clients_per_round is not None:
+            draw = np.random.default_rng([seed, rnd]).permutation(n_clients)
+            chosen = sorted(draw[:clients_per_round].tolist())
+        for k in chosen:
+            cid, idx = ids[k], parts[k]
             x, y = ds.x_train[idx], ds.y_train[idx]
             if cid in bad and attack == "label_flip":
                 y = ds.num_classes - 1 - y

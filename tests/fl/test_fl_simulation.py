@@ -109,3 +109,14 @@ def test_bad_simulation_arguments(digits):
         simulate(digits, 3, rounds=1, attack="bribe")
     with pytest.raises(FlError):
         simulate(digits, 3, rounds=1, poisoners=["mallory"])
+
+
+def test_clients_per_round_trains_a_seeded_subset(digits):
+    kw = dict(partition="iid", rounds=3, epochs=1, hidden=(8,), clients_per_round=4)
+    hist = simulate(digits, 10, **kw)
+    chosen = [r["accepted"] for r in hist]
+    assert all(len(c) == 4 == len(set(c)) for c in chosen)
+    assert len({tuple(c) for c in chosen}) > 1  # a fresh draw each round
+    assert chosen == [r["accepted"] for r in simulate(digits, 10, **kw)]  # and reproducible
+    with pytest.raises(FlError, match="clients_per_round"):
+        simulate(digits, 10, rounds=1, clients_per_round=11)
