@@ -86,13 +86,17 @@ class Validator(Agent):
                 self.attest(state, rnd)
         self.approve_payouts(state)
 
+    def _waited(self, duty: tuple[str, int]) -> bool:
+        """Whether ``backup_grace`` seconds have passed since this validator first asked."""
+        first = self._waiting.setdefault(duty, time.monotonic())
+        return time.monotonic() - first >= self.backup_grace
+
     def due(self, duty: tuple[str, int], validators) -> bool:
         """Whether to act on ``duty`` now: at once as one of its primaries, as a backup only
         once it has waited ``backup_grace`` seconds since first seeing the duty undone."""
         if self.address in primaries(validators, duty[1]):
             return True
-        first = self._waiting.setdefault(duty, time.monotonic())
-        if time.monotonic() - first < self.backup_grace:
+        if not self._waited(duty):
             return False
         self.log.info(
             "%s %d: still undone after %.0f s, acting as backup", *duty, self.backup_grace
@@ -231,27 +235,67 @@ class Validator(Agent):
         return cid
 
     def approve_payouts(self, state: State) -> None:
-        """Approve every ready payout of this validator's pools that still needs it; execute
-        it when enough approvals are in (whoever gets there first; a loser's call fails)."""
-        for payout in state.pending_payouts(ready_only=True):
-            model = state.model(payout.model_id)
-            if model is None or self.address not in model.validators or payout.pool != model.pool:
+        """Approve the ready payouts of this validator's pools, one multisig call per batch:
+        the payouts a pool came to owe in one block (a round's rewards), paid together when
+        all of them are ready, else one by one. The j-th primary of a batch waits for j
+        approvals before adding its own, so the k-th executes it without a race."""
+        ready = state.pending_payouts(ready_only=True)
+        pending = state.pending_payouts()
+        for batch in payout_batches(ready, pending):
+            first = batch[0]
+            model = state.model(first.model_id)
+            if model is None or self.address not in model.validators or first.pool != model.pool:
                 continue
-            if not self.due(("payout", payout.id), model.validators):
+            duty = ("payout", first.id)
+            if not self.due(duty, model.validators):
                 continue
+            approvals: list[str] = []
             if len(model.validators) >= 2:
-                pending = self.chain.multisig_pending(
-                    model.validators, model.pool_threshold, self.proto.payout_call(payout)
+                open_ = self.chain.multisig_pending(
+                    model.validators, model.pool_threshold, self.proto.payout_call(batch)
                 )
-                approvals = [self.chain.address(a) for a in (pending or {}).get("approvals", [])]
-                if self.address in approvals and len(approvals) < model.pool_threshold:
+                approvals = [self.chain.address(a) for a in (open_ or {}).get("approvals", [])]
+                if self.address in approvals:
                     continue  # approved; waiting for the others
+                first_hand = primaries(model.validators, first.id)
+                turn = first_hand.index(self.address) if self.address in first_hand else 0
+                if len(approvals) < turn and not self._waited(duty):
+                    continue  # the primaries before this one approve first
+            ids = [p.id for p in batch]
             try:
-                self.proto.approve_payout(self.key, payout.id)
-                self.log.info("approved payout %d (%s %d)", payout.id, payout.reason, payout.amount)
+                self.proto.approve_payout(self.key, ids)
+                self.log.info(
+                    "approved payout%s %s (%s, %d in all)",
+                    "s" if len(ids) > 1 else "",
+                    ",".join(map(str, ids)),
+                    first.reason,
+                    sum(p.amount for p in batch),
+                )
             except DfmlError as err:
                 # another validator may have executed it meanwhile: the next replay tells
-                self.log.info("payout %d not approved now: %s", payout.id, err)
+                self.log.info("payouts %s not approved now: %s", ids, err)
+
+
+def payout_batches(ready, pending) -> list[list]:
+    """Ready payouts grouped for one multisig call each: those a pool came to owe in the same
+    block, when every pending payout of that block is ready; others alone. In id order, so
+    every validator derives the same calls whenever it looks."""
+    by_block: dict[tuple, list] = {}
+    for p in pending:
+        by_block.setdefault((p.model_id, p.pool, p.created_block), []).append(p)
+    ready_ids = {p.id for p in ready}
+    batches, seen = [], set()
+    for p in ready:
+        if p.id in seen:
+            continue
+        group = by_block[(p.model_id, p.pool, p.created_block)]
+        if all(q.id in ready_ids for q in group):
+            batch = sorted(group, key=lambda q: q.id)
+        else:
+            batch = [p]
+        seen.update(q.id for q in batch)
+        batches.append(batch)
+    return batches
 
 
 def build_parser(prog: str = "dfml validator") -> argparse.ArgumentParser:

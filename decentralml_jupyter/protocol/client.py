@@ -188,31 +188,46 @@ class ProtocolClient:
 
     # -- payouts ----------------------------------------------------------------------------
 
-    def payout_call(self, payout: Payout):
-        """The batch_all that executes ``payout``: the same call hash for every validator."""
-        calls = [self.chain.call(m, f, p) for m, f, p in encoders.payout_calls(payout)]
+    def payout_call(self, payout: Payout | Sequence[Payout]):
+        """The batch_all that executes ``payout`` (or several of one pool, in id order): the
+        same call hash for every validator."""
+        payouts = sorted([payout] if isinstance(payout, Payout) else payout, key=lambda p: p.id)
+        calls = [
+            self.chain.call(m, f, p) for pay in payouts for m, f, p in encoders.payout_calls(pay)
+        ]
         return self.chain.batch_all_call(calls)
 
-    def approve_payout(self, key, payout_id: int) -> Receipt:
-        """Approve (or, as the last needed signatory, execute) a pending payout of a pool.
+    def approve_payout(self, key, payout_id: int | Sequence[int]) -> Receipt:
+        """Approve (or, as the last needed signatory, execute) pending payouts of a pool: one
+        id, or several of the same pool paid by one call (a round's rewards: one multisig
+        approval per validator instead of one per reward).
 
         The call is derived from this client's own replay of the chain, so a validator only
         ever approves what the protocol state says is owed.
         """
+        ids = [payout_id] if isinstance(payout_id, int) else list(payout_id)
         state = self.state()
-        ready = state.pending_payouts(ready_only=True)
-        payout = next((p for p in ready if p.id == payout_id), None)
-        if payout is None:
+        ready = {p.id: p for p in state.pending_payouts(ready_only=True)}
+        missing = [i for i in ids if i not in ready]
+        if missing or not ids:
             raise ProtocolError(
-                f"payout {payout_id} is not pending (or its pool is not funded yet)",
+                f"payout {missing[0] if missing else '(none)'} is not pending (or its pool is "
+                "not funded yet)",
                 hint="list pending payouts with: dfml payouts --pending",
             )
-        model = state.model(payout.model_id)
-        call = self.payout_call(payout)
-        signatories = list(model.validators) if model else []
-        if model is None or payout.pool != model.pool:
+        payouts = [ready[i] for i in ids]
+        first = payouts[0]
+        if any((p.model_id, p.pool) != (first.model_id, first.pool) for p in payouts):
             raise ProtocolError(
-                f"payout {payout_id} is owed by an earlier pool {payout.pool}",
+                f"payouts {ids} are owed by different pools",
+                hint="approve each pool's payouts separately",
+            )
+        model = state.model(first.model_id)
+        call = self.payout_call(payouts)
+        signatories = list(model.validators) if model else []
+        if model is None or first.pool != model.pool:
+            raise ProtocolError(
+                f"payout {first.id} is owed by an earlier pool {first.pool}",
                 hint="its former validators must sign it",
             )
         if len(signatories) >= 2:

@@ -123,9 +123,12 @@ def test_a_round_trains_aggregates_pays_and_slashes(net, tmp_path):
     # validators pay the rewards out of the multisig pool
     def paid():
         rows = [p for p in dfml("payouts") if p["reason"] == "round_reward"]
-        return rows and all(p["status"] == "paid" for p in rows)
+        return rows if rows and all(p["status"] == "paid" for p in rows) else None
 
-    wait_until(paid, timeout=120)
+    rewards = wait_until(paid, timeout=120)
+    # the round's rewards were approved as one multisig call: paid in one block
+    assert len(rewards) == sum(1 for amount in final["rewards"].values() if amount > 0)
+    assert len({p["paid_block"] for p in rewards}) == 1
     # the trained model can be fetched and used
     out = tmp_path / "trained.keras"
     fetched = dfml("model", "fetch", mid, "--out", str(out))

@@ -60,3 +60,25 @@ def test_a_primary_acts_at_once_and_a_backup_after_its_grace(monkeypatch):
     # another duty has its own clock
     other = next(d for d in range(6, 20) if backup not in primaries(validators, d))
     assert not spare.due(("payout", other), validators)
+
+
+def _payout(pid: int, block: int, pool: str = "5Pool", model: int = 1):
+    from decentralml_jupyter.protocol.values import Payout
+
+    return Payout(pid, model, pool, f"5Dest{pid}", 10 + pid, None, "round_reward", block)
+
+
+def test_a_blocks_payouts_of_a_pool_go_in_one_call_when_all_are_ready():
+    from decentralml_jupyter.agents.validator import payout_batches
+
+    round_a = [_payout(i, 40) for i in (3, 1, 2)]
+    round_b = [_payout(i, 50) for i in (4, 5)]
+    other_pool = [_payout(6, 40, pool="5Other", model=2)]
+    pending = [*round_a, *round_b, *other_pool]
+    ready = [p for p in pending if p.id != 5]  # the pool cannot pay payout 5 yet
+    batches = [[p.id for p in b] for b in payout_batches(ready, pending)]
+    assert sorted(batches) == [[1, 2, 3], [4], [6]]
+    # every validator derives the same batches, whatever order it lists them in
+    again = payout_batches(list(reversed(ready)), list(reversed(pending)))
+    assert sorted([p.id for p in b] for b in again) == sorted(batches)
+    assert payout_batches([], pending) == []

@@ -9,6 +9,7 @@ import pytest
 from decentralml_jupyter.chain import Chain
 from decentralml_jupyter.protocol import encoders
 from decentralml_jupyter.protocol.client import ProtocolClient, ProtocolRejected
+from decentralml_jupyter.protocol.errors import ProtocolError
 from decentralml_jupyter.protocol.indexer import Indexer
 
 UNIT = 10**12
@@ -118,6 +119,42 @@ def test_unstake_payout_executes_only_with_k_validator_approvals(proto):
     assert [s.amount for s in state.stakes(model_id=model_id, account=chain.address("Eve"))] == [
         20 * UNIT
     ]
+
+
+def test_several_payouts_of_a_pool_execute_as_one_multisig_call(proto):
+    chain = proto.chain
+    validators = [chain.address(n) for n in ("Dev2", "Dev3", "Dev4")]
+    model_id = proto.register_model(
+        "//Alice", "m3b", CID_A, CID_W, validators=validators
+    ).created_id("model")
+    for who, amount in (("//Eve", 7), ("//Ferdie", 9)):
+        proto.stake(who, model_id, 20 * UNIT)
+        proto.unstake(who, model_id, amount * UNIT)
+    chain.new_blocks(proto.state().params.unstake_lock_blocks + 1)
+    owed = [p for p in proto.state().pending_payouts(ready_only=True) if p.model_id == model_id]
+    assert sorted(p.amount for p in owed) == [7 * UNIT, 9 * UNIT]
+    ids = [p.id for p in owed]
+    before = {n: chain.balance(n).free for n in ("Eve", "Ferdie")}
+    proto.approve_payout("//Dev3", ids)  # one approval covers both
+    assert {n: chain.balance(n).free for n in before} == before
+    receipt = proto.approve_payout("//Dev2", list(reversed(ids)))  # the same call, any order
+    assert chain.balance("Eve").free == before["Eve"] + 7 * UNIT
+    assert chain.balance("Ferdie").free == before["Ferdie"] + 9 * UNIT
+    paid = [p for p in proto.state().payouts("paid") if p.id in ids]
+    assert {p.paid_block for p in paid} == {receipt.block_number}
+    other = proto.register_model("//Alice", "m3c", CID_A, CID_W).created_id("model")
+    proto.stake("//Eve", other, 5 * UNIT)
+    proto.unstake("//Eve", other, 5 * UNIT)
+    chain.new_blocks(proto.state().params.unstake_lock_blocks + 1)
+    elsewhere = next(p for p in proto.state().pending_payouts() if p.model_id == other)
+    with pytest.raises(ProtocolError, match="not pending"):
+        proto.approve_payout("//Dev2", [ids[0], elsewhere.id])  # ids[0] is paid
+    proto.stake("//Ferdie", model_id, 20 * UNIT)
+    proto.unstake("//Ferdie", model_id, 1 * UNIT)
+    chain.new_blocks(proto.state().params.unstake_lock_blocks + 1)
+    mine = next(p for p in proto.state().pending_payouts() if p.model_id == model_id)
+    with pytest.raises(ProtocolError, match="different pools"):
+        proto.approve_payout("//Dev2", [mine.id, elsewhere.id])
 
 
 def test_indexer_resumes_without_rereading(proto, tmp_path, devchain_url):
