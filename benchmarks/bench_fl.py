@@ -139,6 +139,7 @@ def bench_flower(rounds: int) -> dict[str, float]:
         "first_round_s": rounds_s[0],
         "total_s": total,
         "accuracy": accuracy[-1],
+        "accuracies": [round(a, 3) for a in accuracy[1:]],  # after each round
         "actors": cpus,
     }
 

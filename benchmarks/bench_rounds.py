@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 
 from decentralml_jupyter import fl
 from decentralml_jupyter.cli import run
+from decentralml_jupyter.storage import KuboStore
 
 HIDDEN = (32,)
 MAX_CLIENTS = 64  # the protocol selects at most this many workers per round (RoundSpec)
@@ -64,6 +65,7 @@ def in_process(n: int, rounds: int, epochs: int) -> dict:
         epochs=epochs,
         hidden=HIDDEN,
         contributions=True,  # the validators score contributions too
+        clients_per_round=min(n, MAX_CLIENTS),
     )
     return {
         "round_s": statistics.median(r["seconds"] for r in hist[1:]),
@@ -94,8 +96,13 @@ def dev_network(n: int, per_host: int, rounds: int, epochs: int, block_mode: str
         block_mode,
     )
     try:
+        # the initial weights of the in-process and Flower runs (init_weights, seed 0)
+        data = fl.load_dataset("digits")
+        model = fl.mlp(data.input_dim, data.num_classes, hidden=HIDDEN)
+        spec = fl.model_to_spec(model)
+        model.set_weights(fl.init_weights(spec, 0))
         path = Path(tempfile.mkdtemp()) / "m.keras"
-        fl.mlp(64, 10, hidden=HIDDEN).save(path)
+        model.save(path)
         mid = str(dfml("model", "submit", str(path))["model_id"])
         wait_until(lambda: len(dfml("stakes", "--model", mid)) == n)
         setup = time.perf_counter() - t0
@@ -125,9 +132,12 @@ def dev_network(n: int, per_host: int, rounds: int, epochs: int, block_mode: str
             final = dfml("round", "watch", str(rid), "--timeout", "900")
             times.append(time.perf_counter() - t)
             blocks.append(dfml("chain", "status")["block"] - h0)
-            accs.append(round(final["metrics"]["accuracy"], 3))
             if final["status"] != "finalized":
                 raise RuntimeError(f"round {rid} ended {final['status']}")
+            # scored like the in-process and Flower runs: the aggregate on the test split
+            # (validators score on their own validation split)
+            weights = fl.weights_from_bytes(KuboStore(storage).get(final["aggregate_cid"]))
+            accs.append(round(fl.evaluate(spec, weights, data.x_test, data.y_test)["accuracy"], 3))
         net = dfml("devnet", "status")
         from decentralml_jupyter.chain import devchain
 
@@ -216,7 +226,14 @@ def main() -> int:
                         f"  flower simulation (Ray, {flw['actors']} actors): "
                         f"{flw['round_s']:7.3f} s/round; dev network / flower "
                         f"{dev['round_s'] / flw['round_s']:.2f}x (target <= 1); accuracy "
-                        f"{flw['accuracy']:.3f}"
+                        f"{flw['accuracies']}"
+                    )
+                    gap = 100 * (dev["accuracy"][-1] - flw["accuracies"][-1])
+                    print(
+                        f"    accuracy after {args.rounds} rounds, test split: dev network "
+                        f"{dev['accuracy'][-1]:.3f}, flower {flw['accuracies'][-1]:.3f} "
+                        f"({gap:+.1f} points; target within 1), in-process "
+                        f"{base['accuracy'][-1]:.3f}"
                     )
     return 0
 
