@@ -20,6 +20,9 @@ from ..protocol.indexer import Indexer
 from ..protocol.state import State
 from ..storage import KuboStore
 
+# a model that may train: agents stake on it and warm up for it
+LIVE_MODEL = ("proposed", "approved", "training")
+
 
 class Agent:
     """Follows the chain and acts on the protocol state, one `step` per poll."""
@@ -45,6 +48,7 @@ class Agent:
         self.stopping = threading.Event()
         self.heads: HeadWatcher | None = None
         self._spec_cache: dict[str, bytes] = {}
+        self._warm: set[int] = set()  # models whose TensorFlow runtime is built and traced
 
     def stop(self) -> None:
         self.stopping.set()
@@ -62,6 +66,22 @@ class Agent:
 
     def step(self, state: State) -> None:  # pragma: no cover - each role defines it
         raise NotImplementedError
+
+    def warm_up(self, models, work) -> None:
+        """Run ``work(model)`` once for each of ``models`` this agent has not seen yet, at the
+        end of a step, so that TensorFlow builds and traces the model (seconds) before the
+        first round needs it rather than on the round's critical path."""
+        for model in models:
+            if model.id in self._warm:
+                continue
+            self._warm.add(model.id)  # once, whatever happens: a failure is only logged
+            started = time.perf_counter()
+            try:
+                work(model)
+            except DfmlError as err:
+                self.log.warning("model %d: warm-up skipped: %s", model.id, err)
+                continue
+            self.log.info("model %d: warmed up in %.1f s", model.id, time.perf_counter() - started)
 
     def run(self, until: float | None = None) -> None:
         """Poll and act until stopped (SIGTERM) or ``until`` seconds have passed."""

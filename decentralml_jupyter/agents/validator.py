@@ -29,7 +29,7 @@ from ..protocol import encoders
 from ..protocol.accounts import pool_threshold
 from ..protocol.client import ProtocolRejected
 from ..protocol.state import State
-from .base import Agent, run_agent
+from .base import LIVE_MODEL, Agent, run_agent
 
 # An accepted update may move the model at most this many times the median update's distance:
 # scaled (boosted) updates stand out, honest non-IID ones stay well inside.
@@ -85,6 +85,18 @@ class Validator(Agent):
             if self.due(("round", rnd.round_id), model.validators):
                 self.attest(state, rnd)
         self.approve_payouts(state)
+        mine = [
+            m
+            for m in state.models()
+            if m.status in LIVE_MODEL and self.address in m.validators and m.global_cid
+        ]
+        self.warm_up(mine, self._evaluate_global)
+
+    def _evaluate_global(self, model) -> None:
+        from .. import fl
+
+        weights = fl.weights_from_bytes(self.store.get(model.global_cid))
+        self.evaluate(self.spec(model.architecture_cid), weights)
 
     def _waited(self, duty: tuple[str, int]) -> bool:
         """Whether ``backup_grace`` seconds have passed since this validator first asked."""

@@ -19,7 +19,7 @@ from substrateinterface import Keypair
 from ..errors import DfmlError
 from ..protocol import encoders
 from ..protocol.state import State
-from .base import Agent, run_agent
+from .base import LIVE_MODEL, Agent, run_agent
 
 ATTACKS = ("none", "label_flip", "scale")
 # A proxied remark weighs ~0.4 G of the runtime's 350 G per extrinsic: 870 fit in one batch
@@ -156,7 +156,7 @@ class Worker(Agent):
             mine = {s.model_id for s in state.stakes(account=ident.address) if s.amount > 0}
             for model in state.models():
                 if (
-                    model.status in ("proposed", "approved", "training")
+                    model.status in LIVE_MODEL
                     and model.id not in mine
                     and self.stake_amount > 0
                     and ("stake", model.id) not in ident.refused
@@ -180,6 +180,19 @@ class Worker(Agent):
                         calls.append((ident, "update", rnd.round_id, call))
         if calls:
             self.send(calls)
+        staked = {s.model_id for i in self.identities for s in state.stakes(account=i.address)}
+        ready = [
+            m for m in state.models() if m.status in LIVE_MODEL and m.id in staked and m.global_cid
+        ]
+        self.warm_up(ready, self._train_once)
+
+    def _train_once(self, model) -> None:
+        """A throw-away step on a few examples: builds and traces the model's train step."""
+        from .. import fl
+
+        ident = self.identities[0]
+        spec = self.spec(model.architecture_cid)
+        fl.train_local(spec, self.base_weights(model.global_cid), ident.x[:8], ident.y[:8])
 
     def send(self, calls: list[tuple[Identity, str, int, object]]) -> None:
         """One extrinsic for every call of this step (up to `MAX_BATCH`), signed by the first
