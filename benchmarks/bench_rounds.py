@@ -8,8 +8,10 @@ Printed, not a test:
 Every number is a steady-state round (the median of rounds 2..): round 1 includes TensorFlow's
 graph tracing in every process, on both sides. On the dev network a round is timed from the
 `round start` call to `round watch` returning "finalized", both through the CLI, as a user
-would; every update goes through storage and the chain. ``--per-host`` is how many workers
-share one process (they submit through one proxy transaction per block).
+would; every update goes through storage and the chain, and each round pays ``--reward``
+tokens to its contributors out of the validators' multisig pool. ``--per-host`` is how many
+workers share one process (they submit through one proxy transaction per block). Accuracy is
+every run's global model on the same test split, from the same initial weights.
 """
 
 from __future__ import annotations
@@ -73,7 +75,9 @@ def in_process(n: int, rounds: int, epochs: int) -> dict:
     }
 
 
-def dev_network(n: int, per_host: int, rounds: int, epochs: int, block_mode: str) -> dict:
+def dev_network(
+    n: int, per_host: int, rounds: int, epochs: int, block_mode: str, reward: int
+) -> dict:
     url, storage = f"ws://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
 
     def dfml(*a, key="//Alice"):
@@ -128,6 +132,8 @@ def dev_network(n: int, per_host: int, rounds: int, epochs: int, block_mode: str
                 "400",
                 "--aggregate-deadline",
                 "400",
+                "--reward",
+                str(reward),
             )["round_id"]
             final = dfml("round", "watch", str(rid), "--timeout", "900")
             times.append(time.perf_counter() - t)
@@ -138,6 +144,12 @@ def dev_network(n: int, per_host: int, rounds: int, epochs: int, block_mode: str
             # (validators score on their own validation split)
             weights = fl.weights_from_bytes(KuboStore(storage).get(final["aggregate_cid"]))
             accs.append(round(fl.evaluate(spec, weights, data.x_test, data.y_test)["accuracy"], 3))
+        # the last round's rewards: paid by the validators' multisig after it finalized
+        t = time.perf_counter()
+        wait_until(
+            lambda: not [p for p in dfml("payouts", "--pending") if p["model_id"] == int(mid)]
+        )
+        payout_s = time.perf_counter() - t
         net = dfml("devnet", "status")
         from decentralml_jupyter.chain import devchain
 
@@ -154,6 +166,7 @@ def dev_network(n: int, per_host: int, rounds: int, epochs: int, block_mode: str
         "first_round_s": times[0],
         "setup_s": setup,
         "blocks": statistics.median(blocks[1:]),
+        "payout_s": payout_s,
         "accuracy": accs,
         "rss": rss,
         "hosts": hosts,
@@ -184,6 +197,9 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--block-mode", choices=["instant", "batch"], default="batch")
     ap.add_argument("--skip-flower", action="store_true")
+    ap.add_argument(
+        "--reward", type=int, default=10, help="tokens each round pays its contributors (0: none)"
+    )
     args = ap.parse_args()
     if args.rounds < 2:
         ap.error("--rounds must be at least 2 (round 1 is warm-up)")
@@ -199,12 +215,15 @@ def main() -> int:
         for per_host in (int(p) for p in args.per_host.split(",")):
             if per_host > n or (per_host == 1 and n > 20):
                 continue  # one TensorFlow process per worker does not fit beyond ~20
-            dev = dev_network(n, per_host, args.rounds, args.epochs, args.block_mode)
+            dev = dev_network(
+                n, per_host, args.rounds, args.epochs, args.block_mode, args.reward * 10**12
+            )
             over = dev["round_s"] - base["round_s"]
             print(
                 f"  dev network, {dev['hosts']} worker processes: {dev['round_s']:7.3f} s/round "
                 f"({dev['blocks']:.0f} blocks; first round {dev['first_round_s']:.1f} s; "
-                f"set-up {dev['setup_s']:.0f} s)"
+                f"set-up {dev['setup_s']:.0f} s; rewards paid {dev['payout_s']:.1f} s after "
+                "the last round)"
             )
             print(
                 f"    / in-process: {dev['round_s'] / base['round_s']:.1f}x (target 1.5x); "

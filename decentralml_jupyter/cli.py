@@ -726,8 +726,9 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
         "--worker-processes",
         type=int,
         default=None,
-        help="run the workers in this many processes (default: one each); a process of "
-        "several signs for them as their proxy, one transaction per block",
+        help="run the workers in this many processes (default: one per CPU core, at most one "
+        "per worker); a process of several signs for them as their proxy, one transaction "
+        "per block",
     )
     _add(d_sub, "status", cmd_devnet_status, "every process of the dev network")
     _add(d_sub, "down", cmd_devnet_down, "stop every process of the dev network")

@@ -1,9 +1,11 @@
-"""The dev network: the dev chain, the storage service, and every worker and validator as its
-own process (plus a block clock), with pids and logs in one directory, stopped by pid.
+"""The dev network: the dev chain, the storage service, every validator in its own process,
+the workers in worker processes, and a block clock, with pids and logs in one directory,
+stopped by pid.
 
 Validators are the dev accounts Dev1..DevK, workers DevK+1..DevK+N; each worker holds one
-partition of the dataset. Workers run one per process, or ``worker_processes`` processes
-share them (each host signs for its workers as their proxy: one transaction per step).
+partition of the dataset. ``worker_processes`` processes (default: one per CPU core, at most
+one per worker) share the workers; a process of several signs for them as their proxy, one
+transaction per step.
 """
 
 from __future__ import annotations
@@ -76,7 +78,9 @@ def up(
         raise UsageError("a dev network needs at least 1 worker and 1 validator")
     if attackers > workers:
         raise UsageError("--attackers cannot exceed --workers")
-    hosts = workers if worker_processes is None else worker_processes
+    # one worker process per core by default: a process per worker would hold a TensorFlow
+    # runtime each (~0.75 GiB) and send one extrinsic each, for no more parallelism
+    hosts = min(workers, os.cpu_count() or 1) if worker_processes is None else worker_processes
     if not 1 <= hosts <= workers:
         raise UsageError(
             f"--worker-processes must be between 1 and --workers ({workers}), got {hosts}"
