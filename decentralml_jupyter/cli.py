@@ -721,7 +721,13 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
     dup.add_argument("--attackers", type=int, default=0, help="poisoning workers (last N)")
     dup.add_argument("--attack", choices=["label_flip", "scale"], default="label_flip")
     dup.add_argument("--clock", type=float, default=3.0, help="seconds per idle block")
-    dup.add_argument("--block-mode", choices=["instant", "batch"], default="instant")
+    dup.add_argument(
+        "--block-mode",
+        choices=["instant", "batch"],
+        default="batch",
+        help="batch (default): one block for what arrives within 0.1 s, so a round's updates "
+        "and attestations share blocks; instant: a block per transaction",
+    )
     dup.add_argument(
         "--worker-processes",
         type=int,

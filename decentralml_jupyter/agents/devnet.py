@@ -69,7 +69,7 @@ def up(
     attackers: int = 0,
     attack: str = "label_flip",
     clock: float = 3.0,
-    block_mode: str = "instant",
+    block_mode: str = "batch",
     worker_processes: int | None = None,
     progress=None,
 ) -> dict:
