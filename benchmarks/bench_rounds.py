@@ -8,10 +8,12 @@ Printed, not a test:
 Every number is a steady-state round (the median of rounds 2..): round 1 includes TensorFlow's
 graph tracing in every process, on both sides. On the dev network a round is timed from the
 `round start` call to `round watch` returning "finalized", both through the CLI, as a user
-would; every update goes through storage and the chain, and each round pays ``--reward``
-tokens to its contributors out of the validators' multisig pool. ``--per-host`` is how many
-workers share one process (they submit through one proxy transaction per block). Accuracy is
-every run's global model on the same test split, from the same initial weights.
+would (with ``--plan``, one `round start --rounds N` schedules them all and each round is
+timed from the end of the one before); every update goes through storage and the chain, and
+each round pays ``--reward`` tokens to its contributors out of the validators' multisig pool.
+``--per-host`` is how many workers share one process (they submit through one proxy
+transaction per block). Accuracy is every run's global model on the same test split, from
+the same initial weights.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def in_process(n: int, rounds: int, epochs: int) -> dict:
 
 
 def dev_network(
-    n: int, per_host: int, rounds: int, epochs: int, block_mode: str, reward: int
+    n: int, per_host: int, rounds: int, epochs: int, block_mode: str, reward: int, plan: bool
 ) -> dict:
     url, storage = f"ws://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
 
@@ -117,24 +119,28 @@ def dev_network(
         wait_until(lambda: dfml("model", "show", mid)["status"] == "approved")
         dfml("model", "start", mid)
         times, accs, blocks = [], [], []
-        for _ in range(rounds):
+        start_args = [
+            "--clients",
+            str(min(n, MAX_CLIENTS)),
+            "--epochs",
+            str(epochs),
+            "--deadline",
+            "400",
+            "--aggregate-deadline",
+            "400",
+            "--reward",
+            str(reward),
+        ]
+        rid = None
+        for k in range(rounds):
             h0 = dfml("chain", "status")["block"]
             t = time.perf_counter()
-            rid = dfml(
-                "round",
-                "start",
-                mid,
-                "--clients",
-                str(min(n, MAX_CLIENTS)),
-                "--epochs",
-                str(epochs),
-                "--deadline",
-                "400",
-                "--aggregate-deadline",
-                "400",
-                "--reward",
-                str(reward),
-            )["round_id"]
+            if not plan:
+                rid = dfml("round", "start", mid, *start_args)["round_id"]
+            elif k == 0:  # one call schedules them all; each opens as the one before ends
+                rid = dfml("round", "start", mid, *start_args, "--rounds", str(rounds))["round_id"]
+            else:
+                rid += 1  # the only model here: the plan's next round has the next id
             final = dfml("round", "watch", str(rid), "--timeout", "900")
             times.append(time.perf_counter() - t)
             blocks.append(dfml("chain", "status")["block"] - h0)
@@ -198,6 +204,12 @@ def main() -> int:
     ap.add_argument("--block-mode", choices=["instant", "batch"], default="batch")
     ap.add_argument("--skip-flower", action="store_true")
     ap.add_argument(
+        "--plan",
+        action="store_true",
+        help="start the rounds with one `round start --rounds N` (back to back) instead of "
+        "one `round start` each",
+    )
+    ap.add_argument(
         "--reward", type=int, default=10, help="tokens each round pays its contributors (0: none)"
     )
     args = ap.parse_args()
@@ -205,8 +217,9 @@ def main() -> int:
         ap.error("--rounds must be at least 2 (round 1 is warm-up)")
     print(
         f"digits MLP{HIDDEN}, IID, FedAvg, {args.epochs} local epochs, 3 validators, "
-        f"{args.block_mode} blocks, {os.cpu_count()} CPU cores; seconds per round are the "
-        f"median of rounds 2..{args.rounds}"
+        f"{args.block_mode} blocks, {os.cpu_count()} CPU cores, "
+        f"{'one plan of rounds' if args.plan else 'one start per round'}; seconds per round "
+        f"are the median of rounds 2..{args.rounds}"
     )
     for n in (int(w) for w in args.workers.split(",")):
         base = in_process(n, args.rounds, args.epochs)
@@ -216,7 +229,13 @@ def main() -> int:
             if per_host > n or (per_host == 1 and n > 20):
                 continue  # one TensorFlow process per worker does not fit beyond ~20
             dev = dev_network(
-                n, per_host, args.rounds, args.epochs, args.block_mode, args.reward * 10**12
+                n,
+                per_host,
+                args.rounds,
+                args.epochs,
+                args.block_mode,
+                args.reward * 10**12,
+                args.plan,
             )
             over = dev["round_s"] - base["round_s"]
             print(

@@ -411,9 +411,14 @@ def cmd_round_start(args):
         noise_multiplier=args.noise_multiplier,
         reward=args.reward,
     )
+    if not 1 <= args.rounds <= 1000:
+        raise UsageError(f"--rounds must be 1..1000, got {args.rounds}")
     with _protocol(args) as proto:
-        sub = proto.start_round(args.key, args.model, spec)
-        return _tx(sub, round_id=sub.created_id("round"))
+        sub = proto.start_rounds(args.key, args.model, spec, args.rounds)
+        out = _tx(sub, round_id=sub.created_id("round"))
+        if args.rounds > 1:
+            out["rounds"] = args.rounds
+        return out
 
 
 def _round(proto, round_id: int):
@@ -456,11 +461,14 @@ def cmd_round_watch(args):
     with _protocol(args) as proto:
         heads = HeadWatcher(proto.chain.url)  # look again as soon as a block is finalized
         try:
-            last = None
+            plan, rid, last = [], args.id, None
             while True:
                 seen = heads.number
-                rnd = _round(proto, args.id)
-                line = (rnd.status, len(rnd.submitted), len(rnd.attestations))
+                state = proto.state()
+                rnd = state.round(rid)
+                if rnd is None:
+                    raise UsageError(f"no round {rid}", hint="see: dfml round history MODEL")
+                line = (rnd.round_id, rnd.status, len(rnd.submitted), len(rnd.attestations))
                 if line != last:
                     _progress(
                         f"round {rnd.round_id}: {rnd.status}, {len(rnd.submitted)}/"
@@ -468,15 +476,46 @@ def cmd_round_watch(args):
                     )
                     last = line
                 if rnd.status in ("finalized", "failed"):
-                    return round_json(rnd)
+                    nxt = _next_in_plan(state, rnd) if args.plan else None
+                    if args.plan:
+                        plan.append(
+                            {
+                                "round_id": rnd.round_id,
+                                "status": rnd.status,
+                                "accuracy": rnd.metrics.get("accuracy"),
+                                "ended_block": rnd.ended_block,
+                            }
+                        )
+                    if nxt is None:
+                        out = round_json(rnd)
+                        if args.plan:
+                            out["plan"] = plan
+                        return out
+                    rid = nxt.round_id
+                    continue
                 if time.monotonic() > deadline:
                     raise DfmlError(
-                        f"round {args.id} still {rnd.status} after {args.timeout:.0f} s",
+                        f"round {rid} still {rnd.status} after {args.timeout:.0f} s",
                         hint="is the dev network running? dfml devnet status; then watch again",
                     )
                 heads.wait(after=seen, timeout=1.0)
         finally:
             heads.close()
+
+
+def _next_in_plan(state, rnd):
+    """The round a StartRounds plan opened as ``rnd`` ended, or None."""
+    return next(
+        (
+            r
+            for r in state.rounds(rnd.model_id)
+            if r.round_id > rnd.round_id
+            and r.starter == rnd.starter
+            and r.start_block == rnd.ended_block
+            and r.proposal_id is None
+        ),
+        None,
+    )
 
 
 def cmd_round_history(args):
@@ -697,7 +736,14 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
     rs.add_argument("--epochs", type=int, default=1)
     rs.add_argument("--batch-size", type=int, default=32)
     rs.add_argument("--lr", type=float, default=0.05)
-    rs.add_argument("--reward", type=int, default=0, help="budget paid to contributors")
+    rs.add_argument("--reward", type=int, default=0, help="budget paid to contributors (per round)")
+    rs.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run this many rounds back to back: each opens in the block that ends the one "
+        "before (one call; the budget is --reward times --rounds)",
+    )
     rs.add_argument("--clip-norm", type=float, default=None, help="DP: clip updates to this")
     rs.add_argument("--noise-multiplier", type=float, default=None, help="DP: noise scale")
     rst = _add(r_sub, "status", cmd_round_status, "a round's progress and results")
@@ -705,6 +751,12 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
     rw = _add(r_sub, "watch", cmd_round_watch, "follow a round until it ends")
     rw.add_argument("id", type=_model_id)
     rw.add_argument("--timeout", type=float, default=600.0)
+    rw.add_argument(
+        "--plan",
+        action="store_true",
+        help="follow the rounds started after it by the same `round start --rounds` plan; "
+        'the answer adds a "plan" list, one entry per round',
+    )
     rh = _add(r_sub, "history", cmd_round_history, "every round of a model")
     rh.add_argument("model", type=_model_id)
     rh.add_argument("--csv", default=None, help="also write one row per (round, worker) here")

@@ -438,6 +438,29 @@ class StartRound(Call):
     SCHEMA = (("model_id", ID), ("spec", StructField(RoundSpec)))
 
 
+MAX_PLAN = 1000  # rounds one StartRounds call may schedule
+
+
+@dataclass(frozen=True)
+class StartRounds(Call):
+    """The owner schedules ``rounds`` federated rounds with one spec, run back to back: each
+    next round opens in the block that ends the one before, with no call and no block in
+    between (batch with a transfer of ``rounds * spec.reward``). If a next round cannot open
+    (the model stopped training, too few eligible workers), the rest of the budget is refunded.
+    """
+
+    model_id: int
+    spec: RoundSpec = RoundSpec()
+    rounds: int = 2
+    INDEX = 36
+    NAME = "start_rounds"
+    SCHEMA = (
+        ("model_id", ID),
+        ("spec", StructField(RoundSpec)),
+        ("rounds", UInt(32, maximum=MAX_PLAN)),
+    )
+
+
 @dataclass(frozen=True)
 class SubmitUpdate(Call):
     """A selected worker's weight update: its CID and how many local examples produced it."""
@@ -537,6 +560,7 @@ CALLS: tuple[type[Call], ...] = (
     SubmitUpdate,
     Attest,
     AnnounceKey,
+    StartRounds,
 )
 CALL = Variant(*CALLS, what="call")
 

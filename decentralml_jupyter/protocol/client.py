@@ -150,6 +150,16 @@ class ProtocolClient:
         transfers = [(model.pool, spec.reward, model.stake_asset)] if spec.reward else []
         return self.submit(key, encoders.start_round(model_id, spec), transfers)
 
+    def start_rounds(self, key, model_id: int, spec, rounds: int) -> Submitted:
+        """Schedule ``rounds`` rounds run back to back (each opens in the block that ends the
+        one before); their whole reward budget moves into the pool in the same batch."""
+        if rounds == 1:
+            return self.start_round(key, model_id, spec)
+        model = self._model(model_id)
+        budget = spec.reward * rounds
+        transfers = [(model.pool, budget, model.stake_asset)] if budget else []
+        return self.submit(key, encoders.start_rounds(model_id, spec, rounds), transfers)
+
     def submit_update(self, key, round_id: int, cid: str, num_examples: int) -> Submitted:
         return self.submit(key, encoders.submit_update(round_id, cid, num_examples))
 

@@ -150,6 +150,12 @@ def start_round(model_id: int, spec: C.RoundSpec) -> bytes:
     return C.encode_call(C.StartRound(model_id, spec))
 
 
+def start_rounds(model_id: int, spec: C.RoundSpec, rounds: int) -> bytes:
+    """By the model's owner: ``rounds`` rounds back to back. Batch with a transfer of
+    ``rounds * spec.reward`` from the signer to the model's pool, unless the reward is 0."""
+    return C.encode_call(C.StartRounds(model_id, spec, rounds))
+
+
 def submit_update(round_id: int, cid: str, num_examples: int) -> bytes:
     """By a selected client of the round, once, before its submit deadline."""
     return C.encode_call(C.SubmitUpdate(round_id, cid, num_examples))

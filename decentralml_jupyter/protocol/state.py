@@ -201,6 +201,8 @@ class _Round:
     ended_block: int | None
     created_block: int
     created_extrinsic: int  # -1 when started by a proposal in a tick
+    follow: int = 0  # rounds of a StartRounds plan still to open after this one
+    reserve: int = 0  # their reward budget, held in the pool meanwhile
 
 
 @dataclass
@@ -356,7 +358,7 @@ class State:
             if p.status == "open" and p.deadline <= b:
                 self._tally(p, b, block_hash)
         for r in sorted(self._rounds.values(), key=lambda r: r.id):
-            self._round_deadlines(r, b)
+            self._round_deadlines(r, b, block_hash)
         for t in sorted(self._tasks.values(), key=lambda t: t.id):
             if t.status == "open" and t.review_until <= b:
                 self._close_task(t, b)
@@ -842,6 +844,43 @@ class State:
             self._credit(m.id, m.pool, c.spec.reward)
         return ("round", rid)
 
+    def _start_rounds(self, ctx: CallContext, c: C.StartRounds) -> tuple[str, int]:
+        m = self._model(c.model_id)
+        _require(ctx.signer == m.owner, f"only the owner of model {m.id} can start rounds")
+        _require(c.rounds >= 1, "a plan needs at least 1 round")
+        problem = self._spec_problem(m, c.spec)
+        _require(problem is None, str(problem))
+        budget = c.spec.reward * c.rounds
+        key = None
+        if budget:
+            key = self._find_transfer(ctx, ctx.signer, m.pool, budget, m.stake_asset)
+        rid = self._open_round(
+            m, ctx.signer, c.spec, ctx.block_number, ctx.extrinsic_index, ctx.block_hash
+        )
+        r = self._rounds[rid]
+        r.follow, r.reserve = c.rounds - 1, budget - c.spec.reward
+        if key is not None:
+            self._consumed.add(key)
+            self._credit(m.id, m.pool, budget)
+        return ("round", rid)
+
+    def _continue_plan(self, r: _Round, block: int, extrinsic: int, block_hash: str) -> None:
+        """A plan's next round opens as ``r`` ends, in the same block; or, when it cannot
+        open, the rest of the plan's budget goes back to its starter."""
+        if r.follow <= 0:
+            return
+        follow, reserve, r.follow, r.reserve = r.follow, r.reserve, 0, 0
+        m = self._models[r.model_id]
+        spec = _spec_from_json(r.spec)
+        try:
+            rid = self._open_round(m, r.starter, spec, block, extrinsic, block_hash)
+        except _Reject as e:
+            r.note = (r.note + "; " if r.note else "") + f"plan stopped: {e.reason}"
+            self._new_payout(m.id, r.starter, reserve, "round_refund", block)
+            return
+        nxt = self._rounds[rid]
+        nxt.follow, nxt.reserve = follow - 1, reserve - spec.reward
+
     def _announce_key(self, ctx: CallContext, c: C.AnnounceKey) -> None:
         _require(c.public_key != "0x" + "00" * 32, "the all-zero key would make every mask public")
         self._keys[ctx.signer] = c.public_key
@@ -941,6 +980,7 @@ class State:
         )
         if agreeing >= pool_threshold(len(m.validators)):
             self._finalize(r, m, att, ctx.block_number)
+            self._continue_plan(r, ctx.block_number, ctx.extrinsic_index, ctx.block_hash)
         return ("attestation", aid)
 
     def _finalize(self, r: _Round, m: _Model, att: _Attestation, block: int) -> None:
@@ -995,7 +1035,7 @@ class State:
         refund, r.escrow = r.escrow, 0
         self._new_payout(r.model_id, r.starter, refund, "round_refund", block)
 
-    def _round_deadlines(self, r: _Round, b: int) -> None:
+    def _round_deadlines(self, r: _Round, b: int, block_hash: str = "") -> None:
         """Deadlines are the first block in which a call is refused, so a round moves on at
         the end of the block before: no round outlives its deadlines."""
         if r.status == "open" and b + 1 >= r.submit_deadline:
@@ -1006,8 +1046,10 @@ class State:
                 self._fail_round(
                     r, b, f"{n} updates by the deadline, {r.spec['min_clients']} needed"
                 )
+                self._continue_plan(r, b, -1, block_hash)
         elif r.status == "aggregating" and b + 1 >= r.aggregate_deadline:
             self._fail_round(r, b, "no quorum of validators attested one result in time")
+            self._continue_plan(r, b, -1, block_hash)
 
     _HANDLERS: dict[type, Callable[..., Any]] = {
         C.RegisterModel: _register_model,
@@ -1023,6 +1065,7 @@ class State:
         C.Vote: _vote,
         C.SettlePayout: _settle_payout,
         C.StartRound: _start_round,
+        C.StartRounds: _start_rounds,
         C.SubmitUpdate: _submit_update,
         C.Attest: _attest,
         C.AnnounceKey: _announce_key,
@@ -1097,6 +1140,7 @@ class State:
             live = self._live_round(m.id)
             if live is not None:
                 self._fail_round(live, block, "model retired")
+                self._continue_plan(live, block, -1, block_hash)  # refunds the rest
         elif isinstance(a, C.SetRewardPolicy):
             policy = a.policy.to_json()
             del policy["type"]
@@ -1297,7 +1341,9 @@ class State:
         stakes = self._total_weight(m.id)
         unbonding = sum(u.amount for u in self._unbonding.values() if u.model_id == m.id)
         escrow = sum(t.escrow for t in self._tasks.values() if t.model_id == m.id)
-        round_escrow = sum(r.escrow for r in self._rounds.values() if r.model_id == m.id)
+        round_escrow = sum(
+            r.escrow + r.reserve for r in self._rounds.values() if r.model_id == m.id
+        )
         round_escrow += sum(p.escrow for p in self._proposals.values() if p.target == m.id)
         pending = sum(
             p.amount
@@ -1458,6 +1504,7 @@ class State:
             ended_block=r.ended_block,
             updates=updates,
             attestations=attestations,
+            rounds_left=r.follow,
         )
 
     def errors(self, account: str | None = None) -> list[ErrorRecord]:
@@ -1581,6 +1628,13 @@ class State:
 
 
 _ROUND_RECORDS = (_Round, _Update, _Attestation, _Reward, _Slash)
+
+
+def _spec_from_json(spec: dict[str, Any]) -> C.RoundSpec:
+    """The RoundSpec a round recorded (deadlines as it resolved them), for a plan's next."""
+    fields = {k: v for k, v in spec.items() if k != "dp"}
+    dp = spec.get("dp")
+    return C.RoundSpec(**fields, dp=None if dp is None else C.DpParams(**dp))
 
 
 def _guess_call_name(remark: bytes) -> str | None:

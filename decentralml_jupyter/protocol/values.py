@@ -330,3 +330,4 @@ class RoundInfo(_Json):
     ended_block: int | None
     updates: tuple[UpdateInfo, ...] = field(default_factory=tuple)
     attestations: tuple[AttestationInfo, ...] = field(default_factory=tuple)
+    rounds_left: int = 0  # rounds of its StartRounds plan still to open after it

@@ -196,6 +196,40 @@ def _get(dfml, tmp_path, cid: str) -> bytes:
     return out.read_bytes()
 
 
+def test_a_plan_runs_its_rounds_back_to_back(net):
+    from decentralml_jupyter.chain import Chain
+    from decentralml_jupyter.protocol.client import ProtocolClient
+
+    dfml, info, mid, _ = net
+    before = dfml("model", "show", mid)["round"]
+    start = dfml(
+        "round",
+        "start",
+        mid,
+        "--clients",
+        "5",
+        "--rounds",
+        "2",
+        "--reward",
+        str(10 * UNIT),
+        "--deadline",
+        "60",
+        "--aggregate-deadline",
+        "60",
+    )
+    assert start["rounds"] == 2
+    final = dfml("round", "watch", str(start["round_id"]), "--plan", "--timeout", "300")
+    plan = final["plan"]
+    assert [p["status"] for p in plan] == ["finalized", "finalized"], plan
+    assert plan[0]["round_id"] == start["round_id"] and final["round_id"] == plan[1]["round_id"]
+    assert dfml("model", "show", mid)["round"] == before + 2
+    with ProtocolClient(Chain(info["chain"]["url"])) as proto:
+        first, second = (proto.state().round(p["round_id"]) for p in plan)
+    # no start call between them: the quorum's block ended one round and opened the next
+    assert second.start_block == first.ended_block
+    assert second.base_cid == first.aggregate_cid and second.reward == 10 * UNIT
+
+
 def test_a_dead_worker_and_an_offline_validator_do_not_stop_a_round(net, tmp_path):
     from decentralml_jupyter.agents.validator import primaries
     from decentralml_jupyter.chain import Chain
@@ -203,6 +237,7 @@ def test_a_dead_worker_and_an_offline_validator_do_not_stop_a_round(net, tmp_pat
 
     dfml, info, mid, _ = net
     victim = next(w for w in info["workers"] if not w["attack"])
+    before = dfml("model", "show", mid)["round"]
     os.kill(victim["pid"], signal.SIGKILL)
     start = dfml(
         "round",
@@ -230,7 +265,7 @@ def test_a_dead_worker_and_an_offline_validator_do_not_stop_a_round(net, tmp_pat
     with ProtocolClient(Chain(info["chain"]["url"])) as proto:
         attested = {a.validator for a in proto.state().round(start["round_id"]).attestations}
     assert attested == {second, backup}
-    assert dfml("model", "show", mid)["round"] == 2  # the first model's second round
+    assert dfml("model", "show", mid)["round"] == before + 1
     # the rounds as a table: one row per selected worker
     csv = tmp_path / "rounds.csv"
     dfml("round", "history", mid, "--csv", str(csv))

@@ -55,6 +55,7 @@ SAMPLES = [
         C.RoundSpec(64, 2, 10, 5, 3, 16, 1_000, C.DpParams(1_000_000, 1_100_000), 10**20),
     ),
     C.Propose(1, C.StartRoundProposal(C.RoundSpec(clients=4, min_clients=3, reward=9)), 10),
+    C.StartRounds(2, C.RoundSpec(clients=8, min_clients=4, reward=5), 1000),
     C.SubmitUpdate(3, CID_W, 2**64 - 1),
     C.Attest(3, CID_A, 1_000_000, 2**64 - 1),
     C.Attest(
@@ -122,7 +123,7 @@ def _body(call: C.Call) -> bytes:
         (PREFIX + b"\x01\x06\x04\x08\xff\xfe", "not valid UTF-8"),
         (PREFIX + b"\x01\x06\x04\x08Q!", "does not match"),
         (PREFIX + b"\x01\x09\x00\x0c\x28", "unknown proposal kind index 12"),
-        (PREFIX + b"\x01\x24", "unknown call index 36"),
+        (PREFIX + b"\x01\x25", "unknown call index 37"),
         (PREFIX + b"\x01\x20\x04" + encode_compact(65) + bytes(20), "out of range 0..64"),
         (PREFIX + b"\x01\x21\x04\x08Q!\x00", "does not match"),
         (PREFIX + b"\x01\x22\x04\x08Qm" + encode_compact(10**6 + 1), "out of range"),

@@ -250,8 +250,15 @@ def step(draw, sim: Sim, ledger: dict[int, int]) -> None:
             model_id, pool, asset = m.id, m.pool, m.stake_asset
             mode = "exact" if draw(st.integers(0, 3)) else mode
         spec = random_spec(draw)
-        ts = transfers(draw, mode, who, pool, spec.reward, asset) if spec.reward else ()
-        out = go(encoders.start_round(model_id, spec), ts, (model_id, spec.reward))
+        plan = draw(st.sampled_from((1, 1, 2, 3)))  # a single round, or a StartRounds plan
+        budget = spec.reward * plan
+        ts = transfers(draw, mode, who, pool, budget, asset) if budget else ()
+        call = (
+            encoders.start_round(model_id, spec)
+            if plan == 1
+            else encoders.start_rounds(model_id, spec, plan)
+        )
+        out = go(call, ts, (model_id, budget))
         if out.ok and draw(st.integers(0, 3)):
             drive_round(draw, sim, go, out.entity_id)
     elif kind == "update":

@@ -490,3 +490,100 @@ def test_announced_keys_are_kept_replaced_and_snapshotted():
     assert not bad.ok and "zero" in bad.reason and s.state_hash() == before
     assert State.from_bytes(s.to_bytes()).public_keys() == {alice: k2}
     assert decode_call(encoders.announce_key(k1)).public_key == k1
+
+
+# ------------------------------------------------------------------------------- plans
+def start_plan(sim: Sim, mid: int, rounds: int, reward: int = 100, **kw):
+    spec = encoders.round_spec(
+        kw.pop("clients", 3), kw.pop("min_clients", 2), submit_blocks=5, aggregate_blocks=5, **kw
+    )
+    spec = spec.__class__(**{**spec.__dict__, "reward": reward})
+    pool = sim.state.model(mid).pool
+    pay = [sim.pay("alice", pool, reward * rounds)] if reward else []
+    return sim.call("alice", encoders.start_rounds(mid, spec, rounds), pay)
+
+
+def finalize(sim: Sim, rid: int) -> None:
+    selected = submit_all(sim, rid)
+    weights = dict.fromkeys(selected, 1)
+    assert attest(sim, VALIDATORS[0], rid, weights).ok
+    assert attest(sim, VALIDATORS[1], rid, weights).ok
+
+
+def test_a_plan_opens_each_next_round_in_the_block_that_ends_the_last(sim: Sim) -> None:
+    mid = training_model(sim)
+    out = start_plan(sim, mid, 3, reward=100)
+    assert out.ok and out.entity == "round"
+    rid = out.entity_id
+    first = sim.state.round(rid)
+    assert (first.rounds_left, first.escrow) == (2, 100)
+    assert sim.state.pool(mid).round_escrow == 300  # the whole plan's budget is held
+    check_books(sim.state)
+    seen = []
+    for left in (2, 1, 0):
+        r = sim.state.open_round(mid)
+        assert r.rounds_left == left and r.reward == 100
+        seen.append(r.round_id)
+        finalize(sim, r.round_id)
+        done = sim.state.round(r.round_id)
+        assert done.status == "finalized" and done.rounds_left == 0
+        nxt = sim.state.open_round(mid)
+        if left:  # opened by the quorum's attestation, in the same block, from the new model
+            assert nxt.start_block == done.ended_block and nxt.base_cid == CID_AGG
+            assert nxt.round_id == r.round_id + 1
+        else:
+            assert nxt is None
+        check_books(sim.state)
+        sim.tick()
+    assert seen == [rid, rid + 1, rid + 2] and sim.state.model(mid).round == 3
+    rewards = [p for p in sim.state.pending_payouts() if p.reason == "round_reward"]
+    assert sum(p.amount for p in rewards) == 300
+    assert sim.state.pool(mid).round_escrow == 0
+
+
+def test_a_plan_goes_on_after_a_failed_round_and_refunds_what_cannot_run(sim: Sim) -> None:
+    mid = training_model(sim)
+    rid = start_plan(sim, mid, 3, reward=50, clients=3, min_clients=3).entity_id
+    sim.tick(5)  # nobody submits: the first round fails at its deadline, the next one opens
+    failed = sim.state.round(rid)
+    assert failed.status == "failed" and "updates by the deadline" in failed.note
+    second = sim.state.open_round(mid)
+    assert second.round_id == rid + 1 and second.rounds_left == 1
+    assert second.start_block == failed.ended_block  # opened in the tick, takes calls next block
+    check_books(sim.state)
+    # the model retires: its live round fails and the rest of the plan is refunded
+    pass_proposal(sim, mid, RetireModel())
+    r = sim.state.round(rid + 1)
+    assert r.status == "failed" and "plan stopped" in r.note and r.rounds_left == 0
+    assert sim.state.open_round(mid) is None
+    refunds = [p.amount for p in sim.state.pending_payouts() if p.reason == "round_refund"]
+    assert sorted(refunds) == [50, 50, 50]  # each failed round's budget, and the third's
+    check_books(sim.state)
+
+
+def test_a_plan_needs_its_whole_budget_and_its_owner(sim: Sim) -> None:
+    mid = training_model(sim)
+    spec = encoders.round_spec(2, 1, reward=10)
+    pool = sim.state.model(mid).pool
+    before = sim.state.state_hash()
+    short = sim.call("alice", encoders.start_rounds(mid, spec, 4), [sim.pay("alice", pool, 30)])
+    assert not short.ok and "transfer" in short.reason
+    other = sim.call("bob", encoders.start_rounds(mid, spec, 4), [sim.pay("bob", pool, 40)])
+    assert not other.ok and "owner" in other.reason
+    zero = sim.call("alice", encoders.start_rounds(mid, spec, 0), [])
+    assert not zero.ok
+    assert sim.state.open_round(mid) is None
+    assert sim.state.state_hash() == before  # rejected calls change nothing
+    check_books(sim.state)
+
+
+def test_plans_survive_snapshots_and_replay(sim: Sim) -> None:
+    mid = training_model(sim)
+    rid = start_plan(sim, mid, 2).entity_id
+    raw, n = sim.state.to_bytes(), len(sim.log)
+    finalize(sim, rid)
+    sim.tick()
+    assert sim.state.round(rid + 1).status == "open"
+    restored = replay(sim.log[n:], State.from_bytes(raw))
+    assert restored.state_hash() == sim.state.state_hash()
+    assert replay(sim.log).state_hash() == sim.state.state_hash()
