@@ -430,7 +430,12 @@ def _round(proto, round_id: int):
 
 def cmd_round_status(args):
     with _protocol(args) as proto:
-        return round_json(_round(proto, args.id))
+        rnd = _round(proto, args.id)
+        out = round_json(rnd)
+        if rnd.status in ("finalized", "failed"):
+            nxt = _next_in_plan(proto.state(), rnd)
+            out["next_round_id"] = None if nxt is None else nxt.round_id
+        return out
 
 
 def round_json(rnd) -> dict:
@@ -449,6 +454,7 @@ def round_json(rnd) -> dict:
     out = {k: full[k] for k in keys}
     out["deadlines"] = {"submit": rnd.submit_deadline, "aggregate": rnd.aggregate_deadline}
     out["number"], out["note"] = rnd.number, rnd.note
+    out["rounds_left"] = rnd.rounds_left  # of its plan (round start --rounds), after it
     return out
 
 

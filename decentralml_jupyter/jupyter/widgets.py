@@ -272,7 +272,8 @@ class RoundDashboard(_Widget):
     """A round live: progress per worker, accuracy and loss per round, rewards and slashes.
 
     `start()` polls `round status ID` every `interval` seconds in a background thread (the kernel
-    stays free) until the round is final or `stop()` is called.
+    stays free) until the round is final or `stop()` is called. With ``follow_plan`` (the
+    default) it moves on to the next round of a `round start --rounds N` plan when one ends.
     """
 
     def __init__(
@@ -281,10 +282,12 @@ class RoundDashboard(_Widget):
         runner: RunFn | None = None,
         interval: float = 2.0,
         start: bool = True,
+        follow_plan: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(runner, **kwargs)
         self.round_id = str(round_id)
+        self.follow_plan = follow_plan
         self.interval = interval
         self.header = w.HTML()
         self.workers = w.HTML()
@@ -343,7 +346,11 @@ class RoundDashboard(_Widget):
             if not going_on:
                 break
             if self.round.get("status") in FINAL_ROUND_STATES:
-                break
+                nxt = self.round.get("next_round_id")
+                if not (self.follow_plan and nxt is not None):
+                    break
+                self.round_id = str(nxt)  # the plan's next round: keep the metrics so far
+                continue
             self._stop.wait(self.interval)
         self.stop_button.disabled = True
 
@@ -406,6 +413,7 @@ class RoundDashboard(_Widget):
             + f' — <b style="color:{color}">{html.escape(state)}</b>'
             + (f" · {shown}" if shown else "")
             + (f" · {html.escape(str(r['note']))}" if r.get("note") else "")
+            + (f" · {int(r['rounds_left'])} more in its plan" if r.get("rounds_left") else "")
             + (
                 f' · aggregate <span class="dfml-mono">{html.escape(str(r["aggregate_cid"]))}'
                 "</span>"

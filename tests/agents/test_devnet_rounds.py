@@ -228,6 +228,10 @@ def test_a_plan_runs_its_rounds_back_to_back(net):
     # no start call between them: the quorum's block ended one round and opened the next
     assert second.start_block == first.ended_block
     assert second.base_cid == first.aggregate_cid and second.reward == 10 * UNIT
+    # round status links a plan's rounds, which is how the notebook dashboard follows them
+    status = [dfml("round", "status", str(p["round_id"])) for p in plan]
+    assert [s["next_round_id"] for s in status] == [plan[1]["round_id"], None]
+    assert [s["rounds_left"] for s in status] == [0, 0]  # both ended
 
 
 def test_a_dead_worker_and_an_offline_validator_do_not_stop_a_round(net, tmp_path):

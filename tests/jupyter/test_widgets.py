@@ -217,3 +217,36 @@ def test_dashboard_with_the_real_cli_shows_why_it_cannot_poll(devchain_url):
     board.join(5)
     assert not board.watching
     assert "hint" in board.status.value or board.round.get("status") != "waiting"
+
+
+def test_dashboard_follows_a_plan_from_round_to_round():
+    answers = {
+        "3": [_status("open", [], rounds_left=1), _status("finalized", [ALICE, BOB, CHARLIE],
+              metrics={"accuracy": 0.5}, next_round_id=4)],
+        "4": [_status("open", [], round_id=4), _status("finalized", [ALICE, BOB, CHARLIE],
+              round_id=4, metrics={"accuracy": 0.7}, next_round_id=None)],
+    }  # fmt: skip
+
+    def status(args):
+        return answers[args[2]].pop(0)
+
+    runner = Recorder({"round status": status, "round history": []})
+    board = RoundDashboard(3, runner=runner, interval=0.01)
+    board.join(10)
+    assert not board.watching and board.round_id == "4"
+    assert [c[2] for c in runner.calls if c[1] == "status"] == ["3", "3", "4", "4"]
+    assert board.metrics_by_round == {3.0: {"accuracy": 0.5}, 4.0: {"accuracy": 0.7}}
+    assert "Round 4" in board.header.value
+    # without follow_plan it stops at the first round's end
+    answers["3"] = [_status("finalized", [ALICE], next_round_id=4)]
+    alone = RoundDashboard(3, runner=runner, interval=0.01, follow_plan=False)
+    alone.join(10)
+    assert alone.round_id == "3" and not alone.watching
+
+
+def test_dashboard_header_counts_the_rounds_left_in_a_plan():
+    board = RoundDashboard(3, runner=Recorder({}), start=False)
+    board.update(_status("open", [], rounds_left=2))
+    assert "2 more in its plan" in board.header.value
+    board.update(_status("open", []))
+    assert "more in its plan" not in board.header.value
