@@ -829,36 +829,30 @@ class State:
         return rid
 
     def _start_round(self, ctx: CallContext, c: C.StartRound) -> tuple[str, int]:
-        m = self._model(c.model_id)
-        _require(ctx.signer == m.owner, f"only the owner of model {m.id} can start a round")
-        problem = self._spec_problem(m, c.spec)
-        _require(problem is None, str(problem))
-        key = None
-        if c.spec.reward:
-            key = self._find_transfer(ctx, ctx.signer, m.pool, c.spec.reward, m.stake_asset)
-        rid = self._open_round(
-            m, ctx.signer, c.spec, ctx.block_number, ctx.extrinsic_index, ctx.block_hash
-        )
-        if key is not None:
-            self._consumed.add(key)
-            self._credit(m.id, m.pool, c.spec.reward)
-        return ("round", rid)
+        return self._start_owned(ctx, c.model_id, c.spec, 1, "a round")
 
     def _start_rounds(self, ctx: CallContext, c: C.StartRounds) -> tuple[str, int]:
-        m = self._model(c.model_id)
-        _require(ctx.signer == m.owner, f"only the owner of model {m.id} can start rounds")
         _require(c.rounds >= 1, "a plan needs at least 1 round")
-        problem = self._spec_problem(m, c.spec)
+        return self._start_owned(ctx, c.model_id, c.spec, c.rounds, "rounds")
+
+    def _start_owned(
+        self, ctx: CallContext, model_id: int, spec: C.RoundSpec, rounds: int, what: str
+    ) -> tuple[str, int]:
+        """The owner opens a round now and schedules ``rounds - 1`` more after it; the whole
+        budget (``rounds * spec.reward``) comes with a transfer in the same batch."""
+        m = self._model(model_id)
+        _require(ctx.signer == m.owner, f"only the owner of model {m.id} can start {what}")
+        problem = self._spec_problem(m, spec)
         _require(problem is None, str(problem))
-        budget = c.spec.reward * c.rounds
+        budget = spec.reward * rounds
         key = None
         if budget:
             key = self._find_transfer(ctx, ctx.signer, m.pool, budget, m.stake_asset)
         rid = self._open_round(
-            m, ctx.signer, c.spec, ctx.block_number, ctx.extrinsic_index, ctx.block_hash
+            m, ctx.signer, spec, ctx.block_number, ctx.extrinsic_index, ctx.block_hash
         )
         r = self._rounds[rid]
-        r.follow, r.reserve = c.rounds - 1, budget - c.spec.reward
+        r.follow, r.reserve = rounds - 1, budget - spec.reward
         if key is not None:
             self._consumed.add(key)
             self._credit(m.id, m.pool, budget)
