@@ -6,7 +6,9 @@ Per size it measures, in one run on this machine:
     dev service on a free 127.0.0.1 port), and download: get + weights_from_bytes; MB/s of
     serialized bytes (median over the updates), with serialization alone beside it;
   - aggregation of the 10 updates with FedAvg, FedMedian, trimmed mean and Multi-Krum; FedAvg
-    throughput in GB/s of update bytes read (10 x 4 bytes x params);
+    throughput in GB/s of update bytes read (10 x 4 bytes x params), for the compiled pass
+    (fl/_fedavg_kernel.py, numba, split over this machine's cores) and for the numpy path it
+    replaces (which must give the same bytes: checked);
   - a numpy memory-bandwidth bound: a streaming ``np.add(a, b, out=c)`` over float32 arrays far
     larger than cache, counted as bytes read + written per second (best of its runs, which
     are interleaved with FedAvg's so both see the same machine load); the ratio FedAvg / bound
@@ -22,6 +24,7 @@ Usage: python benchmarks/bench_model_size.py [--sizes 10k,100k,1m,10m] [--update
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import socket
@@ -39,6 +42,7 @@ from decentralml_jupyter.fl import (
     FedMedian,
     FedTrimmedAvg,
     MultiKrum,
+    strategies,
     weights_from_bytes,
     weights_to_bytes,
 )
@@ -108,6 +112,22 @@ class Bound:
         return self.bytes / self.best / 1e9
 
 
+def numba_version() -> str:
+    kernel = strategies._fedavg_kernel()
+    return kernel.numba.__version__ if kernel is not None else "missing (numpy path only)"
+
+
+@contextlib.contextmanager
+def numpy_fedavg():
+    """FedAvg on the numpy path (as when numba is missing)."""
+    saved = strategies._KERNEL
+    strategies._KERNEL = False
+    try:
+        yield
+    finally:
+        strategies._KERNEL = saved
+
+
 def bench_size(
     label: str, params: int, n_updates: int, repeat: int, store: KuboStore, bound: Bound
 ) -> dict[str, float]:
@@ -137,10 +157,21 @@ def bench_size(
     deser = best_of(repeat, lambda: weights_from_bytes(blob))
 
     # 2./3. aggregation, FedAvg interleaved with the bandwidth bound.
-    fedavg = math.inf
-    for _ in range(2 * repeat + 1):  # best of several: the machine may be shared
+    fedavg = fedavg_np = math.inf
+    for n in range(2 * repeat + 1):  # best of several: the machine may be shared
         bound.sample()
-        fedavg = min(fedavg, best_of(1, lambda: FedAvg().aggregate(global_w, updates)))
+        # alternate which path runs first after the bound's sweep has emptied the caches
+        for numpy_path in (n % 2 == 1, n % 2 == 0):
+            with numpy_fedavg() if numpy_path else contextlib.nullcontext():
+                took = best_of(1, lambda: FedAvg().aggregate(global_w, updates))
+            if numpy_path:
+                fedavg_np = min(fedavg_np, took)
+            else:
+                fedavg = min(fedavg, took)
+    with numpy_fedavg():
+        plain = FedAvg().aggregate(global_w, updates)
+    compiled = FedAvg().aggregate(global_w, updates)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(plain, compiled, strict=True))
     slow_repeat = repeat if params < 5_000_000 else 1
     median = best_of(slow_repeat, lambda: FedMedian().aggregate(global_w, updates))
     trimmed = best_of(slow_repeat, lambda: FedTrimmedAvg(0.2).aggregate(global_w, updates))
@@ -175,6 +206,8 @@ def bench_size(
         "deser": mb / deser,
         "fedavg_s": fedavg,
         "fedavg_gbs": read_gb / fedavg,
+        "fedavg_np_s": fedavg_np,
+        "fedavg_np_gbs": read_gb / fedavg_np,
         "median_s": median,
         "trimmed_s": trimmed,
         "krum_s": krum,
@@ -202,6 +235,7 @@ def main() -> None:
         parser.error(f"unknown sizes {unknown}; choose from {', '.join(SIZES)}")
 
     t_start = time.perf_counter()
+    strategies.warm_up()  # compile (or load) the FedAvg pass outside the timings
     bound = Bound(args.bound_mb)
     bound.sample()
     rows = []
@@ -221,7 +255,8 @@ def main() -> None:
 
     print(
         f"model-size benchmark: {args.updates} updates per size, float32 MLPs "
-        f"(64 -> h -> h -> 10), {os.cpu_count()} CPUs, numpy {np.__version__}"
+        f"(64 -> h -> h -> 10), {os.cpu_count()} CPUs, numpy {np.__version__}, "
+        f"numba {numba_version()}"
     )
     print(
         f"numpy bound: np.add(a, b, out=c) over {args.bound_mb} MB float32 arrays, "
@@ -231,13 +266,14 @@ def main() -> None:
     print(
         f"{'params':>10} {'MB/upd':>7} {'up MB/s':>8} {'down MB/s':>9} {'ser MB/s':>9} "
         f"{'deser MB/s':>10} {'FedAvg ms':>9} {'FedAvg GB/s':>11} {'bound GB/s':>10} "
-        f"{'ratio':>6}"
+        f"{'ratio':>6} {'numpy ms':>8} {'numpy ratio':>11}"
     )
     for r in rows:
         print(
             f"{r['params']:>10,} {r['mb']:7.2f} {r['up']:8.1f} {r['down']:9.1f} "
             f"{r['ser']:9.0f} {r['deser']:10.0f} {r['fedavg_s'] * 1e3:9.2f} "
-            f"{r['fedavg_gbs']:11.2f} {bound.gbs:10.1f} {r['fedavg_gbs'] / bound.gbs:6.3f}"
+            f"{r['fedavg_gbs']:11.2f} {bound.gbs:10.1f} {r['fedavg_gbs'] / bound.gbs:6.3f} "
+            f"{r['fedavg_np_s'] * 1e3:8.2f} {r['fedavg_np_gbs'] / bound.gbs:11.3f}"
         )
     print()
     print(
@@ -255,8 +291,10 @@ def main() -> None:
         verdict = "meets" if r["fedavg_gbs"] >= 0.5 * bound.gbs else "below"
         print(
             f"{r['params']:>10,} params: FedAvg / bound = {r['fedavg_gbs'] / bound.gbs:.3f} "
-            f"({verdict} the 0.5 target); serialization is {100 * r['up'] / r['ser']:.1f}% "
-            f"of upload time, deserialization {100 * r['down'] / r['deser']:.1f}% of download"
+            f"({verdict} the 0.5 target; numpy path {r['fedavg_np_gbs'] / bound.gbs:.3f}, "
+            f"{r['fedavg_np_s'] / r['fedavg_s']:.1f}x the time); serialization is "
+            f"{100 * r['up'] / r['ser']:.1f}% of upload time, deserialization "
+            f"{100 * r['down'] / r['deser']:.1f}% of download"
         )
     print(f"\nwhole run: {time.perf_counter() - t_start:.0f} s")
 

@@ -94,9 +94,11 @@ class Validator(Agent):
 
     def _evaluate_global(self, model) -> None:
         from .. import fl
+        from ..fl import strategies
 
         weights = fl.weights_from_bytes(self.store.get(model.global_cid))
         self.evaluate(self.spec(model.architecture_cid), weights)
+        strategies.warm_up()  # the compiled FedAvg pass, before the first aggregation
 
     def _waited(self, duty: tuple[str, int]) -> bool:
         """Whether ``backup_grace`` seconds have passed since this validator first asked."""

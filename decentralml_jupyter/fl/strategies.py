@@ -46,6 +46,31 @@ _EXACT_FACTOR = 1 << 29
 _FUSED_MIN = 64
 
 
+# The compiled FedAvg pass (fl/_fedavg_kernel.py, numba): loaded on first use; False when numba
+# cannot be imported, and then the numpy path below computes the same bits.
+_KERNEL: Any = None
+
+
+def _fedavg_kernel() -> Any:
+    global _KERNEL
+    if _KERNEL is None:
+        try:
+            from decentralml_jupyter.fl import _fedavg_kernel
+        except ImportError:
+            _KERNEL = False
+        else:
+            _KERNEL = _fedavg_kernel
+    return _KERNEL or None
+
+
+def warm_up() -> None:
+    """Load and compile the compiled FedAvg pass now (about 2 s the first time on a machine,
+    0.3 s from numba's cache), so that a validator's first round does not wait for it."""
+    kernel = _fedavg_kernel()
+    if kernel is not None:
+        kernel.warm_up()
+
+
 def _block_len(size: int, clients: int) -> int:
     """Elements per block: a block's float64 rows of every client stay within a few MiB."""
     return max(1, min(size, _BLOCK, max(_FUSED_MIN, _BLOCK_VALUES // clients)))
@@ -102,12 +127,23 @@ def _weighted_mean(updates: Sequence[ClientUpdate], dtypes: Sequence[Any] | None
     fcol = fvec[:, np.newaxis]
     divisor = float(total)
     k = len(ordered)
+    kernel = _fedavg_kernel()
     out: Weights = []
     for i in range(count):
         rows = _layer_rows(ordered, i)
         shape = np.shape(ordered[0].weights[i])
         size = rows[0].size
         res = np.empty(size, dtype=np.float64 if dtypes is None else np.dtype(dtypes[i]))
+        if (
+            kernel is not None
+            and size * k >= kernel.MIN_WORK
+            and res.dtype in kernel.OUTPUT_DTYPES
+            and all(r.dtype == np.float32 for r in rows)
+        ):
+            # One compiled pass, the same bits (see fl/_fedavg_kernel.py).
+            kernel.weighted_mean_into(rows, fvec, divisor, res)
+            out.append(res.reshape(shape))
+            continue
         fused = exact_factors and all(r.dtype in _EXACT_DTYPES for r in rows)
         block = _block_len(size, k)
         acc = np.empty(block, dtype=np.float64)

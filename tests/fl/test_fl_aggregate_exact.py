@@ -1,7 +1,9 @@
 """The blocked, fused aggregation paths give the same bytes as the plain float64 formulas.
 
 FedAvg, FedMedian and trimmed mean work a block of elements at a time, and FedAvg multiplies
-and adds in one np.einsum pass when that is exact. These tests pin the results to the
+and adds in one np.einsum pass when that is exact. FedAvg over float32 updates normally runs
+the compiled pass in fl/_fedavg_kernel.py instead; every FedAvg test runs on both paths
+("compiled" and "numpy"). These tests pin the results to the
 straightforward whole-array formulas, bit for bit, on inputs chosen to expose any change of
 rounding or accumulation order (cancellation, signed zeros, huge example counts, block tails).
 """
@@ -29,6 +31,22 @@ BLOCK = 256  # small blocks, so modest arrays cross several block boundaries
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     monkeypatch.setattr(strategies, "_BLOCK", BLOCK)
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def fedavg_path(request, monkeypatch):
+    """Runs a test with the compiled FedAvg pass (numba is a dependency: it must load) and
+    again with the numpy path."""
+    if request.param == "compiled":
+        kernel = strategies._fedavg_kernel()
+        assert kernel is not None, "numba did not import: the compiled FedAvg pass is missing"
+        # Every layer through the pass, split over threads even on a one-core machine.
+        monkeypatch.setattr(kernel, "MIN_WORK", 1)
+        monkeypatch.setattr(kernel, "PARALLEL_MIN", 1)
+        monkeypatch.setattr(kernel, "_threads", lambda: 3)
+    else:
+        monkeypatch.setattr(strategies, "_KERNEL", False)
+    return request.param
 
 
 def _plain_fedavg(updates, like):
@@ -66,7 +84,20 @@ def _plain_trimmed(updates, like, beta):
     return out
 
 
-SHAPES = [(3 * BLOCK + 63,), (BLOCK + 1,), (2, BLOCK), (64,), (63,), (1,), (), (0,), (7, 5)]
+# (3, 1031): longer than the compiled pass's 1024-element strips, and split over 3 threads at
+# points that are not strip boundaries.
+SHAPES = [
+    (3 * BLOCK + 63,),
+    (BLOCK + 1,),
+    (2, BLOCK),
+    (64,),
+    (63,),
+    (1,),
+    (),
+    (0,),
+    (7, 5),
+    (3, 1031),
+]
 
 
 def _values(rng, shape, kind):
@@ -96,9 +127,9 @@ def _updates(rng, dtype, kind, k, counts):
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
 @pytest.mark.parametrize("kind", ["normal", "zeros", "cancel"])
 @pytest.mark.parametrize("counts", ["small", "huge"])
-def test_blocked_aggregates_equal_plain_formulas(dtype, kind, counts):
+def test_blocked_aggregates_equal_plain_formulas(dtype, kind, counts, fedavg_path):
     rng = np.random.default_rng(zlib.crc32(f"{np.dtype(dtype).name}-{kind}-{counts}".encode()))
-    for k in (1, 2, 6, 11):
+    for k in (1, 2, 4, 6, 11, 15):
         n = rng.integers(1, 500, k) if counts == "small" else rng.integers(2**29 - 3, 2**40, k)
         ups = _updates(rng, dtype, kind, k, n)
         like = [np.zeros(s, dtype) for s in SHAPES]
@@ -122,7 +153,7 @@ def test_blocked_aggregates_equal_plain_formulas(dtype, kind, counts):
             assert a.tobytes() == b.tobytes(), ("weighted_average", dtype, kind, counts, k)
 
 
-def test_fused_sum_keeps_client_order():
+def test_fused_sum_keeps_client_order(fedavg_path):
     # 1 + 2**-53 + 2**-53: left to right rounds back to 1 twice; any pairing first gives
     # 1 + 2**-52. Only strict client order reproduces the plain formula's float64 bits.
     size = 2 * BLOCK
@@ -134,6 +165,26 @@ def test_fused_sum_keeps_client_order():
     want = ((1.0 + 2.0**-53) + 2.0**-53) / 3.0
     assert np.all(got == want)
     assert got.tobytes() == np.full(size, want).tobytes()
+
+
+def test_fedavg_of_read_only_and_strided_updates(fedavg_path):
+    # Updates read from storage are read-only buffers; a layer may also arrive transposed
+    # (not contiguous). Both paths must give the plain formula's bytes for any mix.
+    rng = np.random.default_rng(7)
+    shape = (40, 70)
+    ups = []
+    for i in range(7):
+        w = rng.standard_normal(shape).astype(np.float32)
+        if i % 3 == 0:
+            w = np.frombuffer(w.tobytes(), np.float32).reshape(shape)  # read-only
+            assert not w.flags.writeable
+        elif i % 3 == 1:
+            w = np.asfortranarray(w)
+        ups.append(ClientUpdate(f"c{i}", [w, w.T], int(rng.integers(1, 300))))
+    like = [np.zeros(shape, np.float32), np.zeros(shape[::-1], np.float32)]
+    got = FedAvg().aggregate(like, ups)
+    for a, b in zip(got, _plain_fedavg(ups, like), strict=True):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
 def test_mismatched_updates_are_refused():
