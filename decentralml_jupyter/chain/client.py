@@ -479,6 +479,20 @@ class Chain:
         then any member, one who already approved included, submits the call itself
         (``as_multi``), which runs as the multisig. Approving twice is refused.
         """
+        receipt = self.submit(key, self.multisig_approval_call(key, call, signatories, threshold))
+        if receipt.events_of("Multisig", "MultisigExecuted"):
+            result = receipt.events_of("Multisig", "MultisigExecuted")[0]["attributes"]["result"]
+            if isinstance(result, dict) and "Err" in result:
+                raise DispatchFailed(
+                    f"the multisig call failed when executed: {result['Err']}",
+                    receipt=receipt,
+                    hint="the approvals were used up; fund the multisig or fix the call",
+                )
+        return receipt
+
+    def multisig_approval_call(self, key, call, signatories: Iterable[str], threshold: int):
+        """The call :meth:`multisig_approve` submits for ``key`` now (``approve_as_multi``, or
+        ``as_multi`` from the k-th member), for sending inside a batch of the member's own."""
         kp = self.keypair(key)
         addrs = [self.address(s) for s in signatories]
         _check_threshold(addrs, threshold)
@@ -518,16 +532,7 @@ class Chain:
             multi_call = self.call(
                 "Multisig", "approve_as_multi", {**params, "call_hash": call.call_hash}
             )
-        receipt = self.submit(kp, multi_call)
-        if receipt.events_of("Multisig", "MultisigExecuted"):
-            result = receipt.events_of("Multisig", "MultisigExecuted")[0]["attributes"]["result"]
-            if isinstance(result, dict) and "Err" in result:
-                raise DispatchFailed(
-                    f"the multisig call failed when executed: {result['Err']}",
-                    receipt=receipt,
-                    hint="the approvals were used up; fund the multisig or fix the call",
-                )
-        return receipt
+        return multi_call
 
     def _has_param(self, module: str, function: str, param: str) -> bool:
         with self._lock:

@@ -63,6 +63,18 @@ class ProtocolClient:
         receipt = self.chain.submit(key, self.compose(remark, transfers))
         return self._outcome(receipt)
 
+    def submit_with(self, key, remark: bytes, calls: Sequence = ()) -> Submitted:
+        """Submit ``remark`` and then ``calls`` of the signer's own in one extrinsic (a
+        ``Utility.batch``: not atomic, so a failing call after the remark leaves the remark
+        done; the receipt's BatchInterrupted event says which one failed), and check the
+        remark's outcome. Without ``calls``, the same as :meth:`submit`."""
+        if not calls:
+            return self.submit(key, remark)
+        receipt = self.chain.submit(
+            key, self.chain.batch_call([self.chain.remark_call(remark), *calls])
+        )
+        return self._outcome(receipt)
+
     def compose(self, remark: bytes, transfers: Sequence[tuple[str, int, int | None]] = ()):
         """The chain call carrying ``remark``: alone, or last in one batch_all with the
         ``transfers`` (dest, amount, asset or None) it needs, e.g. a stake's."""
@@ -215,6 +227,27 @@ class ProtocolClient:
         The call is derived from this client's own replay of the chain, so a validator only
         ever approves what the protocol state says is owed.
         """
+        call, signatories, threshold = self._payout_call_for(payout_id)
+        if len(signatories) >= 2:
+            receipt = self.chain.multisig_approve(key, call, signatories, threshold)
+            if not receipt.events_of("Multisig", "MultisigExecuted"):
+                return receipt  # an approval; the k-th signatory executes it
+        else:
+            receipt = self.chain.submit(key, call)  # a custodial or single-validator pool
+        return self._outcome(receipt).receipt
+
+    def payout_approval_call(self, key, payout_id: int | Sequence[int]):
+        """The call :meth:`approve_payout` would submit for ``key`` now, for a validator to
+        send inside a batch of its own (with its next attestation). Raises ProtocolError for
+        payouts that are not owed."""
+        call, signatories, threshold = self._payout_call_for(payout_id)
+        if len(signatories) >= 2:
+            return self.chain.multisig_approval_call(key, call, signatories, threshold)
+        return call
+
+    def _payout_call_for(self, payout_id: int | Sequence[int]) -> tuple[object, list[str], int]:
+        """The pool's call paying ``payout_id`` (one or several of one pool), its signatories
+        and threshold, checked against this client's replay of the chain."""
         ids = [payout_id] if isinstance(payout_id, int) else list(payout_id)
         state = self.state()
         ready = {p.id: p for p in state.pending_payouts(ready_only=True)}
@@ -240,10 +273,4 @@ class ProtocolClient:
                 f"payout {first.id} is owed by an earlier pool {first.pool}",
                 hint="its former validators must sign it",
             )
-        if len(signatories) >= 2:
-            receipt = self.chain.multisig_approve(key, call, signatories, model.pool_threshold)
-            if not receipt.events_of("Multisig", "MultisigExecuted"):
-                return receipt  # an approval; the k-th signatory executes it
-        else:
-            receipt = self.chain.submit(key, call)  # a custodial or single-validator pool
-        return self._outcome(receipt).receipt
+        return call, signatories, model.pool_threshold

@@ -233,6 +233,39 @@ def test_a_plan_runs_its_rounds_back_to_back(net):
     assert [s["next_round_id"] for s in status] == [plan[1]["round_id"], None]
     assert [s["rounds_left"] for s in status] == [0, 0]  # both ended
 
+    # The first round's rewards: while the second round ran, the payout's first primary
+    # approved them in the extrinsic of its attestation, not in a block of their own.
+    from decentralml_jupyter.agents.validator import primaries
+
+    def paid_first():
+        with ProtocolClient(Chain(info["chain"]["url"])) as proto:
+            state = proto.state()
+        rows = [p for p in state.payouts() if p.created_block == first.ended_block]
+        return rows if rows and all(p.paid_block for p in rows) else None
+
+    rewards = wait_until(paid_first, timeout=120)
+    model = dfml("model", "show", mid)
+    first_hand = primaries(model["validators"], min(p.id for p in rewards))[0]
+    second_attesters = {a.validator for a in second.attestations}
+    if first_hand in second_attesters:
+        chain = Chain(info["chain"]["url"])
+        events = chain.block(second.ended_block).events
+        approvals = {
+            e["extrinsic_index"]
+            for e in events
+            if e["module"] == "Multisig"
+            and e["event"] == "NewMultisig"
+            and chain.address(e["attributes"]["approving"]) == first_hand
+        }
+        remarks = {
+            e["extrinsic_index"]
+            for e in events
+            if e["module"] == "System"
+            and e["event"] == "Remarked"
+            and chain.address(e["attributes"]["sender"]) == first_hand
+        }
+        assert approvals and approvals == remarks, (approvals, remarks)
+
 
 def test_a_dead_worker_and_an_offline_validator_do_not_stop_a_round(net, tmp_path):
     from decentralml_jupyter.agents.validator import primaries

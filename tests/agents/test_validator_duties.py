@@ -82,3 +82,51 @@ def test_a_blocks_payouts_of_a_pool_go_in_one_call_when_all_are_ready():
     again = payout_batches(list(reversed(ready)), list(reversed(pending)))
     assert sorted([p.id for p in b] for b in again) == sorted(batches)
     assert payout_batches([], pending) == []
+
+
+class _State:
+    """The few State queries the duty bookkeeping reads."""
+
+    def __init__(self, rounds, models, pending):
+        self._rounds, self._models, self._pending = rounds, models, pending
+
+    def rounds(self):
+        return self._rounds
+
+    def model(self, model_id):
+        return self._models.get(model_id)
+
+    def pending_payouts(self, ready_only=False):
+        return self._pending
+
+
+def test_approvals_wait_to_ride_only_while_a_round_of_ours_awaits_our_attestation():
+    from types import SimpleNamespace as NS
+
+    me, other = ACCOUNTS[0], ACCOUNTS[5]
+    models = {1: NS(validators=ACCOUNTS[:3]), 2: NS(validators=[other, ACCOUNTS[6]])}
+    v = _validator(me, 10.0)
+    v.attested = set()
+    rnd = NS(round_id=7, model_id=1, status="open")
+    assert v.attesting_soon(_State([rnd], models, []))
+    rnd.status = "aggregating"
+    assert v.attesting_soon(_State([rnd], models, []))
+    v.attested.add(7)  # attested already: nothing to ride with
+    assert not v.attesting_soon(_State([rnd], models, []))
+    # a finished round, or a round of a model this validator does not validate
+    done = NS(round_id=8, model_id=1, status="finalized")
+    theirs = NS(round_id=9, model_id=2, status="open")
+    assert not v.attesting_soon(_State([done, theirs], models, []))
+
+
+def test_backup_timers_and_composed_approvals_are_forgotten_once_done():
+    from types import SimpleNamespace as NS
+
+    v = _validator(ACCOUNTS[0], 10.0)
+    v._prepared = {(1, 2): ("fp", "call"), (3,): ("fp", "call")}
+    v._waiting = {("round", 4): 1.0, ("round", 5): 1.0, ("payout", 1): 1.0, ("payout", 3): 1.0}
+    v._waiting[("payout alone", 3)] = 1.0
+    rounds = [NS(round_id=4, status="finalized"), NS(round_id=5, status="aggregating")]
+    v._forget_done_duties(_State(rounds, {}, [_payout(3, 40)]))  # payouts 1 and 2 were paid
+    assert set(v._waiting) == {("round", 5), ("payout", 3), ("payout alone", 3)}
+    assert set(v._prepared) == {(3,)}
