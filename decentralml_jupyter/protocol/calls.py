@@ -90,6 +90,7 @@ PARAM_NAMES = (
     "task_review_blocks",
     "round_submit_blocks",
     "round_aggregate_blocks",
+    "critical_quorum_permill",
 )
 
 

@@ -1,8 +1,9 @@
 """The indexer: replays finalized blocks into the protocol `State` and keeps it in SQLite.
 
-For each block it finds the protocol remarks that really executed (each matched to its
-`System.Remarked` event), with the transfers of the `batch_all` holding them, feeds them to
-`State.apply` in chain order and ticks the block. A snapshot after each sync lets it resume
+For each block it finds the protocol remarks that really executed (one per `System.Remarked`
+event) and the value that really moved (transfer, dust and burn events: never a call tree,
+which may hold calls that never ran), feeds them to the state extrinsic by extrinsic and
+ticks the block. A snapshot after each sync lets it resume
 without re-reading from genesis; a chain that no longer has the indexed block is re-indexed.
 """
 
@@ -19,20 +20,24 @@ from .. import config
 from ..chain import Chain
 from .accounts import normalize_address
 from .calls import is_protocol_remark
+from .errors import SnapshotError
 from .state import State
 from .values import CallContext, ProtocolParams, Transfer
 
-_TRANSFER_FUNCTIONS = {"transfer", "transfer_keep_alive", "transfer_allow_death"}
 SNAPSHOT_EVERY = 500  # blocks; a long first sync survives an interruption
 
 
 @dataclass(frozen=True)
-class _Candidate:
-    """A remark found in an extrinsic's call tree, before it is matched to its event."""
+class ExtrinsicValue:
+    """What one extrinsic did, as its events say: the protocol remarks that executed (each
+    with its context and bytes), the transfers that executed (in event order: the same tuple
+    in every call's context) and value removed from accounts otherwise (dust, burns,
+    reserves). ``index`` -1 stands for the block's own (non-extrinsic) events."""
 
-    value: object  # as substrate-interface decoded it: a str (UTF-8 or 0x-hex) or bytes
-    transfers: tuple[tuple[str, int, int | None], ...]  # (dest, amount, asset) in its batch_all
-    batch_index: int
+    index: int
+    calls: tuple[tuple[CallContext, bytes], ...]
+    transfers: tuple[Transfer, ...]
+    losses: tuple[tuple[str, int, int | None], ...]
 
 
 def _args(call: dict) -> dict:
@@ -45,38 +50,20 @@ def _address(value) -> str:
     return normalize_address(value)
 
 
-def _transfer_of(call: dict) -> tuple[str, int, int | None] | None:
-    module, fn = call["call_module"], call["call_function"]
-    if fn not in _TRANSFER_FUNCTIONS:
-        return None
-    args = _args(call)
-    if module == "Balances":
-        return (_address(args["dest"]), int(args["value"]), None)
-    if module == "Assets":
-        return (_address(args["target"]), int(args["amount"]), int(args["id"]))
-    return None
-
-
-def _walk(call: dict, transfers: tuple = (), index: int = 0) -> Iterator[_Candidate]:
-    """Every remark in a call tree, in dispatch order, with its atomic batch's transfers."""
+def _remarks(call: dict, index: int = 0) -> Iterator[tuple[object, int]]:
+    """Every ``remark_with_event`` in a call tree with its position in its batch, executed or
+    not: only used to recover the bytes of a remark its ``Remarked`` event names by hash."""
     module, fn = call["call_module"], call["call_function"]
     args = _args(call)
-    if module == "System" and fn in ("remark_with_event", "remark"):
-        if fn == "remark_with_event":  # plain remarks emit no event, so they cannot be matched
-            yield _Candidate(args["remark"], transfers, index)
-    elif module == "Utility" and fn == "batch_all":
-        inner = args["calls"]
-        found = tuple(t for t in (_transfer_of(c) for c in inner) if t is not None)
-        for i, c in enumerate(inner):
-            yield from _walk(c, found, i)
-    elif module == "Utility" and fn in ("batch", "force_batch"):
-        # not atomic: a transfer in it may have failed while the remark ran, so none counts
+    if module == "System" and fn == "remark_with_event":
+        yield args["remark"], index
+    elif module == "Utility" and fn in ("batch", "batch_all", "force_batch"):
         for i, c in enumerate(args["calls"]):
-            yield from _walk(c, (), i)
-    elif "call" in args and isinstance(args["call"], dict) and "call_module" in args["call"]:
-        # Multisig.as_multi, Proxy.proxy, Utility.as_derivative, ...: the origin changes, which
-        # the Remarked event's sender tells us; it keeps its place in an enclosing batch
-        yield from _walk(args["call"], (), index)
+            yield from _remarks(c, i)
+    else:
+        for value in args.values():  # as_multi, proxy, as_derivative, ...: any wrapped call
+            if isinstance(value, dict) and "call_module" in value:
+                yield from _remarks(value, index)
 
 
 def _remark_bytes(value, expected_hash: str) -> bytes | None:
@@ -97,29 +84,97 @@ def _remark_bytes(value, expected_hash: str) -> bytes | None:
     return None
 
 
+def _value_event(module: str, event: str, a: dict):
+    """('transfer', Transfer) or ('loss', (account, amount, asset)) for an event that moved
+    value, else None. Events are what the chain did; a call tree may not have run."""
+    if module == "Balances":
+        if event == "Transfer":
+            return "transfer", Transfer(a["from"], a["to"], int(a["amount"]))
+        if event in ("DustLost", "Slashed", "Withdraw", "Reserved"):
+            who = a.get("account", a.get("who"))
+            return "loss", (normalize_address(who), int(a["amount"]), None)
+        if event == "ReserveRepatriated":
+            return "loss", (normalize_address(a["from"]), int(a["amount"]), None)
+    elif module == "Assets":
+        if event == "Transferred":
+            t = Transfer(a["from"], a["to"], int(a["amount"]), int(a["asset_id"]))
+            return "transfer", t
+        if event == "TransferredApproved":
+            t = Transfer(a["owner"], a["destination"], int(a["amount"]), int(a["asset_id"]))
+            return "transfer", t
+        if event == "Burned":
+            return "loss", (normalize_address(a["owner"]), int(a["balance"]), int(a["asset_id"]))
+    return None
+
+
+def needs_extrinsics(events: list[dict]) -> bool:
+    """Whether a block's events name a remark, whose bytes only its extrinsics hold."""
+    return any(e["module"] == "System" and e["event"] == "Remarked" for e in events)
+
+
+def extract_values(
+    extrinsics: list | None, events: list[dict], block_number: int, block_hash: str
+) -> list[ExtrinsicValue]:
+    """Per extrinsic (in order), what it did to the protocol and to balances, from its events.
+
+    A protocol remark counts once per ``System.Remarked`` event (its bytes recovered from the
+    call tree by hash, so an unexecuted copy elsewhere in the tree lends nothing but bytes);
+    each call may be backed only by transfers whose events the same extrinsic emitted, from
+    the remark's own origin. ``extrinsics`` may be None when no event is a ``Remarked``.
+    """
+    per: dict[int, dict[str, list]] = {}
+    for e in events:
+        idx = e["extrinsic_index"]
+        idx = -1 if idx is None else idx
+        slot = per.setdefault(idx, {"remarked": [], "transfers": [], "losses": []})
+        a = e["attributes"] or {}
+        if (e["module"], e["event"]) == ("System", "Remarked"):
+            slot["remarked"].append(a)
+            continue
+        moved = _value_event(e["module"], e["event"], a)
+        if moved is not None:
+            kind, v = moved
+            slot["transfers" if kind == "transfer" else "losses"].append(v)
+    out = []
+    for idx in sorted(per):
+        slot = per[idx]
+        transfers = tuple(t for t in slot["transfers"] if t.source != t.dest)
+        calls = []
+        if slot["remarked"] and idx >= 0 and extrinsics is not None:
+            candidates = list(_remarks(extrinsics[idx].value["call"]))
+            used: set[int] = set()
+            for ev in slot["remarked"]:
+                for n, (value, batch_index) in enumerate(candidates):
+                    if n in used:
+                        continue
+                    raw = _remark_bytes(value, ev["hash"])
+                    if raw is None:
+                        continue
+                    used.add(n)
+                    if is_protocol_remark(raw):
+                        sender = normalize_address(ev["sender"])
+                        ctx = CallContext(
+                            block_number, block_hash, idx, batch_index, sender, transfers
+                        )
+                        calls.append((ctx, raw))
+                    break
+        if calls or transfers or slot["losses"]:
+            out.append(ExtrinsicValue(idx, tuple(calls), transfers, tuple(slot["losses"])))
+    return out
+
+
 def extract_calls(extrinsics: list, events: list[dict], block_number: int, block_hash: str):
     """(CallContext, remark bytes) for every protocol remark that executed in a block."""
-    remarked: dict[int, list[dict]] = {}
-    for e in events:
-        if (e["module"], e["event"]) == ("System", "Remarked") and e["extrinsic_index"] is not None:
-            remarked.setdefault(e["extrinsic_index"], []).append(e["attributes"])
-    out = []
-    for idx in sorted(remarked):
-        call = extrinsics[idx].value["call"]
-        queue = remarked[idx]
-        for cand in _walk(call):
-            if not queue:
-                break
-            raw = _remark_bytes(cand.value, queue[0]["hash"])
-            if raw is None:
-                continue  # this remark did not execute (e.g. a multisig approval in waiting)
-            sender = normalize_address(queue.pop(0)["sender"])
-            if not is_protocol_remark(raw):
-                continue
-            transfers = tuple(Transfer(sender, d, a, asset) for d, a, asset in cand.transfers)
-            ctx = CallContext(block_number, block_hash, idx, cand.batch_index, sender, transfers)
-            out.append((ctx, raw))
-    return out
+    return [c for x in extract_values(extrinsics, events, block_number, block_hash) for c in x.calls]
+
+
+def fold_block(state: State, values: list[ExtrinsicValue], block_number: int, block_hash: str):
+    """Apply one block's extracted values to ``state`` and tick it."""
+    for x in values:
+        for ctx, raw in x.calls:
+            state.apply(ctx, raw)
+        state.close_extrinsic(block_number, x.index, x.transfers, x.losses)
+    state.tick(block_number, block_hash)
 
 
 class Indexer:
@@ -146,8 +201,12 @@ class Indexer:
         self.block_hash: str | None = None
         row = self.db.execute("SELECT block_number, block_hash, state FROM snapshot").fetchone()
         if row:
-            self.block_number, self.block_hash = row[0], row[1]
-            self.state = State.from_bytes(row[2])
+            try:
+                state = State.from_bytes(row[2])
+            except SnapshotError:  # written by another version of the protocol: replay
+                state = None
+            if state is not None:
+                self.block_number, self.block_hash, self.state = row[0], row[1], state
 
     @classmethod
     def for_chain(cls, chain: Chain) -> Indexer:
@@ -197,12 +256,11 @@ class Indexer:
         for n in range(start, target + 1):
             block_hash = self.chain.block_hash(n)
             events = self.chain.events(block_hash)
-            if any(e["module"] == "System" and e["event"] == "Remarked" for e in events):
+            extrinsics = None
+            if needs_extrinsics(events):
                 with self.chain._lock:
                     extrinsics = sub.get_block(block_hash=block_hash)["extrinsics"]
-                for ctx, raw in extract_calls(extrinsics, events, n, block_hash):
-                    self.state.apply(ctx, raw)
-            self.state.tick(n, block_hash)
+            fold_block(self.state, extract_values(extrinsics, events, n, block_hash), n, block_hash)
             self.block_number, self.block_hash = n, block_hash
             if progress:
                 progress(n - start + 1, target - start + 1)
@@ -220,4 +278,4 @@ class Indexer:
         return self.sync(max(block_number, self.finalized_number()))
 
 
-__all__ = ["Indexer", "extract_calls"]
+__all__ = ["ExtrinsicValue", "Indexer", "extract_calls", "extract_values", "fold_block"]

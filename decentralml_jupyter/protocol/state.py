@@ -35,10 +35,27 @@ from .values import (
     StakeInfo,
     SubmissionInfo,
     TaskInfo,
+    Transfer,
     UpdateInfo,
 )
 
-FORMAT = 1
+FORMAT = 2  # 2: books per asset, pools' signatories, losses
+_NATIVE = -1  # the asset key of the native token in the books
+# fewer validators than this would make a model's pool one person's account: no funds go in
+MIN_POOL_SIGNATORIES = 2
+# what governance may set each protocol parameter to (none unbounded: a lock of 2^32 blocks
+# would freeze every unstake, a one-block vote would let a minority capture a pool)
+PARAM_BOUNDS: dict[str, tuple[int, int]] = {
+    "unstake_lock_blocks": (1, 100_800),
+    "quorum_permill": (100_000, 1_000_000),
+    "threshold_permill": (500_000, 999_999),
+    "min_voting_blocks": (10, 100_800),
+    "max_voting_blocks": (10, 201_600),
+    "task_review_blocks": (1, 100_800),
+    "round_submit_blocks": (1, 14_400),
+    "round_aggregate_blocks": (1, 14_400),
+    "critical_quorum_permill": (334_000, 1_000_000),
+}
 _ID_KINDS = (
     "model",
     "task",
@@ -70,6 +87,14 @@ def _require(condition: bool, reason: str) -> None:
 
 def _asset_name(asset: int | None) -> str:
     return "native" if asset is None else f"asset {asset}"
+
+
+def _akey(asset: int | None) -> int:
+    return _NATIVE if asset is None else asset
+
+
+def _asset(key: int) -> int | None:
+    return None if key == _NATIVE else key
 
 
 # Internal records: mutable, JSON-native fields only, so a snapshot is dataclasses.asdict.
@@ -269,16 +294,17 @@ def _canonical(obj: Any) -> bytes:
 
 def _param_problem(name: str, value: int, params: dict[str, int]) -> str | None:
     """Why ``name = value`` would be an invalid parameter set, or None."""
-    if name == "quorum_permill" and value > C.PERMILL:
-        return "quorum_permill must be at most 1000000"
-    if name == "threshold_permill" and not 500_000 <= value < C.PERMILL:
-        return "threshold_permill must be in 500000..999999"
-    if name == "min_voting_blocks" and not 1 <= value <= params["max_voting_blocks"]:
-        return "min_voting_blocks must be in 1..max_voting_blocks"
+    lo, hi = PARAM_BOUNDS[name]
+    if not lo <= value <= hi:
+        return f"{name} must be in {lo}..{hi}"
+    if name == "min_voting_blocks" and value > params["max_voting_blocks"]:
+        return "min_voting_blocks must be at most max_voting_blocks"
     if name == "max_voting_blocks" and value < params["min_voting_blocks"]:
         return "max_voting_blocks must be at least min_voting_blocks"
-    if name in ("round_submit_blocks", "round_aggregate_blocks") and value < 1:
-        return f"{name} must be at least 1"
+    if name == "critical_quorum_permill" and value < params["quorum_permill"]:
+        return "critical_quorum_permill must be at least quorum_permill"
+    if name == "quorum_permill" and value > params["critical_quorum_permill"]:
+        return "quorum_permill must be at most critical_quorum_permill"
     return None
 
 
@@ -302,9 +328,18 @@ class State:
         self._rewards: dict[int, _Reward] = {}
         self._slashes: dict[int, _Slash] = {}
         self._stakes: dict[tuple[str, int], int] = {}  # (account, model) -> active stake
-        self._held: dict[tuple[int, str], int] = {}  # (model, pool address) -> counted funds
+        # (model, pool address, asset key) -> funds the chain moved there for the model
+        self._held: dict[tuple[int, str, int], int] = {}
+        # every multisig pool a model ever had: address -> {"signatories", "threshold", "models"}
+        self._pools: dict[str, dict[str, Any]] = {}
+        # value that left a pool outside the protocol's payouts (a dishonest quorum, dust)
+        self._losses: list[dict[str, Any]] = []
         # transfers already backing a call: (block, extrinsic, position, src, dst, amount, asset)
         self._consumed: set[tuple[Any, ...]] = set()
+        # transfers out of a pool that a settled payout accounted for, in the open extrinsic
+        self._debited: set[tuple[Any, ...]] = set()
+        self._open_extrinsic: tuple[int, int] | None = None
+        self._protocol_call_seen = False
         self._errors: list[dict[str, Any]] = []
         self._keys: dict[str, str] = {}  # account -> announced X25519 public key (0x-hex)
 
@@ -337,6 +372,11 @@ class State:
             raise OrderingError(
                 f"call in block {ctx.block_number} after block {self._last_block} was ticked"
             )
+        where = (ctx.block_number, ctx.extrinsic_index)
+        if self._open_extrinsic != where:
+            self._open_extrinsic, self._protocol_call_seen = where, False
+            self._debited.clear()
+        self._protocol_call_seen = True
         try:
             call = C.decode_call(remark)
         except CodecError as e:
@@ -370,6 +410,66 @@ class State:
         self._consumed.clear()
         self._last_block = b
         self._last_hash = block_hash
+
+    def close_extrinsic(
+        self,
+        block_number: int,
+        extrinsic_index: int,
+        transfers: tuple[Transfer, ...] = (),
+        losses: tuple[tuple[str, int, int | None], ...] = (),
+    ) -> None:
+        """Account for what the chain moved in one extrinsic beyond the calls it carried.
+
+        ``transfers`` are the extrinsic's executed transfers (from its events, in order: the
+        same tuple every call of the extrinsic was given), ``losses`` what left an account
+        otherwise (dust, burns) as (account, amount, asset). Call after the extrinsic's last
+        ``apply`` (or alone, for an extrinsic without protocol calls). Value that reached a
+        pool in an extrinsic with protocol calls and backs no accepted call is owed back to
+        its sender (a ``refund`` payout); value that left a pool other than by a settled
+        payout is debited from the books and recorded in ``losses()``, so the books never
+        count more than the chain holds.
+        """
+        if block_number <= self._last_block:
+            raise OrderingError(f"extrinsic in block {block_number} after it was ticked")
+        same = self._open_extrinsic == (block_number, extrinsic_index)
+        protocol = same and self._protocol_call_seen
+        debited = self._debited if same else set()
+        for i, t in enumerate(transfers):
+            if t.source == t.dest:
+                continue
+            key = _transfer_key(block_number, extrinsic_index, i, t)
+            if t.source in self._pools and key not in debited:
+                self._lose(t.source, t.amount, t.asset_id, block_number, f"transfer to {t.dest}")
+            if t.dest in self._pools and protocol and key not in self._consumed:
+                self._refund(t, block_number)
+        for account, amount, asset in losses:
+            if account in self._pools and amount > 0:
+                self._lose(account, amount, asset, block_number, "removed by the chain")
+        self._open_extrinsic, self._protocol_call_seen = None, False
+        self._debited.clear()
+
+    def _lose(self, pool: str, amount: int, asset: int | None, block: int, what: str) -> None:
+        """Debit value the chain took out of ``pool`` outside the protocol's payouts, from the
+        models booked there in id order: what the books count never exceeds the chain."""
+        left = amount
+        for key in sorted(k for k in self._held if k[1] == pool and k[2] == _akey(asset)):
+            take = min(left, self._held[key])
+            self._credit(key[0], pool, -take, asset)
+            left -= take
+        self._losses.append(
+            {"block_number": block, "pool": pool, "amount": amount, "asset": asset, "note": what}
+        )
+
+    def _refund(self, t: Transfer, block: int) -> None:
+        """Owe ``t`` back to its sender from the pool it paid into."""
+        info = self._pools[t.dest]
+        current = [m.id for _, m in sorted(self._models.items()) if m.pool == t.dest]
+        same_asset = [i for i in current if self._models[i].stake_asset == t.asset_id]
+        model_id = (same_asset or current or sorted(info["models"]))[0]
+        self._credit(model_id, t.dest, t.amount, t.asset_id)
+        self._new_payout(
+            model_id, t.source, t.amount, "refund", block, pool=t.dest, asset=t.asset_id
+        )
 
     def _reject(self, ctx: CallContext, call: str | None, reason: str) -> Outcome:
         self._errors.append(
@@ -406,9 +506,8 @@ class State:
         """The unused transfer in ``ctx`` backing a call, or a rejection saying what is wrong."""
         near = []
         for i, t in enumerate(ctx.transfers):
-            key = (ctx.block_number, ctx.extrinsic_index, i, t.source, t.dest, t.amount)
-            key += (-1 if t.asset_id is None else t.asset_id,)
-            if key in self._consumed:
+            key = _transfer_key(ctx.block_number, ctx.extrinsic_index, i, t)
+            if key in self._consumed or t.source == t.dest:  # a self-transfer moves nothing
                 continue
             if (t.source, t.dest, t.amount, t.asset_id) == (source, dest, amount, asset):
                 return key
@@ -418,8 +517,35 @@ class State:
         seen = f" (found: {'; '.join(near)})" if near else ""
         raise _Reject(f"no unused transfer of {what} in the same batch{seen}")
 
-    def _credit(self, model_id: int, pool: str, amount: int) -> None:
-        key = (model_id, pool)
+    def _custodial(self, m: _Model) -> None:
+        """Refuse funds for a model whose pool one person would hold."""
+        _require(
+            len(m.validators) >= MIN_POOL_SIGNATORIES,
+            f"model {m.id} has {len(m.validators)} validator(s): its pool would be one "
+            f"person's account, so it takes no funds until it has {MIN_POOL_SIGNATORIES} "
+            "(a multisig nobody controls alone)",
+        )
+
+    def _record_pool(self, m: _Model) -> None:
+        """Remember who signs for the model's pool, for as long as it may hold anything."""
+        if len(m.validators) < MIN_POOL_SIGNATORIES:
+            return
+        info = self._pools.setdefault(
+            m.pool,
+            {
+                "signatories": list(m.validators),
+                "threshold": pool_threshold(len(m.validators)),
+                "models": [],
+            },
+        )
+        if m.id not in info["models"]:
+            info["models"].append(m.id)
+            info["models"].sort()
+
+    def _credit(self, model_id: int, pool: str, amount: int, asset: int | None = ...) -> None:
+        if asset is ...:
+            asset = self._models[model_id].stake_asset
+        key = (model_id, pool, _akey(asset))  # type: ignore[arg-type]
         value = self._held.get(key, 0) + amount
         if value:
             self._held[key] = value
@@ -427,7 +553,14 @@ class State:
             self._held.pop(key, None)
 
     def _new_payout(
-        self, model_id: int, dest: str, amount: int, reason: str, block: int, pool: str = ""
+        self,
+        model_id: int,
+        dest: str,
+        amount: int,
+        reason: str,
+        block: int,
+        pool: str = "",
+        asset: int | None = ...,  # type: ignore[assignment]
     ) -> int | None:
         if amount <= 0:
             return None
@@ -439,7 +572,7 @@ class State:
             pool or m.pool,
             dest,
             amount,
-            m.stake_asset,
+            m.stake_asset if asset is ... else asset,
             reason,
             block,
             "pending",
@@ -450,15 +583,17 @@ class State:
     def _sweep(self, model_id: int, block: int) -> None:
         """Move what earlier pools of a model hold, beyond their pending payouts, to its pool."""
         current = self._models[model_id].pool
-        owed: dict[str, int] = {}
+        owed: dict[tuple[str, int], int] = {}
         for p in self._payouts.values():
             if p.model_id == model_id and p.status == "pending":
-                owed[p.pool] = owed.get(p.pool, 0) + p.amount
-        for (mid, pool), held in sorted(self._held.items()):
+                k = (p.pool, _akey(p.asset))
+                owed[k] = owed.get(k, 0) + p.amount
+        for (mid, pool, a), held in sorted(self._held.items()):
             if mid == model_id and pool != current:
                 self._new_payout(
-                    model_id, current, held - owed.get(pool, 0), "migrate", block, pool
-                )
+                    model_id, current, held - owed.get((pool, a), 0), "migrate", block, pool,
+                    _asset(a),
+                )  # fmt: skip
 
     def _weight(self, account: str, target: int | None) -> int:
         if target is not None:
@@ -509,6 +644,7 @@ class State:
             created_block=ctx.block_number,
             created_extrinsic=ctx.extrinsic_index,
         )
+        self._record_pool(self._models[mid])
         return ("model", mid)
 
     def _start_training(self, ctx: CallContext, c: C.StartTraining) -> None:
@@ -526,6 +662,7 @@ class State:
             f"model {m.id} takes stakes in {_asset_name(m.stake_asset)}, "
             f"not {_asset_name(c.asset_id)}",
         )
+        self._custodial(m)
         key = self._find_transfer(ctx, ctx.signer, m.pool, c.amount, c.asset_id)
         self._consumed.add(key)
         skey = (ctx.signer, m.id)
@@ -560,6 +697,7 @@ class State:
         _require(c.duration_blocks > 0, "duration_blocks must be positive")
         budget = c.reward * c.max_assignments
         _require(budget < 1 << 128, "task budget overflows u128")
+        self._custodial(m)
         key = self._find_transfer(ctx, ctx.signer, m.pool, budget, m.stake_asset)
         self._consumed.add(key)
         tid = self._take_id("task")
@@ -673,6 +811,7 @@ class State:
             _require(problem is None, str(problem))
         escrow = a.spec.reward if isinstance(a, C.StartRoundProposal) else 0
         if escrow:
+            self._custodial(m)
             key = self._find_transfer(ctx, ctx.signer, m.pool, escrow, m.stake_asset)
             self._consumed.add(key)
             self._credit(m.id, m.pool, escrow)
@@ -713,7 +852,7 @@ class State:
         _require(p.status == "pending", f"payout {p.id} is already {p.status}")
         _require(ctx.signer == p.pool, f"payout {p.id} can only be settled by its pool {p.pool}")
         # a new pool may owe payouts before the migration funding it has landed
-        have = self._held.get((p.model_id, p.pool), 0)
+        have = self._held.get((p.model_id, p.pool, _akey(p.asset)), 0)
         _require(
             have >= p.amount,
             f"pool {p.pool} holds {have} for model {p.model_id}, payout {p.id} needs {p.amount}: "
@@ -721,11 +860,12 @@ class State:
         )
         key = self._find_transfer(ctx, p.pool, p.dest, p.amount, p.asset)
         self._consumed.add(key)
+        self._debited.add(key)
         p.status = "paid"
         p.paid_block = ctx.block_number
-        self._credit(p.model_id, p.pool, -p.amount)
+        self._credit(p.model_id, p.pool, -p.amount, p.asset)
         if p.reason == "migrate":
-            self._credit(p.model_id, p.dest, p.amount)
+            self._credit(p.model_id, p.dest, p.amount, p.asset)
             # the pool may have changed again while this migration was in flight
             self._sweep(p.model_id, ctx.block_number)
 
@@ -847,6 +987,7 @@ class State:
         budget = spec.reward * rounds
         key = None
         if budget:
+            self._custodial(m)
             key = self._find_transfer(ctx, ctx.signer, m.pool, budget, m.stake_asset)
         rid = self._open_round(
             m, ctx.signer, spec, ctx.block_number, ctx.extrinsic_index, ctx.block_hash
@@ -980,9 +1121,14 @@ class State:
     def _finalize(self, r: _Round, m: _Model, att: _Attestation, block: int) -> None:
         """Apply a quorum's verdict: slash rejected updates, reward accepted ones, advance."""
         updates = {u.worker: u for u in self._round_updates(r.id)}
-        permill = m.reward_policy["slash_permill"]
+        # when every update fails, the round itself was bad (e.g. hostile hints): nobody is
+        # slashed, and the starter cannot profit from a round nobody could pass
+        permill = m.reward_policy["slash_permill"] if att.accepted else 0
         slashed = 0
         for account, reason in sorted(att.rejected, key=lambda x: account_id(x[0])):
+            if not att.accepted:
+                updates[account].status, updates[account].reason = "rejected", reason
+                continue
             stake = self._stakes.get((account, m.id), 0)
             amount = stake * permill // C.PERMILL
             if amount:
@@ -1080,8 +1226,11 @@ class State:
         if isinstance(a, C.RemoveValidator):
             if a.account not in m.validators:
                 return f"{a.account} is not a validator of model {m.id}"
-            if len(m.validators) == 1:
-                return "cannot remove a model's last validator"
+            if len(m.validators) <= MIN_POOL_SIGNATORIES:
+                return (
+                    f"model {m.id} would be left with fewer than {MIN_POOL_SIGNATORIES} "
+                    "validators (its pool must stay a multisig): add one first"
+                )
         if isinstance(a, C.StartRoundProposal):
             return self._spec_problem(m, a.spec)
         return None
@@ -1092,6 +1241,8 @@ class State:
         total = self._total_weight(p.target)
         p.ayes, p.nays = ayes, nays
         quorum, threshold = self._params["quorum_permill"], self._params["threshold_permill"]
+        if isinstance(p.action, _CRITICAL):
+            quorum = max(quorum, self._params["critical_quorum_permill"])
         if ayes == 0:
             p.status, p.note = "rejected", "no aye weight"
         elif (ayes + nays) * C.PERMILL < quorum * total:
@@ -1151,6 +1302,7 @@ class State:
             vals = set(m.validators)
             vals = vals | {a.account} if isinstance(a, C.AddValidator) else vals - {a.account}
             m.validators = sorted(vals, key=account_id)
+            self._record_pool(m)
             self._sweep(m.id, block)
         return None
 
@@ -1318,11 +1470,30 @@ class State:
         left = dict(self._held)
         ready = []
         for p in pending:
-            key = (p.model_id, p.pool)
+            key = (p.model_id, p.pool, _akey(p.asset_id))
             if left.get(key, 0) >= p.amount:
                 left[key] -= p.amount
                 ready.append(p)
         return ready
+
+    def pool_signers(self, pool: str) -> tuple[tuple[str, ...], int] | None:
+        """The signatories and threshold of a multisig pool any model ever had, current or
+        former (former validators sign its migration and refunds), or None."""
+        info = self._pools.get(pool)
+        return None if info is None else (tuple(info["signatories"]), info["threshold"])
+
+    def holdings(self) -> dict[tuple[str, int | None], int]:
+        """What the books count in each multisig pool, by (pool, asset), over all its models:
+        never more than the chain's balance of that pool in that asset."""
+        out: dict[tuple[str, int | None], int] = {}
+        for (_, pool, a), v in self._held.items():
+            out[(pool, _asset(a))] = out.get((pool, _asset(a)), 0) + v
+        return dict(sorted(out.items(), key=lambda kv: (kv[0][0], _akey(kv[0][1]))))
+
+    def losses(self) -> list[dict[str, Any]]:
+        """Value that left a pool other than through a settled payout (a transfer that a
+        dishonest quorum of validators signed, dust the chain removed), debited from the books."""
+        return [dict(x) for x in self._losses]
 
     def pools(self) -> list[PoolInfo]:
         return [self._pool_info(m) for _, m in sorted(self._models.items())]
@@ -1342,9 +1513,17 @@ class State:
         pending = sum(
             p.amount
             for p in self._payouts.values()
-            if p.model_id == m.id and p.status == "pending" and p.reason != "migrate"
+            if p.model_id == m.id
+            and p.status == "pending"
+            and p.reason != "migrate"
+            and p.asset == m.stake_asset
         )
-        balances = tuple((pool, v) for (mid, pool), v in sorted(self._held.items()) if mid == m.id)
+        asset = _akey(m.stake_asset)
+        balances = tuple(
+            (pool, v)
+            for (mid, pool, a), v in sorted(self._held.items())
+            if mid == m.id and a == asset
+        )
         n = len(m.validators)
         return PoolInfo(
             model_id=m.id,
@@ -1568,7 +1747,9 @@ class State:
             "rewards": rows(self._rewards),
             "slashes": rows(self._slashes),
             "stakes": [[a, m, v] for (a, m), v in sorted(self._stakes.items())],
-            "held": [[m, p, v] for (m, p), v in sorted(self._held.items())],
+            "held": [[m, p, a, v] for (m, p, a), v in sorted(self._held.items())],
+            "pools": {k: v for k, v in sorted(self._pools.items())},
+            "losses": list(self._losses),
             "consumed": sorted(list(k) for k in self._consumed),
             "keys": [[a, k] for a, k in sorted(self._keys.items())],
         }
@@ -1610,7 +1791,9 @@ class State:
                 rows = d[attr[1:]] if attr[1:] in d or rec not in _ROUND_RECORDS else []
                 setattr(s, attr, {r["id"]: rec(**r) for r in rows})
             s._stakes = {(a, m): v for a, m, v in d["stakes"]}
-            s._held = {(m, p): v for m, p, v in d["held"]}
+            s._held = {(m, p, a): v for m, p, a, v in d["held"]}
+            s._pools = {k: dict(v) for k, v in d["pools"].items()}
+            s._losses = list(d["losses"])
             s._consumed = {tuple(k) for k in d["consumed"]}
             s._keys = {a: k for a, k in d.get("keys", [])}  # snapshots from before keys
             s._errors = list(d["errors"])
@@ -1622,6 +1805,12 @@ class State:
 
 
 _ROUND_RECORDS = (_Round, _Update, _Attestation, _Reward, _Slash)
+# proposals that change who holds pooled funds or the rules need the critical quorum
+_CRITICAL = (C.AddValidator, C.RemoveValidator, C.SetProtocolParam, C.RetireModel)
+
+
+def _transfer_key(block: int, extrinsic: int, position: int, t: Transfer) -> tuple[Any, ...]:
+    return (block, extrinsic, position, t.source, t.dest, t.amount, _akey(t.asset_id))
 
 
 def _spec_from_json(spec: dict[str, Any]) -> C.RoundSpec:

@@ -76,8 +76,9 @@ class Payout(_Json):
     """Value owed out of a pool: the pool's signatories execute it as ``batch_all([transfer,
     remark(settle_payout(id))])`` and the state marks it paid when that remark is applied.
 
-    ``reason``: task_reward, task_refund, unstake, migrate (pool change), round_reward, or
-    round_refund (a failed round's budget, or a StartRound proposal's that did not pass).
+    ``reason``: task_reward, task_refund, unstake, migrate (pool change), round_reward,
+    round_refund (a failed round's budget, or a StartRound proposal's that did not pass), or
+    refund (a transfer into a pool that no accepted call claimed: a rejected funded call).
     """
 
     id: int
@@ -97,13 +98,16 @@ class ProtocolParams(_Json):
     """Protocol-wide parameters, changed only by SetProtocolParam proposals."""
 
     unstake_lock_blocks: int = 20
-    quorum_permill: int = 100_000
+    quorum_permill: int = 200_000
     threshold_permill: int = 500_000
-    min_voting_blocks: int = 1
+    min_voting_blocks: int = 10
     max_voting_blocks: int = 100_000
     task_review_blocks: int = 20
     round_submit_blocks: int = 20
     round_aggregate_blocks: int = 20
+    # turnout that changes who holds the money or the rules (validators, protocol parameters,
+    # retirement) must reach: a small minority cannot capture a pool by a quiet vote
+    critical_quorum_permill: int = 500_000
 
 
 @dataclass(frozen=True)

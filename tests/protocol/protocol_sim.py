@@ -40,7 +40,10 @@ class Sim:
         )
         self.extrinsic += 1
         self.log.append(("apply", ctx, remark))
-        return self.state.apply(ctx, remark)
+        out = self.state.apply(ctx, remark)
+        # as the indexer does: value that reached a pool and backs no accepted call is owed back
+        self.state.close_extrinsic(ctx.block_number, ctx.extrinsic_index, ctx.transfers)
+        return out
 
     def pay(self, who: str, dest: str, amount: int, asset: int | None = None) -> Transfer:
         return Transfer(ACCOUNTS.get(who, who), dest, amount, asset)
@@ -68,7 +71,9 @@ def replay(log: list[tuple], state: State | None = None) -> State:
     state = state or State()
     for entry in log:
         if entry[0] == "apply":
-            state.apply(entry[1], entry[2])
+            ctx = entry[1]
+            state.apply(ctx, entry[2])
+            state.close_extrinsic(ctx.block_number, ctx.extrinsic_index, ctx.transfers)
         else:
             state.tick(entry[1], f"0x{entry[1]:064x}")
     return state
