@@ -25,10 +25,12 @@ import numpy as np
 from ..errors import DfmlError
 from ..fl.checks import delta_norm
 from ..fl.privacy import MaskedUpdate
+from ..protocol import calls as C
 from ..protocol import encoders
 from ..protocol.accounts import pool_threshold
 from ..protocol.client import ProtocolRejected
 from ..protocol.state import State
+from ..storage.store import StorageUnavailable
 from .base import LIVE_MODEL, Agent, run_agent
 
 # An accepted update may move the model at most this many times the median update's distance:
@@ -66,6 +68,7 @@ class Validator(Agent):
         self.backup_grace = backup_grace
         self._waiting: dict[tuple[str, int], float] = {}  # duty -> when this backup saw it
         self._prepared: dict[tuple[int, ...], tuple[str, object]] = {}  # payout approval calls
+        self._approved: dict[int, str] = {}  # payout id -> the call hash this validator approved
         from .. import fl
 
         data = fl.load_dataset(dataset, seed=seed)
@@ -118,6 +121,9 @@ class Validator(Agent):
         for ids in list(self._prepared):
             if not pending.issuperset(ids):
                 del self._prepared[ids]
+        for pid in list(self._approved):
+            if pid not in pending:
+                del self._approved[pid]
 
     def _waited(self, duty: tuple[str, int]) -> bool:
         """Whether ``backup_grace`` seconds have passed since this validator first asked."""
@@ -155,13 +161,15 @@ class Validator(Agent):
         for u in sorted(rnd.updates, key=lambda u: u.worker):
             try:
                 weights = fl.weights_from_bytes(self.store.get(u.cid))
+            except StorageUnavailable:
+                raise  # storage is down, not the update: judge nobody now, retry later
             except DfmlError as err:
-                rejected[u.worker] = f"unreadable update: {err}"[:120]
+                rejected[u.worker] = fit_reason(f"unreadable update: {err}")
                 continue
             update = fl.ClientUpdate(u.worker, weights, u.num_examples)
             check = fl.check_update(base, update, max_examples=self.max_examples)
             if not check.accepted:
-                rejected[u.worker] = check.reason[:120]
+                rejected[u.worker] = fit_reason(check.reason)
                 continue
             accepted.append(update)
             norms[u.worker] = delta_norm(base, weights)
@@ -170,7 +178,7 @@ class Validator(Agent):
             for u in list(accepted):
                 if norms[u.client_id] > bound:
                     accepted.remove(u)
-                    rejected[u.client_id] = (
+                    rejected[u.client_id] = fit_reason(
                         f"update norm {norms[u.client_id]:.3g} exceeds {bound:.3g} "
                         f"({NORM_OUTLIER_FACTOR:g}x the median)"
                     )
@@ -295,26 +303,42 @@ class Validator(Agent):
         ready = state.pending_payouts(ready_only=True)
         for batch in payout_batches(ready, state.pending_payouts()):
             first = batch[0]
-            model = state.model(first.model_id)
-            if model is None or self.address not in model.validators or first.pool != model.pool:
+            # the pool's own signatories: a former pool (a migration, a refund into it) is
+            # signed by the validators it was made of, whether they still validate or not
+            signers = state.pool_signers(first.pool)
+            if signers is None or self.address not in signers[0]:
                 continue
+            validators, threshold = list(signers[0]), signers[1]
             duty = ("payout", first.id)
-            if not self.due(duty, model.validators):
+            if not self.due(duty, validators):
                 continue
-            open_ = None
-            if len(model.validators) >= 2:
-                open_ = self.chain.multisig_pending(
-                    model.validators, model.pool_threshold, self.proto.payout_call(batch)
+            call = self.proto.payout_call(batch)
+            ids = tuple(p.id for p in batch)
+            # never approve a payout in two different calls: with one approval per payout per
+            # validator, two calls paying it can never both reach a quorum of signatures
+            other = {self._approved[i] for i in ids if i in self._approved} - {call.call_hash}
+            if other:
+                self.log.warning(
+                    "payouts %s not approved: already approved in another call %s",
+                    list(ids),
+                    sorted(other)[0],
                 )
-                approvals = [self.chain.address(a) for a in (open_ or {}).get("approvals", [])]
-                if self.address in approvals:
-                    continue  # approved; waiting for the others
-                first_hand = primaries(model.validators, first.id)
-                turn = first_hand.index(self.address) if self.address in first_hand else 0
-                if len(approvals) < turn and not self._waited(duty):
-                    continue  # the primaries before this one approve first
+                continue
+            open_ = self.chain.multisig_pending(validators, threshold, call)
+            approvals = [self.chain.address(a) for a in (open_ or {}).get("approvals", [])]
+            if self.address in approvals:
+                continue  # approved; waiting for the others
+            first_hand = primaries(validators, first.id)
+            turn = first_hand.index(self.address) if self.address in first_hand else 0
+            if len(approvals) < turn and not self._waited(duty):
+                continue  # the primaries before this one approve first
             due.append((batch, repr(open_)))
         return due
+
+    def _mark_approved(self, batch) -> None:
+        call_hash = self.proto.payout_call(batch).call_hash
+        for p in batch:
+            self._approved[p.id] = call_hash
 
     def attesting_soon(self, state: State) -> bool:
         """Whether a round of a model this validator validates is still open or aggregating
@@ -347,6 +371,7 @@ class Validator(Agent):
                 self.log.info("payouts %s not approved now: %s", ids, err)
 
     def _log_approved(self, batch, how: str = "") -> None:
+        self._mark_approved(batch)
         self.log.info(
             "approved payout%s %s (%s, %d in all)%s",
             "s" if len(batch) > 1 else "",
@@ -379,6 +404,13 @@ class Validator(Agent):
             return None
         self._prepared[key] = (fingerprint, call)
         return call
+
+
+def fit_reason(text: str) -> str:
+    """A rejection reason cut to what an attestation carries (at most 64 bytes of UTF-8,
+    never splitting a character), so an attestation always encodes."""
+    raw = text.encode("utf-8")[: C.MAX_REASON_BYTES]
+    return raw.decode("utf-8", errors="ignore")
 
 
 def payout_batches(ready, pending) -> list[list]:

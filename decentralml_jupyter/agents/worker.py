@@ -25,6 +25,13 @@ ATTACKS = ("none", "label_flip", "scale")
 # A proxied remark weighs ~0.4 G of the runtime's 350 G per extrinsic: 870 fit in one batch
 # (benchmarks/bench_batching.py); stay well below.
 MAX_BATCH = 400
+# What a worker trains with at most, whatever a round's starter asks: a hostile learning rate
+# makes every honest update non-finite (and so rejected), which must cost the worker nothing.
+MAX_EPOCHS = 100
+MAX_BATCH_SIZE = 8192
+MAX_LEARNING_RATE = 1.0
+# The most of its stake a worker risks on one rejected update unless its operator says more.
+MAX_SLASH_PERMILL = 500_000
 PROTOCOL_CALL = {"key": "announce_key", "stake": "stake", "update": "submit_update"}
 
 
@@ -67,6 +74,8 @@ class Worker(Agent):
         seed: int = 0,
         stake: int = 10 * 10**12,
         attack: str | list[str] = "none",
+        models: list[int] | None = None,
+        max_slash_permill: int = MAX_SLASH_PERMILL,
         **kw,
     ):
         keys = [key] if isinstance(key, str) else list(key)
@@ -84,6 +93,8 @@ class Worker(Agent):
         if index + len(keys) > workers:
             raise ValueError(f"partitions {index}..{index + len(keys) - 1} exceed {workers}")
         self.stake_amount = stake
+        self.models = None if models is None else set(models)
+        self.max_slash_permill = max_slash_permill
         data = fl.load_dataset(dataset, seed=seed)
         scheme, _, alpha = partition.partition(":")
         parts = fl.partition(
@@ -160,6 +171,7 @@ class Worker(Agent):
                     and model.id not in mine
                     and self.stake_amount > 0
                     and ("stake", model.id) not in ident.refused
+                    and self.may_stake(model, ident)
                 ):
                     stake = self.proto.compose(
                         encoders.stake(model.id, self.stake_amount, model.stake_asset),
@@ -185,6 +197,36 @@ class Worker(Agent):
             m for m in state.models() if m.status in LIVE_MODEL and m.id in staked and m.global_cid
         ]
         self.warm_up(ready, self._train_once)
+
+    def stake_refusal(self, model) -> str | None:
+        """Why this worker's policy keeps its operator's stake off ``model``, or None.
+
+        Only the models the operator named (``models``), or else models whose pool is a real
+        multisig (two or more validators, none of them the owner alone), whose slash rate is
+        within ``max_slash_permill`` and whose minimum stake is within the stake it has to give.
+        """
+        if self.models is not None:
+            return None if model.id in self.models else "not one of the models this worker serves"
+        if len(model.validators) < 2 or model.pool == model.owner:
+            return "its pool is not a multisig of two or more validators"
+        slash = int(model.reward_policy.get("slash_permill", 0))
+        if slash > self.max_slash_permill:
+            return f"it slashes {slash / 10_000:g}% of a rejected worker's stake"
+        need = model.eligibility.get("amount", 0) if model.eligibility else 0
+        if model.eligibility and model.eligibility.get("type") == "min_stake" and need > (
+            self.stake_amount
+        ):
+            return f"it asks a stake of {need}, more than this worker's {self.stake_amount}"
+        return None
+
+    def may_stake(self, model, ident: Identity) -> bool:
+        reason = self.stake_refusal(model)
+        if reason is None:
+            return True
+        if ("policy", model.id) not in ident.refused:
+            ident.refused.add(("policy", model.id))
+            self.log.info("%s: not staking on model %d: %s", ident.address, model.id, reason)
+        return False
 
     def _train_once(self, model) -> None:
         """A throw-away step on a few examples: builds and traces the model's train step."""
@@ -240,6 +282,11 @@ class Worker(Agent):
         spec = self.spec(model.architecture_cid)
         base = self.base_weights(rnd.base_cid)
         hints = rnd.hints
+        problem = hint_problem(hints)
+        if problem is not None:
+            ident.done.add(rnd.round_id)
+            self.log.warning("%s round %d: not training: %s", ident.address, rnd.round_id, problem)
+            return None
         seed = int.from_bytes(hashlib.sha256(f"{rnd.seed}:{ident.address}".encode()).digest()[:4])
         new, n, metrics = fl.train_local(
             spec,
@@ -261,6 +308,15 @@ class Worker(Agent):
                 rnd.dp["noise_multiplier"],
                 seed=secrets.randbits(63),
             )
+        if ident.attack == "none" and not all(np.all(np.isfinite(w)) for w in new):
+            # a rejected update could be slashed; sending nothing costs nothing
+            ident.done.add(rnd.round_id)
+            self.log.warning(
+                "%s round %d: training diverged (non-finite weights): no update sent",
+                ident.address,
+                rnd.round_id,
+            )
+            return None
         if ident.attack == "scale":
             new = [g + np.asarray(-10.0, g.dtype) * (w - g) for g, w in zip(base, new, strict=True)]
         if model.strategy.endswith(":secure"):
@@ -308,6 +364,20 @@ class Worker(Agent):
         return fl.mask_update(ident.address, weights, seeds, weight=float(n)).layers
 
 
+def hint_problem(hints: dict) -> str | None:
+    """Why a round's training hints are outside what a worker accepts, or None."""
+    epochs = int(hints.get("epochs", 1))
+    batch = int(hints.get("batch_size", 32))
+    lr = float(hints.get("learning_rate", 0.05))
+    if not 1 <= epochs <= MAX_EPOCHS:
+        return f"{epochs} epochs (at most {MAX_EPOCHS})"
+    if not 1 <= batch <= MAX_BATCH_SIZE:
+        return f"batch size {batch} (at most {MAX_BATCH_SIZE})"
+    if not 0 < lr <= MAX_LEARNING_RATE:
+        return f"learning rate {lr:g} (in (0, {MAX_LEARNING_RATE:g}])"
+    return None
+
+
 def build_parser(prog: str = "dfml worker") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__)
     p.add_argument("--url", required=True)
@@ -330,6 +400,19 @@ def build_parser(prog: str = "dfml worker") -> argparse.ArgumentParser:
         choices=ATTACKS,
         action="append",
         help="none, label_flip or scale; once for all workers here, or once per --key",
+    )
+    p.add_argument(
+        "--model",
+        type=int,
+        action="append",
+        dest="models",
+        help="stake only on this model (repeat for several); default: models the policy allows",
+    )
+    p.add_argument(
+        "--max-slash-permill",
+        type=int,
+        default=MAX_SLASH_PERMILL,
+        help="never stake on a model that slashes more of a rejected update's stake (ppm)",
     )
     p.add_argument("--index-db", default=None)
     p.add_argument("--poll", type=float, default=2.0, help="longest wait between steps (s)")
@@ -355,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=a.seed,
         stake=a.stake,
         attack=attacks,
+        models=a.models,
+        max_slash_permill=a.max_slash_permill,
         index_db=a.index_db,
         poll=a.poll,
     )

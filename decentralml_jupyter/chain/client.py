@@ -320,6 +320,10 @@ class Chain:
 
     def call(self, module: str, function: str, params: dict | None = None):
         """Compose a call, with a clear error for an unknown pallet, call or parameter."""
+        if (module, function) == ("Balances", "transfer_allow_death") and not self._has_call(
+            module, function
+        ):
+            function = "transfer"  # its name before the rename (older runtimes)
         with self._lock:
             try:
                 return self.substrate.compose_call(module, function, params or {})
@@ -337,7 +341,7 @@ class Chain:
     def transfer_call(self, dest: str, amount: int, keep_alive: bool = True):
         if not isinstance(amount, int) or amount <= 0:
             raise UsageError(f"amount must be a positive integer, got {amount!r}")
-        fn = "transfer_keep_alive" if keep_alive else "transfer"
+        fn = "transfer_keep_alive" if keep_alive else "transfer_allow_death"
         return self.call("Balances", fn, {"dest": self.address(dest), "value": amount})
 
     def remark_call(self, data: bytes):
@@ -533,6 +537,13 @@ class Chain:
                 "Multisig", "approve_as_multi", {**params, "call_hash": call.call_hash}
             )
         return multi_call
+
+    def _has_call(self, module: str, function: str) -> bool:
+        with self._lock:
+            try:
+                return self.substrate.get_metadata_call_function(module, function) is not None
+            except Exception:  # noqa: BLE001 - unknown pallets raise, by version, in several ways
+                return False
 
     def _has_param(self, module: str, function: str, param: str) -> bool:
         with self._lock:

@@ -33,6 +33,7 @@ MAX_VALIDATORS = 16
 MAX_ALLOW_LIST = 64
 # Clients per round: an attestation lists every submitted update and must fit one remark.
 MAX_CLIENTS = 64
+MAX_REASON_BYTES = 64  # a rejection reason in an attestation
 PERMILL = 1_000_000
 
 # Field types, with the bounds every call shares.
@@ -489,7 +490,7 @@ class Rejection(Struct):
 
     account: str
     reason: str
-    SCHEMA = (("account", Account()), ("reason", Text(64, min_bytes=1)))
+    SCHEMA = (("account", Account()), ("reason", Text(MAX_REASON_BYTES, min_bytes=1)))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from . import encoders
 from .calls import Action
 from .errors import ProtocolError
 from .indexer import Indexer
-from .state import State
+from .state import MIN_POOL_SIGNATORIES, State
 from .values import Payout
 
 
@@ -109,6 +109,20 @@ class ProtocolClient:
             )
         return model
 
+    def _pool_model(self, model_id: int):
+        """The model, if its pool may take funds: a multisig of two or more validators. The
+        protocol refuses funds for any other model, and a transfer into a pool that is one
+        person's account could never be refunded, so none is sent."""
+        model = self._model(model_id)
+        if len(model.validators) < MIN_POOL_SIGNATORIES:
+            raise ProtocolError(
+                f"model {model_id} has {len(model.validators)} validator(s): its pool would be "
+                "one person's account, so it takes no stakes or budgets",
+                hint=f"give it at least {MIN_POOL_SIGNATORIES} validators (model submit "
+                "--validator, or an AddValidator proposal)",
+            )
+        return model
+
     # -- calls ------------------------------------------------------------------------------
 
     def register_model(self, key, name: str, architecture_cid: str, weights_cid: str, **kw):
@@ -118,7 +132,7 @@ class ProtocolClient:
         return self.submit(key, encoders.start_training(model_id))
 
     def stake(self, key, model_id: int, amount: int, asset_id: int | None = None) -> Submitted:
-        model = self._model(model_id)
+        model = self._pool_model(model_id)
         asset = asset_id if asset_id is not None else model.stake_asset
         return self.submit(
             key, encoders.stake(model_id, amount, asset), [(model.pool, amount, asset)]
@@ -128,7 +142,14 @@ class ProtocolClient:
         return self.submit(key, encoders.unstake(model_id, amount))
 
     def propose(self, key, target: int | None, action: Action, voting_blocks: int) -> Submitted:
-        return self.submit(key, encoders.propose(target, action, voting_blocks))
+        """Propose ``action``; a StartRound proposal's reward budget moves into the model's
+        pool in the same batch (held until the tally, refunded if the round does not start)."""
+        remark = encoders.propose(target, action, voting_blocks)
+        reward = getattr(getattr(action, "spec", None), "reward", 0)
+        if target is not None and reward:
+            model = self._pool_model(target)
+            return self.submit(key, remark, [(model.pool, reward, model.stake_asset)])
+        return self.submit(key, remark)
 
     def vote(self, key, proposal_id: int, aye: bool) -> Submitted:
         return self.submit(key, encoders.vote(proposal_id, aye))
@@ -137,7 +158,7 @@ class ProtocolClient:
         self, key, model_id: int, role: str, reward: int, max_assignments: int,
         duration_blocks: int, **kw,
     ) -> Submitted:  # fmt: skip
-        model = self._model(model_id)
+        model = self._pool_model(model_id)
         budget = reward * max_assignments
         remark = encoders.create_task(
             model_id, role, reward, max_assignments, duration_blocks, **kw
@@ -158,7 +179,7 @@ class ProtocolClient:
 
     def start_round(self, key, model_id: int, spec) -> Submitted:
         """Start a round; its reward budget moves into the model's pool in the same batch."""
-        model = self._model(model_id)
+        model = self._pool_model(model_id) if spec.reward else self._model(model_id)
         transfers = [(model.pool, spec.reward, model.stake_asset)] if spec.reward else []
         return self.submit(key, encoders.start_round(model_id, spec), transfers)
 
@@ -167,7 +188,7 @@ class ProtocolClient:
         one before); their whole reward budget moves into the pool in the same batch."""
         if rounds == 1:
             return self.start_round(key, model_id, spec)
-        model = self._model(model_id)
+        model = self._pool_model(model_id) if spec.reward else self._model(model_id)
         budget = spec.reward * rounds
         transfers = [(model.pool, budget, model.stake_asset)] if budget else []
         return self.submit(key, encoders.start_rounds(model_id, spec, rounds), transfers)
@@ -228,12 +249,9 @@ class ProtocolClient:
         ever approves what the protocol state says is owed.
         """
         call, signatories, threshold = self._payout_call_for(payout_id)
-        if len(signatories) >= 2:
-            receipt = self.chain.multisig_approve(key, call, signatories, threshold)
-            if not receipt.events_of("Multisig", "MultisigExecuted"):
-                return receipt  # an approval; the k-th signatory executes it
-        else:
-            receipt = self.chain.submit(key, call)  # a custodial or single-validator pool
+        receipt = self.chain.multisig_approve(key, call, signatories, threshold)
+        if not receipt.events_of("Multisig", "MultisigExecuted"):
+            return receipt  # an approval; the k-th signatory executes it
         return self._outcome(receipt).receipt
 
     def payout_approval_call(self, key, payout_id: int | Sequence[int]):
@@ -241,9 +259,7 @@ class ProtocolClient:
         send inside a batch of its own (with its next attestation). Raises ProtocolError for
         payouts that are not owed."""
         call, signatories, threshold = self._payout_call_for(payout_id)
-        if len(signatories) >= 2:
-            return self.chain.multisig_approval_call(key, call, signatories, threshold)
-        return call
+        return self.chain.multisig_approval_call(key, call, signatories, threshold)
 
     def _payout_call_for(self, payout_id: int | Sequence[int]) -> tuple[object, list[str], int]:
         """The pool's call paying ``payout_id`` (one or several of one pool), its signatories
@@ -260,17 +276,16 @@ class ProtocolClient:
             )
         payouts = [ready[i] for i in ids]
         first = payouts[0]
-        if any((p.model_id, p.pool) != (first.model_id, first.pool) for p in payouts):
+        if any(p.pool != first.pool for p in payouts):
             raise ProtocolError(
                 f"payouts {ids} are owed by different pools",
                 hint="approve each pool's payouts separately",
             )
-        model = state.model(first.model_id)
-        call = self.payout_call(payouts)
-        signatories = list(model.validators) if model else []
-        if model is None or first.pool != model.pool:
+        signers = state.pool_signers(first.pool)
+        if signers is None:
             raise ProtocolError(
-                f"payout {first.id} is owed by an earlier pool {first.pool}",
-                hint="its former validators must sign it",
+                f"payout {first.id} is owed by {first.pool}, which is not a multisig pool",
+                hint="only a model's multisig pool (two or more validators) pays out",
             )
-        return call, signatories, model.pool_threshold
+        # a former pool is signed by the validators it was made of (migrations, refunds)
+        return self.payout_call(payouts), list(signers[0]), signers[1]

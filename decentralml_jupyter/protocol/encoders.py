@@ -234,18 +234,19 @@ def payout_calls(payout: Payout) -> list[tuple[str, str, dict[str, object]]]:
     """The canonical calls executing a payout, as (pallet, function, params).
 
     The pool dispatches ``Utility.batch_all`` of these (through ``Multisig.as_multi`` when the
-    pool is a multisig), so every validator approves the same call hash.
+    pool is a multisig), so every validator approves the same call hash. The transfer may
+    empty the pool (not ``keep_alive``): the last staker can take everything out.
     """
     if payout.asset_id is None:
         transfer = (
             "Balances",
-            "transfer_keep_alive",
+            "transfer_allow_death",
             {"dest": payout.dest, "value": payout.amount},
         )
     else:
         transfer = (
             "Assets",
-            "transfer_keep_alive",
+            "transfer",
             {"id": payout.asset_id, "target": payout.dest, "amount": payout.amount},
         )
     remark = ("System", "remark_with_event", {"remark": "0x" + settle_payout(payout.id).hex()})

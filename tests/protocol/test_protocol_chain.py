@@ -46,13 +46,13 @@ def test_model_stake_vote_lifecycle_and_replay(proto, tmp_path, devchain_url):
     assert stakes == {chain.address("Bob"): 40 * UNIT, chain.address("Charlie"): 20 * UNIT}
 
     prop = proto.propose(
-        "//Alice", model_id, encoders.action_from_params("ApproveModel"), voting_blocks=3
+        "//Alice", model_id, encoders.action_from_params("ApproveModel"), voting_blocks=10
     )
     pid = prop.created_id("proposal")
     proto.vote("//Bob", pid, True)
     proto.vote("//Charlie", pid, False)
     proto.vote("//Charlie", pid, True)  # a later vote replaces the earlier
-    chain.new_blocks(4)
+    chain.new_blocks(11)
     state = proto.state()
     assert state.proposal(pid).status == "passed"
     assert state.model(model_id).status == "approved"
@@ -65,7 +65,8 @@ def test_model_stake_vote_lifecycle_and_replay(proto, tmp_path, devchain_url):
 
 def test_rejected_calls_change_nothing_and_are_recorded(proto):
     chain = proto.chain
-    reg = proto.register_model("//Alice", "m2", CID_A, CID_W)
+    validators = [chain.address(n) for n in ("Dev1", "Dev2")]
+    reg = proto.register_model("//Alice", "m2", CID_A, CID_W, validators=validators)
     model_id = reg.created_id("model")
 
     def books(state):  # the hash also covers the block height, which moves on
@@ -142,7 +143,10 @@ def test_several_payouts_of_a_pool_execute_as_one_multisig_call(proto):
     assert chain.balance("Ferdie").free == before["Ferdie"] + 9 * UNIT
     paid = [p for p in proto.state().payouts("paid") if p.id in ids]
     assert {p.paid_block for p in paid} == {receipt.block_number}
-    other = proto.register_model("//Alice", "m3c", CID_A, CID_W).created_id("model")
+    other_validators = [chain.address(n) for n in ("Dev1", "Dev2")]
+    other = proto.register_model(
+        "//Alice", "m3c", CID_A, CID_W, validators=other_validators
+    ).created_id("model")
     proto.stake("//Eve", other, 5 * UNIT)
     proto.unstake("//Eve", other, 5 * UNIT)
     chain.new_blocks(proto.state().params.unstake_lock_blocks + 1)
@@ -173,8 +177,11 @@ def test_indexer_resumes_without_rereading(proto, tmp_path, devchain_url):
 
 def test_task_lifecycle_pays_accepted_work_and_refunds_the_rest(proto):
     chain = proto.chain
-    model_id = proto.register_model("//Alice", "m5", CID_A, CID_W).created_id("model")
-    pool = proto.state().model(model_id).pool  # custodial: the owner's account until validators
+    validators = [chain.address(n) for n in ("Dev1", "Dev2", "Dev3")]
+    model_id = proto.register_model(
+        "//Alice", "m5", CID_A, CID_W, validators=validators
+    ).created_id("model")
+    pool = proto.state().model(model_id).pool
     task = proto.create_task("//Alice", model_id, "data_annotator", 4 * UNIT, 2, 12)
     task_id = task.created_id("task")
     assert proto.state().task(task_id).escrow == 8 * UNIT
@@ -192,7 +199,8 @@ def test_task_lifecycle_pays_accepted_work_and_refunds_the_rest(proto):
     reward = next(p for p in state.pending_payouts() if p.dest == chain.address("Bob"))
     assert reward.amount == 4 * UNIT and reward.reason == "task_reward" and reward.pool == pool
     bob_before = chain.balance("Bob").free
-    proto.approve_payout("//Alice", reward.id)  # the custodial pool signs alone
+    proto.approve_payout("//Dev1", reward.id)
+    proto.approve_payout("//Dev3", reward.id)  # 2 of 3 validators: executed
     assert chain.balance("Bob").free == bob_before + 4 * UNIT
     chain.new_blocks(12 + proto.state().params.task_review_blocks + 1)
     refund = [p for p in proto.state().pending_payouts() if p.reason == "task_refund"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from hashlib import blake2b
 
 import pytest
 from protocol_sim import ACCOUNTS, CID_A, CID_W, Sim, replay
@@ -26,20 +27,50 @@ from decentralml_jupyter.protocol import (
     encoders,
     multisig_address,
 )
+from decentralml_jupyter.protocol.accounts import account_id, ss58
 
 A, B, CAROL, D, E = (ACCOUNTS[n] for n in ("alice", "bob", "carol", "dave", "eve"))
+# validators that never stake, work or create tasks in these tests: a model takes funds only
+# with at least two validators (its pool is then their multisig, which nobody holds alone)
+V1, V2 = (ss58(blake2b(f"validator{i}".encode(), digest_size=32).digest()) for i in (1, 2))
+VALS = (V1, V2)
+CUSTODY = r"model \d+ has [01] validator\(s\): its pool would be one person's account"
 
 
 def rejected(sim: Sim, who: str, remark: bytes, transfers=(), match: str = "") -> str:
-    """Apply a call that must fail: it changes nothing and is logged with its reason."""
+    """Apply a call that must fail: the call changes nothing and is logged with its reason.
+
+    What the chain moved in its extrinsic is still accounted for: each transfer into a known
+    multisig pool becomes a ``refund`` payout to its sender, each transfer out of one is a
+    loss debited from the books; without such transfers the state hash is unchanged.
+    """
+    transfers = tuple(transfers)
+    probe = State.from_bytes(sim.state.to_bytes())
     before = sim.state.state_hash()
-    n_errors = len(sim.state.errors())
-    out = sim.call(who, remark, tuple(transfers))
+    n_errors, n_payouts = len(sim.state.errors()), len(sim.state.payouts())
+    n_losses = len(sim.state.losses())
+    out = sim.call(who, remark, transfers)
     assert not out.ok, out
     assert re.search(match, out.reason), out.reason
-    assert sim.state.state_hash() == before
     errors = sim.state.errors()
     assert len(errors) == n_errors + 1 and errors[-1].reason == out.reason
+    # the call itself changes nothing: applied alone to the state before, no hash moves
+    _, ctx, raw = sim.log[-1]
+    assert probe.apply(ctx, raw).reason == out.reason
+    assert probe.state_hash() == before
+    moved = [t for t in transfers if t.source != t.dest]
+    into = [t for t in moved if sim.state.pool_signers(t.dest) is not None]
+    out_of = [t for t in moved if sim.state.pool_signers(t.source) is not None]
+    new = sim.state.payouts()[n_payouts:]
+    assert [(p.pool, p.dest, p.amount, p.asset_id, p.reason, p.status) for p in new] == [
+        (t.dest, t.source, t.amount, t.asset_id, "refund", "pending") for t in into
+    ]
+    lost = sim.state.losses()[n_losses:]
+    assert [(x["pool"], x["amount"], x["asset"]) for x in lost] == [
+        (t.source, t.amount, t.asset_id) for t in out_of
+    ]
+    if not into and not out_of:
+        assert sim.state.state_hash() == before
     return out.reason
 
 
@@ -50,6 +81,7 @@ def ok(sim: Sim, who: str, remark: bytes, transfers=()):
 
 
 def register(sim: Sim, owner: str = "alice", **kw) -> int:
+    kw.setdefault("validators", VALS)
     out = ok(sim, owner, encoders.register_model("digits", CID_A, CID_W, **kw))
     assert out.entity == "model"
     return out.entity_id
@@ -62,7 +94,7 @@ def stake(sim: Sim, who: str, model_id: int, amount: int, asset=None):
     )
 
 
-def pass_proposal(sim: Sim, target, action, voters=("alice",), blocks: int = 2) -> int:
+def pass_proposal(sim: Sim, target, action, voters=("alice",), blocks: int = 10) -> int:
     pid = ok(sim, voters[0], encoders.propose(target, action, blocks)).entity_id
     for v in voters:
         ok(sim, v, encoders.vote(pid, True))
@@ -87,7 +119,10 @@ def check_books(state: State) -> None:
 def test_model_lifecycle(sim: Sim) -> None:
     mid = register(sim, licence="Apache-2.0", jurisdictions=("EU",))
     m = sim.state.model(mid)
-    assert (m.status, m.owner, m.pool, m.global_cid, m.round) == ("proposed", A, A, CID_W, 0)
+    pool = multisig_address(VALS, 2)
+    assert (m.status, m.owner, m.pool, m.global_cid, m.round) == ("proposed", A, pool, CID_W, 0)
+    assert (m.validators, m.pool_threshold) == (tuple(sorted(VALS, key=account_id)), 2)
+    assert sim.state.pool_signers(pool) == (m.validators, 2)
     assert set(m.to_json()) >= {
         "id",
         "name",
@@ -103,12 +138,11 @@ def test_model_lifecycle(sim: Sim) -> None:
     assert sim.state.created_by(0, 0) == [("model", mid)]
     stake(sim, "bob", mid, 500)
     assert sim.state.model(mid).total_stake == 500
+    rejected(sim, "alice", encoders.start_training(mid), match="is proposed, not approved")
     pass_proposal(sim, mid, ApproveModel(), voters=("bob",))
     assert sim.state.model(mid).status == "approved"
 
     rejected(sim, "bob", encoders.start_training(mid), match="only the owner")
-    rejected(sim, "alice", encoders.start_training(mid), match="no validators")
-    pass_proposal(sim, mid, AddValidator(CAROL), voters=("bob",))
     ok(sim, "alice", encoders.start_training(mid))
     assert sim.state.model(mid).status == "training"
 
@@ -120,8 +154,40 @@ def test_model_lifecycle(sim: Sim) -> None:
     )
     pass_proposal(sim, mid, RetireModel(), voters=("bob",))
     assert sim.state.model(mid).status == "retired"
-    rejected(sim, "bob", encoders.stake(mid, 1), [sim.pay("bob", CAROL, 1)], match="retired")
+    # the stake is refused, and its transfer into the pool is owed back to bob
+    rejected(sim, "bob", encoders.stake(mid, 1), [sim.pay("bob", pool, 1)], match="retired")
+    [refund] = sim.state.pending_payouts()
+    assert (refund.pool, refund.dest, refund.amount, refund.reason) == (pool, B, 1, "refund")
     check_books(sim.state)
+    ok(sim, "bob", encoders.unstake(mid, 500))  # unstaking still works once retired
+    check_books(sim.state)
+
+
+@pytest.mark.parametrize("validators", [(), (CAROL,)])
+def test_a_model_with_fewer_than_two_validators_takes_no_funds(sim: Sim, validators) -> None:
+    mid = register(sim, validators=validators)
+    m = sim.state.model(mid)
+    # its pool would be the owner's or the single validator's own account
+    assert m.pool == (validators[0] if validators else A)
+    assert sim.state.pool_signers(m.pool) is None  # not a multisig the protocol tracks
+    n = len(validators)
+    reason = rejected(
+        sim, "bob", encoders.stake(mid, 100), [sim.pay("bob", m.pool, 100)], match=CUSTODY
+    )
+    assert reason.startswith(f"model {mid} has {n} validator(s)")
+    create = encoders.create_task(mid, "data_annotator", 10, 1, 5)
+    rejected(sim, "dave", create, [sim.pay("dave", m.pool, 10)], match=CUSTODY)
+    assert sim.state.stakes() == [] and sim.state.tasks() == []
+    assert sim.state.payouts() == [] and sim.state.holdings() == {}
+    pool = sim.state.pool(mid)
+    assert (pool.held, pool.obligations, pool.balances) == (0, 0, ())
+    # nobody can stake, so nobody can vote: such a model can never be approved
+    pid = ok(sim, "alice", encoders.propose(mid, ApproveModel(), 10)).entity_id
+    rejected(sim, "alice", encoders.vote(pid, True), match="no stake on model")
+    sim.tick(11)
+    p = sim.state.proposal(pid)
+    assert (p.status, p.note) == ("rejected", "no aye weight")
+    assert sim.state.model(mid).status == "proposed"
 
 
 # ------------------------------------------------------------------------------- stakes
@@ -129,6 +195,7 @@ def test_stake_needs_its_exact_transfer_in_the_batch(sim: Sim) -> None:
     mid = register(sim)
     pool = sim.state.model(mid).pool
     call = encoders.stake(mid, 100)
+    # each refused stake's transfer that reached the pool is owed back (``rejected`` checks it)
     rejected(sim, "bob", call, [], match="no unused transfer of 100 native")
     rejected(sim, "bob", call, [sim.pay("bob", pool, 99)], match="found: 99 native")
     rejected(sim, "bob", call, [sim.pay("bob", D, 100)], match="no unused transfer")
@@ -137,13 +204,30 @@ def test_stake_needs_its_exact_transfer_in_the_batch(sim: Sim) -> None:
     rejected(sim, "bob", encoders.stake(mid, 100, 7), [sim.pay("bob", pool, 100, 7)], match="takes")
     rejected(sim, "bob", encoders.stake(mid, 0), match="positive")
     rejected(sim, "bob", encoders.stake(99, 1), [sim.pay("bob", pool, 1)], match="unknown model")
+    assert [(p.dest, p.amount, p.asset_id) for p in sim.state.pending_payouts()] == [
+        (B, 99, None),
+        (B, 100, 7),
+        (CAROL, 100, None),
+        (B, 100, 7),
+        (B, 1, None),
+    ]
+    assert sim.state.stakes() == []
+    check_books(sim.state)
     # one transfer backs one call: two stake remarks in one batch_all with a single transfer
     t = (sim.pay("bob", pool, 100),)
-    ctx = CallContext(sim.block, "0x00", 7, 1, B, t)
-    assert sim.state.apply(ctx, call).ok
-    again = sim.state.apply(CallContext(sim.block, "0x00", 7, 2, B, t), call)
+    ext, n_payouts = sim.extrinsic, len(sim.state.payouts())
+    sim.extrinsic += 1
+    assert sim.state.apply(CallContext(sim.block, "0x00", ext, 1, B, t), call).ok
+    again = sim.state.apply(CallContext(sim.block, "0x00", ext, 2, B, t), call)
     assert not again.ok and "no unused transfer" in again.reason
-    assert sim.state.stakes(account=B)[0].amount == 100
+    sim.state.close_extrinsic(sim.block, ext, t)
+    assert len(sim.state.payouts()) == n_payouts  # the transfer backed a call: no refund
+    assert [(s.account, s.amount) for s in sim.state.stakes()] == [(B, 100)]
+    check_books(sim.state)
+    assert all(o.ok for o in sim.settle_all())
+    assert sim.state.holdings() == {(pool, None): 100, (pool, 7): 0} or sim.state.holdings() == {
+        (pool, None): 100
+    }
     check_books(sim.state)
 
 
@@ -151,14 +235,19 @@ def test_bring_your_own_token_stake(sim: Sim) -> None:
     mid = register(sim, stake_asset=1984)
     pool = sim.state.model(mid).pool
     rejected(sim, "bob", encoders.stake(mid, 5), [sim.pay("bob", pool, 5)], match="asset 1984")
+    [refund] = sim.state.pending_payouts()
+    assert (refund.dest, refund.amount, refund.asset_id, refund.reason) == (B, 5, None, "refund")
     stake(sim, "bob", mid, 5, asset=1984)
     [s] = sim.state.stakes(model_id=mid)
     assert (s.account, s.amount, s.asset, s.locked_until) == (B, 5, 1984, None)
     assert set(s.to_json()) >= {"account", "model_id", "amount", "asset", "locked_until"}
+    assert sim.state.holdings() == {(pool, None): 5, (pool, 1984): 5}
+    check_books(sim.state)
 
 
 def test_unstake_lock_and_payout(sim: Sim) -> None:
     mid = register(sim)
+    pool = sim.state.model(mid).pool
     stake(sim, "bob", mid, 300)
     rejected(sim, "bob", encoders.unstake(mid, 301), match="cannot unstake 301: 300 staked")
     rejected(sim, "carol", encoders.unstake(mid, 1), match="0 staked")
@@ -172,19 +261,31 @@ def test_unstake_lock_and_payout(sim: Sim) -> None:
     assert sim.state.pending_payouts() == []
     sim.tick()
     [p] = sim.state.pending_payouts()
-    assert (p.pool, p.dest, p.amount, p.reason) == (A, B, 100, "unstake")
+    assert (p.pool, p.dest, p.amount, p.reason) == (pool, B, 100, "unstake")
     check_books(sim.state)
 
     settle = encoders.settle_payout(p.id)
     rejected(sim, "bob", settle, [sim.pay("bob", B, 100)], match="only be settled by its pool")
-    rejected(sim, "alice", settle, [], match="no unused transfer")
-    rejected(sim, "alice", settle, [sim.pay("alice", B, 99)], match="no unused transfer")
-    ok(sim, "alice", settle, [sim.pay("alice", B, 100)])
-    rejected(sim, "alice", settle, [sim.pay("alice", B, 100)], match="already paid")
-    rejected(sim, "alice", encoders.settle_payout(42), match="unknown payout")
+    rejected(sim, pool, settle, [], match="no unused transfer")
+    ok(sim, pool, settle, [sim.pay(pool, B, 100)])
+    rejected(sim, pool, encoders.settle_payout(42), match="unknown payout")
     assert sim.state.pending_payouts() == []
-    pool = sim.state.pool(mid)
-    assert (pool.stakes, pool.unbonding, pool.held, pool.obligations) == (200, 0, 200, 200)
+    info = sim.state.pool(mid)
+    assert (info.stakes, info.unbonding, info.held, info.obligations) == (200, 0, 200, 200)
+    assert sim.state.losses() == []
+    # value the pool's signatories move out beside a refused settlement is lost to the books:
+    # a wrong amount, or the same payout paid twice, is debited and listed, never re-counted
+    rejected(sim, pool, settle, [sim.pay(pool, B, 100)], match="already paid")
+    rejected(
+        sim, pool, encoders.settle_payout(42), [sim.pay(pool, B, 99)], match="unknown payout"
+    )
+    assert [(x["pool"], x["amount"], x["asset"]) for x in sim.state.losses()] == [
+        (pool, 100, None),
+        (pool, 99, None),
+    ]
+    info = sim.state.pool(mid)
+    assert (info.stakes, info.held, info.obligations) == (200, 1, 200)
+    assert sim.state.holdings() == {(pool, None): 1}
 
 
 # ------------------------------------------------------------------------------- tasks
