@@ -213,8 +213,10 @@ class Worker(Agent):
         if slash > self.max_slash_permill:
             return f"it slashes {slash / 10_000:g}% of a rejected worker's stake"
         need = model.eligibility.get("amount", 0) if model.eligibility else 0
-        if model.eligibility and model.eligibility.get("type") == "min_stake" and need > (
-            self.stake_amount
+        if (
+            model.eligibility
+            and model.eligibility.get("type") == "min_stake"
+            and need > (self.stake_amount)
         ):
             return f"it asks a stake of {need}, more than this worker's {self.stake_amount}"
         return None

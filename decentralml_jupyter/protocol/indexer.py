@@ -165,7 +165,9 @@ def extract_values(
 
 def extract_calls(extrinsics: list, events: list[dict], block_number: int, block_hash: str):
     """(CallContext, remark bytes) for every protocol remark that executed in a block."""
-    return [c for x in extract_values(extrinsics, events, block_number, block_hash) for c in x.calls]
+    return [
+        c for x in extract_values(extrinsics, events, block_number, block_hash) for c in x.calls
+    ]
 
 
 def fold_block(state: State, values: list[ExtrinsicValue], block_number: int, block_hash: str):
