@@ -79,11 +79,11 @@ def test_model_stake_govern_through_the_cli(dfml, tmp_path):
     rows = dfml("stakes", "--model", str(mid))
     assert [r["amount"] for r in rows] == [25 * UNIT]
 
-    prop = dfml("propose", str(mid), "ApproveModel", "--deadline", "2")
+    prop = dfml("propose", str(mid), "ApproveModel", "--deadline", "10")
     pid = prop["proposal_id"]
     dfml("vote", str(pid), "aye", key="//Bob")
     assert [p["id"] for p in dfml("proposals", "--open")] == [pid]
-    dfml("chain", "advance", "3")
+    dfml("chain", "advance", "11")
     final = next(p for p in dfml("proposals") if p["id"] == pid)
     assert final["status"] == "passed" and final["ayes"] == 25 * UNIT
     assert dfml("model", "show", str(mid))["status"] == "approved"
@@ -132,7 +132,8 @@ def test_task_verbs_list_submissions(dfml, tmp_path):
 
     path = tmp_path / "tasks.keras"
     fl.mlp(64, 10, hidden=(8,)).save(path)
-    mid = str(dfml("model", "submit", str(path))["model_id"])
+    mid = dfml("model", "submit", str(path), "--validator", "Dev1", "--validator", "Dev2")
+    mid = str(mid["model_id"])
     task = dfml(
         "task",
         "create",

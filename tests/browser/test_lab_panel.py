@@ -30,7 +30,9 @@ def proposal(dfml, tmp_path_factory):
 
     path = tmp_path_factory.mktemp("model") / "panel-demo.keras"
     fl.mlp(64, 10, hidden=(8,)).save(path)
-    mid = dfml("model", "submit", str(path), "--validator", "Dev1")["model_id"]
+    mid = dfml("model", "submit", str(path), "--validator", "Dev1", "--validator", "Dev2")[
+        "model_id"
+    ]
     dfml("stake", str(mid), str(25 * UNIT), key="//Bob")
     pid = dfml("propose", str(mid), "ApproveModel", "--deadline", "20")["proposal_id"]
     return mid, pid

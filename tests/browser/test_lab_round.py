@@ -17,7 +17,7 @@ TIMEOUT_MS = 60_000
 
 @pytest.fixture(scope="module")
 def training_model(tmp_path_factory):
-    """A dev network (2 workers, 1 validator) with a model in training; stopped by pid."""
+    """A dev network (2 workers, 2 validators) with a model in training; stopped by pid."""
     from decentralml_jupyter import fl
 
     url, storage = f"ws://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
@@ -25,7 +25,7 @@ def training_model(tmp_path_factory):
     def dfml(*args, key="//Alice"):
         return run(["--url", url, "--storage", storage, "--key", key, *args])
 
-    dfml("devnet", "up", "--workers", "2", "--validators", "1", "--clock", "1")
+    dfml("devnet", "up", "--workers", "2", "--validators", "2", "--clock", "1")
     try:
         path = tmp_path_factory.mktemp("model") / "lab-round.keras"
         fl.mlp(64, 10, hidden=(16,)).save(path)
@@ -35,7 +35,7 @@ def training_model(tmp_path_factory):
             assert time.monotonic() < deadline, "workers did not stake"
             time.sleep(0.5)
         pid = dfml("propose", mid, "ApproveModel", "--deadline", "30")["proposal_id"]
-        dfml("vote", str(pid), "aye", key="//Dev2")
+        dfml("vote", str(pid), "aye", key="//Dev3")
         dfml("chain", "advance", "31")
         while dfml("model", "show", mid)["status"] != "approved":
             assert time.monotonic() < deadline, "the model was not approved"

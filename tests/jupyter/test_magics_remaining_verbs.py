@@ -25,7 +25,7 @@ def test_tasks_payouts_and_pools_through_magics(proto_ip, tmp_path):
     m = proto_ip.run_line_magic
     path = tmp_path / "verbs.keras"
     fl.mlp(64, 10, hidden=(8,)).save(path)
-    mid = m("dfml", f"model submit {path}")["model_id"]
+    mid = m("dfml", f"model submit {path} --validator Dev1 --validator Dev2")["model_id"]
     task = m("dfml", f"task create {mid} model_engineer --reward {UNIT} --duration 40")["task_id"]
     m("dfml", f"--key //Ferdie task assign {task}")
     sub = m("dfml", f"--key //Ferdie task submit {task} --result {CID}")["submission_id"]
@@ -35,7 +35,10 @@ def test_tasks_payouts_and_pools_through_magics(proto_ip, tmp_path):
     payout = next(p for p in owed if p["model_id"] == mid)
     pools = {p["model_id"]: p for p in m("dfml", "pools")}
     assert pools[mid]["pending_payouts"] == UNIT and pools[mid]["on_chain"] >= UNIT
-    m("dfml", f"payout approve {payout['id']}")  # the owner's custodial pool signs alone
+    approved = m("dfml", f"--key //Dev1 payout approve {payout['id']}")  # 1 of 2: pending
+    assert approved["receipt"]["success"] is True
+    assert next(p for p in m("dfml", "payouts") if p["id"] == payout["id"])["status"] == "pending"
+    m("dfml", f"--key //Dev2 payout approve {payout['id']}")  # 2 of 2: executed
     paid = next(p for p in m("dfml", "payouts") if p["id"] == payout["id"])
     assert paid["status"] == "paid"
     assert m("dfml", f"round history {mid}") == []

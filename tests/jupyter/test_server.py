@@ -124,9 +124,11 @@ def proposal(dfml, tmp_path_factory):
 
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
     fl.mlp(64, 10, hidden=(8,)).save(path)
-    mid = dfml("model", "submit", str(path), "--validator", "Dev1")["model_id"]
+    mid = dfml("model", "submit", str(path), "--validator", "Dev1", "--validator", "Dev2")[
+        "model_id"
+    ]
     dfml("stake", str(mid), str(25 * UNIT), key="//Bob")
-    pid = dfml("propose", str(mid), "ApproveModel", "--deadline", "3")["proposal_id"]
+    pid = dfml("propose", str(mid), "ApproveModel", "--deadline", "10")["proposal_id"]
     return mid, pid
 
 
@@ -177,7 +179,7 @@ def test_vote_signs_with_the_configured_key_then_rounds_show(server, proposal, d
     assert tally["ayes"] == 25 * UNIT and tally["nays"] == 0  # Bob's stake: the server's key
 
     # the proposal passes, the model trains, and its round is listed as `round status` shows it
-    dfml("chain", "advance", "4")
+    dfml("chain", "advance", "11")
     assert dfml("model", "show", str(mid))["status"] == "approved"
     dfml("model", "start", str(mid))
     rid = dfml("round", "start", str(mid), "--clients", "1")["round_id"]

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.chain
 
 
 def test_01_quickstart_trains_and_plots(run_notebook):
-    nb, summary = run_notebook("01-quickstart", workers=3, validators=1, rounds=2, epochs=2)
+    nb, summary = run_notebook("01-quickstart", workers=3, validators=2, rounds=2, epochs=2)
     assert [r["status"] for r in summary["rounds"]] == ["finalized", "finalized"]
     # digits has 10 classes (chance: 0.1); federated training must improve on round 1
     assert summary["accuracy"][-1] > 0.5
@@ -26,7 +26,7 @@ def test_01_quickstart_trains_and_plots(run_notebook):
 
 
 def test_02_governance_votes_with_widget_and_magic(run_notebook):
-    nb, summary = run_notebook("02-governance", workers=2, validators=1)
+    nb, summary = run_notebook("02-governance", workers=2, validators=2)
     kinds = {p["kind"]: p["status"] for p in summary["proposals"]}
     assert kinds == {"ApproveModel": "passed", "SetStrategy": "passed", "AddValidator": "passed"}
     assert summary["status"] == "approved"
@@ -50,7 +50,7 @@ def test_03_robust_aggregation_slashes_and_resists(run_notebook):
 
 
 def test_04_privacy_dp_round_and_tradeoff(run_notebook):
-    nb, summary = run_notebook("04-privacy", workers=3, validators=1)
+    nb, summary = run_notebook("04-privacy", workers=3, validators=2)
     assert summary["dp_round"]["status"] == "finalized"
     assert summary["recorded_dp"] == {"clip_norm": 1.0, "noise_multiplier": 0.1}
     tradeoff = {float(z): a for z, a in summary["tradeoff"].items()}
@@ -60,7 +60,7 @@ def test_04_privacy_dp_round_and_tradeoff(run_notebook):
 
 
 def test_05_tasks_pay_each_role_and_refund(run_notebook):
-    nb, summary = run_notebook("05-tasks-and-roles", workers=1, validators=1)
+    nb, summary = run_notebook("05-tasks-and-roles", workers=1, validators=2)
     addr = summary["addresses"]
     paid = {
         (p["reason"], p["dest"], p["amount"]) for p in summary["payouts"] if p["status"] == "paid"
@@ -74,7 +74,7 @@ def test_05_tasks_pay_each_role_and_refund(run_notebook):
 
 
 def test_06_stakes_votes_and_unstakes_in_an_asset(run_notebook):
-    nb, summary = run_notebook("06-bring-your-own-token", workers=2, validators=1)
+    nb, summary = run_notebook("06-bring-your-own-token", workers=2, validators=2)
     unit = 10**12
     assert len(summary["stakes"]) == 3
     assert {s["asset"] for s in summary["stakes"]} == {summary["asset_id"]}
