@@ -126,7 +126,46 @@ def test_backup_timers_and_composed_approvals_are_forgotten_once_done():
     v._prepared = {(1, 2): ("fp", "call"), (3,): ("fp", "call")}
     v._waiting = {("round", 4): 1.0, ("round", 5): 1.0, ("payout", 1): 1.0, ("payout", 3): 1.0}
     v._waiting[("payout alone", 3)] = 1.0
+    v._approved = {1: "0xaa", 2: "0xaa", 3: "0xbb"}
     rounds = [NS(round_id=4, status="finalized"), NS(round_id=5, status="aggregating")]
     v._forget_done_duties(_State(rounds, {}, [_payout(3, 40)]))  # payouts 1 and 2 were paid
     assert set(v._waiting) == {("round", 5), ("payout", 3), ("payout alone", 3)}
     assert set(v._prepared) == {(3,)}
+    assert v._approved == {3: "0xbb"}  # what it approved, only while still owed
+
+
+class _PoolState(_State):
+    """Pending payouts of pools with known signatories (current and former pools alike)."""
+
+    def __init__(self, pending, signers):
+        super().__init__([], {}, pending)
+        self._signers = signers
+
+    def pool_signers(self, pool):
+        return self._signers.get(pool)
+
+
+def test_a_payout_is_approved_in_one_call_only_and_by_its_pools_own_signatories():
+    from types import SimpleNamespace as NS
+
+    me = ACCOUNTS[0]
+    signers = {"5Pool": (tuple(ACCOUNTS[:3]), 2), "5Former": (tuple(ACCOUNTS[3:6]), 2)}
+    v = _validator(me, 0.0)  # no grace: every due duty is due now
+    v._approved = {}
+    v.chain = NS(multisig_pending=lambda *a: None, address=lambda a: a)
+    v.proto = NS(payout_call=lambda batch: NS(call_hash="0x" + "".join(str(p.id) for p in batch)))
+    v._waiting = {}
+    one, two = _payout(1, 40), _payout(2, 40)
+    state = _PoolState([one, two], signers)
+    due = [[p.id for p in b] for b, _ in v.due_payouts(state)]
+    assert due == [[1, 2]]  # one block's payouts of a pool, as one call
+    v._mark_approved([one, two])
+    # later the same payout turns up in another call (say payout 2 was paid meanwhile):
+    # this validator approved payout 1 in call 0x12 already, so it refuses call 0x1
+    assert v.due_payouts(_PoolState([one], signers)) == []
+    # a former pool's payout is for the validators it was made of, not for this one
+    former = _payout(3, 41, pool="5Former")
+    assert v.due_payouts(_PoolState([former], signers)) == []
+    them = _validator(ACCOUNTS[3], 0.0)
+    them._approved, them.chain, them.proto, them._waiting = {}, v.chain, v.proto, {}
+    assert [[p.id for p in b] for b, _ in them.due_payouts(_PoolState([former], signers))] == [[3]]
