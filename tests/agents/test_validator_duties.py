@@ -169,3 +169,35 @@ def test_a_payout_is_approved_in_one_call_only_and_by_its_pools_own_signatories(
     them = _validator(ACCOUNTS[3], 0.0)
     them._approved, them.chain, them.proto, them._waiting = {}, v.chain, v.proto, {}
     assert [[p.id for p in b] for b, _ in them.due_payouts(_PoolState([former], signers))] == [[3]]
+
+
+def test_storage_down_judges_nobody_while_a_missing_update_is_rejected():
+    from types import SimpleNamespace as NS
+
+    import numpy as np
+
+    from decentralml_jupyter import fl
+    from decentralml_jupyter.storage import StorageTimeout, StorageUnavailable
+
+    base = [np.zeros((2, 2), np.float32)]
+    down = {"now": False}
+
+    def get(cid):
+        if cid == "QmBase":
+            return fl.weights_to_bytes(base)
+        if down["now"]:
+            raise StorageUnavailable("no storage service answers")
+        raise StorageTimeout(f"{cid}: not found in storage in time")
+
+    v = _validator(ACCOUNTS[0], 0.0)
+    v.store, v.max_examples = NS(get=get), 100
+    v.spec = lambda cid: b"spec"
+    v.evaluate = lambda spec, weights: {"accuracy": 0.5, "loss": 1.0}
+    model = NS(architecture_cid="QmArch", strategy="fedavg")
+    rnd = NS(base_cid="QmBase", model_id=1, updates=[NS(worker="5W", cid="QmGone", num_examples=5)])
+    state = NS(model=lambda mid: model)
+    _, _, accepted, rejected = v.judge(state, rnd)
+    assert accepted == {} and rejected["5W"].startswith("unreadable update")
+    down["now"] = True  # the same update while storage is down: not the worker's fault
+    with pytest.raises(StorageUnavailable):
+        v.judge(state, rnd)

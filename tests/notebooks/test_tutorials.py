@@ -31,7 +31,7 @@ def test_02_governance_votes_with_widget_and_magic(run_notebook):
     assert kinds == {"ApproveModel": "passed", "SetStrategy": "passed", "AddValidator": "passed"}
     assert summary["status"] == "approved"
     assert summary["strategy"] == "fedmedian"
-    assert len(summary["validators"]) == 2
+    assert len(summary["validators"]) == 3  # two, and the one admitted by vote
     assert "receipt of the widget's vote: True" in outputs_text(nb)
 
 
