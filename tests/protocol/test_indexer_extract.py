@@ -1,0 +1,138 @@
+"""The indexer's reading of a block, directly: which protocol calls executed and which
+transfers back them, from events only (call trees may hold calls that never ran)."""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+from types import SimpleNamespace
+
+from decentralml_jupyter.protocol import State, encoders
+from decentralml_jupyter.protocol.accounts import ss58
+from decentralml_jupyter.protocol.indexer import extract_values, fold_block, needs_extrinsics
+
+BOB, EVE, POOL, DAVE = (ss58(blake2b(n, digest_size=32).digest()) for n in (b"b", b"e", b"p", b"d"))
+
+
+def h(raw: bytes) -> str:
+    return "0x" + blake2b(raw, digest_size=32).hexdigest()
+
+
+def call(module: str, function: str, **args) -> dict:
+    return {
+        "call_module": module,
+        "call_function": function,
+        "call_args": [{"name": k, "value": v} for k, v in args.items()],
+    }
+
+
+def remark(raw: bytes) -> dict:
+    return call("System", "remark_with_event", remark="0x" + raw.hex())
+
+
+def transfer(dest: str, amount: int) -> dict:
+    return call("Balances", "transfer_keep_alive", dest={"Id": dest}, value=amount)
+
+
+def ext(tree: dict) -> SimpleNamespace:
+    return SimpleNamespace(value={"call": tree})
+
+
+def ev(module: str, event: str, idx: int | None = 0, **attributes) -> dict:
+    return {"module": module, "event": event, "attributes": attributes, "extrinsic_index": idx}
+
+
+def remarked(sender: str, raw: bytes, idx: int = 0) -> dict:
+    return ev("System", "Remarked", idx, sender=sender, hash=h(raw))
+
+
+def moved(src: str, dst: str, amount: int, idx: int = 0) -> dict:
+    return ev("Balances", "Transfer", idx, **{"from": src, "to": dst, "amount": amount})
+
+
+STAKE = encoders.stake(1, 40)
+
+
+def test_a_remark_counts_once_per_event_and_takes_transfers_from_events():
+    tree = call("Utility", "batch_all", calls=[transfer(POOL, 40), remark(STAKE)])
+    events = [moved(BOB, POOL, 40), remarked(BOB, STAKE)]
+    (x,) = extract_values([ext(tree)], events, 5, "0x05")
+    ((ctx, raw),) = x.calls
+    assert raw == STAKE and ctx.signer == BOB and ctx.batch_index == 1
+    assert [(t.source, t.dest, t.amount) for t in ctx.transfers] == [(BOB, POOL, 40)]
+    assert x.transfers == ctx.transfers
+
+
+def test_an_unexecuted_multisig_copy_lends_no_transfer():
+    # batch_all([as_multi(first approval: batch_all([transfer, R])), R]): only the bare R ran
+    inner = call("Utility", "batch_all", calls=[transfer(POOL, 40), remark(STAKE)])
+    tree = call(
+        "Utility",
+        "batch_all",
+        calls=[call("Multisig", "as_multi", threshold=2, call=inner), remark(STAKE)],
+    )
+    events = [ev("Multisig", "NewMultisig"), remarked(BOB, STAKE)]
+    (x,) = extract_values([ext(tree)], events, 5, "0x05")
+    ((ctx, raw),) = x.calls
+    assert raw == STAKE and ctx.transfers == ()
+
+
+def test_duplicated_remarks_count_as_often_as_they_executed():
+    tree = call("Utility", "batch", calls=[remark(STAKE), remark(STAKE), remark(STAKE)])
+    # the third failed (its event rolled back)
+    events = [remarked(BOB, STAKE), remarked(BOB, STAKE)]
+    (x,) = extract_values([ext(tree)], events, 5, "0x05")
+    assert [c.batch_index for c, _ in x.calls] == [0, 1]
+
+
+def test_a_proxied_remark_has_its_principal_as_signer_and_sees_the_proxys_transfer():
+    tree = call(
+        "Utility",
+        "batch_all",
+        calls=[transfer(POOL, 5), call("Proxy", "proxy", real=EVE, call=remark(STAKE))],
+    )
+    events = [moved(DAVE, POOL, 5), remarked(EVE, STAKE)]
+    (x,) = extract_values([ext(tree)], events, 5, "0x05")
+    ((ctx, _),) = x.calls
+    assert ctx.signer == EVE and [t.source for t in ctx.transfers] == [DAVE]
+
+
+def test_self_transfers_non_protocol_remarks_and_losses():
+    other = b"hello"
+    tree = call("Utility", "batch", calls=[remark(other), transfer(BOB, 1)])
+    events = [
+        remarked(BOB, other),
+        moved(BOB, BOB, 1),
+        ev("Balances", "DustLost", 0, account=POOL, amount=3),
+        ev("Assets", "Burned", None, asset_id=7, owner=POOL, balance=2),
+    ]
+    values = extract_values([ext(tree)], events, 5, "0x05")
+    assert [(x.index, x.calls, x.transfers) for x in values] == [(-1, (), ()), (0, (), ())]
+    assert values[0].losses == ((POOL, 2, 7),) and values[1].losses == ((POOL, 3, None),)
+
+
+def test_blocks_without_remarks_need_no_extrinsics_and_still_move_value():
+    events = [moved(BOB, POOL, 9, idx=2)]
+    assert not needs_extrinsics(events)
+    (x,) = extract_values(None, events, 5, "0x05")
+    assert x.index == 2 and x.calls == () and x.transfers[0].amount == 9
+
+
+def test_folding_a_block_refunds_what_a_rejected_call_moved():
+    state = State()
+    reg = encoders.register_model(
+        "m",
+        "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG",
+        "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o",
+        validators=[EVE, DAVE],
+    )
+    tree = remark(reg)
+    fold_block(state, extract_values([ext(tree)], [remarked(BOB, reg)], 1, "0x01"), 1, "0x01")
+    pool = state.model(1).pool
+    # a stake of 40 with a transfer of 41: refused, and the 41 is owed back
+    tree = call("Utility", "batch_all", calls=[transfer(pool, 41), remark(STAKE)])
+    events = [moved(BOB, pool, 41), remarked(BOB, STAKE)]
+    fold_block(state, extract_values([ext(tree)], events, 2, "0x02"), 2, "0x02")
+    assert state.stakes() == []
+    (refund,) = state.pending_payouts()
+    assert (refund.reason, refund.dest, refund.amount, refund.pool) == ("refund", BOB, 41, pool)
+    assert state.holdings() == {(pool, None): 41}
