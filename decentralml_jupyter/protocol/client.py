@@ -17,6 +17,10 @@ from .state import MIN_POOL_SIGNATORIES, State
 from .values import Payout
 
 
+def _asset_label(asset: int | None) -> str:
+    return "the native token" if asset is None else f"asset {asset}"
+
+
 class ProtocolRejected(ProtocolError):
     """The transaction was included, but the protocol rejected the call (nothing changed)."""
 
@@ -134,6 +138,12 @@ class ProtocolClient:
     def stake(self, key, model_id: int, amount: int, asset_id: int | None = None) -> Submitted:
         model = self._pool_model(model_id)
         asset = asset_id if asset_id is not None else model.stake_asset
+        if asset != model.stake_asset:  # the protocol would refuse it (and owe it back)
+            raise ProtocolError(
+                f"model {model_id} takes stakes in {_asset_label(model.stake_asset)}, "
+                f"not {_asset_label(asset)}",
+                hint="leave --asset out: the client uses the model's stake asset",
+            )
         return self.submit(
             key, encoders.stake(model_id, amount, asset), [(model.pool, amount, asset)]
         )

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config
+from ..errors import ChainNotReachable
 from ..chain import Chain
 from .accounts import normalize_address
 from .calls import is_protocol_remark
@@ -235,12 +236,20 @@ class Indexer:
         self.state, self.block_number, self.block_hash = State(self.params), 0, None
 
     def _still_on_chain(self) -> bool:
+        """False only on proof that the indexed history is not this chain's: the chain answers
+        that its block at our height has another hash, or that it has none (a restarted dev
+        chain, another chain at the same URL). An error asking is no proof: it raises, and
+        the index is kept for when the chain answers again."""
         if self.block_hash is None:
             return True
         try:
-            return self.chain.block_hash(self.block_number) == self.block_hash
-        except Exception:
-            return False
+            current = self.chain.block_hash(self.block_number)
+        except Exception as exc:  # noqa: BLE001 - websocket and RPC errors vary in type
+            raise ChainNotReachable(
+                f"cannot check indexed block {self.block_number} at {self.chain.url}: {exc}",
+                hint="the index is kept; it resumes when the chain answers again",
+            ) from None
+        return current == self.block_hash
 
     def finalized_number(self) -> int:
         head = self.chain.substrate.rpc_request("chain_getFinalizedHead", [])["result"]

@@ -79,7 +79,9 @@ def test_06_stakes_votes_and_unstakes_in_an_asset(run_notebook):
     assert len(summary["stakes"]) == 3
     assert {s["asset"] for s in summary["stakes"]} == {summary["asset_id"]}
     assert summary["proposal"] == "passed"  # Bob's 50 DIG against a worker's 10
-    assert summary["refused"]  # a stake in another asset is refused
+    # a stake in another asset is refused before anything is sent, saying why
+    assert summary["refused"].startswith("ProtocolError: ")
+    assert f"takes stakes in asset {summary['asset_id']}, not asset" in summary["refused"]
     [payout] = summary["unstake_payouts"]
     assert payout["status"] == "paid" and payout["amount"] == 20 * unit
     assert payout["asset_id"] == summary["asset_id"]

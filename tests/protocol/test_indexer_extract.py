@@ -136,3 +136,51 @@ def test_folding_a_block_refunds_what_a_rejected_call_moved():
     (refund,) = state.pending_payouts()
     assert (refund.reason, refund.dest, refund.amount, refund.pool) == ("refund", BOB, 41, pool)
     assert state.holdings() == {(pool, None): 41}
+
+
+class _FlakyChain:
+    """The few calls the indexer makes, answering as a chain would, or failing as a dead one."""
+
+    url = "ws://127.0.0.1:1"
+
+    def __init__(self, hashes: dict[int, str], head: int):
+        self.hashes, self.head, self.down = hashes, head, False
+        self.substrate = SimpleNamespace(rpc_request=lambda method, params: {"result": "0xhead"})
+
+    def block_hash(self, number: int) -> str | None:
+        if self.down:
+            raise BrokenPipeError("the chain went away")
+        return self.hashes.get(number)
+
+    def block_number(self, block_hash: str) -> int:
+        return self.head
+
+    def events(self, block_hash: str) -> list:
+        return []
+
+
+def test_an_index_is_dropped_only_on_proof_of_another_history(tmp_path):
+    import pytest
+
+    from decentralml_jupyter.errors import ChainNotReachable
+    from decentralml_jupyter.protocol.indexer import Indexer
+
+    chain = _FlakyChain({1: "0xaa"}, head=1)
+    idx = Indexer(chain, tmp_path / "i.sqlite")
+    idx.sync()
+    assert (idx.block_number, idx.block_hash) == (1, "0xaa")
+    chain.down = True  # an RPC error is no proof: the index stays, the caller retries
+    with pytest.raises(ChainNotReachable, match="cannot check indexed block 1") as err:
+        idx.sync()
+    assert "index is kept" in err.value.hint
+    idx.close()
+    again = Indexer(chain, tmp_path / "i.sqlite")
+    assert (again.block_number, again.block_hash) == (1, "0xaa")
+    chain.down = False
+    chain.hashes[1] = "0xbb"  # the chain answers: its block 1 is another block
+    again.sync()
+    assert (again.block_number, again.block_hash) == (1, "0xbb")  # replayed from genesis
+    chain.hashes, chain.head = {}, 0  # a restarted chain that has no block 1 yet
+    again.sync()
+    assert again.block_number == 0
+    again.close()
