@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config
-from ..errors import ChainNotReachable
 from ..chain import Chain
+from ..errors import ChainNotReachable
 from .accounts import normalize_address
 from .calls import is_protocol_remark
 from .errors import SnapshotError
