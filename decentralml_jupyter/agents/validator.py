@@ -187,6 +187,24 @@ class Validator(Agent):
         strategy = fl.make_strategy(model.strategy.split(":")[0])
         weights = strategy.aggregate(base, accepted)
         metrics = self.evaluate(spec, weights)
+        if not _finite(metrics):
+            # an extreme but finite update, in a round too small for the outlier filter, broke
+            # the aggregate: judge each update alone and reject those that break the model
+            for u in list(accepted):
+                if not _finite(self.evaluate(spec, u.weights)):
+                    accepted.remove(u)
+                    rejected[u.client_id] = fit_reason("update makes the model's loss non-finite")
+            if not accepted:
+                return base, self.evaluate(spec, base), {}, rejected
+            weights = strategy.aggregate(base, accepted)
+            metrics = self.evaluate(spec, weights)
+            if not _finite(metrics):
+                self.log.warning(
+                    "round %d: the aggregate's metrics are not finite (%s): abstaining",
+                    rnd.round_id,
+                    metrics,
+                )
+                return None
         contributions = fl.leave_one_out(
             strategy, base, accepted, lambda w: self.evaluate(spec, w), metric="loss"
         )
@@ -404,6 +422,10 @@ class Validator(Agent):
             return None
         self._prepared[key] = (fingerprint, call)
         return call
+
+
+def _finite(metrics: dict[str, float]) -> bool:
+    return all(np.isfinite(v) for v in metrics.values())
 
 
 def fit_reason(text: str) -> str:

@@ -201,3 +201,39 @@ def test_storage_down_judges_nobody_while_a_missing_update_is_rejected():
     down["now"] = True  # the same update while storage is down: not the worker's fault
     with pytest.raises(StorageUnavailable):
         v.judge(state, rnd)
+
+
+def test_an_extreme_but_finite_update_in_a_small_round_is_rejected_not_fatal():
+    from types import SimpleNamespace as NS
+
+    import numpy as np
+
+    from decentralml_jupyter import fl
+
+    base = [np.zeros((4,), np.float32)]
+    honest = [np.full((4,), 0.1, np.float32)]
+    extreme = [np.full((4,), 1e30, np.float32)]  # finite, but its square is not
+    blobs = {"QmBase": base, "QmHonest": honest, "QmExtreme": extreme}
+
+    def evaluate(spec, weights):
+        loss = np.sum(np.square(np.asarray(weights[0], np.float32)), dtype=np.float32)
+        return {"accuracy": 0.5, "loss": float(loss)}
+
+    v = _validator(ACCOUNTS[0], 0.0)
+    v.store = NS(get=lambda cid: fl.weights_to_bytes(blobs[cid]))
+    v.max_examples, v.spec, v.evaluate = 100, (lambda cid: b"spec"), evaluate
+    state = NS(model=lambda mid: NS(architecture_cid="QmArch", strategy="fedavg"))
+    updates = [
+        NS(worker="5Honest", cid="QmHonest", num_examples=10),
+        NS(worker="5Extreme", cid="QmExtreme", num_examples=10),
+    ]
+    rnd = NS(round_id=3, base_cid="QmBase", model_id=1, updates=updates)
+    weights, metrics, contributions, rejected = v.judge(state, rnd)
+    assert set(contributions) == {"5Honest"} and set(rejected) == {"5Extreme"}
+    assert "non-finite" in rejected["5Extreme"]
+    assert np.isfinite(metrics["loss"]) and np.allclose(weights[0], 0.1)
+    # a round of the extreme update alone: rejected, the model stays at its base
+    rnd.updates = updates[1:]
+    weights, metrics, contributions, rejected = v.judge(state, rnd)
+    assert contributions == {} and set(rejected) == {"5Extreme"}
+    assert np.array_equal(weights[0], base[0])
