@@ -621,6 +621,7 @@ def cmd_agent(args):
     from .agents import validator, worker
 
     module = worker if args.verb == "worker" else validator
+    # in this process: the key never reaches a command line
     module.main(["--url", args.url, "--storage", args.storage, "--key", args.key, *args.agent_args])
     return {"stopped": True}
 
@@ -659,7 +660,14 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
     parser.add_argument(
         "--key",
         default=config.default_key(),
-        help="signing key: dev URI (//Alice), mnemonic or key file (DFML_KEY); never printed",
+        help="signing key: a dev URI (//Alice) or a key file; a mnemonic or seed only in a key "
+        "file or DFML_KEY, never on the command line; never printed",
+    )
+    parser.add_argument(
+        "--key-file",
+        default=None,
+        help="file holding the signing key (a mnemonic, a 0x seed or a polkadot-js JSON export); "
+        "refused unless only its owner can read it (chmod 600)",
     )
     parser.add_argument("--json", action="store_true", help="print exactly one JSON document")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
@@ -867,6 +875,10 @@ def run(argv: Sequence[str], prog: str = "dfml"):
     """Parse ``argv`` and run the verb; return its result (plain data)."""
     parser = build_parser(prog)
     args = parser.parse_args(list(argv))
+    if getattr(args, "key_file", None):
+        from .chain.keys import check_key_file
+
+        args.key = str(check_key_file(args.key_file))
     func = getattr(args, "func", None)
     if func is None:
         sub = [a for a in argv if not a.startswith("-")][:1]
@@ -888,6 +900,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     as_json = "--json" in argv
     try:
+        from .chain.keys import refuse_secret_in_argv
+
+        refuse_secret_in_argv(argv)  # a process's argv is readable by every local user
         result = run(argv)
     except DfmlError as err:
         if as_json:

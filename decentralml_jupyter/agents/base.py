@@ -7,14 +7,16 @@ cleanly on SIGTERM.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
 from ..chain import Chain
 from ..chain.heads import HeadWatcher
-from ..errors import DfmlError
+from ..errors import DfmlError, KeyLoadError
 from ..protocol.client import ProtocolClient
 from ..protocol.indexer import Indexer
 from ..protocol.state import State
@@ -112,6 +114,29 @@ class Agent:
                 self.heads.wait(after=seen, timeout=wait)
         self.heads.close()
         self.proto.close()
+
+
+def agent_keys(
+    key: str | list[str] | None, key_file: str | None, argv: list[str] | None
+) -> list[str]:
+    """The keys an agent signs with, from ``--key`` (dev URIs or key files), ``--key-file`` or
+    DFML_KEY. Started as a process (``argv`` None), a secret in its own argv is refused: every
+    local user can read a process list."""
+    from ..chain.keys import check_key_file, refuse_secret_in_argv
+
+    if argv is None:
+        refuse_secret_in_argv(sys.argv[1:])
+    if key_file:
+        return [str(check_key_file(key_file))]
+    if key:
+        return [key] if isinstance(key, str) else list(key)
+    env = os.environ.get("DFML_KEY")
+    if env:
+        return [env]
+    raise KeyLoadError(
+        "no signing key given",
+        hint="pass --key //Dev1 on a dev chain, --key-file FILE, or set DFML_KEY",
+    )
 
 
 def run_agent(agent: Agent) -> int:

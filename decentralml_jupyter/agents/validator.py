@@ -31,7 +31,7 @@ from ..protocol.accounts import pool_threshold
 from ..protocol.client import ProtocolRejected
 from ..protocol.state import State
 from ..storage.store import StorageUnavailable
-from .base import LIVE_MODEL, Agent, run_agent
+from .base import LIVE_MODEL, Agent, agent_keys, run_agent
 
 # An accepted update may move the model at most this many times the median update's distance:
 # scaled (boosted) updates stand out, honest non-IID ones stay well inside.
@@ -461,7 +461,12 @@ def build_parser(prog: str = "dfml validator") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__)
     p.add_argument("--url", required=True)
     p.add_argument("--storage", required=True)
-    p.add_argument("--key", required=True)
+    p.add_argument(
+        "--key",
+        default=None,
+        help="a dev URI (//Dev1) or a key file; a secret only in a key file or DFML_KEY",
+    )
+    p.add_argument("--key-file", default=None, help="file holding the key (chmod 600)")
     p.add_argument("--dataset", default="digits")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--index-db", default=None)
@@ -477,10 +482,11 @@ def build_parser(prog: str = "dfml validator") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    (key,) = agent_keys(a.key, a.key_file, argv)
     v = Validator(
         a.url,
         a.storage,
-        a.key,
+        key,
         dataset=a.dataset,
         seed=a.seed,
         index_db=a.index_db,

@@ -19,7 +19,7 @@ from substrateinterface import Keypair
 from ..errors import DfmlError
 from ..protocol import encoders
 from ..protocol.state import State
-from .base import LIVE_MODEL, Agent, run_agent
+from .base import LIVE_MODEL, Agent, agent_keys, run_agent
 
 ATTACKS = ("none", "label_flip", "scale")
 # A proxied remark weighs ~0.4 G of the runtime's 350 G per extrinsic: 870 fit in one batch
@@ -384,9 +384,10 @@ def build_parser(prog: str = "dfml worker") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__)
     p.add_argument("--url", required=True)
     p.add_argument("--storage", required=True)
+    p.add_argument("--key-file", default=None, help="file holding the key (chmod 600)")
     p.add_argument(
         "--key",
-        required=True,
+        default=None,
         action="append",
         help="the worker's key; repeat it to run several workers in this process "
         "(partitions --index, --index+1, ...; the first key signs for all as their proxy)",
@@ -424,15 +425,16 @@ def build_parser(prog: str = "dfml worker") -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
+    keys = agent_keys(a.key, a.key_file, argv)
     attacks = a.attack or ["none"]
     if len(attacks) == 1:
-        attacks = attacks * len(a.key)
-    if len(attacks) != len(a.key):
-        p.error(f"give --attack once, or once per --key ({len(a.key)})")
+        attacks = attacks * len(keys)
+    if len(attacks) != len(keys):
+        p.error(f"give --attack once, or once per --key ({len(keys)})")
     worker = Worker(
         a.url,
         a.storage,
-        a.key,
+        keys,
         dataset=a.dataset,
         index=a.index,
         workers=a.workers,

@@ -1,6 +1,7 @@
 """Signing keys from dev URIs (//Alice), mnemonics, raw seeds and key files.
 
-Secrets never appear in messages, logs or reprs. Keys derived from the public dev phrase
+Secrets never appear in messages, logs or reprs, nor on a command line (``--key`` takes a dev
+URI or a key file; a key file must be private: mode 0600). Keys derived from the public dev phrase
 (every bare `//Name` URI) are "dev keys": anyone can sign with them, so the chain client refuses
 them on a chain that is not a dev chain unless the caller forces it.
 """
@@ -21,6 +22,39 @@ SS58_FORMAT = 42
 def is_dev_uri(spec: str) -> bool:
     """A bare hard derivation path (//Alice, //Dev3) uses the well-known dev phrase."""
     return spec.startswith("//")
+
+
+def check_key_file(path: str | os.PathLike) -> Path:
+    """A key file that exists and that no other user can read (mode 0600 on POSIX)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise KeyLoadError(f"key file {path} does not exist", hint="check the path")
+    mode = path.stat().st_mode & 0o777
+    if os.name == "posix" and mode & 0o077:
+        raise KeyLoadError(
+            f"key file {path} can be read by other users (mode {mode:o})",
+            hint=f"make it private first: chmod 600 {path}",
+        )
+    return path
+
+
+def refuse_secret_in_argv(argv: list[str]) -> None:
+    """Refuse a secret (a mnemonic or seed) given as ``--key`` on a command line, where every
+    local user reads it from the process list. Dev URIs (//Alice) and key file paths are fine."""
+    for i, arg in enumerate(argv):
+        if arg == "--key" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--key="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        if is_dev_uri(value) or (len(value) < 4096 and Path(value).expanduser().is_file()):
+            continue
+        raise KeyLoadError(
+            "a secret key on the command line can be read by any local user from the process "
+            "list, so it is refused",
+            hint="put it in a key file (chmod 600 FILE) and pass --key-file FILE, or set DFML_KEY",
+        )
 
 
 def load_keypair(spec: str, password: str | None = None, ss58_format: int = SS58_FORMAT) -> Keypair:
@@ -71,6 +105,7 @@ def _from_secret(secret: str, ss58_format: int, source: str) -> Keypair:
 
 
 def _from_file(path: Path, password: str | None, ss58_format: int) -> Keypair:
+    check_key_file(path)
     text = path.read_text().strip()
     if text.startswith("{"):
         try:
