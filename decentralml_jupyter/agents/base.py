@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..chain import Chain
 from ..chain.heads import HeadWatcher
-from ..errors import DfmlError, KeyLoadError
+from ..errors import ChainNotReachable, DfmlError, KeyLoadError
 from ..protocol.client import ProtocolClient
 from ..protocol.indexer import Indexer
 from ..protocol.state import State
@@ -61,6 +61,13 @@ class Agent:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
         signal.signal(signal.SIGINT, lambda *_: self.stop())
 
+    def _reconnect(self, failures: int) -> None:
+        try:
+            self.chain.reconnect()
+            self.log.info("reconnected to %s (attempt %d)", self.chain.url, failures)
+        except ChainNotReachable as err:
+            self.log.warning("%s; retrying with backoff", err)
+
     def spec(self, cid: str) -> bytes:
         if cid not in self._spec_cache:
             self._spec_cache[cid] = self.store.get(cid)
@@ -97,14 +104,22 @@ class Agent:
             seen = self.heads.number  # a block arriving during the step wakes the next one
             try:
                 self.step(self.proto.state())
+                if failures:
+                    self.log.info("back after %d failed step%s", failures, "s"[: failures - 1])
                 failures = 0
             except DfmlError as err:
                 # a dead service or a rejected call must not kill the agent: log, back off
                 failures += 1
                 self.log.warning("%s (hint: %s)", err, err.hint)
-            except Exception:
+                if isinstance(err, ChainNotReachable):
+                    self._reconnect(failures)
+            except Exception as exc:
                 failures += 1
-                self.log.exception("step failed")
+                if _connection_lost(exc):
+                    self.log.warning("chain connection lost (%s): reconnecting", exc)
+                    self._reconnect(failures)
+                else:
+                    self.log.exception("step failed")
             if failures:
                 self.stopping.wait(min(0.5 * 2**failures, 20))
             else:
@@ -114,6 +129,13 @@ class Agent:
                 self.heads.wait(after=seen, timeout=wait)
         self.heads.close()
         self.proto.close()
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` says the chain's websocket is gone (its classes vary by library)."""
+    import websocket
+
+    return isinstance(exc, ConnectionError | OSError | websocket.WebSocketException)
 
 
 def agent_keys(

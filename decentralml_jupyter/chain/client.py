@@ -210,6 +210,18 @@ class Chain:
     def close(self) -> None:
         self.substrate.close()
 
+    def reconnect(self) -> None:
+        """Open the websocket again after the chain went away (a restart, a crash): the
+        runtime metadata stays; raises ChainNotReachable while nothing answers."""
+        with self._lock:
+            try:
+                self.substrate.connect_websocket()
+            except Exception as exc:  # noqa: BLE001 - socket errors come in many classes
+                raise ChainNotReachable(
+                    f"chain at {self.url} still not reachable: {exc}",
+                    hint="start it again (dfml chain up / devnet up); agents retry by themselves",
+                ) from None
+
     def __enter__(self) -> Chain:
         return self
 
