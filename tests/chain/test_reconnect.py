@@ -32,3 +32,37 @@ def test_a_client_reconnects_after_its_chain_restarts():
         chain.close()
     finally:
         devchain.down(port)
+
+
+def test_the_clock_keeps_ticking_across_a_chain_restart():
+    import threading
+
+    from decentralml_jupyter.agents import clock
+
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}"
+    devchain.up(port=port)
+    stop = threading.Event()
+    ticker = threading.Thread(target=clock.run, args=(url, 0.2, stop), daemon=True)
+    try:
+        ticker.start()
+        with Chain(url) as chain:
+            _wait(lambda: chain.block_number() >= 2)
+        devchain.down(port)
+        devchain.up(port=port)  # a fresh chain at block 0: only the clock builds blocks
+        with Chain(url) as chain:
+            _wait(lambda: chain.block_number() >= 2)
+        assert ticker.is_alive()
+    finally:
+        stop.set()
+        ticker.join(30)
+        devchain.down(port)
+
+
+def _wait(predicate, timeout: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
