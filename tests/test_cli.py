@@ -71,7 +71,12 @@ def test_model_stake_govern_through_the_cli(dfml, tmp_path):
     dfml("storage", "get", sub["weights_cid"], "--out", str(w))
     restored = fl.weights_from_bytes(w.read_bytes())
     assert all((a == b).all() for a, b in zip(restored, model.get_weights(), strict=True))
-    assert keras  # TF was importable for the submit
+    # and the architecture on storage rebuilds the same Keras model
+    spec = tmp_path / "spec.bin"
+    dfml("storage", "get", sub["architecture_cid"], "--out", str(spec))
+    rebuilt = fl.model_from_spec(spec.read_bytes())
+    assert isinstance(rebuilt, keras().Model)
+    assert [w.shape for w in rebuilt.get_weights()] == [w.shape for w in model.get_weights()]
 
     staked = dfml("stake", str(mid), str(25 * UNIT), key="//Bob")
     assert staked["stake"]["amount"] == 25 * UNIT
