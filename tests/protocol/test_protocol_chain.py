@@ -196,7 +196,11 @@ def test_task_lifecycle_pays_accepted_work_and_refunds_the_rest(proto):
     proto.accept_submission("//Alice", sub_b)
     proto.reject_submission("//Alice", sub_c, "labels are off")
     state = proto.state()
-    reward = next(p for p in state.pending_payouts() if p.dest == chain.address("Bob"))
+    reward = next(
+        p
+        for p in state.pending_payouts()
+        if p.dest == chain.address("Bob") and p.model_id == model_id and p.reason == "task_reward"
+    )
     assert reward.amount == 4 * UNIT and reward.reason == "task_reward" and reward.pool == pool
     bob_before = chain.balance("Bob").free
     proto.approve_payout("//Dev1", reward.id)

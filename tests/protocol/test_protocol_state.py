@@ -225,9 +225,7 @@ def test_stake_needs_its_exact_transfer_in_the_batch(sim: Sim) -> None:
     assert [(s.account, s.amount) for s in sim.state.stakes()] == [(B, 100)]
     check_books(sim.state)
     assert all(o.ok for o in sim.settle_all())
-    assert sim.state.holdings() == {(pool, None): 100, (pool, 7): 0} or sim.state.holdings() == {
-        (pool, None): 100
-    }
+    assert sim.state.holdings() == {(pool, None): 100}  # the refunds left the pool
     check_books(sim.state)
 
 
@@ -276,9 +274,7 @@ def test_unstake_lock_and_payout(sim: Sim) -> None:
     # value the pool's signatories move out beside a refused settlement is lost to the books:
     # a wrong amount, or the same payout paid twice, is debited and listed, never re-counted
     rejected(sim, pool, settle, [sim.pay(pool, B, 100)], match="already paid")
-    rejected(
-        sim, pool, encoders.settle_payout(42), [sim.pay(pool, B, 99)], match="unknown payout"
-    )
+    rejected(sim, pool, encoders.settle_payout(42), [sim.pay(pool, B, 99)], match="unknown payout")
     assert [(x["pool"], x["amount"], x["asset"]) for x in sim.state.losses()] == [
         (pool, 100, None),
         (pool, 99, None),
@@ -294,6 +290,8 @@ def test_task_lifecycle_with_payment_and_refund(sim: Sim) -> None:
     pool = sim.state.model(mid).pool
     create = encoders.create_task(mid, "data_annotator", 10, 3, 5, description="label")
     rejected(sim, "dave", create, [sim.pay("dave", pool, 10)], match="30 native")
+    [short] = sim.state.pending_payouts()  # the refused budget's transfer is owed back
+    assert (short.pool, short.dest, short.amount, short.reason) == (pool, D, 10, "refund")
     tid = ok(sim, "dave", create, [sim.pay("dave", pool, 30)]).entity_id
     assert sim.state.created_by(sim.block, sim.extrinsic - 1) == [("task", tid)]
     task = sim.state.task(tid)
@@ -312,7 +310,7 @@ def test_task_lifecycle_with_payment_and_refund(sim: Sim) -> None:
     ok(sim, "dave", encoders.accept_submission(sid))
     rejected(sim, "dave", encoders.accept_submission(sid), match="already accepted")
     ok(sim, "dave", encoders.reject_submission(sid2, "wrong labels"))
-    [pay] = sim.state.pending_payouts()
+    [_, pay] = sim.state.pending_payouts()
     assert (pay.dest, pay.amount, pay.reason) == (B, 10, "task_reward")
     # carol's slot was freed by the rejection: she may take the task again
     ok(sim, "carol", encoders.assign_task(tid))
@@ -327,14 +325,20 @@ def test_task_lifecycle_with_payment_and_refund(sim: Sim) -> None:
     assert [(p.dest, p.amount) for p in refund] == [(D, 20)]
     check_books(sim.state)
     assert all(o.ok for o in sim.settle_all())
+    assert [(p.dest, p.amount, p.reason) for p in sim.state.payouts("paid")] == [
+        (D, 10, "refund"),
+        (B, 10, "task_reward"),
+        (D, 20, "task_refund"),
+    ]
     assert sim.state.pool(mid).task_escrow == 0
+    assert sim.state.holdings() == {(pool, None): 1000}  # alice's stake, nothing else
     check_books(sim.state)
 
 
 def test_auto_validation_lets_validators_decide_and_review_window_closes(sim: Sim) -> None:
-    mid = approved_model(sim, validators=(CAROL,))
+    mid = approved_model(sim, validators=(CAROL, V1))
     pool = sim.state.model(mid).pool
-    assert pool == CAROL
+    assert pool == multisig_address([CAROL, V1], 2)
     create = encoders.create_task(mid, "model_engineer", 7, 1, 3, validation="auto")
     tid = ok(sim, "dave", create, [sim.pay("dave", pool, 7)]).entity_id
     ok(sim, "bob", encoders.assign_task(tid))
@@ -356,7 +360,7 @@ def test_eligible_workers_allow_list_and_min_stake(sim: Sim) -> None:
     mid = approved_model(sim)
     pool = sim.state.model(mid).pool
     pass_proposal(sim, mid, SetEligibleWorkers(AllowList((B,))))
-    create = encoders.create_task(mid, "model_contributor", 1, 5, 10)
+    create = encoders.create_task(mid, "model_contributor", 1, 5, 30)  # outlives a vote
     tid = ok(sim, "dave", create, [sim.pay("dave", pool, 5)]).entity_id
     rejected(sim, "carol", encoders.assign_task(tid), match="allow-list")
     ok(sim, "bob", encoders.assign_task(tid))
@@ -372,7 +376,7 @@ def test_votes_are_stake_weighted_replaceable_and_tallied_at_the_deadline(sim: S
     mid = register(sim)
     stake(sim, "alice", mid, 100)
     stake(sim, "bob", mid, 300)
-    pid = ok(sim, "carol", encoders.propose(mid, ApproveModel(), 3)).entity_id
+    pid = ok(sim, "carol", encoders.propose(mid, ApproveModel(), 10)).entity_id
     rejected(sim, "carol", encoders.vote(pid, True), match="no stake on model")
     rejected(sim, "bob", encoders.vote(77, True), match="unknown proposal 77")
     ok(sim, "alice", encoders.vote(pid, True))
@@ -381,7 +385,7 @@ def test_votes_are_stake_weighted_replaceable_and_tallied_at_the_deadline(sim: S
     p = sim.state.proposal(pid)
     assert (p.ayes, p.nays, p.status, p.voters) == (100, 300, "open", 2)
     assert set(p.to_json()) >= {"id", "kind", "target", "status", "ayes", "nays", "deadline"}
-    sim.tick(3)  # ticks the blocks before the deadline
+    sim.tick(10)  # ticks the blocks before the deadline
     ok(sim, "bob", encoders.vote(pid, True))  # still in time: the deadline block itself
     sim.tick()
     p = sim.state.proposal(pid)
@@ -392,32 +396,33 @@ def test_votes_are_stake_weighted_replaceable_and_tallied_at_the_deadline(sim: S
 
 def test_quorum_threshold_and_void_proposals(sim: Sim) -> None:
     mid = approved_model(sim)  # alice staked 1000
-    stake(sim, "bob", mid, 9000)
-    pid = ok(sim, "alice", encoders.propose(mid, SetStrategy("krum"), 1)).entity_id
-    ok(sim, "alice", encoders.vote(pid, True))  # 1000 of 10000 staked votes
-    sim.tick(2)
-    assert sim.state.proposal(pid).status == "passed"  # exactly 10% meets the quorum
-
-    pass_proposal(sim, None, SetProtocolParam("quorum_permill", 200_000), voters=("bob",))
+    stake(sim, "bob", mid, 4000)
     assert sim.state.params.quorum_permill == 200_000
-    pid = ok(sim, "alice", encoders.propose(mid, SetStrategy("fedavg"), 1)).entity_id
-    ok(sim, "alice", encoders.vote(pid, True))
-    sim.tick(2)
-    p = sim.state.proposal(pid)
-    assert (p.status, p.note.startswith("turnout below quorum")) == ("rejected", True)
+    pid = ok(sim, "alice", encoders.propose(mid, SetStrategy("krum"), 10)).entity_id
+    ok(sim, "alice", encoders.vote(pid, True))  # 1000 of 5000 staked votes
+    sim.tick(11)
+    assert sim.state.proposal(pid).status == "passed"  # exactly 20% meets the quorum
 
-    pid = ok(sim, "alice", encoders.propose(mid, SetStrategy("fedavg"), 1)).entity_id
+    pass_proposal(sim, None, SetProtocolParam("quorum_permill", 300_000), voters=("bob",))
+    assert sim.state.params.quorum_permill == 300_000
+    pid = ok(sim, "alice", encoders.propose(mid, SetStrategy("fedavg"), 10)).entity_id
+    ok(sim, "alice", encoders.vote(pid, True))
+    sim.tick(11)
+    p = sim.state.proposal(pid)
+    assert (p.status, p.note) == ("rejected", "turnout below quorum (300000 permill of 5000)")
+
+    pid = ok(sim, "alice", encoders.propose(mid, SetStrategy("fedavg"), 10)).entity_id
     ok(sim, "alice", encoders.vote(pid, True))
     ok(sim, "bob", encoders.vote(pid, False))
-    sim.tick(2)
+    sim.tick(11)
     assert sim.state.proposal(pid).note.startswith("ayes not above threshold")
 
     # two proposals admitting the same validator: the second is void when it passes
-    first = ok(sim, "bob", encoders.propose(mid, AddValidator(CAROL), 1)).entity_id
-    second = ok(sim, "bob", encoders.propose(mid, AddValidator(CAROL), 2)).entity_id
+    first = ok(sim, "bob", encoders.propose(mid, AddValidator(CAROL), 10)).entity_id
+    second = ok(sim, "bob", encoders.propose(mid, AddValidator(CAROL), 11)).entity_id
     ok(sim, "bob", encoders.vote(first, True))
     ok(sim, "bob", encoders.vote(second, True))
-    sim.tick(3)
+    sim.tick(12)
     assert sim.state.proposal(first).status == "passed"
     p = sim.state.proposal(second)
     assert (p.status, p.note) == ("void", f"{CAROL} is already a validator of model {mid}")
@@ -425,17 +430,22 @@ def test_quorum_threshold_and_void_proposals(sim: Sim) -> None:
 
 def test_invalid_proposals_are_rejected(sim: Sim) -> None:
     mid = register(sim)
-    max_v = sim.state.params.max_voting_blocks
+    min_v, max_v = sim.state.params.min_voting_blocks, sim.state.params.max_voting_blocks
+    assert min_v == 10
     cases = [
-        (encoders.propose(mid, ApproveModel(), 0), "voting period must be"),
+        (encoders.propose(mid, ApproveModel(), 0), "voting period must be 10\\.\\."),
+        (encoders.propose(mid, ApproveModel(), min_v - 1), "voting period must be"),
         (encoders.propose(mid, ApproveModel(), max_v + 1), "voting period must be"),
-        (encoders.propose(None, ApproveModel(), 5), "needs a model"),
-        (encoders.propose(mid, SetProtocolParam("quorum_permill", 1), 5), "targets the protocol"),
-        (encoders.propose(None, SetProtocolParam("threshold_permill", 10), 5), "500000..999999"),
-        (encoders.propose(None, SetProtocolParam("min_voting_blocks", 0), 5), "min_voting"),
-        (encoders.propose(42, ApproveModel(), 5), "unknown model 42"),
-        (encoders.propose(mid, RetireModel(), 5), None),
-        (encoders.propose(mid, RemoveValidator(B), 5), "not a validator"),
+        (encoders.propose(None, ApproveModel(), 10), "needs a model"),
+        (encoders.propose(mid, SetProtocolParam("quorum_permill", 1), 10), "targets the protocol"),
+        (encoders.propose(None, SetProtocolParam("threshold_permill", 10), 10), "500000..999999"),
+        (encoders.propose(None, SetProtocolParam("min_voting_blocks", 0), 10), "min_voting"),
+        (encoders.propose(None, SetProtocolParam("min_voting_blocks", 9), 10), "10..100800"),
+        (encoders.propose(42, ApproveModel(), 10), "unknown model 42"),
+        (encoders.propose(mid, RetireModel(), 10), None),
+        (encoders.propose(mid, RemoveValidator(B), 10), "not a validator"),
+        # the pool must stay a multisig: neither of the two validators can leave
+        (encoders.propose(mid, RemoveValidator(V1), 10), "fewer than 2 validators"),
     ]
     for remark, match in cases:
         if match is None:
@@ -450,68 +460,103 @@ def test_protocol_level_votes_weigh_native_stake_across_models(sim: Sim) -> None
     stake(sim, "alice", m1, 10)
     stake(sim, "alice", m2, 20)
     stake(sim, "bob", byo, 1000, asset=5)  # another token: no weight at protocol level
-    pid = ok(sim, "bob", encoders.propose(None, SetProtocolParam("unstake_lock_blocks", 3), 2))
+    pid = ok(sim, "bob", encoders.propose(None, SetProtocolParam("unstake_lock_blocks", 3), 10))
     rejected(sim, "bob", encoders.vote(pid.entity_id, True), match="no stake on any model")
     ok(sim, "alice", encoders.vote(pid.entity_id, True))
     assert sim.state.proposal(pid.entity_id).ayes == 30
-    sim.tick(3)
+    sim.tick(10)
+    assert sim.state.params.unstake_lock_blocks != 3  # tallied at the end of the deadline
+    sim.tick()
     assert sim.state.params.unstake_lock_blocks == 3
 
 
 # ------------------------------------------------------------------------------- pools
 def test_validator_changes_migrate_pool_funds(sim: Sim) -> None:
-    mid = approved_model(sim)  # pool: alice (no validators yet), holding alice's 1000
+    mid = approved_model(sim)  # pool: the 2-of-2 multisig of V1, V2, holding alice's 1000
+    pool0 = multisig_address(VALS, 2)
     stake(sim, "bob", mid, 500)
     pass_proposal(sim, mid, AddValidator(CAROL))
-    assert sim.state.model(mid).pool == CAROL
+    pool1 = multisig_address([*VALS, CAROL], 2)
+    assert sim.state.model(mid).pool == pool1
     [mig] = sim.state.pending_payouts()
-    assert (mig.pool, mig.dest, mig.amount, mig.reason) == (A, CAROL, 1500, "migrate")
+    assert (mig.pool, mig.dest, mig.amount, mig.reason) == (pool0, pool1, 1500, "migrate")
     check_books(sim.state)
     # the set changes again before the first migration lands: the funds follow on arrival
     pass_proposal(sim, mid, AddValidator(D))
-    pool2 = multisig_address([CAROL, D], 2)
+    pool2 = multisig_address([*VALS, CAROL, D], 3)
     assert sim.state.model(mid).pool == pool2
     assert [p.reason for p in sim.state.pending_payouts()] == ["migrate"]
-    ok(sim, "alice", encoders.settle_payout(mig.id), [Transfer(A, CAROL, 1500)])
+    ok(sim, pool0, encoders.settle_payout(mig.id), [Transfer(pool0, pool1, 1500)])
     [mig2] = sim.state.pending_payouts()
-    assert (mig2.pool, mig2.dest, mig2.amount) == (CAROL, pool2, 1500)
-    ok(sim, CAROL, encoders.settle_payout(mig2.id), [Transfer(CAROL, pool2, 1500)])
+    assert (mig2.pool, mig2.dest, mig2.amount) == (pool1, pool2, 1500)
+    ok(sim, pool1, encoders.settle_payout(mig2.id), [Transfer(pool1, pool2, 1500)])
     pool = sim.state.pool(mid)
-    assert (pool.pool, pool.balances, pool.threshold) == (pool2, ((pool2, 1500),), 2)
+    assert (pool.pool, pool.balances, pool.threshold) == (pool2, ((pool2, 1500),), 3)
     assert pool.signatories == tuple(sim.state.model(mid).validators)
-    # stakes now go to the multisig, and payouts come from it
-    rejected(sim, "eve", encoders.stake(mid, 5), [sim.pay("eve", A, 5)], match="no unused")
+    # every pool the model had keeps its signatories: they sign what is still owed from it
+    for address, n in ((pool0, 2), (pool1, 2), (pool2, 3)):
+        signers, k = sim.state.pool_signers(address)
+        assert k == n and set(signers) <= {*VALS, CAROL, D}
+    assert sim.state.holdings() == {(pool2, None): 1500}
+    # stakes now go to the multisig, and payouts come from it; a stake paid into a former
+    # pool is refused and owed back from that pool
+    rejected(sim, "eve", encoders.stake(mid, 5), [sim.pay("eve", pool0, 5)], match="no unused")
+    [back] = sim.state.pending_payouts()
+    assert (back.pool, back.dest, back.amount, back.reason) == (pool0, E, 5, "refund")
     stake(sim, "eve", mid, 5)
     ok(sim, "eve", encoders.unstake(mid, 5))
     sim.tick(sim.state.params.unstake_lock_blocks + 1)
-    [p] = sim.state.pending_payouts()
+    [p] = [p for p in sim.state.pending_payouts() if p.reason == "unstake"]
     assert (p.pool, p.dest, p.amount) == (pool2, E, 5)
     check_books(sim.state)
+    assert all(o.ok for o in sim.settle_all())
+    assert sim.state.holdings() == {(pool2, None): 1500}
     pass_proposal(sim, mid, RemoveValidator(D))
-    rejected(sim, "alice", encoders.propose(mid, RemoveValidator(CAROL), 2), match="last")
+    pass_proposal(sim, mid, RemoveValidator(CAROL))
+    assert sim.state.model(mid).pool == pool0  # back to two validators
+    rejected(sim, "alice", encoders.propose(mid, RemoveValidator(V1), 10), match="fewer than 2")
+    check_books(sim.state)
+
+
+def test_removing_a_validator_that_would_leave_one_is_void(sim: Sim) -> None:
+    mid = approved_model(sim, validators=(*VALS, CAROL))
+    # both proposals are valid when made; the first to pass leaves two validators
+    first = ok(sim, "alice", encoders.propose(mid, RemoveValidator(CAROL), 10)).entity_id
+    second = ok(sim, "alice", encoders.propose(mid, RemoveValidator(V1), 10)).entity_id
+    ok(sim, "alice", encoders.vote(first, True))
+    ok(sim, "alice", encoders.vote(second, True))
+    sim.tick(11)
+    assert sim.state.proposal(first).status == "passed"
+    p = sim.state.proposal(second)
+    assert p.status == "void" and "fewer than 2 validators" in p.note
+    assert sim.state.model(mid).validators == tuple(sorted(VALS, key=account_id))
+    assert sim.state.model(mid).pool == multisig_address(VALS, 2)
+    check_books(sim.state)
 
 
 def test_payout_of_a_new_pool_waits_for_its_migration(sim: Sim) -> None:
-    mid = approved_model(sim)  # alice staked 1000, held by alice (no validators)
+    mid = approved_model(sim)  # alice staked 1000, held by the V1+V2 multisig
+    pool0, pool1 = multisig_address(VALS, 2), multisig_address([*VALS, CAROL], 2)
     ok(sim, "alice", encoders.unstake(mid, 400))
     pass_proposal(sim, mid, AddValidator(CAROL), blocks=sim.state.params.unstake_lock_blocks)
-    # the same tick moves the pool to carol (migrating all 1000, unbonding included), then
-    # derives the unstake payout from carol's pool, which holds nothing yet
+    # the same tick moves the pool to V1+V2+carol (migrating all 1000, unbonding included),
+    # then derives the unstake payout from the new pool, which holds nothing yet
     [mig, unbond] = sim.state.pending_payouts()
-    assert (mig.reason, mig.pool, mig.dest, mig.amount) == ("migrate", A, CAROL, 1000)
-    assert (unbond.reason, unbond.pool, unbond.amount) == ("unstake", CAROL, 400)
+    assert (mig.reason, mig.pool, mig.dest, mig.amount) == ("migrate", pool0, pool1, 1000)
+    assert (unbond.reason, unbond.pool, unbond.amount) == ("unstake", pool1, 400)
     assert sim.state.pending_payouts(ready_only=True) == [mig]
     rejected(
         sim,
-        CAROL,
+        pool1,
         encoders.settle_payout(unbond.id),
-        [Transfer(CAROL, A, 400)],
+        [],  # the pool holds nothing: the chain would refuse its transfer
         match="settle the migration payout into it first",
     )
     check_books(sim.state)
     settled = sim.settle_all()
     assert [o.ok for o in settled] == [True, True]
-    assert sim.state.pool(mid).balances == ((CAROL, 600),)
+    assert sim.state.pool(mid).balances == ((pool1, 600),)
+    assert sim.state.holdings() == {(pool1, None): 600}
 
 
 # ------------------------------------------------------------------------------- errors, order
