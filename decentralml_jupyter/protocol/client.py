@@ -40,6 +40,7 @@ class ProtocolClient:
     def __init__(self, chain: Chain, indexer: Indexer | None = None):
         self.chain = chain
         self.indexer = indexer or Indexer.for_chain(chain)
+        self._existential: int | None = None
 
     def close(self) -> None:
         self.indexer.close()
@@ -64,6 +65,9 @@ class ProtocolClient:
         transfers: Sequence[tuple[str, int, int | None]] = (),
     ) -> Submitted:
         """Submit ``remark`` (in one batch_all with ``transfers``) and check the outcome."""
+        for dest, _, asset in transfers:
+            if asset is not None:
+                self.ensure_provider(key, dest)
         receipt = self.chain.submit(key, self.compose(remark, transfers))
         return self._outcome(receipt)
 
@@ -78,6 +82,20 @@ class ProtocolClient:
             key, self.chain.batch_call([self.chain.remark_call(remark), *calls])
         )
         return self._outcome(receipt)
+
+    def ensure_provider(self, key, dest: str) -> None:
+        """An account can hold a (non-sufficient) Assets token only once it exists in the
+        native token: give a new pool its existential deposit first, in an extrinsic of its
+        own with no protocol call (a donation the protocol books for nobody, so it is not
+        refunded and stays as the pool's native provider)."""
+        if self._existential is None:
+            with self.chain._lock:
+                self._existential = int(
+                    self.chain.substrate.get_constant("Balances", "ExistentialDeposit").value
+                )
+        if self.chain.balance(dest).free >= self._existential:
+            return
+        self.chain.submit(key, self.chain.transfer_call(dest, self._existential))
 
     def compose(self, remark: bytes, transfers: Sequence[tuple[str, int, int | None]] = ()):
         """The chain call carrying ``remark``: alone, or last in one batch_all with the

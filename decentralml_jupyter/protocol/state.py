@@ -459,6 +459,17 @@ class State:
         self._losses.append(
             {"block_number": block, "pool": pool, "amount": amount, "asset": asset, "note": what}
         )
+        # a migration out of this pool can no longer be paid in full: derive it again from
+        # what the books still hold there, so the rest of the pool does not stay stuck
+        stale = [
+            p
+            for p in self._payouts.values()
+            if p.status == "pending" and p.reason == "migrate" and p.pool == pool
+        ]
+        for p in stale:
+            p.status = "void"
+        for model_id in sorted({p.model_id for p in stale}):
+            self._sweep(model_id, block)
 
     def _refund(self, t: Transfer, block: int) -> None:
         """Owe ``t`` back to its sender from the pool it paid into."""
@@ -651,7 +662,11 @@ class State:
         m = self._model(c.model_id)
         _require(ctx.signer == m.owner, f"only the owner of model {m.id} can start training")
         _require(m.status == "approved", f"model {m.id} is {m.status}, not approved")
-        _require(bool(m.validators), f"model {m.id} has no validators")
+        _require(
+            len(m.validators) >= MIN_POOL_SIGNATORIES,
+            f"model {m.id} has {len(m.validators)} validator(s); training needs "
+            f"{MIN_POOL_SIGNATORIES} (its pool must be a multisig)",
+        )
         m.status = "training"
 
     def _stake(self, ctx: CallContext, c: C.Stake) -> None:

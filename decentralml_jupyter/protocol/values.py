@@ -79,6 +79,7 @@ class Payout(_Json):
     ``reason``: task_reward, task_refund, unstake, migrate (pool change), round_reward,
     round_refund (a failed round's budget, or a StartRound proposal's that did not pass), or
     refund (a transfer into a pool that no accepted call claimed: a rejected funded call).
+    ``status``: pending, paid, or void (a migration re-derived after a loss in its pool).
     """
 
     id: int

@@ -637,3 +637,25 @@ def test_random_sequences_never_let_the_books_exceed_what_was_transferred(data) 
     for _ in range(data.draw(st.integers(20, 80))):
         world_step(data.draw, w)
         w.check()
+
+
+def test_a_loss_in_a_former_pool_re_derives_its_migration_instead_of_freezing_it(sim: Sim) -> None:
+    mid = register(sim)
+    stake(sim, "alice", mid, 1000)
+    stake(sim, "bob", mid, 500)
+    pass_proposal(sim, mid, AddValidator(CAROL), voters=("alice", "bob"))
+    (migration,) = [p for p in sim.state.pending_payouts() if p.reason == "migrate"]
+    assert (migration.pool, migration.amount) == (POOL, 1500)
+    # one unit leaves the old pool outside the protocol (dust, a dishonest quorum)
+    sim.state.close_extrinsic(sim.block, 99, (), ((POOL, 1, None),))
+    sim.tick()
+    pending = [p for p in sim.state.pending_payouts() if p.reason == "migrate"]
+    assert [(p.pool, p.amount) for p in pending] == [(POOL, 1499)]
+    assert sim.state.payouts("void")[0].id == migration.id
+    # the re-derived migration is payable, and then the new pool pays its unstakes
+    assert [p.id for p in sim.state.pending_payouts(ready_only=True)] == [pending[0].id]
+    sim.settle_all()
+    ok(sim, "bob", encoders.unstake(mid, 500))
+    sim.tick(sim.state.params.unstake_lock_blocks + 1)
+    assert [p.reason for p in sim.state.pending_payouts(ready_only=True)] == ["unstake"]
+    assert sim.state.losses()[0]["amount"] == 1
