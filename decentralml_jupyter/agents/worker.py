@@ -173,6 +173,8 @@ class Worker(Agent):
                     and ("stake", model.id) not in ident.refused
                     and self.may_stake(model, ident)
                 ):
+                    if model.stake_asset is not None:  # the pool must exist natively first
+                        self.proto.ensure_provider(self.key, model.pool)
                     stake = self.proto.compose(
                         encoders.stake(model.id, self.stake_amount, model.stake_asset),
                         [(model.pool, self.stake_amount, model.stake_asset)],
