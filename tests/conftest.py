@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 
 import pytest
+
+
+def unavailable(reason: str):
+    """Skip a test that needs something this machine lacks; under CI (CI=true) fail instead,
+    with the reason: there every declared dependency and the browser must be installed, and a
+    broken install must not pass as a row of skips."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI must have this: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require(module: str, reason: str = "pip install -e '.[dev]'"):
+    """``import module``, or ``unavailable`` with the reason (a declared dependency)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        unavailable(f"{module} does not import ({exc}): {reason}")
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import stop_process_tree
+from tests.conftest import require, stop_process_tree, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "out" / "screenshots"
@@ -56,14 +56,14 @@ def _install_chromium() -> str | None:
 def chromium() -> str:
     path = shutil.which("chromium") or _install_chromium()
     if path is None:
-        pytest.skip("no Chromium: install Debian's chromium (apt-get install chromium, as root)")
+        unavailable("no Chromium: install Debian's chromium (apt-get install chromium, as root)")
     return path
 
 
 @pytest.fixture(scope="session")
 def browser(chromium, tmp_path_factory):
     """A fresh Chromium profile; Playwright talks to it over a pipe, no network needed."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]'")
+    sync_api = require("playwright.sync_api", "pip install -e '.[test]'")
     with sync_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             tmp_path_factory.mktemp("chromium-profile"),
@@ -92,7 +92,7 @@ _stop = stop_process_tree
 def lab(devchain_url, storage_url, tmp_path_factory) -> Iterator[Lab]:
     """`jupyter lab` whose extension and kernels use the dev chain; it signs votes as Bob."""
     if not (ROOT / "decentralml_jupyter/labextension/package.json").exists():
-        pytest.skip("the side panel is not built (needs Node.js 20+ and npm): run make setup")
+        unavailable("the side panel is not built (needs Node.js 20+ and npm): run make setup")
     tmp = tmp_path_factory.mktemp("lab")
     for d in ("config", "runtime", "root", "settings", "workspaces", "ipython"):
         (tmp / d).mkdir()

@@ -17,6 +17,7 @@ from decentralml_jupyter.fl import (
 )
 from decentralml_jupyter.fl.checks import delta_norm
 from decentralml_jupyter.fl.privacy import FRAC_BITS, decode_fixed, encode_fixed
+from tests.conftest import require
 
 
 def test_clipping_bounds_the_delta_and_records_parameters():
@@ -110,7 +111,7 @@ def test_missing_client_leaves_masks_in_the_sum():
 
 
 def test_x25519_seeds_agree_between_the_two_clients():
-    pytest.importorskip("nacl")
+    require("nacl")
     from nacl.public import PrivateKey
 
     from decentralml_jupyter.fl.privacy import x25519_shared_seed

@@ -27,6 +27,7 @@ from decentralml_jupyter.fl import (
     make_strategy,
     weights_hash,
 )
+from tests.conftest import require
 
 RTOL, ATOL = 1e-6, 1e-6  # Flower sums in float32 in arrival order; we sum in float64 by id
 
@@ -56,14 +57,14 @@ def global_w(updates):
 
 
 def test_fedavg_equals_flower(updates, global_w):
-    agg = pytest.importorskip("flwr.server.strategy.aggregate")
+    agg = require("flwr.server.strategy.aggregate")
     _close(FedAvg().aggregate(global_w, updates), agg.aggregate(_as_flwr(updates)))
     # FedProx's server side is FedAvg.
     _close(FedProx(0.1).aggregate(global_w, updates), agg.aggregate(_as_flwr(updates)))
 
 
 def test_median_trimmed_equal_flower(updates, global_w):
-    agg = pytest.importorskip("flwr.server.strategy.aggregate")
+    agg = require("flwr.server.strategy.aggregate")
     _close(FedMedian().aggregate(global_w, updates), agg.aggregate_median(_as_flwr(updates)))
     for beta in (0.0, 0.2, 0.3):
         _close(
@@ -73,7 +74,7 @@ def test_median_trimmed_equal_flower(updates, global_w):
 
 
 def test_krum_and_multikrum_equal_flower(global_w):
-    agg = pytest.importorskip("flwr.server.strategy.aggregate")
+    agg = require("flwr.server.strategy.aggregate")
     rng = np.random.default_rng(5)
     # 7 honest updates around 1.0, 2 outliers: Krum must pick an honest one.
     base = [np.ones((6, 4), np.float32), np.ones((4,), np.float32)]
@@ -96,7 +97,7 @@ def test_krum_and_multikrum_equal_flower(global_w):
 
 @pytest.mark.parametrize("ours_cls, name", [(FedAdam, "FedAdam"), (FedYogi, "FedYogi")])
 def test_server_optimisers_equal_flower_over_rounds(ours_cls, name):
-    pytest.importorskip("flwr")
+    require("flwr")
     import flwr.server.strategy as fs
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 

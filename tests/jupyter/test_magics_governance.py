@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from decentralml_jupyter.jupyter import ModelCard, ProposalsWidget
+from tests.conftest import require
 
 pytestmark = pytest.mark.chain
 UNIT = 10**12
@@ -20,7 +21,7 @@ def gov_ip(chain_ip, storage_url, tmp_path, monkeypatch):
 
 
 def test_model_to_vote_from_a_notebook(gov_ip):
-    keras = pytest.importorskip("keras")
+    keras = require("keras")
     inputs = keras.Input(shape=(8,))
     gov_ip.user_ns["tiny"] = keras.Model(inputs, keras.layers.Dense(2)(inputs))
 

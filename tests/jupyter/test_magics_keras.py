@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import pytest
 
 from decentralml_jupyter import cli
 from decentralml_jupyter.jupyter.commands import parse
+from tests.conftest import require
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def test_keras_model_variable_becomes_a_saved_file(ip, tmp_path):
-    keras = pytest.importorskip("keras")
+    keras = require("keras")
     inputs = keras.Input(shape=(4,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     ip.user_ns["my_model"] = model

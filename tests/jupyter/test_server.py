@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from decentralml_jupyter.cli import run
-from tests.conftest import stop_process_tree
+from tests.conftest import stop_process_tree, unavailable
 
 UNIT = 10**12
 ROOT = Path(__file__).resolve().parents[2]
@@ -299,5 +299,5 @@ def test_the_extensions_are_enabled_in_this_environment():
         (x for x in (lab.stdout + lab.stderr).splitlines() if "decentralml-jupyter" in x), ""
     )
     if not line and not (ROOT / "decentralml_jupyter/labextension/package.json").exists():
-        pytest.skip("the side panel is not built here (no Node.js): run make setup")
+        unavailable("the side panel is not built here (no Node.js): run make setup")
     assert "enabled" in line and "OK" in line, lab.stdout + lab.stderr
