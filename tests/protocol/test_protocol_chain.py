@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from decentralml_jupyter.chain import Chain
+from decentralml_jupyter.errors import UsageError
 from decentralml_jupyter.protocol import encoders
 from decentralml_jupyter.protocol.client import ProtocolClient, ProtocolRejected
 from decentralml_jupyter.protocol.errors import ProtocolError
@@ -110,7 +111,7 @@ def test_unstake_payout_executes_only_with_k_validator_approvals(proto):
     proto.approve_payout("//Dev2", payout.id)  # 1 of 2: nothing moves yet
     assert chain.balance("Eve").free == eve_before
     assert any(p.id == payout.id for p in proto.state().pending_payouts())
-    with pytest.raises(Exception, match="not a member"):
+    with pytest.raises(UsageError, match="not a member"):
         proto.approve_payout("//Alice", payout.id)
 
     proto.approve_payout("//Dev4", payout.id)  # 2 of 2: executes and settles
@@ -169,8 +170,14 @@ def test_indexer_resumes_without_rereading(proto, tmp_path, devchain_url):
     assert reopened.block_number == done  # resumed from its snapshot
     assert reopened.state.state_hash() == proto.state().state_hash()
     reopened.chain.new_blocks(2)
+    asked: list[int] = []
+    real_hash = reopened.chain.block_hash
+    reopened.chain.block_hash = lambda n: asked.append(n) or real_hash(n)
     reopened.sync()
     assert reopened.block_number >= done + 2
+    # it read nothing before its snapshot: the indexed block (to check it is still this
+    # chain's), then only the new ones
+    assert asked[0] == done and sorted(set(asked[1:])) == list(range(done + 1, done + 3))
     reopened.close()
     proto.indexer = Indexer(proto.chain, tmp_path / "index.sqlite")
 

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from decentralml_jupyter.chain import Chain
+from decentralml_jupyter.errors import UsageError
 from decentralml_jupyter.protocol import encoders
 from decentralml_jupyter.protocol.calls import AddValidator, SetProtocolParam
 from decentralml_jupyter.protocol.client import ProtocolClient, ProtocolRejected
@@ -302,7 +303,7 @@ def test_a_validator_change_migrates_the_pool_and_every_staker_can_leave(devchai
             ("migrate", old_pool, new_pool, 42 * UNIT)
         ]
         # the former validators sign it; Dev1 (new) is not one of the old pool's signatories
-        with pytest.raises(Exception, match="not a member"):
+        with pytest.raises(UsageError, match="not a member"):
             proto.approve_payout("//Dev1", migrate[0].id)
         proto.approve_payout("//Dev2", migrate[0].id)
         proto.approve_payout("//Dev4", migrate[0].id)
