@@ -28,10 +28,19 @@ def require(module: str, reason: str = "pip install -e '.[dev]'"):
         unavailable(f"{module} does not import ({exc}): {reason}")
 
 
+_HANDED: set[int] = set()  # ports this test session gave out: never twice
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free on 127.0.0.1 now and never handed to another test of this session (the OS
+    may offer a port again once its probe socket closed, before the first test binds it)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED:
+            _HANDED.add(port)
+            return port
 
 
 @pytest.fixture(scope="session")
