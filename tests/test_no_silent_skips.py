@@ -19,9 +19,3 @@ def test_a_missing_dependency_fails_under_ci_and_skips_elsewhere(monkeypatch):
         unavailable("no Chromium")
     assert require("json").dumps([1]) == "[1]"
 
-
-def test_a_port_is_handed_out_once_per_session():
-    from tests.conftest import free_port
-
-    ports = [free_port() for _ in range(200)]
-    assert len(set(ports)) == len(ports)
