@@ -6,10 +6,18 @@ Start the dev service with ``storage_up()``; reach any Kubo-compatible node with
 from .cid import CID
 from .client import DEFAULT_URL, KuboStore
 from .service import storage_down, storage_status, storage_up
-from .store import ObjectStat, StorageTimeout, StorageUnavailable, Store, Stored
+from .store import (
+    ArtifactTooLarge,
+    ObjectStat,
+    StorageTimeout,
+    StorageUnavailable,
+    Store,
+    Stored,
+)
 from .unixfs import CHUNK_SIZE, IMPORT_OPTIONS, compute_cid
 
 __all__ = [
+    "ArtifactTooLarge",
     "CHUNK_SIZE",
     "CID",
     "DEFAULT_URL",

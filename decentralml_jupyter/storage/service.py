@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +20,8 @@ import requests
 
 from decentralml_jupyter import config, procs
 from decentralml_jupyter.errors import StorageError, UsageError
+
+from .limits import Limits
 
 DEFAULT_PORT = 5001
 SERVER_MODULE = "decentralml_jupyter.storage.server"
@@ -122,10 +125,24 @@ def _port_free(port: int) -> bool:
 
 
 def storage_up(
-    port: int = DEFAULT_PORT, repo: str | os.PathLike[str] | None = None, timeout: float = 60.0
+    port: int = DEFAULT_PORT,
+    repo: str | os.PathLike[str] | None = None,
+    timeout: float = 60.0,
+    *,
+    limits: Limits | Mapping[str, int | float] | None = None,
 ) -> dict[str, Any]:
     """Start the dev storage service detached; returns ``{"url","pid","running"}`` once it
-    answers. If our service already runs on that port it is returned as is."""
+    answers. If our service already runs on that port it is returned as is.
+
+    ``limits`` (a ``Limits`` or e.g. ``{"max_body": 2 << 30}``) overrides the service's limits
+    (limits.py), which otherwise come from ``DFML_STORAGE_*`` variables or the defaults."""
+    flags: list[str] = []
+    if limits is not None:
+        try:
+            chosen = limits if isinstance(limits, Limits) else Limits.from_mapping(limits)
+        except ValueError as exc:
+            raise UsageError(str(exc), hint="see decentralml_jupyter/storage/limits.py") from None
+        flags = chosen.as_flags(None if isinstance(limits, Limits) else list(limits))
     status = storage_status(port)
     if status["running"]:
         return status
@@ -138,6 +155,7 @@ def storage_up(
     log = log_path(port)
     remove_state(port)
     cmd = [sys.executable, "-m", SERVER_MODULE, "--port", str(port), "--repo", str(repo_dir)]
+    cmd += flags
     # detached: survives the notebook or shell that started it
     proc = procs.spawn(cmd, log, cwd=run_dir())
     url = f"http://127.0.0.1:{port}"

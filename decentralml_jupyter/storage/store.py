@@ -32,6 +32,21 @@ class StorageTimeout(StorageError):
     )
 
 
+class ArtifactTooLarge(StorageError):
+    """The content is larger than the reader allows (``max_bytes``); nothing more is read."""
+
+    hint = (
+        "check that the CID is the one recorded for this artefact; if it is and it is "
+        "legitimately this large, raise max_bytes"
+    )
+
+    def __init__(self, cid: str, size: int, limit: int, hint: str | None = None):
+        super().__init__(f"{cid} holds {size} bytes, more than the {limit} allowed", hint)
+        self.cid = cid
+        self.size = size
+        self.limit = limit
+
+
 @dataclass(frozen=True)
 class Stored:
     """An artefact in storage: its CID and its size in bytes (``dfml storage put|get``)."""
@@ -66,11 +81,14 @@ class Store(Protocol):
 
     def put_file(self, path: str | os.PathLike[str], *, pin: bool = True) -> Stored: ...
 
-    def get(self, cid: str) -> bytes:
-        """The verified bytes of ``cid``."""
+    def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
+        """The verified bytes of ``cid``; ArtifactTooLarge, before reading them, if there are
+        more than ``max_bytes`` (None: no limit)."""
         ...
 
-    def get_file(self, cid: str, path: str | os.PathLike[str]) -> Stored:
+    def get_file(
+        self, cid: str, path: str | os.PathLike[str], *, max_bytes: int | None = None
+    ) -> Stored:
         """Stream ``cid`` into ``path``; the file appears only once all of it is verified."""
         ...
 
