@@ -50,6 +50,7 @@ class Agent:
         self.stopping = threading.Event()
         self.heads: HeadWatcher | None = None
         self._spec_cache: dict[str, bytes] = {}
+        self._weights_size: dict[str, int] = {}  # initial weights CID -> its declared size
         self._warm: set[int] = set()  # models whose TensorFlow runtime is built and traced
 
     def stop(self) -> None:
@@ -68,9 +69,20 @@ class Agent:
         except ChainNotReachable as err:
             self.log.warning("%s; retrying with backoff", err)
 
+    def weights_limit(self, model, masked: bool = False) -> int:
+        """The most bytes any weights of ``model`` may take: every global model, update and
+        aggregate has the initial weights' tensors, so their size (read from the initial
+        weights' root block, never the whole file) bounds them; masked updates hold 8-byte
+        integers, at most twice a float32 model."""
+        cid = model.weights_cid
+        if cid not in self._weights_size:
+            self._weights_size[cid] = self.store.stat(cid).size
+        size = self._weights_size[cid]
+        return (2 * size if masked else size) + WEIGHTS_SLACK
+
     def spec(self, cid: str) -> bytes:
         if cid not in self._spec_cache:
-            self._spec_cache[cid] = self.store.get(cid)
+            self._spec_cache[cid] = self.store.get(cid, max_bytes=MAX_SPEC_BYTES)
         return self._spec_cache[cid]
 
     def step(self, state: State) -> None:  # pragma: no cover - each role defines it
@@ -129,6 +141,10 @@ class Agent:
                 self.heads.wait(after=seen, timeout=wait)
         self.heads.close()
         self.proto.close()
+
+
+MAX_SPEC_BYTES = 16 << 20  # a model's architecture (Keras JSON)
+WEIGHTS_SLACK = 64 << 10  # a serialized header's differences between copies of one model
 
 
 def _connection_lost(exc: BaseException) -> bool:

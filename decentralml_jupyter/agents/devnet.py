@@ -33,8 +33,9 @@ def load(port: int) -> dict | None:
 
 
 def _start(cmd: list[str], log: Path) -> dict:
+    """Start one process; its entry keeps how to start it again (``devnet up`` repairs)."""
     proc = procs.spawn(cmd, log, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    return {"pid": proc.pid, "start_time": procs.start_time(proc.pid)}
+    return {"pid": proc.pid, "start_time": procs.start_time(proc.pid), "cmd": cmd, "log": str(log)}
 
 
 def _alive(p: dict) -> bool:
@@ -73,7 +74,13 @@ def up(
     worker_processes: int | None = None,
     progress=None,
 ) -> dict:
-    """Start everything; returns CLI.md's devnet JSON once the chain and storage answer."""
+    """Start everything; returns CLI.md's devnet JSON once the chain and storage answer.
+
+    On a dev network already recorded on this port, whatever of it is not running (after a
+    crash, a kill -9, a reboot) is started again as it was, and the rest is left alone: the
+    chain resumes from its database when the network was started with ``base_path``, storage
+    from its repository, every agent from its index. The result then names what was
+    ``restarted``."""
     if workers < 1 or validators < 1:
         raise UsageError("a dev network needs at least 1 worker and 1 validator")
     if attackers > workers:
@@ -86,10 +93,10 @@ def up(
             f"--worker-processes must be between 1 and --workers ({workers}), got {hosts}"
         )
     port = urlparse(url).port or 9944
-    if load(port) and any(_alive(p) for p in _processes(load(port))):
-        raise DfmlError(
-            f"a dev network is already running on {url}", hint="stop it first: dfml devnet down"
-        )
+    previous = load(port)
+    if previous is not None and "params" in previous:
+        if previous.get("persistent") or any(_alive(p) for p in _processes(previous)):
+            return _repair(url, previous, progress)
     work = Path(base_path) if base_path else config.home() / f"devnet-{port}"
     work.mkdir(parents=True, exist_ok=True)
     logs = work / "logs"
@@ -108,6 +115,8 @@ def up(
             "url": url,
             "storage": store["url"],
             "work_dir": str(work),
+            "persistent": base_path is not None,
+            "params": {"accounts": validators + workers, "block_mode": block_mode},
             "validators": [],
             "workers": [],
             "clock": None,
@@ -178,6 +187,48 @@ def up(
         raise
     _state_file(port).write_text(json.dumps(record))
     return status(url) | {"chain": chain}
+
+
+def _repair(url: str, record: dict, progress=None) -> dict:
+    """Start again whatever of a recorded dev network is not running; leave the rest alone."""
+    port = urlparse(url).port or 9944
+    work = Path(record["work_dir"])
+    restarted: list[str] = []
+    chain = None
+    if devchain.running_record(port) is None:
+        if not record.get("persistent"):
+            raise DfmlError(
+                f"the dev network's chain on {url} is gone, and it kept no state (it was "
+                "started without --base-path)",
+                hint="dfml devnet down, then devnet up again (with --base-path to survive this)",
+            )
+        params = record["params"]
+        chain = devchain.up(
+            port=port,
+            base_path=str(work / "chain"),
+            accounts=params["accounts"],
+            block_mode=params["block_mode"],
+            progress=progress,
+        )
+        restarted.append("chain")
+    if not storage_status(record["storage"])["running"]:
+        storage_up(port=urlparse(record["storage"]).port or 5001, repo=work / "ipfs")
+        restarted.append("storage")
+    entries = [*record["validators"], *record["workers"]]
+    if record.get("clock"):
+        entries.append(record["clock"])
+    for p in _processes(record):
+        if _alive(p):
+            continue
+        old = (p.get("pid"), p.get("start_time"))
+        fresh = _start(p["cmd"], Path(p["log"]))
+        for entry in entries:  # workers sharing a host process share its pid
+            if (entry.get("pid"), entry.get("start_time")) == old:
+                entry.update(pid=fresh["pid"], start_time=fresh["start_time"])
+        restarted.append(Path(p["log"]).stem)
+    _state_file(port).write_text(json.dumps(record))
+    out = status(url) | {"restarted": restarted}
+    return out | {"chain": chain} if chain else out
 
 
 def _processes(record: dict) -> list[dict]:

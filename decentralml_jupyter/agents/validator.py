@@ -105,7 +105,9 @@ class Validator(Agent):
         from .. import fl
         from ..fl import strategies
 
-        weights = fl.weights_from_bytes(self.store.get(model.global_cid))
+        weights = fl.weights_from_bytes(
+            self.store.get(model.global_cid, max_bytes=self.weights_limit(model))
+        )
         self.evaluate(self.spec(model.architecture_cid), weights)
         strategies.warm_up()  # the compiled FedAvg pass, before the first aggregation
 
@@ -154,13 +156,14 @@ class Validator(Agent):
 
         model = state.model(rnd.model_id)
         spec = self.spec(model.architecture_cid)
-        base = fl.weights_from_bytes(self.store.get(rnd.base_cid))
+        limit = self.weights_limit(model)
+        base = fl.weights_from_bytes(self.store.get(rnd.base_cid, max_bytes=limit))
         if model.strategy.endswith(":secure"):
-            return self.judge_secure(rnd, spec, base)
+            return self.judge_secure(rnd, spec, base, self.weights_limit(model, masked=True))
         accepted, rejected, norms = [], {}, {}
         for u in sorted(rnd.updates, key=lambda u: u.worker):
             try:
-                weights = fl.weights_from_bytes(self.store.get(u.cid))
+                weights = fl.weights_from_bytes(self.store.get(u.cid, max_bytes=limit))
             except StorageUnavailable:
                 raise  # storage is down, not the update: judge nobody now, retry later
             except DfmlError as err:
@@ -210,7 +213,7 @@ class Validator(Agent):
         )
         return weights, metrics, contributions, rejected
 
-    def judge_secure(self, rnd, spec: bytes, base):
+    def judge_secure(self, rnd, spec: bytes, base, limit: int | None = None):
         from .. import fl
 
         if set(rnd.submitted) != set(rnd.selected):
@@ -224,7 +227,7 @@ class Validator(Agent):
         masked = []
         for u in sorted(rnd.updates, key=lambda u: u.worker):
             try:
-                layers = fl.weights_from_bytes(self.store.get(u.cid))
+                layers = fl.weights_from_bytes(self.store.get(u.cid, max_bytes=limit))
             except DfmlError as err:
                 self.log.warning(
                     "round %d: unreadable masked update (%s): abstaining", rnd.round_id, err

@@ -238,7 +238,8 @@ class Worker(Agent):
 
         ident = self.identities[0]
         spec = self.spec(model.architecture_cid)
-        fl.train_local(spec, self.base_weights(model.global_cid), ident.x[:8], ident.y[:8])
+        base = self.base_weights(model.global_cid, self.weights_limit(model))
+        fl.train_local(spec, base, ident.x[:8], ident.y[:8])
 
     def send(self, calls: list[tuple[Identity, str, int, object]]) -> None:
         """One extrinsic for every call of this step (up to `MAX_BATCH`), signed by the first
@@ -284,7 +285,7 @@ class Worker(Agent):
         ident = ident or self.identities[0]
         model = state.model(rnd.model_id)
         spec = self.spec(model.architecture_cid)
-        base = self.base_weights(rnd.base_cid)
+        base = self.base_weights(rnd.base_cid, self.weights_limit(model))
         hints = rnd.hints
         problem = hint_problem(hints)
         if problem is not None:
@@ -339,12 +340,12 @@ class Worker(Agent):
         )
         return self.chain.remark_call(encoders.submit_update(rnd.round_id, cid, n))
 
-    def base_weights(self, cid: str):
+    def base_weights(self, cid: str, max_bytes: int | None = None):
         """The round's global weights, fetched once for every identity of this host."""
         from .. import fl
 
         if self._base[0] != cid:
-            self._base = (cid, fl.weights_from_bytes(self.store.get(cid)))
+            self._base = (cid, fl.weights_from_bytes(self.store.get(cid, max_bytes=max_bytes)))
         return self._base[1]
 
     def mask(self, state: State, rnd, weights, n: int, ident: Identity):

@@ -190,10 +190,11 @@ def test_storage_down_judges_nobody_while_a_missing_update_is_rejected():
         raise StorageTimeout(f"{cid}: not found in storage in time")
 
     v = _validator(ACCOUNTS[0], 0.0)
-    v.store, v.max_examples = NS(get=get), 100
+    v.store, v.max_examples = NS(get=lambda cid, max_bytes=None: get(cid)), 100
+    v._weights_size = {"QmBase": 100}
     v.spec = lambda cid: b"spec"
     v.evaluate = lambda spec, weights: {"accuracy": 0.5, "loss": 1.0}
-    model = NS(architecture_cid="QmArch", strategy="fedavg")
+    model = NS(architecture_cid="QmArch", strategy="fedavg", weights_cid="QmBase")
     rnd = NS(base_cid="QmBase", model_id=1, updates=[NS(worker="5W", cid="QmGone", num_examples=5)])
     state = NS(model=lambda mid: model)
     _, _, accepted, rejected = v.judge(state, rnd)
@@ -209,6 +210,7 @@ def test_an_extreme_but_finite_update_in_a_small_round_is_rejected_not_fatal():
     import numpy as np
 
     from decentralml_jupyter import fl
+    from decentralml_jupyter.storage import ArtifactTooLarge
 
     base = [np.zeros((4,), np.float32)]
     honest = [np.full((4,), 0.1, np.float32)]
@@ -219,10 +221,18 @@ def test_an_extreme_but_finite_update_in_a_small_round_is_rejected_not_fatal():
         loss = np.sum(np.square(np.asarray(weights[0], np.float32)), dtype=np.float32)
         return {"accuracy": 0.5, "loss": float(loss)}
 
+    def get(cid, max_bytes=None):
+        data = fl.weights_to_bytes(blobs[cid])
+        if max_bytes is not None and len(data) > max_bytes:  # as the real store refuses it
+            raise ArtifactTooLarge(cid, len(data), max_bytes)
+        return data
+
     v = _validator(ACCOUNTS[0], 0.0)
-    v.store = NS(get=lambda cid: fl.weights_to_bytes(blobs[cid]))
+    v.store = NS(get=get, stat=lambda cid: NS(size=len(fl.weights_to_bytes(blobs[cid]))))
+    v._weights_size = {}
     v.max_examples, v.spec, v.evaluate = 100, (lambda cid: b"spec"), evaluate
-    state = NS(model=lambda mid: NS(architecture_cid="QmArch", strategy="fedavg"))
+    model = NS(architecture_cid="QmArch", strategy="fedavg", weights_cid="QmBase")
+    state = NS(model=lambda mid: model)
     updates = [
         NS(worker="5Honest", cid="QmHonest", num_examples=10),
         NS(worker="5Extreme", cid="QmExtreme", num_examples=10),
@@ -237,3 +247,9 @@ def test_an_extreme_but_finite_update_in_a_small_round_is_rejected_not_fatal():
     weights, metrics, contributions, rejected = v.judge(state, rnd)
     assert contributions == {} and set(rejected) == {"5Extreme"}
     assert np.array_equal(weights[0], base[0])
+    # an update far larger than the model's weights is refused unread, not loaded
+    blobs["QmHuge"] = [np.zeros((4,), np.float32), np.zeros((1 << 18,), np.float32)]
+    rnd.updates = [*updates[:1], NS(worker="5Huge", cid="QmHuge", num_examples=10)]
+    _, _, contributions, rejected = v.judge(state, rnd)
+    assert set(contributions) == {"5Honest"}
+    assert rejected["5Huge"].startswith("unreadable update: QmHuge holds")
