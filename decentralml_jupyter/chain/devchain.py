@@ -258,8 +258,9 @@ def up(
     """Start the dev chain and return once it answers RPC.
 
     Without ``base_path`` the chain's state lives in memory and is gone after ``down``; with
-    it, blocks and state are kept in ``base_path/chain.sqlite`` and the next ``up`` resumes
-    from the last block.
+    it, Chopsticks writes every block to ``base_path/chain.sqlite`` as it goes, and the next
+    ``up`` resumes at the last block written there, after a ``down`` or a crash (kill -9)
+    alike.
     """
     if block_mode not in BLOCK_MODES:
         raise UsageError(
@@ -293,11 +294,16 @@ def up(
             )
         work = Path(base_path).expanduser().resolve()
         work.mkdir(parents=True, exist_ok=True)
+        other = _chain_using(work)
+        if other is not None:
+            raise ChainError(
+                f"a dev chain already runs on {work} at {other['url']} (pid {other['pid']})",
+                hint=f"use it, or stop it first: dfml --url {other['url']} chain down",
+            )
     else:
         work = Path(tempfile.mkdtemp(prefix=f"dfml-chain-{port}-"))
     db = work / "chain.sqlite"
-    snapshot = work / SNAPSHOT
-    resume = base_path is not None and snapshot.exists()
+    plan = _resume_plan(work, inst.genesis) if base_path is not None else None
     cfg: dict = {
         "genesis": str(inst.genesis),
         "host": "127.0.0.1",
@@ -307,12 +313,19 @@ def up(
     }
     if base_path is not None:
         cfg["db"] = str(db)
-    if resume:
-        meta = json.loads((work / "devchain.json").read_text())
-        accounts = meta["accounts"]  # funded at first start; the snapshot already has them
-        cfg["resume"] = meta["head_hash"]
-        cfg["import-storage"] = str(_resume_storage(work, inst.genesis))
+    if plan is not None:
+        accounts = json.loads((work / META).read_text())["accounts"]  # funded at first start
+        _write_base(work, plan)  # before the start: a crash from here on resumes from it too
+        (work / SNAPSHOT).unlink(missing_ok=True)  # an earlier layout's, now in the base
+        (work / META).write_text(json.dumps({"accounts": accounts}))
+        pairs = work / RESUME_STORAGE
+        pairs.write_text(json.dumps(list(plan["overlay"].items())))
+        cfg["resume"] = plan["hash"]
+        cfg["import-storage"] = str(pairs)
     else:
+        if base_path is not None:
+            _wipe(work)  # nothing resumable: a fresh chain, which may not mix with old blocks
+            (work / META).write_text(json.dumps({"accounts": accounts}))
         cfg["import-storage"] = _funding(inst.genesis, accounts)
     cfg_path = work / "chopsticks.yml"
     cfg_path.write_text(yaml.safe_dump(cfg))
@@ -333,10 +346,10 @@ def up(
         "log": str(log),
     }
     state_file.write_text(json.dumps(record))
-    if base_path is not None and not resume:
-        (work / "devchain.json").write_text(json.dumps({"accounts": accounts, "head_hash": None}))
     try:
         info = _wait_ready(url, proc, log, timeout)
+        if base_path is not None and plan is None:
+            _write_base(work, _first_base(url, inst.genesis))
     except BaseException:
         state_file.unlink(missing_ok=True)
         _stop_pid(record)
@@ -344,64 +357,217 @@ def up(
     return {"url": url, "pid": proc.pid, **info, "base_path": str(work) if base_path else None}
 
 
-SNAPSHOT = "state-snapshot.json"
+# ---------------------------------------------------------------------------------------------
+# Persistence
+#
+# What Chopsticks 1.5.1 keeps in its `db:` SQLite file (WAL mode), verified in its source
+# (chopsticks-core/dist/cjs/blockchain/index.js, chopsticks-db/dist/cjs/base-sql.js): one
+# `block` row per block, written after the block becomes the head (not awaited by the RPC
+# reply, so the newest block or two may be missing after a kill -9), whose `storageDiff` holds
+# only that block's own changes; `resume` loads a block by walking its parents in the table
+# down to a parent it lacks, whose state is then genesis. Two things never reach the table:
+# storage imported at start-up (`import-storage`, our funding; likewise `dev_setStorage`) is
+# a layer pushed on the head after that block was saved, and block 1's changes, because a
+# genesis-based chain builds a fresh block 1 at every start (chopsticks-core setup.js) and
+# saving it deletes the old row of that number. So a resumed head alone has genesis + the
+# diffs of blocks 2.., without the funding or block 1's changes: what was seen as "lost".
+#
+# What we keep beside it, DIR/chain-base.json: the full state at one block R of that table
+# (as an overlay on the packaged genesis: changed keys, and null for deleted ones). It is
+# written once the first start is up (R = block 1, read over RPC: funding included), and at
+# every later start, before Chopsticks runs, as the fold of the previous base and the saved
+# diffs of the blocks from R to the newest saved block H. The chain then resumes at H
+# (Chopsticks' own `resume`) with that overlay imported on top, so nothing depends on a clean
+# shutdown: after a kill -9 the chain resumes at the last block Chopsticks saved.
+
+META = "devchain.json"
+BASE = "chain-base.json"
+RESUME_STORAGE = "resume-storage.json"
+SNAPSHOT = "state-snapshot.json"  # an earlier layout's state at the head, migrated on resume
+CODE_KEY = "0x3a636f6465"  # ":code"
 
 
-def _save_snapshot(record: dict) -> None:
-    """Write the head's full storage beside the block database, for the next ``up``.
+def _genesis_top(genesis: Path) -> dict[str, str]:
+    return json.loads(genesis.read_text())["genesis"]["raw"]["top"]
 
-    Chopsticks' own resume replays only the last saved block's changes over genesis, which
-    loses older changes (seen with 1.5.1), so the whole state at the head is re-imported at
-    start-up on top of the resumed head block.
-    """
-    url, work = record["url"], Path(record["work_dir"])
-    head = rpc_call(url, "chain_getHeader", [])
-    number = int(head["number"], 16)
-    head_hash = rpc_call(url, "chain_getBlockHash", [number])
-    # blocks are written to the database asynchronously: wait until the head is there
-    deadline = time.monotonic() + 10
-    while not _db_has_block(work / "chain.sqlite", head_hash) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    pairs: list[list[str | None]] = []
+
+def _wipe(work: Path) -> None:
+    names = ("chain.sqlite", "chain.sqlite-wal", "chain.sqlite-shm", BASE, SNAPSHOT, RESUME_STORAGE)
+    for name in names:
+        (work / name).unlink(missing_ok=True)
+
+
+def _write_base(work: Path, base: dict) -> None:
+    tmp = work / (BASE + ".tmp")
+    tmp.write_text(
+        json.dumps({"hash": base["hash"], "number": base["number"], "overlay": base["overlay"]})
+    )
+    os.replace(tmp, work / BASE)  # atomic: a crash leaves the old base or the new one
+
+
+def _read_base(work: Path, genesis: Path) -> dict | None:
+    base_file = work / BASE
+    if base_file.exists():
+        return json.loads(base_file.read_text())
+    # an earlier layout: a full state at the head written by a clean `down`
+    meta = json.loads((work / META).read_text()) if (work / META).exists() else {}
+    if (work / SNAPSHOT).exists() and meta.get("head_hash") and meta.get("head_number"):
+        overlay: dict[str, str | None] = dict.fromkeys(_genesis_top(genesis))
+        overlay.update(json.loads((work / SNAPSHOT).read_text()))
+        return {"hash": meta["head_hash"], "number": meta["head_number"], "overlay": overlay}
+    return None
+
+
+def _connect(db: Path):
+    import sqlite3
+
+    # read-write, so that SQLite recovers what a killed writer left in the WAL
+    return sqlite3.connect(db, timeout=10)
+
+
+def _saved_chain(conn, base_hash: str, base_number: int) -> list[str]:
+    """Hashes of the saved blocks after ``base_hash`` up to the highest saved block whose
+    parents lead back to it, oldest first."""
+    rows = conn.execute(
+        "SELECT hash, number, parentHash FROM block WHERE number > ? ORDER BY number DESC",
+        (base_number,),
+    ).fetchall()
+    parent = {h: p for h, _, p in rows}
+    reaches: dict[str, bool] = {base_hash: True}
+    for head, _, _ in rows:
+        path, cur = [], head
+        while cur not in reaches and cur in parent:
+            path.append(cur)
+            cur = parent[cur]
+        ok = reaches.get(cur, False)
+        for h in path:
+            reaches[h] = ok
+        if ok:
+            chain, cur = [], head
+            while cur != base_hash:
+                chain.append(cur)
+                cur = parent[cur]
+            return chain[::-1]
+    return []
+
+
+def _resume_plan(work: Path, genesis: Path) -> dict | None:
+    """The block to resume at and the full state there (as an overlay on genesis), or None
+    when nothing in ``work`` can be resumed (a first start, or one that never came up).
+
+    Only while no chain uses the database: it also rewrites saved diffs (see below)."""
+    db = work / "chain.sqlite"
+    if not db.exists() or not (work / META).exists():
+        return None
+    base = _read_base(work, genesis)
+    if base is None:
+        return None
+    overlay: dict[str, str | None] = base["overlay"]
+    head, number = base["hash"], base["number"]
+    code = overlay.get(CODE_KEY) or _genesis_top(genesis).get(CODE_KEY)
+    conn = _connect(db)
+    try:
+        with conn:  # one transaction
+            for block_hash in _saved_chain(conn, head, number):
+                n, raw = conn.execute(
+                    "SELECT number, storageDiff FROM block WHERE hash = ?", (block_hash,)
+                ).fetchone()
+                diff = json.loads(raw) if raw else {}
+                if CODE_KEY in diff and diff[CODE_KEY] == code:
+                    # The runtime rewrites an unchanged 1.2 MB `:code` in every block with an
+                    # extrinsic; Chopsticks would parse and keep a copy of it per block when it
+                    # resumes (hundreds of MB). Dropping the no-op from the saved diff changes no
+                    # block's state.
+                    del diff[CODE_KEY]
+                    conn.execute(
+                        "UPDATE block SET storageDiff = ? WHERE hash = ?",
+                        (json.dumps(diff), block_hash),
+                    )
+                elif CODE_KEY in diff:
+                    code = diff[CODE_KEY]
+                overlay.update(diff)
+                head, number = block_hash, n
+            in_db = conn.execute("SELECT 1 FROM block WHERE hash = ?", (head,)).fetchone()
+        free, total = (
+            conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("freelist_count", "page_count")
+        )
+        if free > total // 2:
+            conn.execute("VACUUM")  # give back the space of the dropped copies
+    finally:
+        conn.close()
+    if number <= 1:
+        # nothing happened after the first start's block 1, which a genesis-based Chopsticks
+        # rewrites at every start (so it cannot be resumed): start afresh, to the same state
+        return None
+    if in_db is None:
+        raise ChainError(
+            f"the chain state in {work} names block {number} ({head}), which is not in {db.name}",
+            hint=f"start a new chain in another directory, or remove {work}",
+        )
+    return {"hash": head, "number": number, "overlay": overlay}
+
+
+def _state_at(url: str, block_hash: str) -> dict[str, str]:
+    """Every storage pair at ``block_hash`` over RPC."""
+    pairs: dict[str, str] = {}
     start = None
     while True:
-        keys = rpc_call(url, "state_getKeysPaged", ["0x", 1000, start, head_hash], timeout=30)
+        keys = rpc_call(url, "state_getKeysPaged", ["0x", 1000, start, block_hash], timeout=30)
         if not keys:
             break
-        for change in rpc_call(url, "state_queryStorageAt", [keys, head_hash], timeout=30):
-            pairs.extend(change["changes"])
+        for change in rpc_call(url, "state_queryStorageAt", [keys, block_hash], timeout=30):
+            pairs.update((k, v) for k, v in change["changes"] if v is not None)
         start = keys[-1]
         if len(keys) < 1000:
             break
-    tmp = work / (SNAPSHOT + ".tmp")
-    tmp.write_text(json.dumps(pairs))
-    tmp.replace(work / SNAPSHOT)  # atomic: a crash never leaves half a snapshot
-    meta_file = work / "devchain.json"
-    meta = json.loads(meta_file.read_text())
-    meta.update(head_hash=head_hash, head_number=number)
-    meta_file.write_text(json.dumps(meta))
+    return pairs
+
+
+def _first_base(url: str, genesis: Path) -> dict:
+    """The base of a new persistent chain: the whole state at block 1, funding included."""
+    block_hash = rpc_call(url, "chain_getBlockHash", [1])
+    state = _state_at(url, block_hash)
+    overlay: dict[str, str | None] = {k: None for k in _genesis_top(genesis) if k not in state}
+    overlay.update(state)
+    return {"hash": block_hash, "number": 1, "overlay": overlay}
+
+
+def _wait_saved(record: dict, timeout: float = 10.0) -> None:
+    """Wait until Chopsticks has written the head block to its database (it does so after
+    the block is announced), so that a clean stop loses nothing."""
+    url, db = record["url"], Path(record["work_dir"]) / "chain.sqlite"
+    head = rpc_call(url, "chain_getBlockHash", [])
+    deadline = time.monotonic() + timeout
+    while not _db_has_block(db, head) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _chain_using(work: Path) -> dict | None:
+    """The record of a running dev chain whose database is in ``work``, if any."""
+    for state_file in config.run_dir().glob("chain-*.json"):
+        try:
+            record = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("work_dir") == str(work) and _alive(record):
+            return record
+    return None
 
 
 def _db_has_block(db: Path, block_hash: str) -> bool:
     import sqlite3
 
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
-            row = conn.execute("SELECT 1 FROM block WHERE hash = ?", (block_hash,)).fetchone()
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
     except sqlite3.Error:
         return False
+    try:
+        row = conn.execute("SELECT 1 FROM block WHERE hash = ?", (block_hash,)).fetchone()
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
     return row is not None
-
-
-def _resume_storage(work: Path, genesis: Path) -> Path:
-    """The snapshot as raw pairs, with genesis keys that no longer exist set to null."""
-    pairs = json.loads((work / SNAPSHOT).read_text())
-    present = {k for k, _ in pairs}
-    top = json.loads(genesis.read_text())["genesis"]["raw"]["top"]
-    pairs += [[k, None] for k in top if k not in present]
-    out = work / "resume-storage.json"
-    out.write_text(json.dumps(pairs))
-    return out
 
 
 def _stop_pid(record: dict, timeout: float = 10.0) -> None:
@@ -440,13 +606,17 @@ def status(url: str = "ws://127.0.0.1:9944") -> dict:
 
 
 def down(port: int = 9944) -> dict:
-    """Stop the dev chain started on ``port`` (exactly its recorded pid)."""
+    """Stop the dev chain started on ``port`` (exactly its recorded pid), once its database
+    has the head block."""
     record = _record(port)
     if record is None:
         return {"stopped": True, "was_running": False}
     was_running = _alive(record)
     if was_running and record.get("persistent"):
-        _save_snapshot(record)
+        try:
+            _wait_saved(record)
+        except ChainNotReachable:
+            pass  # it stops anyway; the next start resumes at the last block it saved
     _stop_pid(record)
     _state_file(port).unlink(missing_ok=True)
     if not record.get("persistent"):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -80,6 +83,64 @@ def test_base_path_keeps_state_across_restarts(tmp_path):
         assert cur["head"] == prev["head_after"]  # resumes at the block it stopped at
     assert seen[-1]["hash_check"] == seen[-1]["hash_after"]
     assert (tmp_path / "chain" / "chain.sqlite").exists()
+
+
+def _saved_head(db) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT max(number) FROM block").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_base_path_resumes_after_kill_9(tmp_path):
+    """kill -9 mid-run, twice: each `up` resumes at the last block Chopsticks saved, with the
+    balances and nonces of that block, and the chain goes on from there."""
+    port, base = free_port(), tmp_path / "chain"
+    url = f"ws://127.0.0.1:{port}"
+    transfers: list[int] = []  # block of every transfer Alice -> Dev1 (11 units each)
+    remarks: list[int] = []  # block of every remark by Bob
+    saved = 0  # the highest block in the database after the kill
+    try:
+        for cycle in range(3):
+            info = devchain.up(port=port, base_path=base, accounts=1)
+            with Chain(url) as c:
+                head = c.block_number()
+                assert info["block"] == head
+                if cycle:
+                    assert head >= saved >= transfers[0]  # at most the newest blocks are lost
+                    transfers = [b for b in transfers if b <= head]
+                    remarks = [b for b in remarks if b <= head]
+                    expected = devchain.DEV_BALANCE + 11 * UNIT * len(transfers)
+                    assert c.balance("Dev1").free == expected
+                    assert c.nonce("//Alice") == len(transfers)
+                    assert c.nonce("//Bob") == len(remarks)
+                    assert c.balance("//Charlie").free == devchain.DEV_BALANCE  # funding kept
+                for i in range(3):
+                    transfers.append(c.transfer("//Alice", "Dev1", 11 * UNIT).block_number)
+                    remarks.append(c.remark("//Bob", b"remark %d" % i).block_number)
+                assert transfers[-1] == head + 5  # new blocks build on the resumed head
+                assert c.balance("Dev1").free == devchain.DEV_BALANCE + 11 * UNIT * len(transfers)
+                if cycle == 2:
+                    break
+                pid = devchain.running_record(port)["pid"]
+                os.kill(pid, signal.SIGKILL)
+            while _pid_alive(pid):
+                time.sleep(0.05)
+            saved = _saved_head(base / "chain.sqlite")
+    finally:
+        devchain.down(port)
+
+
+def test_saved_chain_follows_parents_from_the_base(tmp_path):
+    conn = sqlite3.connect(tmp_path / "db")
+    conn.execute("CREATE TABLE block (hash, number, parentHash, storageDiff)")
+    rows = [("b1", 1, "g"), ("b2", 2, "b1"), ("b3", 3, "b2"), ("b4", 4, "b3"), ("x5", 5, "gone")]
+    conn.executemany("INSERT INTO block VALUES (?, ?, ?, '{}')", rows)
+    # x5's parent was never saved: the highest block that leads back to the base is b4
+    assert devchain._saved_chain(conn, "b2", 2) == ["b3", "b4"]
+    assert devchain._saved_chain(conn, "b4", 4) == []
+    conn.close()
 
 
 def test_without_base_path_state_is_thrown_away():
