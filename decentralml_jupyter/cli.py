@@ -453,6 +453,7 @@ def round_json(rnd) -> dict:
     full = rnd.to_json()
     out = {k: full[k] for k in keys}
     out["deadlines"] = {"submit": rnd.submit_deadline, "aggregate": rnd.aggregate_deadline}
+    out["start_block"], out["ended_block"] = rnd.start_block, rnd.ended_block
     out["number"], out["note"] = rnd.number, rnd.note
     out["rounds_left"] = rnd.rounds_left  # of its plan (round start --rounds), after it
     return out

@@ -149,9 +149,9 @@ WEIGHTS_SLACK = 64 << 10  # a serialized header's differences between copies of 
 
 def _connection_lost(exc: BaseException) -> bool:
     """Whether ``exc`` says the chain's websocket is gone (its classes vary by library)."""
-    import websocket
+    from ..chain.client import is_connection_error
 
-    return isinstance(exc, ConnectionError | OSError | websocket.WebSocketException)
+    return is_connection_error(exc)
 
 
 def agent_keys(

@@ -345,6 +345,12 @@ class Chain:
                     hint="check the pallet and call names and their parameters in the metadata",
                 ) from None
             except Exception as exc:
+                if is_connection_error(exc):  # composing may ask the chain (metadata, weight)
+                    raise ChainNotReachable(
+                        f"the chain at {self.url} did not answer while composing "
+                        f"{module}.{function}: {exc}",
+                        hint="check that the chain runs and is reachable; agents retry",
+                    ) from None
                 raise UsageError(
                     f"bad parameters for {module}.{function}: {exc}",
                     hint="check the parameter names and types in the chain's metadata",
@@ -607,6 +613,13 @@ class Chain:
             seen = max(seen, head)
             time.sleep(poll)
         return None
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the chain's websocket failed (its classes vary by library)."""
+    import websocket
+
+    return isinstance(exc, ConnectionError | TimeoutError | OSError | websocket.WebSocketException)
 
 
 def _dev_name_uri(name: str) -> str | None:

@@ -254,8 +254,15 @@ def up(
     block_mode: str = "instant",
     timeout: float = 120.0,
     progress: Progress | None = None,
+    *,
+    netns: str | None = None,
+    bind: str = "127.0.0.1",
+    reach: str | None = None,
 ) -> dict:
     """Start the dev chain and return once it answers RPC.
+
+    It binds 127.0.0.1. ``netns`` runs it inside that network namespace (one of the caller's
+    own, as the tests make), bound to ``bind`` there and answering the caller at ``reach``.
 
     Without ``base_path`` the chain's state lives in memory and is gone after ``down``; with
     it, Chopsticks writes every block to ``base_path/chain.sqlite`` as it goes, and the next
@@ -268,7 +275,9 @@ def up(
         )
     if accounts < 0:
         raise UsageError("--accounts must be 0 or more")
-    url = f"ws://127.0.0.1:{port}"
+    if netns is None and bind != "127.0.0.1":
+        raise UsageError("the dev chain binds 127.0.0.1 (another address only in a netns)")
+    url = f"ws://{reach or '127.0.0.1'}:{port}"
     state_file = _state_file(port)
     if state_file.exists():
         record = json.loads(state_file.read_text())
@@ -278,7 +287,7 @@ def up(
                 hint=f"use it, or stop it first: dfml --url {url} chain down",
             )
         state_file.unlink()
-    if not _port_free(port):
+    if netns is None and not _port_free(port):
         raise ChainError(
             f"port {port} on 127.0.0.1 is already in use by another program",
             hint="choose another port with --port",
@@ -306,7 +315,7 @@ def up(
     plan = _resume_plan(work, inst.genesis) if base_path is not None else None
     cfg: dict = {
         "genesis": str(inst.genesis),
-        "host": "127.0.0.1",
+        "host": bind,
         "port": port,
         "build-block-mode": BLOCK_MODES[block_mode],
         "runtime-log-level": 0,
@@ -331,9 +340,10 @@ def up(
     cfg_path.write_text(yaml.safe_dump(cfg))
     log = work / "chain.log"
     env = dict(os.environ, LOG_LEVEL=os.environ.get("DFML_CHAIN_LOG_LEVEL", "warn"))
-    proc = procs.spawn(
-        ["node", str(inst.chopsticks_bin), "-c", str(cfg_path)], log, cwd=work, env=env
-    )
+    cmd = ["node", str(inst.chopsticks_bin), "-c", str(cfg_path)]
+    if netns is not None:  # `ip netns exec` execs the command: the pid stays the chain's
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    proc = procs.spawn(cmd, log, cwd=work, env=env)
     record = {
         "pid": proc.pid,
         "start_time": procs.start_time(proc.pid),
