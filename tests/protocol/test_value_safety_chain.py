@@ -78,6 +78,14 @@ def world(devchain_url, tmp_path_factory):
         ],
     )
     chain.submit("//Eve", chain.add_proxy_call(chain.address("Dave")))
+    # each actor's 1-of-2 multisig with Ferdie holds funds, so calls it executes can move value
+    chain.batch_all(
+        "//Alice",
+        [
+            chain.transfer_call(chain.multisig_address([chain.address(a), "Ferdie"], 1), 50 * UNIT)
+            for a in ("Bob", "Charlie", "Dave")
+        ],
+    )
     ids = {"native": native.created_id("model"), "token": token.created_id("model")}
     try:
         yield proto, ids, pool
@@ -398,9 +406,17 @@ def leaves(draw, proto, ids, pool):
 
 @st.composite
 def trees(draw, proto, ids, pool):
-    chain = proto.chain
     who, calls = draw(leaves(proto, ids, pool))
-    wrap = draw(st.sampled_from(("batch_all", "batch", "nested", "multisig", "proxy")))
+    wrap = draw(st.sampled_from(WRAPS))
+    who, call = _wrapped(draw, proto, ids, pool, who, calls, wrap)
+    return who, wrap, call
+
+
+WRAPS = ("batch_all", "batch", "nested", "multisig", "executed_multisig", "proxy")
+
+
+def _wrapped(draw, proto, ids, pool, who, calls, wrap):
+    chain = proto.chain
     if wrap == "batch_all":
         return who, chain.batch_all_call(calls)
     if wrap == "batch":
@@ -412,6 +428,10 @@ def trees(draw, proto, ids, pool):
         remarks = [c for c in calls if c.value["call_module"] == "System"]
         first = first_approval(chain, f"//{who}", ["Ferdie"], chain.batch_all_call(calls))
         return who, chain.batch_all_call([first, *remarks])
+    if wrap == "executed_multisig":  # run by a funded 1-of-2 multisig of the signer's
+        others = sorted([chain.address("Ferdie")], key=chain.substrate.ss58_decode)
+        params = {"other_signatories": others, "call": chain.batch_all_call(calls)}
+        return who, chain.call("Multisig", "as_multi_threshold_1", params)
     # Dave signs and pays; the calls run with Eve's origin
     return "Dave", chain.batch_all_call(
         [calls[0], chain.proxy_call(chain.address("Eve"), chain.batch_all_call(calls[1:] or calls))]
@@ -420,6 +440,7 @@ def trees(draw, proto, ids, pool):
 
 def check_random_trees(world, examples: int, derandomize: bool) -> None:
     proto, ids, pool = world
+    seen: set[str] = set()
 
     @settings(
         max_examples=examples,
@@ -429,15 +450,17 @@ def check_random_trees(world, examples: int, derandomize: bool) -> None:
     )
     @given(data=st.data())
     def run(data):
-        who, call = data.draw(trees(proto, ids, pool))
+        who, wrap, call = data.draw(trees(proto, ids, pool))
+        seen.add(wrap)
         proto.chain.submit(f"//{who}", call, check=False)
         assert_books_within_chain(proto)
 
     run()
+    assert seen == set(WRAPS), f"not every kind of call tree was tried: {set(WRAPS) - seen}"
 
 
 def test_random_call_trees_never_let_the_books_exceed_the_chain(world):
-    check_random_trees(world, 12, derandomize=True)
+    check_random_trees(world, 24, derandomize=True)
 
 
 @pytest.mark.slow
