@@ -30,7 +30,7 @@ from ..protocol import encoders
 from ..protocol.accounts import pool_threshold
 from ..protocol.client import ProtocolRejected
 from ..protocol.state import State
-from ..storage.store import StorageUnavailable
+from ..storage.store import StorageTimeout, StorageUnavailable
 from .base import LIVE_MODEL, Agent, agent_keys, run_agent
 
 # An accepted update may move the model at most this many times the median update's distance:
@@ -161,7 +161,11 @@ class Validator(Agent):
         if model.strategy.endswith(":secure"):
             return self.judge_secure(rnd, spec, base, self.weights_limit(model, masked=True))
         accepted, rejected, norms = [], {}, {}
+        missing = self.unavailable([u.cid for u in rnd.updates])
         for u in sorted(rnd.updates, key=lambda u: u.worker):
+            if u.cid in missing:
+                rejected[u.worker] = fit_reason(f"update not in storage: {missing[u.cid]}")
+                continue
             try:
                 weights = fl.weights_from_bytes(self.store.get(u.cid, max_bytes=limit))
             except StorageUnavailable:
@@ -212,6 +216,30 @@ class Validator(Agent):
             strategy, base, accepted, lambda w: self.evaluate(spec, w), metric="loss"
         )
         return weights, metrics, contributions, rejected
+
+    def unavailable(self, cids: list[str]) -> dict[str, str]:
+        """The CIDs storage cannot find, with why: asked all at once, each for at most
+        ``AVAILABILITY_TIMEOUT`` s, so a round full of CIDs nobody stored is judged in bounded
+        time, not one storage timeout after another. Storage being down raises."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def stat(cid: str) -> str | None:
+            try:
+                self.store.stat(cid, timeout=AVAILABILITY_TIMEOUT)
+            except StorageUnavailable:
+                raise
+            except StorageTimeout as err:
+                return str(err)
+            except (DfmlError, ValueError):
+                return None  # there but unreadable: the full read below says why
+            return None
+
+        unique = sorted(set(cids))
+        if not unique:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(16, len(unique))) as pool:
+            found = dict(zip(unique, pool.map(stat, unique), strict=True))
+        return {cid: why for cid, why in found.items() if why is not None}
 
     def judge_secure(self, rnd, spec: bytes, base, limit: int | None = None):
         from .. import fl
@@ -425,6 +453,9 @@ class Validator(Agent):
             return None
         self._prepared[key] = (fingerprint, call)
         return call
+
+
+AVAILABILITY_TIMEOUT = 10.0  # seconds storage may search for one update's content
 
 
 def _finite(metrics: dict[str, float]) -> bool:

@@ -268,10 +268,11 @@ class KuboStore:
             )
         return Stored(expected, builder.size)
 
-    def block(self, cid: str | CID) -> bytes:
-        """One raw block, verified against its CID."""
+    def block(self, cid: str | CID, *, timeout: float | None = None) -> bytes:
+        """One raw block, verified against its CID (searched for at most ``timeout`` s,
+        default the store's)."""
         cid = CID.parse(cid)
-        r = self._rpc("block/get", {"arg": str(cid)}, stream=True)
+        r = self._rpc("block/get", {"arg": str(cid)}, stream=True, timeout=timeout)
         try:
             expected = r.headers.get("Content-Length")
             if expected is not None and int(expected) > MAX_BLOCK_SIZE:
@@ -376,9 +377,9 @@ class KuboStore:
             raise
         return True
 
-    def stat(self, cid: str) -> ObjectStat:
+    def stat(self, cid: str, *, timeout: float | None = None) -> ObjectStat:
         parsed = CID.parse(cid)
-        info = read_root(parsed, self.block(parsed))
+        info = read_root(parsed, self.block(parsed, timeout=timeout))
         return ObjectStat(str(parsed), info.size, info.block_size, info.links)
 
     def pin(self, cid: str) -> None:

@@ -190,7 +190,8 @@ def test_storage_down_judges_nobody_while_a_missing_update_is_rejected():
         raise StorageTimeout(f"{cid}: not found in storage in time")
 
     v = _validator(ACCOUNTS[0], 0.0)
-    v.store, v.max_examples = NS(get=lambda cid, max_bytes=None: get(cid)), 100
+    v.store = NS(get=lambda cid, max_bytes=None: get(cid), stat=lambda cid, timeout=None: get(cid))
+    v.max_examples = 100
     v._weights_size = {"QmBase": 100}
     v.spec = lambda cid: b"spec"
     v.evaluate = lambda spec, weights: {"accuracy": 0.5, "loss": 1.0}
@@ -198,7 +199,7 @@ def test_storage_down_judges_nobody_while_a_missing_update_is_rejected():
     rnd = NS(base_cid="QmBase", model_id=1, updates=[NS(worker="5W", cid="QmGone", num_examples=5)])
     state = NS(model=lambda mid: model)
     _, _, accepted, rejected = v.judge(state, rnd)
-    assert accepted == {} and rejected["5W"].startswith("unreadable update")
+    assert accepted == {} and rejected["5W"].startswith("update not in storage: QmGone")
     down["now"] = True  # the same update while storage is down: not the worker's fault
     with pytest.raises(StorageUnavailable):
         v.judge(state, rnd)
@@ -228,7 +229,9 @@ def test_an_extreme_but_finite_update_in_a_small_round_is_rejected_not_fatal():
         return data
 
     v = _validator(ACCOUNTS[0], 0.0)
-    v.store = NS(get=get, stat=lambda cid: NS(size=len(fl.weights_to_bytes(blobs[cid]))))
+    v.store = NS(
+        get=get, stat=lambda cid, timeout=None: NS(size=len(fl.weights_to_bytes(blobs[cid])))
+    )
     v._weights_size = {}
     v.max_examples, v.spec, v.evaluate = 100, (lambda cid: b"spec"), evaluate
     model = NS(architecture_cid="QmArch", strategy="fedavg", weights_cid="QmBase")
@@ -253,3 +256,39 @@ def test_an_extreme_but_finite_update_in_a_small_round_is_rejected_not_fatal():
     _, _, contributions, rejected = v.judge(state, rnd)
     assert set(contributions) == {"5Honest"}
     assert rejected["5Huge"].startswith("unreadable update: QmHuge holds")
+
+
+def test_updates_nobody_stored_are_looked_for_all_at_once():
+    import threading
+    from types import SimpleNamespace as NS
+
+    from decentralml_jupyter.storage import StorageTimeout, StorageUnavailable
+
+    running, most, lock, gate = [0], [0], threading.Lock(), threading.Barrier(4, timeout=30)
+
+    def stat(cid, timeout=None):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            if cid.startswith("QmGone"):
+                gate.wait()  # only returns once 4 lookups are in flight together
+                raise StorageTimeout(f"{cid}: not found in storage in time")
+            return NS(size=1)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    v = _validator(ACCOUNTS[0], 0.0)
+    v.store = NS(stat=stat)
+    cids = [f"QmGone{i}" for i in range(8)] + ["QmHere"]
+    missing = v.unavailable(cids)
+    assert sorted(missing) == sorted(c for c in cids if c != "QmHere")
+    assert most[0] >= 4 and all("not found" in why for why in missing.values())
+
+    def down(cid, timeout=None):
+        raise StorageUnavailable("no storage service answers")
+
+    v.store = NS(stat=down)
+    with pytest.raises(StorageUnavailable):
+        v.unavailable(cids)
