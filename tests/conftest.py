@@ -28,6 +28,23 @@ def require(module: str, reason: str = "pip install -e '.[dev]'"):
         unavailable(f"{module} does not import ({exc}): {reason}")
 
 
+def wait_until(predicate, timeout: float = 300.0, what: str = "", every: float = 1.0):
+    """``predicate()``'s first truthy value, asking every ``every`` s; an exception counts as
+    not yet (a service may be restarting). Fails, naming ``what``, after ``timeout`` s."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except Exception:  # noqa: BLE001 - whatever a half-started service says
+            value = None
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what or 'a condition'}")
+
+
 _HANDED: set[int] = set()  # ports this test session gave out: never twice
 
 

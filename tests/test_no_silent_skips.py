@@ -18,4 +18,3 @@ def test_a_missing_dependency_fails_under_ci_and_skips_elsewhere(monkeypatch):
     with pytest.raises(pytest.skip.Exception, match="no Chromium"):
         unavailable("no Chromium")
     assert require("json").dumps([1]) == "[1]"
-

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from decentralml_jupyter.cli import run
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 
 UNIT = 10**12
 VICTIMS = ("chain", "storage", "validator", "worker", "clock")
@@ -33,19 +33,6 @@ def _retry(fn, timeout: float = 240.0):
             if time.monotonic() > deadline:
                 raise
             time.sleep(1.0)
-
-
-def _wait(predicate, timeout: float = 300.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except Exception:  # noqa: BLE001 - a service may be restarting
-            value = None
-        if value:
-            return value
-        time.sleep(1.0)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _pid_of(victim: str, net: dict, rng: random.Random) -> int:
@@ -87,11 +74,11 @@ def chaos(tmp_path, seed: int, rounds: int, passes: int) -> None:
         path = tmp_path / "chaos.keras"
         fl.mlp(64, 10, hidden=(16,)).save(path)
         mid = str(dfml("model", "submit", str(path))["model_id"])
-        _wait(lambda: len(dfml("stakes", "--model", mid)) == 3, what="the workers' stakes")
+        wait_until(lambda: len(dfml("stakes", "--model", mid)) == 3, what="the workers' stakes")
         pid = dfml("propose", mid, "ApproveModel", "--deadline", "10")["proposal_id"]
         dfml("vote", str(pid), "aye", key="//Dev4")
         dfml("chain", "advance", "11")
-        _wait(lambda: dfml("model", "show", mid)["status"] == "approved", what="approval")
+        wait_until(lambda: dfml("model", "show", mid)["status"] == "approved", what="approval")
         dfml("model", "start", mid)
         start = dfml(
             "round", "start", mid, "--clients", "3", "--min-clients", "2", "--rounds",
@@ -127,7 +114,7 @@ def chaos(tmp_path, seed: int, rounds: int, passes: int) -> None:
             ended = all(r["status"] in ("finalized", "failed") for r in rows)
             return rows if ended and not rows[-1].get("rounds_left") else None
 
-        rows = _wait(plan_done, timeout=600, what=f"the plan to end (killed: {killed})")
+        rows = wait_until(plan_done, timeout=600, what=f"the plan to end (killed: {killed})")
         assert len(rows) == rounds
         print(f"chaos seed {seed}: killed {killed} ({live_kills} during rounds);", end=" ")
         print("rounds:", [r["status"] for r in rows])
@@ -141,7 +128,7 @@ def chaos(tmp_path, seed: int, rounds: int, passes: int) -> None:
                     for p in payouts
                 ), r
         # every payout due is executed by the validators
-        _wait(
+        wait_until(
             lambda: all(p["status"] == "paid" for p in dfml("payouts") if p["status"] != "void"),
             timeout=300,
             what="the due payouts",

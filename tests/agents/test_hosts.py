@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from decentralml_jupyter.cli import run
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 
 UNIT = 10**12
 NET = "10.251"  # only ever inside the namespaces this test makes
@@ -113,19 +113,6 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.wait(5)
 
 
-def _wait(predicate, timeout: float = 300.0, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except Exception:  # noqa: BLE001 - a role may still be starting
-            value = None
-        if value:
-            return value
-        time.sleep(1.0)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _indexed(db: Path) -> int:
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         row = conn.execute("SELECT block_number FROM snapshot").fetchone()
@@ -153,7 +140,7 @@ def test_a_round_across_hosts_and_a_validator_that_rejoins(tmp_path):
             _start(["ip", "netns", "exec", hosts.ns["hub"], *storage_cmd], tmp_path / "s.log")
         )
         url, storage = f"ws://{hub}:{port}", f"http://{hub}:{st_port}"
-        _wait(lambda: requests.post(f"{storage}/api/v0/version", timeout=2).ok, 60, "storage")
+        wait_until(lambda: requests.post(f"{storage}/api/v0/version", timeout=2).ok, 60, "storage")
 
         def agent(role: str, module: str, keys: list[str], extra: list[str]) -> None:
             there = hosts.hub_for(role)
@@ -178,11 +165,11 @@ def test_a_round_across_hosts_and_a_validator_that_rejoins(tmp_path):
         fl.mlp(64, 10, hidden=(16,)).save(path)
         validators = [x for v in VALIDATORS for x in ("--validator", v)]
         mid = str(dfml("model", "submit", str(path), *validators)["model_id"])
-        _wait(lambda: len(dfml("stakes", "--model", mid)) == 3, 300, "the workers' stakes")
+        wait_until(lambda: len(dfml("stakes", "--model", mid)) == 3, 300, "the workers' stakes")
         pid = dfml("propose", mid, "ApproveModel", "--deadline", "10")["proposal_id"]
         dfml("vote", str(pid), "aye", key="//Dev4")
         dfml("chain", "advance", "11")
-        _wait(lambda: dfml("model", "show", mid)["status"] == "approved", 60, "approval")
+        wait_until(lambda: dfml("model", "show", mid)["status"] == "approved", 60, "approval")
         dfml("model", "start", mid)
 
         def a_round(what: str) -> dict:
@@ -206,7 +193,7 @@ def test_a_round_across_hosts_and_a_validator_that_rejoins(tmp_path):
         hosts.cut("dev1", up=True)
         # it rejoins: its index catches up with the chain, and it works on the next round
         third = a_round("after the validator rejoined")
-        _wait(
+        wait_until(
             lambda: _indexed(tmp_path / "index-dev1.sqlite") >= third["ended_block"],
             180,
             "the cut-off validator to catch up",

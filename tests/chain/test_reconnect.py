@@ -9,7 +9,7 @@ import websocket
 from decentralml_jupyter.agents.base import _connection_lost
 from decentralml_jupyter.chain import Chain, devchain
 from decentralml_jupyter.errors import ChainNotReachable
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 
 
 def test_a_client_reconnects_after_its_chain_restarts():
@@ -47,22 +47,13 @@ def test_the_clock_keeps_ticking_across_a_chain_restart():
     try:
         ticker.start()
         with Chain(url) as chain:
-            _wait(lambda: chain.block_number() >= 2)
+            wait_until(lambda: chain.block_number() >= 2, 60, "new blocks")
         devchain.down(port)
         devchain.up(port=port)  # a fresh chain at block 0: only the clock builds blocks
         with Chain(url) as chain:
-            _wait(lambda: chain.block_number() >= 2)
+            wait_until(lambda: chain.block_number() >= 2, 60, "new blocks")
         assert ticker.is_alive()
     finally:
         stop.set()
         ticker.join(30)
         devchain.down(port)
-
-
-def _wait(predicate, timeout: float = 60.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)

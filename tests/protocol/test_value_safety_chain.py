@@ -114,6 +114,15 @@ def first_approval(chain: Chain, who: str, others: list[str], call):
     return chain.call("Multisig", "as_multi", params)
 
 
+def refunds_made(state, receipt) -> list:
+    """The refunds the protocol came to owe in the receipt's block."""
+    return [
+        p
+        for p in state.pending_payouts()
+        if p.reason == "refund" and p.created_block == receipt.block_number
+    ]
+
+
 def stakes_of(proto: ProtocolClient, who: str, model_id: int) -> int:
     who = proto.chain.address(who)
     return sum(s.amount for s in proto.state().stakes(model_id=model_id, account=who))
@@ -149,10 +158,7 @@ def test_a_rejected_funded_call_is_refunded_through_the_pools_payouts(world):
     receipt = chain.submit("//Charlie", call)
     state = proto.indexer.wait_for(receipt.block_number)
     assert state.errors_at(receipt.block_number, receipt.extrinsic_index)
-    refund = [
-        p for p in state.pending_payouts()
-        if p.reason == "refund" and p.created_block == receipt.block_number
-    ]  # fmt: skip
+    refund = refunds_made(state, receipt)
     assert [(p.dest, p.amount, p.asset_id, p.pool) for p in refund] == [
         (chain.address("Charlie"), 3 * UNIT, None, pool)
     ]
@@ -196,10 +202,7 @@ def test_a_proxys_own_transfer_backs_nothing_and_is_refunded_to_it(world):
     receipt = chain.submit("//Dave", call)
     state = proto.indexer.wait_for(receipt.block_number)
     assert stakes_of(proto, "Eve", ids["native"]) == before
-    refund = [
-        p for p in state.pending_payouts()
-        if p.reason == "refund" and p.created_block == receipt.block_number
-    ]  # fmt: skip
+    refund = refunds_made(state, receipt)
     assert [(p.dest, p.amount) for p in refund] == [(chain.address("Dave"), 5 * UNIT)]
     assert_books_within_chain(proto)
 
@@ -228,10 +231,7 @@ def test_a_stake_in_the_wrong_asset_is_refunded_in_that_asset(world):
     call = proto.compose(encoders.stake(ids["native"], 6 * UNIT, ASSET), [(pool, 6 * UNIT, ASSET)])
     receipt = chain.submit("//Charlie", call)
     state = proto.indexer.wait_for(receipt.block_number)
-    refund = [
-        p for p in state.pending_payouts()
-        if p.reason == "refund" and p.created_block == receipt.block_number
-    ]  # fmt: skip
+    refund = refunds_made(state, receipt)
     assert [(p.dest, p.amount, p.asset_id) for p in refund] == [
         (chain.address("Charlie"), 6 * UNIT, ASSET)
     ]
