@@ -23,12 +23,13 @@ VENV_PATH = PATH="$(abspath $(VENV))/bin:$$PATH"
 setup: $(VENV)/.installed $(LABEXT)
 	@test -L $(VENV)/share/jupyter/labextensions/decentralml-jupyter || \
 		$(VENV_PATH) $(VENV)/bin/jupyter-builder develop --overwrite .
-	@# the browser tests drive Debian's Chromium; install it where we may (root with apt-get)
-	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
-		command -v apt-get >/dev/null 2>&1; then \
-		echo "installing chromium for the browser tests"; \
+	@# the browser tests drive Debian's Chromium; the across-hosts test makes network
+	@# namespaces (iproute2) and drops packets with nftables: install them where we may (root)
+	@if { ! command -v chromium || ! command -v nft || ! command -v ip; } >/dev/null 2>&1 && \
+		[ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium, iproute2 and nftables for the tests"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			chromium >/dev/null) || echo "chromium not installed: browser tests will skip"; \
+			chromium iproute2 nftables >/dev/null) || echo "apt-get failed: see above"; \
 	fi
 
 $(LABEXT): $(LABEXT_SRC) | $(VENV)/.installed

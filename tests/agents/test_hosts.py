@@ -1,7 +1,9 @@
 """Across hosts: the dev network with its roles in network namespaces of the test's own, joined
-by veth links (Debian's iproute2), with 100 ms of latency and 5% loss on the links where the
-kernel has netem. A round finalizes; a validator cut off for a while rejoins and catches up.
-Nothing shares a loopback: every role reaches the chain and storage over its own link.
+by veth links (Debian's iproute2), with 100 ms of latency and 5% packet loss between every
+role and the hub: `tc netem` where the kernel has it; else a relay in the hub that holds every
+chunk 50 ms each way (delay_relay.py) and nftables dropping 5% of the packets each link
+receives. A round finalizes; a validator cut off for a while rejoins and catches up. Nothing
+shares a loopback: every role reaches the chain and storage over its own link.
 
 Skipped, with the reason, where network namespaces cannot be made (no root, no iproute2).
 """
@@ -9,6 +11,7 @@ Skipped, with the reason, where network namespaces cannot be made (no root, no i
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -52,7 +55,8 @@ class Hosts:
         self.tag = tag
         self.ns: dict[str, str] = {}
         self.links: dict[str, tuple[str, str]] = {}  # role -> (its address, the hub's address)
-        self.netem: str | None = None  # why latency and loss could not be added, if so
+        self.netem: str | None = None  # why netem could not add latency and loss, if so
+        self.nft: str | None = None  # why nftables could not add loss, if so
 
     def make(self, roles: list[str]) -> None:
         self.ns["hub"] = f"dfml{self.tag}hub"
@@ -83,6 +87,28 @@ class Hosts:
                     "root", "netem", "delay", "100ms", "loss", "5%")  # fmt: skip
             except subprocess.CalledProcessError as exc:
                 self.netem = exc.stderr.strip() or "tc netem failed"
+                self._drop(self.ns["hub"], hub)
+                self._drop(ns, mine)
+
+    def _drop(self, ns: str, dev: str) -> None:
+        """5% loss of what ``dev`` receives in ``ns`` (nftables), when netem is missing."""
+        table = f"inet dfml{self.tag}"
+        rules = [
+            f"add table {table}",
+            f"add chain {table} loss {{ type filter hook input priority 0 ; }}",
+            f"add rule {table} loss iifname {dev} numgen random mod 100 < 5 counter drop",
+        ]
+        try:
+            for rule in rules:
+                _sh("ip", "netns", "exec", ns, "nft", rule)
+        except (FileNotFoundError, subprocess.CalledProcessError) as exc:
+            self.nft = getattr(exc, "stderr", "") or str(exc)
+
+    def dropped(self) -> int:
+        """Packets the hub's loss rules dropped so far."""
+        table = ["inet", f"dfml{self.tag}"]
+        out = _sh("ip", "netns", "exec", self.ns["hub"], "nft", "list", "table", *table).stdout
+        return sum(int(n) for n in re.findall(r"counter packets (\d+)", out))
 
     def hub_for(self, role: str) -> str:
         return self.links[role][1]
@@ -142,10 +168,23 @@ def test_a_round_across_hosts_and_a_validator_that_rejoins(tmp_path):
         url, storage = f"ws://{hub}:{port}", f"http://{hub}:{st_port}"
         wait_until(lambda: requests.post(f"{storage}/api/v0/version", timeout=2).ok, 60, "storage")
 
+        def relay(there: str, to: int) -> int:
+            """A delaying relay in the hub, listening on a role's link (when no netem)."""
+            listen = free_port()
+            cmd = [sys.executable, str(Path(__file__).with_name("delay_relay.py"))]
+            cmd += ["--listen", f"{there}:{listen}", "--to", f"127.0.0.1:{to}"]
+            cmd += ["--delay", "0.05"]
+            log = tmp_path / f"relay-{there}-{to}.log"
+            procs.append(_start(["ip", "netns", "exec", hosts.ns["hub"], *cmd], log))
+            return listen
+
         def agent(role: str, module: str, keys: list[str], extra: list[str]) -> None:
             there = hosts.hub_for(role)
+            ports = (port, st_port)
+            if hosts.netem:  # latency in user space instead
+                ports = (relay(there, port), relay(there, st_port))
             cmd = [sys.executable, "-m", f"decentralml_jupyter.agents.{module}"]
-            cmd += ["--url", f"ws://{there}:{port}", "--storage", f"http://{there}:{st_port}"]
+            cmd += ["--url", f"ws://{there}:{ports[0]}", "--storage", f"http://{there}:{ports[1]}"]
             for key in keys:
                 cmd += ["--key", key]
             cmd += ["--index-db", str(tmp_path / f"index-{role}.sqlite"), *extra]
@@ -200,7 +239,9 @@ def test_a_round_across_hosts_and_a_validator_that_rejoins(tmp_path):
         )
         assert second["round_id"] < third["round_id"]
         if hosts.netem:
-            print(f"no latency or loss on the links: {hosts.netem}")
+            print(f"no netem ({hosts.netem}): 50 ms relays each way, loss by nftables")
+            assert hosts.nft is None, f"no loss either: {hosts.nft}"
+            assert hosts.dropped() > 0  # the links really lost packets
     finally:
         _stop(procs)
         devchain.down(port)
