@@ -26,17 +26,47 @@ RECEIPT = {
     "success": True,
     "error": None,
 }
-PROPOSALS = [
-    {"id": 1, "kind": "approve_model", "target": "3", "status": "open", "ayes": 10, "nays": 2,
-     "deadline": 120},
-    {"id": 2, "kind": "set_license", "target": "3", "status": "passed", "ayes": 50, "nays": 0,
-     "deadline": 90},
-]  # fmt: skip
+
+
+def _real_proposals() -> list[dict]:
+    """What `proposals` answers, produced by the protocol's own state machine: an open
+    ApproveModel proposal (1) and a passed SetLicence one (2) on model 1."""
+    from hashlib import blake2b
+
+    from decentralml_jupyter.protocol import CallContext, State, Transfer, encoders
+    from decentralml_jupyter.protocol.accounts import ss58
+
+    alice, bob, v1, v2 = (ss58(blake2b(n.encode(), digest_size=32).digest()) for n in "abxy")
+    state, block = State(), [0]
+
+    def call(signer, remark, *transfers):
+        ctx = CallContext(block[0], f"0x{block[0]:064x}", 0, 0, signer, transfers)
+        assert state.apply(ctx, remark).ok
+        state.tick(block[0], f"0x{block[0]:064x}")
+        block[0] += 1
+
+    cid = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
+    call(alice, encoders.register_model("m", cid, cid, validators=[v1, v2]))
+    pool = state.model(1).pool
+    call(bob, encoders.stake(1, 50), Transfer(bob, pool, 50))
+    call(alice, encoders.propose(1, encoders.action_from_params("ApproveModel"), 100))
+    call(
+        alice,
+        encoders.propose(1, encoders.action_from_params("SetLicence", {"licence": "mit"}), 10),
+    )
+    call(bob, encoders.vote(2, True))
+    for _ in range(11):
+        state.tick(block[0], f"0x{block[0]:064x}")
+        block[0] += 1
+    return [p.to_json() for p in state.proposals()]
+
+
+PROPOSALS = _real_proposals()
 
 
 class Recorder:
-    """A runner standing in for the CLI verbs that do not exist yet: it records argv and
-    answers with the CLI.md shape of each verb."""
+    """A runner that records argv and answers with values the protocol itself produced (or,
+    for the model card and dashboard, CLI.md's shapes)."""
 
     def __init__(self, answers: dict):
         self.answers, self.calls = answers, []
@@ -80,9 +110,10 @@ def test_proposals_widget_votes_through_the_vote_verb():
     widget = ProposalsWidget(runner=runner)
     assert runner.calls == [["proposals"]]
     # buttons only where a vote is still possible
+    assert [p["status"] for p in PROPOSALS] == ["open", "passed"]
     assert list(widget.buttons) == ["1"]
     texts = [getattr(c, "value", "") for c in widget.grid.children]
-    assert "approve_model" in texts and "set_license" in texts and "passed" in texts
+    assert "ApproveModel" in texts and "SetLicence" in texts and "passed" in texts
     aye, nay = widget.buttons["1"]
     aye.click()
     assert runner.calls[1] == ["vote", "1", "aye"]
@@ -99,16 +130,34 @@ def test_open_only_asks_for_open_proposals():
 
 
 @pytest.mark.chain
-def test_vote_button_uses_the_real_cli_and_reports_its_answer(devchain_url):
-    widget = ProposalsWidget(runner=Runner(url=devchain_url), load=False)
-    widget.set_data(PROPOSALS)
-    widget.buttons["1"][1].click()  # the CLI may not have `vote` yet, or proposal 1 may not exist
-    shown = widget.status.value
-    assert shown, "the vote's outcome (receipt or error with hint) must be shown"
-    if widget.last_vote is None:
-        assert "hint" in shown and not any(b.disabled for b in widget.buttons["1"])
-    else:
-        assert "receipt" in widget.last_vote
+def test_vote_button_uses_the_real_cli_and_reports_its_answer(devchain_url, tmp_path):
+    from decentralml_jupyter.chain import Chain
+    from decentralml_jupyter.protocol import encoders
+    from decentralml_jupyter.protocol.client import ProtocolClient
+    from decentralml_jupyter.protocol.indexer import Indexer
+
+    chain = Chain(devchain_url)
+    with ProtocolClient(chain, Indexer(chain, tmp_path / "i.sqlite")) as proto:
+        cid = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
+        validators = [chain.address(v) for v in ("Dev1", "Dev2")]
+        mid = proto.register_model("//Alice", "w", cid, cid, validators=validators)
+        mid = mid.created_id("model")
+        proto.stake("//Charlie", mid, 10**12)
+        action = encoders.action_from_params("ApproveModel")
+        pid = proto.propose("//Alice", mid, action, 50).created_id("proposal")
+    widget = ProposalsWidget(runner=Runner(url=devchain_url, key="//Charlie"), open_only=True)
+    assert str(pid) in widget.buttons
+    widget.buttons[str(pid)][0].click()  # aye, signed by Charlie, who staked
+    assert widget.last_vote["receipt"]["success"] is True
+    assert f"aye on proposal {pid}" in widget.status.value and "✓ included" in widget.status.value
+    shown = next(p for p in widget.proposals if p["id"] == pid)
+    assert shown["ayes"] == 10**12  # reloaded: the tally moved
+    # a vote the protocol refuses (no such proposal): the error and its hint, buttons back on
+    widget.set_data([{**shown, "id": 999_999}])
+    widget.buttons["999999"][1].click()
+    assert widget.last_vote is None
+    assert "unknown proposal 999999" in widget.status.value and "hint" in widget.status.value
+    assert not any(b.disabled for b in widget.buttons["999999"])
 
 
 # -- model card -----------------------------------------------------------------------------
@@ -212,11 +261,9 @@ def test_dashboard_stop_ends_polling():
 @pytest.mark.chain
 def test_dashboard_with_the_real_cli_shows_why_it_cannot_poll(devchain_url):
     board = RoundDashboard(999999, runner=Runner(url=devchain_url), interval=0.05)
-    board.join(10)  # a missing verb or round is a usage error: polling ends by itself
-    board.stop()
-    board.join(5)
+    board.join(30)  # an unknown round is a usage error: polling ends by itself, no stop()
     assert not board.watching
-    assert "hint" in board.status.value or board.round.get("status") != "waiting"
+    assert "no round 999999" in board.status.value and "hint" in board.status.value
 
 
 def test_dashboard_follows_a_plan_from_round_to_round():
