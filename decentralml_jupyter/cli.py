@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from . import __version__, config
-from .errors import DfmlError, UsageError
+from .errors import DfmlError, NotFound, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -260,7 +260,7 @@ def cmd_model_show(args):
     with _protocol(args) as proto:
         model = proto.state().model(args.id)
         if model is None:
-            raise UsageError(f"no model {args.id}", hint="list them with: dfml model list")
+            raise NotFound(f"no model {args.id}", hint="list them with: dfml model list")
         return model.to_json()
 
 
@@ -424,7 +424,7 @@ def cmd_round_start(args):
 def _round(proto, round_id: int):
     rnd = proto.state().round(round_id)
     if rnd is None:
-        raise UsageError(f"no round {round_id}", hint="see: dfml round history MODEL")
+        raise NotFound(f"no round {round_id}", hint="see: dfml round history MODEL")
     return rnd
 
 
@@ -474,7 +474,7 @@ def cmd_round_watch(args):
                 state = proto.state()
                 rnd = state.round(rid)
                 if rnd is None:
-                    raise UsageError(f"no round {rid}", hint="see: dfml round history MODEL")
+                    raise NotFound(f"no round {rid}", hint="see: dfml round history MODEL")
                 line = (rnd.round_id, rnd.status, len(rnd.submitted), len(rnd.attestations))
                 if line != last:
                     _progress(
@@ -527,6 +527,8 @@ def _next_in_plan(state, rnd):
 
 def cmd_round_history(args):
     with _protocol(args) as proto:
+        if proto.state().model(args.model) is None:
+            raise NotFound(f"no model {args.model}", hint="list them with: dfml model list")
         if args.csv:
             frame = proto.rounds_frame(args.model)
             frame.to_csv(args.csv, index=False)
@@ -536,7 +538,7 @@ def cmd_round_history(args):
 def _global_weights(proto, store, model_id: int, round_number: int | None):
     model = proto.state().model(model_id)
     if model is None:
-        raise UsageError(f"no model {model_id}", hint="list them with: dfml model list")
+        raise NotFound(f"no model {model_id}", hint="list them with: dfml model list")
     cid = model.global_cid
     if round_number is not None:
         if round_number == 0:

@@ -27,6 +27,12 @@ class UsageError(DfmlError):
     hint = "check the arguments: dfml VERB --help"
 
 
+class NotFound(UsageError):
+    """The request names something that does not exist (a model, a round): HTTP 404."""
+
+    hint = "list what exists: dfml model list / dfml round history MODEL"
+
+
 class SetupError(DfmlError):
     """A tool the project needs (node, npm, a package) is missing or unusable."""
 

@@ -24,6 +24,7 @@ from ..errors import (
     DfmlError,
     DispatchFailed,
     KeyLoadError,
+    NotFound,
     StorageError,
     TransactionRejected,
     UsageError,
@@ -73,6 +74,8 @@ class DFMLServer(Configurable):
 
 def status_code(err: DfmlError) -> int:
     """The HTTP status that says whose fault a DfmlError is: the request's, or the services'."""
+    if isinstance(err, NotFound):
+        return 404
     if isinstance(err, UsageError | KeyLoadError):
         return 400
     if isinstance(err, TransactionRejected | DispatchFailed):
@@ -96,6 +99,10 @@ class DFMLHandler(APIHandler):
     async def answer(self, *args: str) -> None:
         try:
             result = await self.dfml.run(args)
+        except KeyLoadError as err:  # the server's own key, not the request: its operator's fix
+            hint = "set the server's signing key: c.DFMLServer.key (a dev URI or a key file)"
+            self.fail(500, {"error": f"the server's signing key: {err}", "hint": hint})
+            return
         except DfmlError as err:
             self.fail(status_code(err), err.to_json())
             return
@@ -162,6 +169,9 @@ class VoteHandler(DFMLHandler):
         await self.answer("vote", proposal, choice)
 
 
+MAX_ROUNDS = 1000  # rounds one panel request may list
+
+
 class RoundsHandler(DFMLHandler):
     """The most recent rounds over every model (or one, `?model=ID`), newest first."""
 
@@ -170,7 +180,12 @@ class RoundsHandler(DFMLHandler):
         try:
             limit = int(self.get_query_argument("limit", "10"))
         except ValueError:
-            self.fail(400, {"error": "limit must be an integer", "hint": "e.g. ?limit=10"})
+            limit = -1
+        if not 0 <= limit <= MAX_ROUNDS:  # a negative slice would silently drop rows
+            self.fail(
+                400,
+                {"error": f"limit must be an integer in 0..{MAX_ROUNDS}", "hint": "e.g. ?limit=10"},
+            )
             return
         model = self.get_query_argument("model", None)
         try:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..chain import Chain, Receipt
+from ..errors import NotFound
 from . import encoders
 from .calls import Action
 from .errors import ProtocolError
@@ -126,7 +127,7 @@ class ProtocolClient:
     def _model(self, model_id: int):
         model = self.state().model(model_id)
         if model is None:
-            raise ProtocolError(
+            raise NotFound(
                 f"no model {model_id} on this chain", hint="list them with: dfml model list"
             )
         return model

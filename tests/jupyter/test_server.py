@@ -19,17 +19,11 @@ import pytest
 import requests
 
 from decentralml_jupyter.cli import run
-from tests.conftest import stop_process_tree, unavailable
+from tests.conftest import free_port, stop_process_tree, unavailable
 
 UNIT = 10**12
 ROOT = Path(__file__).resolve().parents[2]
 ENDPOINTS = ["status", "accounts", "models", "proposals", "rounds"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -210,8 +204,55 @@ def test_bad_requests_answer_400_with_a_hint(server):
         r = server.post("proposals/1/vote", body, timeout=30)
         assert r.status_code == 400
         assert "aye" in r.json()["error"] and r.json()["hint"]
-    r = server.get("rounds?limit=many", timeout=30)
-    assert r.status_code == 400 and r.json()["hint"]
+
+
+def test_rounds_limits_and_unknown_models(server, proposal):
+    for bad in ("-1", "1001", "many"):
+        r = server.get(f"rounds?limit={bad}", timeout=30)
+        assert r.status_code == 400, (bad, r.text)
+        assert "0..1000" in r.json()["error"] and r.json()["hint"]
+    r = server.get("rounds?limit=0", timeout=30)
+    assert r.status_code == 200 and r.json() == []
+    r = server.get("rounds?model=999999", timeout=30)
+    assert r.status_code == 404, r.text
+    assert "no model 999999" in r.json()["error"] and "model list" in r.json()["hint"]
+
+
+def test_a_bad_configured_key_is_the_servers_fault(devchain_url, storage_url, proposal, tmp_path):
+    _, pid = proposal
+    secret = "not a key at all, nor a file"
+    s = start_server(tmp_path, devchain_url, storage_url, key=secret, by_config=True)
+    try:
+        r = s.post(f"proposals/{pid}/vote", json.dumps({"choice": "aye"}), timeout=60)
+        assert r.status_code == 500, r.text
+        assert "signing key" in r.json()["error"] and "DFMLServer.key" in r.json()["hint"]
+        assert secret not in r.text  # never echoed
+        assert s.get("models", timeout=30).status_code == 200  # reading needs no key
+    finally:
+        stop(s.proc)
+
+
+def test_an_unexpected_failure_is_a_500_in_the_contract():
+    import asyncio
+    import logging
+    from types import SimpleNamespace as NS
+
+    from decentralml_jupyter.jupyter.server import DFMLHandler
+
+    answered: dict = {}
+
+    async def boom(args):
+        raise RuntimeError("a bug")
+
+    handler = NS(
+        dfml=NS(run=boom),
+        log=logging.getLogger("test"),
+        fail=lambda code, body: answered.update(code=code, body=body),
+        finish=lambda text: answered.update(finished=text),
+    )
+    asyncio.run(DFMLHandler.answer(handler, "model", "list"))
+    assert answered["code"] == 500 and "finished" not in answered
+    assert answered["body"] == {"error": "RuntimeError: a bug", "hint": "see the server log"}
 
 
 def test_a_rejected_vote_is_a_409_with_the_reason(server, dfml):

@@ -606,3 +606,23 @@ def test_remarks_may_arrive_as_hex_text(sim: Sim) -> None:
     out = sim.call("alice", "0x" + encoders.register_model("m", CID_A, CID_W).hex())
     assert out.ok and out.entity_id == 1
     assert not sim.call("alice", "hello").ok
+
+
+def test_a_tie_and_a_vote_with_only_nays_do_not_pass(sim: Sim) -> None:
+    mid = approved_model(sim)  # alice staked 1000
+    stake(sim, "bob", mid, 1000)
+    pid = ok(sim, "alice", encoders.propose(mid, SetStrategy("krum"), 10)).entity_id
+    ok(sim, "alice", encoders.vote(pid, True))
+    ok(sim, "bob", encoders.vote(pid, False))
+    sim.tick(11)
+    p = sim.state.proposal(pid)
+    # ayes must be *more than* half of the votes cast: 1000 of 2000 is a tie
+    assert (p.status, p.ayes, p.nays) == ("rejected", 1000, 1000)
+    assert p.note == "ayes not above threshold (500000 permill)"
+    assert sim.state.model(mid).strategy != "krum"
+    pid = ok(sim, "alice", encoders.propose(mid, SetStrategy("krum"), 10)).entity_id
+    ok(sim, "alice", encoders.vote(pid, False))
+    ok(sim, "bob", encoders.vote(pid, False))  # full turnout, no aye weight
+    sim.tick(11)
+    p = sim.state.proposal(pid)
+    assert (p.status, p.note, p.ayes, p.nays) == ("rejected", "no aye weight", 0, 2000)
