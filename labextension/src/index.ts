@@ -215,7 +215,7 @@ export class DecentralMLPanel extends Widget {
       const block = status.chain.running ? status.chain.block : null;
       if (force || block !== this.lastBlock) {
         this.lastBlock = block;
-        await this.reload(status.chain.running);
+        await this.reload(status.chain.running, status.chain.url);
       }
     } catch (error) {
       this.lastBlock = undefined;
@@ -229,11 +229,18 @@ export class DecentralMLPanel extends Widget {
     }
   }
 
-  private async reload(running: boolean): Promise<void> {
+  private async reload(running: boolean, url = ''): Promise<void> {
     if (!running) {
       for (const key of ['accounts', 'models', 'proposals', 'rounds']) {
         this.sections[key].replaceChildren(h('p', { class: 'dfml-empty' }, 'chain not running'));
       }
+      // say what to do, not only what is wrong
+      this.showError(
+        new ApiError(
+          `no chain answers at ${url}`,
+          'start one: dfml chain up (or dfml devnet up), or point the panel at another URL'
+        )
+      );
       return;
     }
     const results = await Promise.allSettled([

@@ -4,6 +4,7 @@ JupyterLab server on 127.0.0.1 against the session's dev chain, each stopped by 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -91,9 +92,15 @@ _stop = stop_process_tree
 @pytest.fixture(scope="module")
 def lab(devchain_url, storage_url, tmp_path_factory) -> Iterator[Lab]:
     """`jupyter lab` whose extension and kernels use the dev chain; it signs votes as Bob."""
+    with start_lab(tmp_path_factory.mktemp("lab"), devchain_url, storage_url) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def start_lab(tmp: Path, url: str, storage: str) -> Iterator[Lab]:
+    """`jupyter lab` on 127.0.0.1 with the extension pointed at ``url`` and ``storage``."""
     if not (ROOT / "decentralml_jupyter/labextension/package.json").exists():
         unavailable("the side panel is not built (needs Node.js 20+ and npm): run make setup")
-    tmp = tmp_path_factory.mktemp("lab")
     for d in ("config", "runtime", "root", "settings", "workspaces", "ipython"):
         (tmp / d).mkdir()
     # no "get Jupyter news?" toast over the page (and no request for it)
@@ -106,8 +113,8 @@ def lab(devchain_url, storage_url, tmp_path_factory) -> Iterator[Lab]:
         "JUPYTER_CONFIG_DIR": str(tmp / "config"),
         "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
         "IPYTHONDIR": str(tmp / "ipython"),
-        "DFML_URL": devchain_url,
-        "DFML_STORAGE": storage_url,
+        "DFML_URL": url,
+        "DFML_STORAGE": storage,
         "DFML_KEY": "//Bob",
     }
     log = open(tmp / "lab.log", "wb")  # noqa: SIM115 - the process writes it until stopped
@@ -154,14 +161,20 @@ def screenshot():
     return take
 
 
-@pytest.fixture(scope="module")
-def page(browser, lab):
+def open_lab(browser, lab: Lab):
+    """A page showing ``lab``, its page errors collected in ``page.page_errors``."""
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(f"{lab.base}/lab?reset&token={lab.token}", timeout=LOAD_TIMEOUT_MS)
     page.wait_for_selector("#jp-main-dock-panel", timeout=LOAD_TIMEOUT_MS)
     page.page_errors = errors
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, lab):
+    page = open_lab(browser, lab)
     try:
         yield page
     finally:
