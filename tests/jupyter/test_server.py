@@ -111,9 +111,10 @@ def dfml(devchain_url, storage_url):
     return call
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def proposal(dfml, tmp_path_factory):
-    """A model Bob stakes on, and an open ApproveModel proposal on it: (model id, proposal id)."""
+    """A model Bob stakes on, and an open ApproveModel proposal on it: (model id, proposal id).
+    One for each test that asks: a test that votes and lets it pass leaves others theirs."""
     from decentralml_jupyter import fl
 
     path = tmp_path_factory.mktemp("model") / "tiny.keras"
