@@ -251,7 +251,12 @@ def test_an_unexpected_failure_is_a_500_in_the_contract():
         fail=lambda code, body: answered.update(code=code, body=body),
         finish=lambda text: answered.update(finished=text),
     )
-    asyncio.run(DFMLHandler.answer(handler, "model", "list"))
+    # in a thread of its own: an event loop of an earlier test may run in this one
+    runner = threading.Thread(
+        target=asyncio.run, args=(DFMLHandler.answer(handler, "model", "list"),)
+    )
+    runner.start()
+    runner.join(30)
     assert answered["code"] == 500 and "finished" not in answered
     assert answered["body"] == {"error": "RuntimeError: a bug", "hint": "see the server log"}
 
