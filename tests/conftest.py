@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -43,6 +44,19 @@ def wait_until(predicate, timeout: float = 300.0, what: str = "", every: float =
             return value
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what or 'a condition'}")
+
+
+@contextlib.contextmanager
+def dead_services():
+    """(chain URL, storage URL) of services that are gone: nothing listens at the chain's
+    port, and the storage port accepts connections but never answers."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        yield f"ws://127.0.0.1:{free_port()}", f"http://127.0.0.1:{silent.getsockname()[1]}"
+    finally:
+        silent.close()
 
 
 _HANDED: set[int] = set()  # ports this test session gave out: never twice

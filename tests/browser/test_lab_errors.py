@@ -3,12 +3,10 @@ its message line and in each section, instead of failing silently."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from tests.browser.conftest import open_lab, start_lab
-from tests.conftest import free_port
+from tests.conftest import dead_services
 
 TIMEOUT_MS = 60_000  # JupyterLab's first load on two shared cores
 
@@ -16,16 +14,9 @@ TIMEOUT_MS = 60_000  # JupyterLab's first load on two shared cores
 @pytest.fixture(scope="module")
 def dead_lab(tmp_path_factory):
     """A lab whose chain refuses connections and whose storage never answers."""
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
-    storage = f"http://127.0.0.1:{silent.getsockname()[1]}"
-    url = f"ws://127.0.0.1:{free_port()}"
-    try:
+    with dead_services() as (url, storage):
         with start_lab(tmp_path_factory.mktemp("dead-lab"), url, storage) as lab:
             yield lab, url
-    finally:
-        silent.close()
 
 
 def test_the_panel_shows_a_dead_chain_with_the_fix(browser, dead_lab, screenshot):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ import pytest
 import requests
 
 from decentralml_jupyter.cli import run
-from tests.conftest import free_port, stop_process_tree, unavailable
+from tests.conftest import dead_services, free_port, stop_process_tree, unavailable
 
 UNIT = 10**12
 ROOT = Path(__file__).resolve().parents[2]
@@ -280,17 +279,12 @@ def test_unauthenticated_requests_are_refused(server, token):
 @pytest.fixture(scope="module")
 def dead_server(tmp_path_factory):
     """A server whose chain refuses connections and whose storage accepts but never answers."""
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
-    storage = f"http://127.0.0.1:{silent.getsockname()[1]}"
-    url = f"ws://127.0.0.1:{free_port()}"
-    s = start_server(tmp_path_factory.mktemp("dead"), url, storage, by_config=True)
-    try:
-        yield s
-    finally:
-        stop(s.proc)
-        silent.close()
+    with dead_services() as (url, storage):
+        s = start_server(tmp_path_factory.mktemp("dead"), url, storage, by_config=True)
+        try:
+            yield s
+        finally:
+            stop(s.proc)
 
 
 def test_a_dead_chain_answers_json_errors_with_hints(dead_server):
