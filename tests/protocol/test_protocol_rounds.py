@@ -6,8 +6,18 @@ from __future__ import annotations
 from hashlib import blake2b
 
 import pytest
-from protocol_sim import ACCOUNTS, CID_A, CID_W, Sim, replay
-from test_protocol_state import check_books, ok, pass_proposal, rejected, stake
+from protocol_sim import (
+    ACCOUNTS,
+    CID_A,
+    CID_W,
+    Sim,
+    check_books,
+    ok,
+    pass_proposal,
+    rejected,
+    replay,
+    stake,
+)
 
 from decentralml_jupyter.protocol import (
     ApproveModel,

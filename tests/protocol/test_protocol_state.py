@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-import re
-from hashlib import blake2b
-
 import pytest
-from protocol_sim import ACCOUNTS, CID_A, CID_W, Sim, replay
+from protocol_sim import (
+    ACCOUNTS,
+    CID_A,
+    CID_W,
+    CUSTODY,
+    V1,
+    VALS,
+    Sim,
+    approved_model,
+    check_books,
+    ok,
+    pass_proposal,
+    register,
+    rejected,
+    replay,
+    stake,
+)
 
 from decentralml_jupyter.protocol import (
     AddValidator,
@@ -27,92 +40,9 @@ from decentralml_jupyter.protocol import (
     encoders,
     multisig_address,
 )
-from decentralml_jupyter.protocol.accounts import account_id, ss58
+from decentralml_jupyter.protocol.accounts import account_id
 
 A, B, CAROL, D, E = (ACCOUNTS[n] for n in ("alice", "bob", "carol", "dave", "eve"))
-# validators that never stake, work or create tasks in these tests: a model takes funds only
-# with at least two validators (its pool is then their multisig, which nobody holds alone)
-V1, V2 = (ss58(blake2b(f"validator{i}".encode(), digest_size=32).digest()) for i in (1, 2))
-VALS = (V1, V2)
-CUSTODY = r"model \d+ has [01] validator\(s\): its pool would be one person's account"
-
-
-def rejected(sim: Sim, who: str, remark: bytes, transfers=(), match: str = "") -> str:
-    """Apply a call that must fail: the call changes nothing and is logged with its reason.
-
-    What the chain moved in its extrinsic is still accounted for: each transfer into a known
-    multisig pool becomes a ``refund`` payout to its sender, each transfer out of one is a
-    loss debited from the books; without such transfers the state hash is unchanged.
-    """
-    transfers = tuple(transfers)
-    probe = State.from_bytes(sim.state.to_bytes())
-    before = sim.state.state_hash()
-    n_errors, n_payouts = len(sim.state.errors()), len(sim.state.payouts())
-    n_losses = len(sim.state.losses())
-    out = sim.call(who, remark, transfers)
-    assert not out.ok, out
-    assert re.search(match, out.reason), out.reason
-    errors = sim.state.errors()
-    assert len(errors) == n_errors + 1 and errors[-1].reason == out.reason
-    # the call itself changes nothing: applied alone to the state before, no hash moves
-    _, ctx, raw = sim.log[-1]
-    assert probe.apply(ctx, raw).reason == out.reason
-    assert probe.state_hash() == before
-    moved = [t for t in transfers if t.source != t.dest]
-    into = [t for t in moved if sim.state.pool_signers(t.dest) is not None]
-    out_of = [t for t in moved if sim.state.pool_signers(t.source) is not None]
-    new = sim.state.payouts()[n_payouts:]
-    assert [(p.pool, p.dest, p.amount, p.asset_id, p.reason, p.status) for p in new] == [
-        (t.dest, t.source, t.amount, t.asset_id, "refund", "pending") for t in into
-    ]
-    lost = sim.state.losses()[n_losses:]
-    assert [(x["pool"], x["amount"], x["asset"]) for x in lost] == [
-        (t.source, t.amount, t.asset_id) for t in out_of
-    ]
-    if not into and not out_of:
-        assert sim.state.state_hash() == before
-    return out.reason
-
-
-def ok(sim: Sim, who: str, remark: bytes, transfers=()):
-    out = sim.call(who, remark, tuple(transfers))
-    assert out.ok, out.reason
-    return out
-
-
-def register(sim: Sim, owner: str = "alice", **kw) -> int:
-    kw.setdefault("validators", VALS)
-    out = ok(sim, owner, encoders.register_model("digits", CID_A, CID_W, **kw))
-    assert out.entity == "model"
-    return out.entity_id
-
-
-def stake(sim: Sim, who: str, model_id: int, amount: int, asset=None):
-    pool = sim.state.model(model_id).pool
-    return ok(
-        sim, who, encoders.stake(model_id, amount, asset), [sim.pay(who, pool, amount, asset)]
-    )
-
-
-def pass_proposal(sim: Sim, target, action, voters=("alice",), blocks: int = 10) -> int:
-    pid = ok(sim, voters[0], encoders.propose(target, action, blocks)).entity_id
-    for v in voters:
-        ok(sim, v, encoders.vote(pid, True))
-    sim.tick(blocks + 1)
-    assert sim.state.proposal(pid).status == "passed", sim.state.proposal(pid)
-    return pid
-
-
-def approved_model(sim: Sim, **kw) -> int:
-    mid = register(sim, **kw)
-    stake(sim, "alice", mid, 1000)
-    pass_proposal(sim, mid, ApproveModel())
-    return mid
-
-
-def check_books(state: State) -> None:
-    for p in state.pools():
-        assert p.held == p.obligations, p
 
 
 # ------------------------------------------------------------------------------- models

@@ -13,9 +13,11 @@ from hashlib import blake2b
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from protocol_sim import ACCOUNTS, CID_A, Sim
-from test_protocol_state import (
+from protocol_sim import (
+    ACCOUNTS,
+    CID_A,
     VALS,
+    Sim,
     check_books,
     ok,
     pass_proposal,
