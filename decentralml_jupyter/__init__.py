@@ -7,6 +7,16 @@ need them, so importing the package stays cheap.
 __version__ = "0.1.0"
 
 
+def __getattr__(name: str):
+    """`from decentralml_jupyter import Session` without importing it with the package (the
+    magic's `%load_ext` stays cheap)."""
+    if name == "Session":
+        from .session import Session
+
+        return Session
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def load_ipython_extension(ipython) -> None:
     """`%load_ext decentralml_jupyter` (the magics live in `decentralml_jupyter.jupyter`)."""
     from .jupyter import load_ipython_extension as load

@@ -1,7 +1,9 @@
-"""`dfml`: the command line. One parser and one implementation per verb, shared with `%dfml`.
+"""`dfml`: the command line: the parser, the dispatch of each verb to a `Session` method, and
+the rendering of its typed result as the JSON of CLI.md.
 
-`run(argv)` parses and executes a verb and returns its result as plain data (the JSON of
-CLI.md); `main()` prints it. Failures raise DfmlError, printed as {"error", "hint"}.
+`execute(argv)` parses a line and returns the verb's typed result; `run(argv)` its plain data;
+`main()` prints it. `%dfml` parses with the same parser and runs on the kernel's Session.
+Failures raise DfmlError, printed as {"error", "hint"}.
 """
 
 from __future__ import annotations
@@ -10,178 +12,131 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from urllib.parse import urlparse
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, config
-from .errors import DfmlError, NotFound, UsageError
+from .errors import DfmlError, UsageError
+
+if TYPE_CHECKING:
+    from .session import Progress, Session
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises UsageError instead of exiting, so the magic can report it too."""
+    """argparse that raises UsageError instead of exiting, so the magic can report it too, and
+    that keeps the map of its verbs (``verbs``), its arguments in order (``arguments``) and its
+    options by flag (``options``) for the magic and the docs to read, so nothing outside needs
+    argparse's private attributes."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.verbs: dict[str, _Parser] = {}
+        self.arguments: list[argparse.Action] = []
+        self.options: dict[str, argparse.Action] = {}
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise UsageError(f"{self.prog}: {message}", hint=f"see: {self.prog} --help")
 
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.arguments.append(action)
+        for flag in action.option_strings:
+            self.options[flag] = action
+        return action
 
-def _port_of(url: str) -> int:
-    return urlparse(url).port or 9944
+    def add_subparsers(self, **kwargs: Any):
+        kwargs.setdefault("parser_class", _Parser)
+        group = super().add_subparsers(**kwargs)
+        add_parser = group.add_parser
+
+        def add(name: str, **kw: Any) -> _Parser:
+            parser = add_parser(name, **kw)
+            self.verbs[name] = parser
+            return parser
+
+        group.add_parser = add  # type: ignore[method-assign]
+        return group
 
 
-def _progress(msg: str, fraction: float | None = None) -> None:
+def _stderr_progress(msg: str, fraction: float | None = None) -> None:
     print(f"[dfml] {msg}", file=sys.stderr, flush=True)
 
 
-def _byte_progress(what: str) -> Callable[[int, int], None]:
-    """A ``(done, total)`` callback reporting ``what`` every 10%, through ``_progress`` (a
-    bar in a notebook, lines on stderr in a shell)."""
-    shown = [-1]
-
-    def report(done: int, total: int) -> None:
-        step = int(10 * done / total) if total else 10
-        if step > shown[0]:
-            shown[0] = step
-            # looked up at call time: the magic swaps in a notebook progress bar
-            sys.modules[__name__]._progress(
-                f"{what}: {done / 2**20:.1f} of {total / 2**20:.1f} MiB", step / 10
-            )
-
-    return report
-
-
-def _chain(args):
-    from .chain import Chain
-
-    return Chain(args.url)
-
+# Each verb is one function ``(session, args, progress) -> result``: a Session call, and the
+# shaping of its typed result into the verb's JSON where CLI.md asks for more than to_json().
 
 # -- chain ------------------------------------------------------------------------------------
 
 
-def cmd_chain_install(args):
-    from .chain import devchain
-
-    inst = devchain.install(progress=_progress)
-    return {"path": str(inst.root), "genesis": str(inst.genesis), "persistence": inst.sqlite}
+def cmd_chain_install(s: Session, args, progress):
+    return s.chain_install(progress=progress)
 
 
-def cmd_chain_up(args):
-    from .chain import devchain
-
-    port = args.port if args.port is not None else _port_of(args.url)
-    return devchain.up(
-        port=port,
+def cmd_chain_up(s: Session, args, progress):
+    return s.chain_up(
+        port=args.port,
         base_path=args.base_path,
         accounts=args.accounts,
         block_mode=args.block_mode,
-        progress=_progress,
+        progress=progress,
     )
 
 
-def cmd_chain_status(args):
-    from .chain import devchain
-
-    return devchain.status(args.url)
+def cmd_chain_status(s: Session, args, progress):
+    return s.chain_status()
 
 
-def cmd_chain_down(args):
-    from .chain import devchain
+def cmd_chain_down(s: Session, args, progress):
+    return s.chain_down()
 
-    return devchain.down(_port_of(args.url))
+
+def cmd_chain_advance(s: Session, args, progress):
+    return {"block": s.advance(args.blocks)}
 
 
 # -- accounts ---------------------------------------------------------------------------------
 
 
-def cmd_account_list(args):
-    from .chain import devchain
-
-    chain = _chain(args)
-    with chain:
-        if not chain.is_dev:
-            raise UsageError(
-                "account list shows the dev accounts of a dev chain; this chain is not one",
-                hint="use: dfml account balance ADDRESS",
-            )
-        record = devchain.running_record(_port_of(args.url)) or {}
-        out = []
-        for name, _uri in devchain.dev_accounts(record.get("accounts", 0)):
-            bal = chain.balance(name)
-            out.append({"name": name, **bal.to_json()})
-        return out
+def cmd_account_list(s: Session, args, progress):
+    return s.accounts()
 
 
-def cmd_account_balance(args):
-    with _chain(args) as chain:
-        return chain.balance(args.who).to_json()
+def cmd_account_balance(s: Session, args, progress):
+    return s.balance(args.who)
 
 
-def cmd_account_transfer(args):
-    with _chain(args) as chain:
-        receipt = chain.transfer(args.key, args.to, args.amount)
-        return {"receipt": receipt.to_json(), "fee": receipt.fee}
+def cmd_account_transfer(s: Session, args, progress):
+    return s.transfer(args.to, args.amount)
 
 
-def cmd_remark(args):
+def cmd_remark(s: Session, args, progress):
     data = args.text.encode() if args.hex is None else bytes.fromhex(args.hex.removeprefix("0x"))
-    with _chain(args) as chain:
-        receipt = chain.remark(args.key, data)
-        return {"receipt": receipt.to_json(), "fee": receipt.fee}
-
-
-def cmd_chain_advance(args):
-    with _chain(args) as chain:
-        return {"block": chain.new_blocks(args.blocks)}
+    return s.remark(data)
 
 
 # -- storage ----------------------------------------------------------------------------------
 
 
-def _store(args):
-    from .storage import KuboStore
-
-    return KuboStore.from_env(args.storage)
+def cmd_storage_up(s: Session, args, progress):
+    return s.storage_up(port=args.port, repo=args.repo)
 
 
-def cmd_storage_up(args):
-    from .storage import storage_up
-
-    port = args.port if args.port is not None else (urlparse(args.storage).port or 5001)
-    return storage_up(port=port, repo=args.repo)
+def cmd_storage_status(s: Session, args, progress):
+    return s.storage_status()
 
 
-def cmd_storage_status(args):
-    from .storage import storage_status
-
-    return storage_status(args.storage)
+def cmd_storage_down(s: Session, args, progress):
+    return s.storage_down()
 
 
-def cmd_storage_down(args):
-    from .storage import storage_down
-
-    return storage_down(args.storage)
+def cmd_storage_put(s: Session, args, progress):
+    return s.put_file(args.file, progress=progress)
 
 
-def cmd_storage_put(args):
-    name = Path(args.file).name
-    return _store(args).put_file(args.file, progress=_byte_progress(f"uploading {name}")).to_json()
+def cmd_storage_get(s: Session, args, progress):
+    return s.get_file(args.cid, args.out)
 
 
-def cmd_storage_get(args):
-    return _store(args).get_file(args.cid, args.out).to_json()
-
-
-# -- protocol ---------------------------------------------------------------------------------
-
-
-def _protocol(args):
-    from .protocol.client import ProtocolClient
-
-    return ProtocolClient(_chain(args))
-
-
-def _tx(submitted, **fields) -> dict:
-    return {**fields, "receipt": submitted.receipt.to_json()}
+# -- models -----------------------------------------------------------------------------------
 
 
 def _model_id(text: str) -> int:
@@ -194,104 +149,67 @@ def _model_id(text: str) -> int:
     return value
 
 
-def _model_artifacts(path: str) -> tuple[bytes, bytes]:
-    """(architecture spec, initial weights) of a saved Keras model."""
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"no model file at {path}", hint="save it with model.save('m.keras')")
-    if p.suffix not in (".keras", ".h5"):
-        raise UsageError(
-            f"{path} is not a Keras model file (.keras)", hint="save it with model.save('m.keras')"
-        )
-    from . import fl
-    from .fl._tf import keras
-
-    try:
-        model = keras().models.load_model(p, compile=False)
-    except Exception as exc:
-        raise UsageError(
-            f"{path} could not be loaded as a Keras model: {exc}",
-            hint="save it with model.save('m.keras') from Keras 3",
-        ) from None
-    return fl.model_to_spec(model), fl.weights_to_bytes(model.get_weights())
-
-
-def cmd_model_submit(args):
-    from .protocol import RewardPolicy
-
-    spec, weights = _model_artifacts(args.path)
-    store = _store(args)
-    arch_cid, weights_cid = store.put(spec), store.put(weights)
-    with _protocol(args) as proto:
-        validators = [proto.chain.address(v) for v in args.validator]
-        if not validators:  # on a dev network, its validators judge the model by default
-            from .agents import devnet
-
-            validators = devnet.validator_addresses(args.url)
-        sub = proto.register_model(
-            args.key,
-            args.name or Path(args.path).stem,
-            arch_cid,
-            weights_cid,
-            description=args.description,
-            metric=args.metric,
-            licence=args.license,
-            jurisdictions=args.jurisdiction,
-            strategy=args.strategy,
-            stake_asset=args.stake_asset,
-            validators=validators,
-            reward_policy=RewardPolicy(args.reward_policy, args.round_reward, args.slash_permill),
-        )
-        model_id = sub.created_id("model")
-        pool = proto.state().model(model_id).pool
-    return _tx(
-        sub, model_id=model_id, architecture_cid=arch_cid, weights_cid=weights_cid, pool=pool
+def cmd_model_submit(s: Session, args, progress):
+    return s.submit_model(
+        args.path,  # a path; the magic passes a Keras model of the kernel straight through
+        name=args.name,
+        description=args.description,
+        metric=args.metric,
+        strategy=args.strategy,
+        license=args.license,
+        jurisdictions=args.jurisdiction,
+        validators=args.validator,
+        stake_asset=args.stake_asset,
+        reward_policy=args.reward_policy,
+        round_reward=args.round_reward,
+        slash_permill=args.slash_permill,
     )
 
 
-def cmd_model_list(args):
-    with _protocol(args) as proto:
-        return [m.to_json() for m in proto.state().models()]
+def cmd_model_list(s: Session, args, progress):
+    return s.models()
 
 
-def cmd_model_show(args):
-    with _protocol(args) as proto:
-        model = proto.state().model(args.id)
-        if model is None:
-            raise NotFound(f"no model {args.id}", hint="list them with: dfml model list")
-        return model.to_json()
+def cmd_model_show(s: Session, args, progress):
+    return s.model(args.id)
 
 
-def cmd_model_start(args):
-    with _protocol(args) as proto:
-        return _tx(proto.start_training(args.key, args.id), model_id=args.id)
+def cmd_model_start(s: Session, args, progress):
+    return s.start_training(args.id)
 
 
-def cmd_stake(args):
-    with _protocol(args) as proto:
-        sub = proto.stake(args.key, args.model, args.amount, args.asset)
-        rows = proto.state().stakes(model_id=args.model, account=proto.chain.address(args.key))
-        return _tx(sub, stake=rows[0].to_json() if rows else None)
+def cmd_model_fetch(s: Session, args, progress):
+    return s.save_model(args.id, args.out, args.round)
 
 
-def cmd_unstake(args):
-    with _protocol(args) as proto:
-        sub = proto.unstake(args.key, args.model, args.amount)
-        rows = proto.state().stakes(model_id=args.model, account=proto.chain.address(args.key))
-        return _tx(sub, stake=[r.to_json() for r in rows])
+def cmd_model_predict(s: Session, args, progress):
+    import numpy as np
+
+    try:
+        x = np.load(args.input, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"cannot read {args.input} as a .npy array: {exc}", hint="save inputs with np.save"
+        ) from None
+    return s.predict(args.id, x)
 
 
-def cmd_stakes(args):
-    with _protocol(args) as proto:
-        account = proto.chain.address(args.account) if args.account else None
-        return [s.to_json() for s in proto.state().stakes(model_id=args.model, account=account)]
+# -- stakes, governance, pools ----------------------------------------------------------------
 
 
-def cmd_propose(args):
-    from .protocol import encoders
+def cmd_stake(s: Session, args, progress):
+    return s.stake(args.model, args.amount, args.asset)
 
+
+def cmd_unstake(s: Session, args, progress):
+    return s.unstake(args.model, args.amount)
+
+
+def cmd_stakes(s: Session, args, progress):
+    return s.stakes(model_id=args.model, account=args.account)
+
+
+def cmd_propose(s: Session, args, progress):
     params = {}
     for item in args.param:
         if "=" not in item:
@@ -299,146 +217,94 @@ def cmd_propose(args):
         k, v = item.split("=", 1)
         params[k] = v
     target = None if args.target == "protocol" else _model_id(args.target)
-    with _protocol(args) as proto:
-        for k in ("account",):  # accept dev names where an address is expected
-            if k in params:
-                params[k] = proto.chain.address(params[k])
-        if "allow" in params:
-            params["allow"] = ",".join(proto.chain.address(a) for a in params["allow"].split(","))
-        action = encoders.action_from_params(args.kind, params)
-        sub = proto.propose(args.key, target, action, args.deadline)
-        return _tx(sub, proposal_id=sub.created_id("proposal"))
+    return s.propose(target, args.kind, params, deadline=args.deadline)
 
 
-def cmd_vote(args):
-    with _protocol(args) as proto:
-        return _tx(proto.vote(args.key, args.proposal, args.choice == "aye"))
+def cmd_vote(s: Session, args, progress):
+    return s.vote(args.proposal, args.choice == "aye")
 
 
-def cmd_proposals(args):
-    with _protocol(args) as proto:
-        return [p.to_json() for p in proto.state().proposals(open_only=args.open)]
+def cmd_proposals(s: Session, args, progress):
+    return s.proposals(open_only=args.open)
 
 
-def cmd_errors(args):
-    with _protocol(args) as proto:
-        account = proto.chain.address(args.account) if args.account else None
-        return [e.to_json() for e in proto.state().errors(account=account)]
+def cmd_errors(s: Session, args, progress):
+    return s.errors(account=args.account)
 
 
-def cmd_payouts(args):
-    with _protocol(args) as proto:
-        state = proto.state()
-        rows = state.pending_payouts() if args.pending else state.payouts()
-        return [p.to_json() for p in rows]
+def cmd_payouts(s: Session, args, progress):
+    return s.payouts(pending=args.pending)
 
 
-def cmd_pools(args):
-    with _protocol(args) as proto:
-        out = []
-        for pool in proto.state().pools():
-            row = pool.to_json()
-            if pool.asset_id is None:  # what the chain holds, beside what the protocol owes
-                row["on_chain"] = proto.chain.balance(pool.pool).free
-            out.append(row)
-        return out
+def cmd_pools(s: Session, args, progress):
+    return s.pools()
 
 
-def cmd_payout_approve(args):
-    with _protocol(args) as proto:
-        receipt = proto.approve_payout(args.key, args.id)
-        return {"payout_id": args.id, "receipt": receipt.to_json()}
+def cmd_payout_approve(s: Session, args, progress):
+    return s.approve_payout(args.id)
 
 
-def cmd_task_create(args):
-    with _protocol(args) as proto:
-        sub = proto.create_task(
-            args.key,
-            args.model,
-            args.type,
-            args.reward,
-            args.max_assignments,
-            args.duration,
-            validation=args.validation,
-            description=args.description,
-        )
-        return _tx(sub, task_id=sub.created_id("task"))
+# -- tasks ------------------------------------------------------------------------------------
 
 
-def cmd_task_list(args):
-    with _protocol(args) as proto:
-        return [t.to_json() for t in proto.state().tasks(model_id=args.model)]
+def cmd_task_create(s: Session, args, progress):
+    return s.create_task(
+        args.model,
+        args.type,
+        args.reward,
+        max_assignments=args.max_assignments,
+        duration=args.duration,
+        validation=args.validation,
+        description=args.description,
+    )
 
 
-def cmd_task_submissions(args):
-    with _protocol(args) as proto:
-        return [s.to_json() for s in proto.state().submissions(task_id=args.task)]
+def cmd_task_list(s: Session, args, progress):
+    return s.tasks(model_id=args.model)
 
 
-def cmd_task_assign(args):
-    with _protocol(args) as proto:
-        return _tx(proto.assign_task(args.key, args.id), task_id=args.id)
+def cmd_task_submissions(s: Session, args, progress):
+    return s.submissions(task_id=args.task)
 
 
-def cmd_task_submit(args):
-    with _protocol(args) as proto:
-        sub = proto.submit_result(args.key, args.id, args.result)
-        return _tx(sub, submission_id=sub.created_id("submission"))
+def cmd_task_assign(s: Session, args, progress):
+    return s.assign_task(args.id)
 
 
-def cmd_task_accept(args):
-    with _protocol(args) as proto:
-        return _tx(proto.accept_submission(args.key, args.submission))
+def cmd_task_submit(s: Session, args, progress):
+    return s.submit_result(args.id, args.result)
 
 
-def cmd_task_reject(args):
-    with _protocol(args) as proto:
-        return _tx(proto.reject_submission(args.key, args.submission, args.reason))
+def cmd_task_accept(s: Session, args, progress):
+    return s.accept_submission(args.submission)
 
 
-def cmd_round_start(args):
-    from .protocol import encoders
+def cmd_task_reject(s: Session, args, progress):
+    return s.reject_submission(args.submission, args.reason)
 
-    spec = encoders.round_spec(
-        args.clients,
-        args.min_clients,
-        submit_blocks=args.deadline,
-        aggregate_blocks=args.aggregate_deadline,
+
+# -- rounds -----------------------------------------------------------------------------------
+
+
+def cmd_round_start(s: Session, args, progress):
+    return s.start_rounds(
+        args.model,
+        clients=args.clients,
+        min_clients=args.min_clients,
+        deadline=args.deadline,
+        aggregate_deadline=args.aggregate_deadline,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        learning_rate=args.lr,
+        lr=args.lr,
         clip_norm=args.clip_norm,
         noise_multiplier=args.noise_multiplier,
         reward=args.reward,
+        rounds=args.rounds,
     )
-    if not 1 <= args.rounds <= 1000:
-        raise UsageError(f"--rounds must be 1..1000, got {args.rounds}")
-    with _protocol(args) as proto:
-        sub = proto.start_rounds(args.key, args.model, spec, args.rounds)
-        out = _tx(sub, round_id=sub.created_id("round"))
-        if args.rounds > 1:
-            out["rounds"] = args.rounds
-        return out
-
-
-def _round(proto, round_id: int):
-    rnd = proto.state().round(round_id)
-    if rnd is None:
-        raise NotFound(f"no round {round_id}", hint="see: dfml round history MODEL")
-    return rnd
-
-
-def cmd_round_status(args):
-    with _protocol(args) as proto:
-        rnd = _round(proto, args.id)
-        out = round_json(rnd)
-        if rnd.status in ("finalized", "failed"):
-            nxt = _next_in_plan(proto.state(), rnd)
-            out["next_round_id"] = None if nxt is None else nxt.round_id
-        return out
 
 
 def round_json(rnd) -> dict:
+    """A round as `round status` shows it (CLI.md)."""
     keys = (
         "round_id",
         "model_id",
@@ -459,140 +325,35 @@ def round_json(rnd) -> dict:
     return out
 
 
-def cmd_round_watch(args):
-    import time
-
-    from .chain.heads import HeadWatcher
-
-    deadline = time.monotonic() + args.timeout
-    with _protocol(args) as proto:
-        heads = HeadWatcher(proto.chain.url)  # look again as soon as a block is finalized
-        try:
-            plan, rid, last = [], args.id, None
-            while True:
-                seen = heads.number
-                state = proto.state()
-                rnd = state.round(rid)
-                if rnd is None:
-                    raise NotFound(f"no round {rid}", hint="see: dfml round history MODEL")
-                line = (rnd.round_id, rnd.status, len(rnd.submitted), len(rnd.attestations))
-                if line != last:
-                    _progress(
-                        f"round {rnd.round_id}: {rnd.status}, {len(rnd.submitted)}/"
-                        f"{len(rnd.selected)} updates, {len(rnd.attestations)} attestations"
-                    )
-                    last = line
-                if rnd.status in ("finalized", "failed"):
-                    nxt = _next_in_plan(state, rnd) if args.plan else None
-                    if args.plan:
-                        plan.append(
-                            {
-                                "round_id": rnd.round_id,
-                                "status": rnd.status,
-                                "accuracy": rnd.metrics.get("accuracy"),
-                                "ended_block": rnd.ended_block,
-                            }
-                        )
-                    if nxt is None:
-                        out = round_json(rnd)
-                        if args.plan:
-                            out["plan"] = plan
-                        return out
-                    rid = nxt.round_id
-                    continue
-                if time.monotonic() > deadline:
-                    raise DfmlError(
-                        f"round {rid} still {rnd.status} after {args.timeout:.0f} s",
-                        hint="is the dev network running? dfml devnet status; then watch again",
-                    )
-                heads.wait(after=seen, timeout=1.0)
-        finally:
-            heads.close()
+def cmd_round_status(s: Session, args, progress):
+    rnd = s.round(args.id)
+    out = round_json(rnd)
+    if rnd.status in ("finalized", "failed"):
+        nxt = s.next_round(rnd)
+        out["next_round_id"] = None if nxt is None else nxt.round_id
+    return out
 
 
-def _next_in_plan(state, rnd):
-    """The round a StartRounds plan opened as ``rnd`` ended, or None."""
-    return next(
-        (
-            r
-            for r in state.rounds(rnd.model_id)
-            if r.round_id > rnd.round_id
-            and r.starter == rnd.starter
-            and r.start_block == rnd.ended_block
-            and r.proposal_id is None
-        ),
-        None,
-    )
+def cmd_round_watch(s: Session, args, progress):
+    rnd, plan = s.watch_round(args.id, timeout=args.timeout, plan=args.plan, progress=progress)
+    out = round_json(rnd)
+    if args.plan:
+        out["plan"] = [step.to_json() for step in plan]
+    return out
 
 
-def cmd_round_history(args):
-    with _protocol(args) as proto:
-        if proto.state().model(args.model) is None:
-            raise NotFound(f"no model {args.model}", hint="list them with: dfml model list")
-        if args.csv:
-            frame = proto.rounds_frame(args.model)
-            frame.to_csv(args.csv, index=False)
-        return [round_json(r) for r in proto.state().round_history(args.model)]
+def cmd_round_history(s: Session, args, progress):
+    history = s.round_history(args.model)
+    if args.csv:
+        s.rounds_frame(args.model).to_csv(args.csv, index=False)
+    return [round_json(r) for r in history]
 
 
-def _global_weights(proto, store, model_id: int, round_number: int | None):
-    model = proto.state().model(model_id)
-    if model is None:
-        raise NotFound(f"no model {model_id}", hint="list them with: dfml model list")
-    cid = model.global_cid
-    if round_number is not None:
-        if round_number == 0:
-            cid = model.weights_cid
-        else:
-            rounds = [r for r in proto.state().round_history(model_id) if r.number == round_number]
-            if not rounds:
-                raise UsageError(
-                    f"model {model_id} has no finalized round {round_number}",
-                    hint=f"its rounds: dfml round history {model_id}",
-                )
-            cid = rounds[0].aggregate_cid
-    return model, cid, store.get(model.architecture_cid), store.get(cid)
+# -- the dev network and agents ---------------------------------------------------------------
 
 
-def cmd_model_fetch(args):
-    from . import fl
-
-    store = _store(args)
-    with _protocol(args) as proto:
-        _, cid, spec, weights = _global_weights(proto, store, args.id, args.round)
-    model = fl.model_from_spec(spec)
-    model.set_weights(fl.weights_from_bytes(weights))
-    out = Path(args.out)
-    if out.suffix != ".keras":
-        raise UsageError(f"{args.out} must end in .keras", hint="e.g. --out model.keras")
-    model.save(out)
-    return {"path": str(out), "cid": cid}
-
-
-def cmd_model_predict(args):
-    import numpy as np
-
-    from . import fl
-
-    try:
-        x = np.load(args.input, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UsageError(
-            f"cannot read {args.input} as a .npy array: {exc}", hint="save inputs with np.save"
-        ) from None
-    store = _store(args)
-    with _protocol(args) as proto:
-        _, cid, spec, weights = _global_weights(proto, store, args.id, None)
-    probs = fl.predict(spec, fl.weights_from_bytes(weights), np.asarray(x, dtype=np.float32))
-    return {"predictions": np.asarray(probs).argmax(axis=-1).tolist(), "cid": cid}
-
-
-def cmd_devnet_up(args):
-    from .agents import devnet
-
-    return devnet.up(
-        args.url,
-        args.storage,
+def cmd_devnet_up(s: Session, args, progress):
+    return s.devnet_up(
         workers=args.workers,
         validators=args.validators,
         base_path=args.base_path,
@@ -604,28 +365,20 @@ def cmd_devnet_up(args):
         clock=args.clock,
         block_mode=args.block_mode,
         worker_processes=args.worker_processes,
-        progress=_progress,
+        progress=progress,
     )
 
 
-def cmd_devnet_status(args):
-    from .agents import devnet
-
-    return devnet.status(args.url)
+def cmd_devnet_status(s: Session, args, progress):
+    return s.devnet_status()
 
 
-def cmd_devnet_down(args):
-    from .agents import devnet
-
-    return devnet.down(args.url)
+def cmd_devnet_down(s: Session, args, progress):
+    return s.devnet_down()
 
 
-def cmd_agent(args):
-    from .agents import validator, worker
-
-    module = worker if args.verb == "worker" else validator
-    # in this process: the key never reaches a command line
-    module.main(["--url", args.url, "--storage", args.storage, "--key", args.key, *args.agent_args])
+def cmd_agent(s: Session, args, progress):
+    s.run_agent(args.verb, args.agent_args)
     return {"stopped": True}
 
 
@@ -650,7 +403,11 @@ def _add(sub, name: str, func: Callable, help: str, **kw) -> argparse.ArgumentPa
     return p
 
 
-def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
+def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
+    """The parser of every verb; ``defaults`` overrides the endpoints' and key's defaults
+    (the magic's `%config`). Choices and bounds come from the protocol's call declarations."""
+    from .protocol import calls as C
+
     parser = _Parser(
         prog=prog,
         description="DecentralML: federated learning governed on a Substrate chain.",
@@ -723,7 +480,7 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
     sub.add_argument("--jurisdiction", action="append", default=[], help="repeatable")
     sub.add_argument("--validator", action="append", default=[], help="repeatable")
     sub.add_argument("--stake-asset", type=int, default=None, help="Assets id for stakes")
-    sub.add_argument("--reward-policy", choices=["proportional", "equal"], default="proportional")
+    sub.add_argument("--reward-policy", choices=C.REWARD_KINDS, default="proportional")
     sub.add_argument("--round-reward", type=int, default=0, help="minimum budget of a round")
     sub.add_argument(
         "--slash-permill", type=int, default=0, help="stake share slashed for a bad update"
@@ -847,11 +604,11 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
     t_sub = task.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     tc = _add(t_sub, "create", cmd_task_create, "create a task; its budget moves into the pool")
     tc.add_argument("model", type=_model_id)
-    tc.add_argument("type", choices=["data_annotator", "model_contributor", "model_engineer"])
+    tc.add_argument("type", choices=C.ROLES)
     tc.add_argument("--reward", type=_amount, required=True, help="paid per accepted result")
     tc.add_argument("--max-assignments", type=int, default=1)
     tc.add_argument("--duration", type=int, default=50, help="blocks until it expires")
-    tc.add_argument("--validation", choices=["auto", "manual"], default="manual")
+    tc.add_argument("--validation", choices=C.VALIDATION, default="manual")
     tc.add_argument("--description", default="")
     tl = _add(t_sub, "list", cmd_task_list, "tasks")
     tl.add_argument("--model", type=_model_id, default=None)
@@ -871,12 +628,37 @@ def build_parser(prog: str = "dfml") -> argparse.ArgumentParser:
     remark = _add(verbs, "remark", cmd_remark, "put a System.remark_with_event on chain")
     remark.add_argument("text", nargs="?", default="", help="text to record")
     remark.add_argument("--hex", default=None, help="record these bytes instead (hex)")
+    if defaults:
+        parser.set_defaults(**defaults)
     return parser
 
 
-def run(argv: Sequence[str], prog: str = "dfml"):
-    """Parse ``argv`` and run the verb; return its result (plain data)."""
-    parser = build_parser(prog)
+def plain(result: Any) -> Any:
+    """A verb's typed result as the JSON data of CLI.md."""
+    if hasattr(result, "to_json"):
+        return result.to_json()
+    if isinstance(result, list | tuple):
+        return [plain(r) for r in result]
+    return result
+
+
+def execute(
+    argv: Sequence[str],
+    prog: str = "dfml",
+    *,
+    session: Session | None = None,
+    progress: Progress | None = _stderr_progress,
+    bind: dict[str, Any] | None = None,
+) -> Any:
+    """Parse ``argv`` and run the verb; its typed result (a value, a receipt, or a list).
+
+    With ``session``, the verb runs on it unless the line names other endpoints or another
+    key (then on a Session of its own, closed after). ``bind`` replaces parsed arguments by
+    Python objects (the magic passes a Keras model of the kernel as ``path``)."""
+    defaults = None
+    if session is not None:
+        defaults = {"url": session.url, "storage": session.storage, "key": session._key}
+    parser = build_parser(prog, defaults)
     args = parser.parse_args(list(argv))
     if getattr(args, "key_file", None):
         from .chain.keys import check_key_file
@@ -889,7 +671,22 @@ def run(argv: Sequence[str], prog: str = "dfml"):
             f"{prog} {' '.join(sub)}: missing verb".replace("  ", " "),
             hint=f"see: {prog} {' '.join(sub)} --help".replace("  ", " "),
         )
-    return func(args)
+    for name, value in (bind or {}).items():
+        setattr(args, name, value)
+    from .session import Session
+
+    own = session is None or not session.same_endpoints(args.url, args.storage, args.key)
+    s = Session(args.url, args.storage, args.key) if own else session
+    try:
+        return func(s, args, progress)
+    finally:
+        if own:
+            s.close()
+
+
+def run(argv: Sequence[str], prog: str = "dfml", **kwargs: Any) -> Any:
+    """Parse ``argv`` and run the verb; its result as plain data (the JSON of CLI.md)."""
+    return plain(execute(argv, prog, **kwargs))
 
 
 def _human(result) -> str:

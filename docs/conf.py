@@ -16,7 +16,10 @@ author = "the decentralml-jupyter authors"
 copyright = "the decentralml-jupyter authors, Apache-2.0"
 release = version = __version__
 
-extensions = ["myst_nb", "dfml_reference"]
+extensions = ["myst_nb", "dfml_reference", "sphinx.ext.autodoc"]
+# signatures as written (string annotations of lazily imported types stay text)
+autodoc_typehints = "signature"
+autodoc_member_order = "bysource"
 exclude_patterns = ["_build", "**.ipynb_checkpoints", "sanitize.cfg"]
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3

@@ -204,6 +204,7 @@ class Chain:
         self.token_decimals = props.get("tokenDecimals", 12)
         self._lock = _PROCESS_LOCK
         self._is_dev: bool | None = None
+        self._existential: int | None = None
 
     # -- connection -------------------------------------------------------------------------
 
@@ -294,35 +295,35 @@ class Chain:
 
     def address(self, who: str | Keypair) -> str:
         """An SS58 address from an address, a dev name (Alice, Dev3), or a key spec."""
-        if isinstance(who, Keypair):
-            return who.ss58_address
-        uri = _dev_name_uri(who)
-        if uri:
-            return load_keypair(uri, ss58_format=self.ss58_format).ss58_address
-        try:
-            from scalecodec.utils.ss58 import is_valid_ss58_address
-
-            if is_valid_ss58_address(who):
-                return who
-        except Exception:
-            pass
-        if who.startswith("0x") and len(who) == 66:
-            from scalecodec.utils.ss58 import ss58_encode
-
-            return ss58_encode(who, self.ss58_format)
-        try:
-            return load_keypair(who, ss58_format=self.ss58_format).ss58_address
-        except KeyLoadError:
-            raise UsageError(
-                f"{who!r} is not an address, a dev account name or a key",
-                hint="give an SS58 address, Alice..Ferdie, DevN, or a key",
-            ) from None
+        return address_of(who, self.ss58_format)
 
     def balance(self, who: str | Keypair) -> Balance:
         addr = self.address(who)
         with self._lock:
             info = self.substrate.query("System", "Account", [addr]).value
         return Balance(addr, int(info["data"]["free"]), int(info["data"]["reserved"]))
+
+    def balances(self, whos: Sequence[str | Keypair]) -> list[Balance]:
+        """The balances of several accounts, read in one request (``state_queryStorageAt``)."""
+        addrs = [self.address(w) for w in whos]
+        if not addrs:
+            return []
+        with self._lock:
+            keys = [self.substrate.create_storage_key("System", "Account", [a]) for a in addrs]
+            rows = self.substrate.query_multi(keys)
+        by_addr = {key.params[0]: value.value for key, value in rows}
+        return [
+            Balance(a, int(by_addr[a]["data"]["free"]), int(by_addr[a]["data"]["reserved"]))
+            for a in addrs
+        ]
+
+    def existential_deposit(self) -> int:
+        """The native token's existential deposit (a runtime constant: read once)."""
+        if self._existential is None:
+            with self._lock:
+                value = self.substrate.get_constant("Balances", "ExistentialDeposit").value
+            self._existential = int(value)
+        return self._existential
 
     def nonce(self, who: str | Keypair) -> int:
         with self._lock:
@@ -583,6 +584,15 @@ class Chain:
         with self._lock:
             return [_event_dict(e) for e in self.substrate.get_events(block_hash)]
 
+    def extrinsics(self, block_hash: str) -> list:
+        """The decoded extrinsics of a block (call trees with their arguments)."""
+        with self._lock:
+            return self.substrate.get_block(block_hash=block_hash)["extrinsics"]
+
+    def finalized_number(self) -> int:
+        """The number of the newest finalized block."""
+        return self.block_number(self._rpc("chain_getFinalizedHead"))
+
     def block(self, number_or_hash: int | str) -> Block:
         with self._lock:
             h = (
@@ -613,6 +623,34 @@ class Chain:
             seen = max(seen, head)
             time.sleep(poll)
         return None
+
+
+def address_of(who: str | Keypair, ss58_format: int = SS58_FORMAT) -> str:
+    """An SS58 address from an address, a dev name (Alice, Dev3), or a key spec (no chain
+    needed)."""
+    if isinstance(who, Keypair):
+        return who.ss58_address
+    uri = _dev_name_uri(who)
+    if uri:
+        return load_keypair(uri, ss58_format=ss58_format).ss58_address
+    try:
+        from scalecodec.utils.ss58 import is_valid_ss58_address
+
+        if is_valid_ss58_address(who):
+            return who
+    except Exception:
+        pass
+    if who.startswith("0x") and len(who) == 66:
+        from scalecodec.utils.ss58 import ss58_encode
+
+        return ss58_encode(who, ss58_format)
+    try:
+        return load_keypair(who, ss58_format=ss58_format).ss58_address
+    except KeyLoadError:
+        raise UsageError(
+            f"{who!r} is not an address, a dev account name or a key",
+            hint="give an SS58 address, Alice..Ferdie, DevN, or a key",
+        ) from None
 
 
 def is_connection_error(exc: BaseException) -> bool:

@@ -24,6 +24,9 @@ class HeadWatcher:
     def __init__(self, url: str, *, reconnect: float = 1.0):
         self.url = url
         self.number = -1
+        # how many subscriptions have delivered a head: a new one (a reconnect) may follow
+        # another chain at the same URL, whose heads can be lower; readers compare it to see
+        self.generation = 0
         self._reconnect = reconnect
         self._cond = threading.Condition()
         self._wakes = 0
@@ -46,6 +49,7 @@ class HeadWatcher:
                         }
                     )
                 )
+                fresh = True
                 while not self._stop.is_set():
                     try:
                         message = json.loads(self._ws.recv())
@@ -53,7 +57,8 @@ class HeadWatcher:
                         continue  # an idle chain: keep listening
                     head = (message.get("params") or {}).get("result") or {}
                     if "number" in head:
-                        self._set(int(head["number"], 16))
+                        self._set(int(head["number"], 16), fresh)
+                        fresh = False
             except Exception as err:  # a dead or restarting chain: try again shortly
                 if not self._stop.is_set():
                     log.debug("head subscription to %s lost: %s", self.url, err)
@@ -63,9 +68,13 @@ class HeadWatcher:
                 if ws is not None:
                     ws.close()
 
-    def _set(self, number: int) -> None:
+    def _set(self, number: int, fresh: bool = False) -> None:
         with self._cond:
-            if number > self.number:
+            if fresh:  # the first head of a (new) subscription counts even if it is lower
+                self.generation += 1
+                self.number = number
+                self._cond.notify_all()
+            elif number > self.number:
                 self.number = number
                 self._cond.notify_all()
 

@@ -9,21 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from decentralml_jupyter.errors import DfmlError
+from decentralml_jupyter.errors import FlError, UpdateRejected  # noqa: F401 - importable here
 
 Weights = list[np.ndarray]
-
-
-class FlError(DfmlError):
-    """Anything wrong in federated learning code: bad model, data or strategy arguments."""
-
-    hint = "check the model, data and strategy arguments"
-
-
-class UpdateRejected(FlError):
-    """A client update failed the checks made before aggregation."""
-
-    hint = "the update is not aggregated; the worker must retrain from the current global model"
 
 
 @dataclass(frozen=True, eq=False)

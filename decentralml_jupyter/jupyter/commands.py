@@ -1,7 +1,8 @@
-"""Reading a `%dfml` line against the CLI's own argparse parser, for any verb it has.
+"""Reading a `%dfml` line against the CLI's own parser, for any verb it has.
 
-The magic never keeps a list of verbs: it walks the parser's sub-commands to find the verb, the
-options the verb owns, and its positional arguments, so new CLI verbs work in notebooks at once.
+The magic never keeps a list of verbs: it reads the map of verbs and options the CLI's parser
+keeps (``parser.verbs``, ``parser.options``) to find the verb, the options it owns and its
+positional arguments, so new CLI verbs work in notebooks at once.
 """
 
 from __future__ import annotations
@@ -35,11 +36,12 @@ def split_line(line: str) -> list[str]:
         raise UsageError(f"%dfml: cannot read the line: {err}", hint="close the quote") from None
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction | None:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
+def _verbs(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return getattr(parser, "verbs", {})
+
+
+def _options(parser: argparse.ArgumentParser | None) -> dict[str, argparse.Action]:
+    return getattr(parser, "options", {}) if parser is not None else {}
 
 
 def _takes_value(action: argparse.Action) -> bool:
@@ -49,12 +51,10 @@ def _takes_value(action: argparse.Action) -> bool:
 def verb_names(parser: argparse.ArgumentParser, path: Iterable[str] = ()) -> list[str]:
     """The sub-commands under ``path`` (``[]`` for the top level), in the parser's order."""
     for name in path:
-        sub = _subparsers(parser)
-        if sub is None or name not in sub.choices:
+        if name not in _verbs(parser):
             return []
-        parser = sub.choices[name]
-    sub = _subparsers(parser)
-    return list(sub.choices) if sub else []
+        parser = _verbs(parser)[name]
+    return list(_verbs(parser))
 
 
 def has_verb(parser: argparse.ArgumentParser, *path: str) -> bool:
@@ -73,7 +73,7 @@ def parse(parser: argparse.ArgumentParser, tokens: list[str]) -> Command:
     while i < len(tokens):
         tok = tokens[i]
         flag, eq, inline = tok.partition("=")
-        if flag in OUT_FLAGS and flag not in current._option_string_actions:
+        if flag in OUT_FLAGS and flag not in _options(current):
             if eq:
                 out = inline
             elif i + 1 < len(tokens):
@@ -89,15 +89,13 @@ def parse(parser: argparse.ArgumentParser, tokens: list[str]) -> Command:
             continue
         argv.append(tok)
         if tok.startswith("-") and tok != "-":
-            action = current._option_string_actions.get(flag)
+            action = _options(current).get(flag)
             if action is not None and _takes_value(action) and not eq and i + 1 < len(tokens):
                 argv.append(tokens[i + 1])
                 i += 1
-        else:
-            sub = _subparsers(current)
-            if sub is not None and tok in sub.choices:
-                current = sub.choices[tok]
-                path.append(tok)
+        elif tok in _verbs(current):
+            current = _verbs(current)[tok]
+            path.append(tok)
         i += 1
     return Command(argv=argv, path=path, out=out, parser=current)
 
@@ -124,7 +122,7 @@ def positional_indexes(cmd: Command) -> list[int]:
             break
         if tok.startswith("-") and tok != "-":
             flag, eq, _ = tok.partition("=")
-            action = leaf._option_string_actions.get(flag)
+            action = _options(leaf).get(flag)
             if action is not None and _takes_value(action) and not eq:
                 j += 1
         else:
@@ -136,7 +134,7 @@ def positional_indexes(cmd: Command) -> list[int]:
 def option_name(parser: argparse.ArgumentParser | None, key: str) -> str:
     """``block_mode`` -> ``--block-mode``, unless the verb spells the option with underscores."""
     raw = f"--{key}"
-    if parser is not None and raw in parser._option_string_actions:
+    if raw in _options(parser):
         return raw
     return "--" + key.replace("_", "-")
 

@@ -1,16 +1,17 @@
 """`%dfml VERB ...` and `%%dfml VERB` (YAML options in the cell): the CLI's verbs in a notebook.
 
-One implementation: the line (and cell) become the argv of `cli.run`, with the endpoints and key
-from `%config DFMLMagics...`; results come back as `Record`/`Records` that render as tables.
+The magic holds one `Session` per kernel, built from `%config DFMLMagics...` (and rebuilt when
+that changes), so a kernel keeps one chain connection and one indexed protocol state. A line
+(and cell) is parsed by the CLI's own parser and run on that Session; Python objects of the
+kernel pass straight through (`%dfml model submit my_model` takes the Keras model itself).
+Results come back as `Record`/`Records` that render as tables.
 """
 
 from __future__ import annotations
 
 import functools
 import sys
-import tempfile
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
@@ -20,7 +21,11 @@ from .. import config
 from ..errors import DfmlError, UsageError
 from . import results
 from .commands import Command, cell_options, parse, positional_indexes, split_line
-from .runner import Runner
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+PROG = "%dfml"
 
 
 class Secret(str):
@@ -85,8 +90,28 @@ class DFMLMagics(Magics):
     def _json_display_changed(self, change) -> None:
         results.JSON_DISPLAY = change["new"]
 
-    def runner(self) -> Runner:
-        return Runner(url=self.url, storage=self.storage, key=str.__str__(self.key))
+    @observe("url", "storage", "key")
+    def _endpoints_changed(self, change) -> None:
+        session, self._session = getattr(self, "_session", None), None
+        if session is not None:
+            session.close()
+
+    @property
+    def session(self) -> Session:
+        """The kernel's Session (made on first use from the current `%config`)."""
+        session = getattr(self, "_session", None)
+        if session is None:
+            from ..session import Session
+
+            session = Session(self.url, self.storage, str.__str__(self.key))
+            self._session = session
+        return session
+
+    def _parser(self):
+        from .. import cli
+
+        defaults = {"url": self.url, "storage": self.storage, "key": str.__str__(self.key)}
+        return cli.build_parser(PROG, defaults)
 
     # -- the magic ------------------------------------------------------------------------------
 
@@ -98,8 +123,7 @@ class DFMLMagics(Magics):
         lists repeat the option, `true` gives a flag, and `params: {k: v}` gives `--param k=v`.
         `-o NAME` also stores the result in NAME. See `%dfml --help` and `%dfml VERB --help`.
         """
-        runner = self.runner()
-        parser = runner.parser()
+        parser = self._parser()
         try:
             cmd = parse(parser, split_line(line))
             if cell is not None:
@@ -109,9 +133,7 @@ class DFMLMagics(Magics):
         if not cmd.argv:
             parser.print_help()
             return None
-        with tempfile.TemporaryDirectory(prefix="dfml-magic-") as tmp:
-            self._resolve_objects(cmd, Path(tmp))
-            result = self._run(runner, cmd)
+        result = self._run(cmd, self._objects(cmd))
         if result is _HELP:
             return None
         value = results.wrap(result)
@@ -119,7 +141,9 @@ class DFMLMagics(Magics):
             self.shell.user_ns[cmd.out] = value
         return value
 
-    def _run(self, runner: Runner, cmd: Command) -> Any:
+    def _run(self, cmd: Command, bind: dict[str, Any]) -> Any:
+        from .. import cli
+
         progress = None
         if self.progress:
             from .progress import Progress, in_kernel
@@ -127,7 +151,13 @@ class DFMLMagics(Magics):
             if in_kernel():
                 progress = Progress(title=" ".join(cmd.path))
         try:
-            result = runner(cmd.argv, progress=progress)
+            result = cli.run(
+                cmd.argv,
+                PROG,
+                session=self.session,
+                progress=progress if progress is not None else cli._stderr_progress,
+                bind=bind,
+            )
         except SystemExit as exit_:
             # argparse exits after printing --help or --version: the help is the result
             if exit_.code in (0, None):
@@ -146,21 +176,22 @@ class DFMLMagics(Magics):
             progress.done()
         return result
 
-    def _resolve_objects(self, cmd: Command, tmp: Path) -> None:
-        """`model submit my_model`: a Keras model in the namespace is saved and its path passed."""
+    def _objects(self, cmd: Command) -> dict[str, Any]:
+        """Python objects of the kernel the verb takes as they are: `model submit my_model`
+        passes the Keras model (named after its variable unless --name is given)."""
         if cmd.path != ["model", "submit"]:
-            return
+            return {}
         indexes = positional_indexes(cmd)
         if not indexes:
-            return
-        i = indexes[0]
-        name = cmd.argv[i]
+            return {}
+        name = cmd.argv[indexes[0]]
         obj = self.shell.user_ns.get(name) if name.isidentifier() else None
         if obj is None or not is_keras_model(obj):
-            return
-        path = tmp / f"{name}.keras"
-        obj.save(path)
-        cmd.argv[i] = str(path)
+            return {}
+        bind = {"path": obj}
+        if not any(a == "--name" or a.startswith("--name=") for a in cmd.argv):
+            bind["name"] = name
+        return bind
 
 
 _HELP = object()

@@ -1,16 +1,20 @@
 """Jupyter server extension: the REST API under `<base_url>/decentralml/` read by the side panel.
 
-Every handler runs one `dfml` verb through `cli.run`, so the panel, the CLI and the magics share
-one implementation; the verbs block on the chain, so they run in a thread pool, never on the loop.
+The extension keeps one `Session` in the server's settings (one chain connection, one indexed
+protocol state, the configured key never leaving the process), and each handler is one call on
+it, rendered as the CLI renders it, so the panel, the CLI and the magics share one
+implementation. Calls block on the chain, so they run in a worker thread, never on the loop.
+An error answers ``{"error", "hint"}`` with the HTTP status its class carries
+(`errors.DfmlError.http_status`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
@@ -19,16 +23,10 @@ from traitlets import Unicode, default
 from traitlets.config import Configurable
 
 from .. import config
-from ..errors import (
-    ChainNotReachable,
-    DfmlError,
-    DispatchFailed,
-    KeyLoadError,
-    NotFound,
-    StorageError,
-    TransactionRejected,
-    UsageError,
-)
+from ..errors import DfmlError, KeyLoadError
+
+if TYPE_CHECKING:
+    from ..session import Session
 
 ROUTE = "decentralml"
 
@@ -58,47 +56,52 @@ class DFMLServer(Configurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # One thread: substrate-interface's type registry is process-wide and not thread-safe
-        # (concurrent connections fail with 'Decoder class for "Compact<u32>" not found'), so
-        # chain calls take turns off the event loop rather than run side by side.
+        # One thread: the session's chain connection serves one request at a time anyway
+        # (substrate-interface's websocket is request/reply under one lock), and reads are
+        # answered from memory, so requests queue briefly instead of racing.
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="dfml")
+        self._session: Session | None = None
 
-    async def run(self, args: Sequence[str]) -> Any:
-        """Run one verb (`["account", "list"]`) in the pool; its plain data, or DfmlError."""
-        from .. import cli
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            from ..session import Session
 
-        argv = ["--url", self.url, "--storage", self.storage, "--key", self.key, *args]
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, cli.run, argv)
+            self._session = Session(self.url, self.storage, self.key)
+        return self._session
+
+    async def call(self, fn: Callable[[Session], Any]) -> Any:
+        """Run ``fn(session)`` in the worker thread; its result as the CLI's plain data."""
+        from ..cli import plain
+
+        def work() -> Any:
+            return plain(fn(self.session))
+
+        return await asyncio.get_running_loop().run_in_executor(self.executor, work)
+
+    def close(self) -> None:
+        if self._session is not None:
+            self.executor.submit(self._session.close).result(timeout=10)
+            self._session = None
+        self.executor.shutdown(wait=False)
 
 
 def status_code(err: DfmlError) -> int:
     """The HTTP status that says whose fault a DfmlError is: the request's, or the services'."""
-    if isinstance(err, NotFound):
-        return 404
-    if isinstance(err, UsageError | KeyLoadError):
-        return 400
-    if isinstance(err, TransactionRejected | DispatchFailed):
-        return 409
-    if isinstance(err, ChainNotReachable | StorageError):
-        return 503
-    from ..protocol.client import ProtocolRejected
-
-    if isinstance(err, ProtocolRejected):
-        return 409
-    return 500
+    return err.http_status
 
 
 class DFMLHandler(APIHandler):
-    """Base handler: runs verbs and answers JSON, DfmlErrors as {"error", "hint"}."""
+    """Base handler: one Session call per request, answered as JSON; a DfmlError as
+    {"error", "hint"} with its class's status."""
 
     @property
     def dfml(self) -> DFMLServer:
         return self.settings["dfml"]
 
-    async def answer(self, *args: str) -> None:
+    async def answer(self, fn: Callable[[Session], Any]) -> None:
         try:
-            result = await self.dfml.run(args)
+            result = await self.dfml.call(fn)
         except KeyLoadError as err:  # the server's own key, not the request: its operator's fix
             hint = "set the server's signing key: c.DFMLServer.key (a dev URI or a key file)"
             self.fail(500, {"error": f"the server's signing key: {err}", "hint": hint})
@@ -107,7 +110,7 @@ class DFMLHandler(APIHandler):
             self.fail(status_code(err), err.to_json())
             return
         except Exception as exc:  # a bug, not the user's: log it, still answer in the contract
-            self.log.exception("decentralml: %s failed", " ".join(args[:2]))
+            self.log.exception("decentralml: %s failed", self.request.path)
             self.fail(500, {"error": f"{type(exc).__name__}: {exc}", "hint": "see the server log"})
             return
         self.finish(json.dumps(result))
@@ -120,33 +123,26 @@ class DFMLHandler(APIHandler):
 class StatusHandler(DFMLHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        try:
-            chain, storage = await asyncio.gather(
-                self.dfml.run(["chain", "status"]), self.dfml.run(["storage", "status"])
-            )
-        except DfmlError as err:
-            self.fail(status_code(err), err.to_json())
-            return
-        self.finish(json.dumps({"chain": chain, "storage": storage}))
+        await self.answer(lambda s: {"chain": s.chain_status(), "storage": s.storage_status()})
 
 
 class AccountsHandler(DFMLHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        await self.answer("account", "list")
+        await self.answer(lambda s: s.accounts())
 
 
 class ModelsHandler(DFMLHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        await self.answer("model", "list")
+        await self.answer(lambda s: s.models())
 
 
 class ProposalsHandler(DFMLHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
         only_open = self.get_query_argument("open", "") not in ("", "0", "false")
-        await self.answer("proposals", *(["--open"] if only_open else []))
+        await self.answer(lambda s: s.proposals(open_only=only_open))
 
 
 class VoteHandler(DFMLHandler):
@@ -166,7 +162,7 @@ class VoteHandler(DFMLHandler):
                 },
             )
             return
-        await self.answer("vote", proposal, choice)
+        await self.answer(lambda s: s.vote(int(proposal), choice == "aye"))
 
 
 MAX_ROUNDS = 1000  # rounds one panel request may list
@@ -189,15 +185,25 @@ class RoundsHandler(DFMLHandler):
             return
         model = self.get_query_argument("model", None)
         try:
-            models = (
-                [model] if model else [str(m["id"]) for m in await self.dfml.run(["model", "list"])]
+            model_id = None if model is None else int(model)
+        except ValueError:
+            model_id = 0
+        if model_id is not None and model_id <= 0:
+            self.fail(
+                400, {"error": f"model must be a model id, got {model!r}", "hint": "?model=1"}
             )
-            rounds = [r for m in models for r in await self.dfml.run(["round", "history", m])]
-        except DfmlError as err:
-            self.fail(status_code(err), err.to_json())
             return
-        rounds.sort(key=lambda r: r["round_id"], reverse=True)
-        self.finish(json.dumps(rounds[:limit]))
+        await self.answer(lambda s: _recent_rounds(s, model_id, limit))
+
+
+def _recent_rounds(session: Session, model_id: int | None, limit: int) -> list[dict]:
+    """The newest ``limit`` rounds (of one model, or of all), newest first, as `round status`
+    shows them: one read of the session's state."""
+    from ..cli import round_json
+
+    rounds = session.rounds() if model_id is None else session.round_history(model_id)
+    newest = sorted(rounds, key=lambda r: r.round_id, reverse=True)[:limit]
+    return [round_json(r) for r in newest]
 
 
 def _handlers(base_url: str) -> list[tuple[str, type[DFMLHandler]]]:
@@ -223,3 +229,10 @@ def _load_jupyter_server_extension(serverapp) -> None:
     serverapp.log.info(
         "decentralml: REST API at %s%s/ (chain %s)", web_app.settings["base_url"], ROUTE, dfml.url
     )
+
+
+def _unload_jupyter_server_extension(serverapp) -> None:
+    """Called by jupyter_server at shutdown: close the extension's Session."""
+    dfml = serverapp.web_app.settings.get("dfml")
+    if dfml is not None:
+        dfml.close()

@@ -1,6 +1,7 @@
-"""Notebook widgets over the CLI verbs: accounts, proposals with vote buttons, a model card and a
-live round dashboard. Each reads and acts through a `Runner`, exactly as `%dfml` does, and
-renders data of the shapes in CLI.md (`set_data`/`update`), so rendering is testable alone.
+"""Notebook widgets: accounts, proposals with vote buttons, a model card and a live round
+dashboard. Each reads and acts through a `Session` (by default the kernel's, the one `%dfml`
+uses) and renders the typed values it returns (`set_data`/`update`), so rendering is testable
+alone.
 """
 
 from __future__ import annotations
@@ -8,17 +9,20 @@ from __future__ import annotations
 import html
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
 
-from ..errors import DfmlError
+from ..errors import DfmlError, UsageError
 from . import svg
-from .commands import has_verb
+from .kernel import current_session
 from .results import _CSS, receipt_html, table_html, value_html
-from .runner import MagicRunner, Runner
 
-RunFn = Callable[[Sequence[str]], Any]
+if TYPE_CHECKING:
+    from ..protocol.values import ModelInfo, ProposalInfo, RoundInfo, StakeInfo
+    from ..receipts import AccountBalance
+    from ..session import Session
+
 FINAL_ROUND_STATES = ("finalized", "failed")
 
 
@@ -30,39 +34,36 @@ def _error_html(err: BaseException) -> str:
 
 
 class _Widget(w.VBox):
-    """Shared plumbing: the runner, a status line for errors and receipts, and safe calls."""
+    """Shared plumbing: the session, a status line for errors and receipts, and safe calls."""
 
-    def __init__(self, runner: RunFn | None = None, **kwargs: Any) -> None:
-        self.runner: RunFn = runner if runner is not None else MagicRunner()
+    def __init__(self, session: Session | None = None, **kwargs: Any) -> None:
+        self._session = session
         self.status = w.HTML()
         super().__init__(**kwargs)
 
-    def _has_verb(self, *path: str) -> bool:
-        parser = getattr(self.runner, "parser", None)
-        if parser is None:
-            return True  # a plain function runner: assume it knows the verb, errors will say
-        return has_verb(parser(), *path)
+    @property
+    def session(self) -> Session:
+        """The widget's Session: the one it was given, else the kernel's at each call (so
+        `%config DFMLMagics.key = "//Bob"` makes a vote button vote as Bob)."""
+        return self._session if self._session is not None else current_session()
 
-    def call(self, args: Sequence[str]) -> Any:
-        """Run a verb; on failure show the error (message and hint) and return None."""
+    def call(self, fn: Callable[[Session], Any]) -> Any:
+        """``fn(session)``; on failure show the error (message and hint) and return None."""
         try:
-            result = self.runner(list(args))
+            return fn(self.session)
         except DfmlError as err:
             self.status.value = _CSS + _error_html(err)
             return None
-        except SystemExit:  # argparse help/version: nothing to show in a widget
-            return None
-        return result
 
 
 # -- accounts -------------------------------------------------------------------------------
 
 
 class AccountsWidget(_Widget):
-    """The dev accounts and balances (`account list`), stakes when the CLI has `stakes`."""
+    """The dev accounts and their balances (`account list`), and the stakes (`stakes`)."""
 
-    def __init__(self, runner: RunFn | None = None, load: bool = True, **kwargs: Any) -> None:
-        super().__init__(runner, **kwargs)
+    def __init__(self, session: Session | None = None, load: bool = True, **kwargs: Any) -> None:
+        super().__init__(session, **kwargs)
         self.table = w.HTML()
         self.stakes_table = w.HTML()
         self.refresh_button = w.Button(description="Refresh", icon="refresh")
@@ -74,18 +75,18 @@ class AccountsWidget(_Widget):
             self.refresh()
 
     def refresh(self) -> None:
-        accounts = self.call(["account", "list"])
+        accounts = self.call(lambda s: s.accounts())
         if accounts is None:
             return
-        stakes = self.call(["stakes"]) if self._has_verb("stakes") else None
+        stakes = self.call(lambda s: s.stakes())
         self.status.value = ""
         self.set_data(accounts, stakes)
 
     def set_data(
-        self, accounts: Sequence[Mapping], stakes: Sequence[Mapping] | None = None
+        self, accounts: Sequence[AccountBalance], stakes: Sequence[StakeInfo] | None = None
     ) -> None:
-        self.accounts = [dict(a) for a in accounts]
-        self.stakes = None if stakes is None else [dict(s) for s in stakes]
+        self.accounts = [a.to_json() for a in accounts]
+        self.stakes = None if stakes is None else [s.to_json() for s in stakes]
         self.table.value = _CSS + "<b>Accounts</b>" + table_html(self.accounts)
         self.stakes_table.value = (
             "" if self.stakes is None else _CSS + "<b>Stakes</b>" + table_html(self.stakes)
@@ -100,12 +101,12 @@ class ProposalsWidget(_Widget):
 
     def __init__(
         self,
-        runner: RunFn | None = None,
+        session: Session | None = None,
         open_only: bool = False,
         load: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(runner, **kwargs)
+        super().__init__(session, **kwargs)
         self.open_only = open_only
         self.proposals: list[dict] = []
         self.buttons: dict[str, tuple[w.Button, w.Button]] = {}
@@ -118,12 +119,12 @@ class ProposalsWidget(_Widget):
             self.refresh()
 
     def refresh(self) -> None:
-        proposals = self.call(["proposals", *(["--open"] if self.open_only else [])])
+        proposals = self.call(lambda s: s.proposals(open_only=self.open_only))
         if proposals is not None:
             self.set_data(proposals)
 
-    def set_data(self, proposals: Sequence[Mapping]) -> None:
-        self.proposals = [dict(p) for p in proposals]
+    def set_data(self, proposals: Sequence[ProposalInfo]) -> None:
+        self.proposals = [p.to_json() for p in proposals]
         self.buttons = {}
         columns = ("id", "kind", "target", "status", "ayes", "nays", "deadline")
         cells: list[w.Widget] = [w.HTML(f"<b>{c}</b>") for c in columns] + [w.HTML("<b>vote</b>")]
@@ -143,21 +144,21 @@ class ProposalsWidget(_Widget):
             cells.append(w.HTML("<em>no proposals</em>"))
         self.grid.children = cells
 
-    def vote(self, proposal_id: str, choice: str) -> Any:
-        """Vote through the CLI's `vote` verb, show the receipt, and reload the list."""
-        for button in self.buttons.get(proposal_id, ()):
+    def vote(self, proposal_id: str | int, choice: str) -> Any:
+        """Vote as `%dfml vote` does, show the receipt, and reload the list."""
+        pid = str(proposal_id)
+        for button in self.buttons.get(pid, ()):
             button.disabled = True  # one vote per click while the transaction is in flight
-        result = self.call(["vote", proposal_id, choice])
+        result = self.call(lambda s: s.vote(int(pid), choice == "aye"))
         self.last_vote = result
         if result is None:
-            for button in self.buttons.get(proposal_id, ()):
+            for button in self.buttons.get(pid, ()):
                 button.disabled = False
             return None
-        receipt = result.get("receipt") if isinstance(result, Mapping) else None
         self.refresh()
         self.status.value = (
-            _CSS + f"{html.escape(choice)} on proposal {html.escape(proposal_id)}: "
-            f"{receipt_html(receipt) if receipt else html.escape(str(result))}"
+            _CSS + f"{html.escape(choice)} on proposal {html.escape(pid)}: "
+            f"{receipt_html(result.receipt.to_json())}"
         )
         return result
 
@@ -165,20 +166,14 @@ class ProposalsWidget(_Widget):
 # -- model card -----------------------------------------------------------------------------
 
 
-def _first(data: Mapping, *names: str, default: Any = None) -> Any:
-    for name in names:
-        if data.get(name) not in (None, "", []):
-            return data[name]
-    return default
-
-
 def _metric_points(history: Sequence[Mapping], metric: str) -> list[tuple[float, float]]:
+    """(round number, value) of ``metric`` over rounds shaped as `round status` shows them."""
     points = []
     for i, r in enumerate(history):
         value = (r.get("metrics") or {}).get(metric)
         if isinstance(value, int | float):
-            x = _first(r, "number", "round", "round_id", default=i + 1)
-            points.append((float(x) if isinstance(x, int | float) else float(i + 1), value))
+            x = r.get("number") or r.get("round_id") or i + 1
+            points.append((float(x), value))
     return points
 
 
@@ -188,12 +183,12 @@ class ModelCard(_Widget):
     def __init__(
         self,
         model_id: str | int | None = None,
-        runner: RunFn | None = None,
-        model: Mapping | None = None,
-        history: Sequence[Mapping] | None = None,
+        session: Session | None = None,
+        model: ModelInfo | None = None,
+        history: Sequence[RoundInfo] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(runner, **kwargs)
+        super().__init__(session, **kwargs)
         self.card = w.HTML()
         self.children = [self.card, self.status]
         self.model: dict = {}
@@ -201,29 +196,26 @@ class ModelCard(_Widget):
         if model is not None:
             self.set_data(model, history)
         elif model_id is not None:
-            self.model_ref = str(model_id)
+            self.model_number = int(model_id)
             self.refresh()
 
     def refresh(self) -> None:
-        model = self.call(["model", "show", self.model_ref])
+        model = self.call(lambda s: s.model(self.model_number))
         if model is None:
             return
-        history = None
-        if self._has_verb("round", "history"):
-            history = self.call(["round", "history", self.model_ref])
+        history = self.call(lambda s: s.round_history(self.model_number))
         self.set_data(model, history)
 
-    def set_data(self, model: Mapping, history: Sequence[Mapping] | None = None) -> None:
-        self.model = dict(model)
-        self.history = [dict(h) for h in history or []]
+    def set_data(self, model: ModelInfo, history: Sequence[RoundInfo] | None = None) -> None:
+        from ..cli import round_json
+
+        self.model = model.to_json()
+        self.history = [round_json(h) for h in history or []]
         m = self.model
-        jurisdictions = _first(m, "jurisdictions", "jurisdiction", default=[])
-        if isinstance(jurisdictions, str):
-            jurisdictions = [jurisdictions]
         fields = {
-            "owner": m.get("owner"),
-            "licence": _first(m, "license", "licence"),
-            "jurisdictions": ", ".join(str(j) for j in jurisdictions) or None,
+            "owner": m["owner"],
+            "licence": m["licence"],
+            "jurisdictions": ", ".join(model.jurisdictions) or None,
             "status": m.get("status"),
             "global CID": m.get("global_cid"),
             "round": m.get("round"),
@@ -233,10 +225,10 @@ class ModelCard(_Widget):
             "total stake": m.get("total_stake"),
         }
         rows = "".join(f"<tr><th>{k}</th><td>{value_html(v)}</td></tr>" for k, v in fields.items())
-        title = html.escape(f"{m.get('name') or 'model'} (#{m.get('id', m.get('model_id', '?'))})")
+        title = html.escape(f"{model.name} (#{model.id})")
         hist = ""
         if self.history:
-            keep = ("round", "round_id", "status", "aggregate_cid")
+            keep = ("number", "round_id", "status", "aggregate_cid")
             rows_h = [
                 {k: h.get(k) for k in keep if k in h} | dict(h.get("metrics") or {})
                 for h in self.history
@@ -256,16 +248,8 @@ class ModelCard(_Widget):
 
 
 def _addresses(value: Any) -> list[str]:
-    """Workers named in a status field: addresses, or records with an address-like key."""
-    if not isinstance(value, list | tuple):
-        return []
-    out = []
-    for item in value:
-        if isinstance(item, Mapping):
-            item = _first(item, "address", "worker", "account", default=None)
-        if item is not None:
-            out.append(str(item))
-    return out
+    """The workers named in a status field (a list of addresses)."""
+    return [str(item) for item in value] if isinstance(value, list | tuple) else []
 
 
 class RoundDashboard(_Widget):
@@ -279,14 +263,14 @@ class RoundDashboard(_Widget):
     def __init__(
         self,
         round_id: str | int,
-        runner: RunFn | None = None,
+        session: Session | None = None,
         interval: float = 2.0,
         start: bool = True,
         follow_plan: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(runner, **kwargs)
-        self.round_id = str(round_id)
+        super().__init__(session, **kwargs)
+        self.round_id = int(round_id)
         self.follow_plan = follow_plan
         self.interval = interval
         self.header = w.HTML()
@@ -304,13 +288,13 @@ class RoundDashboard(_Widget):
             self.status,
         ]
         self.round: dict = {}
-        # metrics of every round seen: from `round history MODEL` when the CLI has it, and from
-        # this round's status as it changes
+        # metrics of every round seen: from the model's round history, and from this round's
+        # status as it changes
         self.metrics_by_round: dict[float, dict] = {}
         self.polls = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.update({"round_id": self.round_id, "status": "waiting"})
+        self._render({"round_id": self.round_id, "status": "waiting"})
         if start:
             self.start()
 
@@ -349,47 +333,51 @@ class RoundDashboard(_Widget):
                 nxt = self.round.get("next_round_id")
                 if not (self.follow_plan and nxt is not None):
                     break
-                self.round_id = str(nxt)  # the plan's next round: keep the metrics so far
+                self.round_id = int(nxt)  # the plan's next round: keep the metrics so far
                 continue
             self._stop.wait(self.interval)
         self.stop_button.disabled = True
 
     def poll_once(self) -> bool:
-        """Fetch the round's status once; False when polling cannot go on (the error is shown)."""
-        from ..errors import UsageError
-
+        """Read the round once; False when polling cannot go on (the error is shown)."""
+        session = self.session
         try:
-            status = self.runner(["round", "status", self.round_id])
-        except UsageError as err:  # no such verb or round: retrying will not help
+            rnd = session.round(self.round_id)
+            nxt = session.next_round(rnd) if rnd.status in FINAL_ROUND_STATES else None
+            history = None
+            if self.polls == 0 or rnd.status in FINAL_ROUND_STATES:
+                history = session.round_history(rnd.model_id)
+        except UsageError as err:  # no such round: retrying will not help
             self.status.value = _CSS + _error_html(err)
             return False
         except DfmlError as err:  # the chain may come back: show it and keep polling
             self.status.value = _CSS + _error_html(err)
             return True
-        except SystemExit:
-            return False
-        history = None
-        first = self.polls == 0
-        final = status.get("status") in FINAL_ROUND_STATES
-        if (first or final) and status.get("model_id") is not None:
-            if self._has_verb("round", "history"):
-                history = self.call(["round", "history", str(status["model_id"])])
         self.polls += 1
         self.status.value = ""
-        self.update(status, history)
+        self.update(rnd, history, None if nxt is None else nxt.round_id)
         return True
 
     # rendering
 
-    def update(self, status: Mapping, history: Sequence[Mapping] | None = None) -> None:
-        """Render a `round status` result (and optionally `round history`) as CLI.md shapes it."""
+    def update(
+        self,
+        rnd: RoundInfo,
+        history: Sequence[RoundInfo] | None = None,
+        next_round_id: int | None = None,
+    ) -> None:
+        """Render a round (and the model's round history, for the metrics over rounds)."""
+        from ..cli import round_json
+
+        status = round_json(rnd)
+        status["next_round_id"] = next_round_id
+        self._render(status, [round_json(r) for r in history or []])
+
+    def _render(self, status: Mapping, history: Sequence[Mapping] = ()) -> None:
         self.round = dict(status)
-        for i, past in enumerate(history if isinstance(history, list | tuple) else []):
-            if not isinstance(past, Mapping):
-                continue
-            key = past.get("round_id", past.get("round", i + 1))
-            if isinstance(key, int | float) and past.get("metrics"):
-                self.metrics_by_round[float(key)] = dict(past["metrics"])
+        for past in history:
+            if past.get("metrics"):
+                self.metrics_by_round[float(past["round_id"])] = dict(past["metrics"])
         rid = self.round.get("round_id", self.round_id)
         if isinstance(rid, int | float) and self.round.get("metrics"):
             self.metrics_by_round[float(rid)] = dict(self.round["metrics"])
@@ -486,4 +474,4 @@ class RoundDashboard(_Widget):
         )
 
 
-__all__ = ["AccountsWidget", "ModelCard", "ProposalsWidget", "RoundDashboard", "Runner"]
+__all__ = ["AccountsWidget", "ModelCard", "ProposalsWidget", "RoundDashboard"]

@@ -194,7 +194,9 @@ class Indexer:
     ):
         self.chain = chain
         self.params = params
-        self.db = sqlite3.connect(str(db_path) if db_path else ":memory:")
+        # used by one thread at a time, not always the one that opened it (a Session's
+        # callers take turns on its lock; a widget polls from its own thread)
+        self.db = sqlite3.connect(str(db_path) if db_path else ":memory:", check_same_thread=False)
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), "
             "block_number INTEGER, block_hash TEXT, state BLOB)"
@@ -252,25 +254,30 @@ class Indexer:
         return current == self.block_hash
 
     def finalized_number(self) -> int:
-        head = self.chain.substrate.rpc_request("chain_getFinalizedHead", [])["result"]
-        return self.chain.block_number(head)
+        return self.chain.finalized_number()
 
     def sync(
-        self, to: int | None = None, progress: Callable[[int, int], None] | None = None
+        self,
+        to: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        check: bool = True,
     ) -> State:
-        """Fold every finalized block up to ``to`` (default: the finalized head) into the state."""
-        if not self._still_on_chain():
+        """Fold every finalized block up to ``to`` (default: the finalized head) into the state.
+
+        ``check`` first asks the chain whether the indexed block is still its own (one
+        request); a caller that knows the connection and the chain are the ones it indexed
+        (a `Session` following heads on one socket) may skip it."""
+        if check and not self._still_on_chain():
             self.reset()  # a restarted dev chain, or a different chain at the same URL
         target = self.finalized_number() if to is None else to
-        sub = self.chain.substrate
         start = self.block_number + 1
         for n in range(start, target + 1):
             block_hash = self.chain.block_hash(n)
             events = self.chain.events(block_hash)
             extrinsics = None
             if needs_extrinsics(events):
-                with self.chain._lock:
-                    extrinsics = sub.get_block(block_hash=block_hash)["extrinsics"]
+                extrinsics = self.chain.extrinsics(block_hash)
             fold_block(self.state, extract_values(extrinsics, events, n, block_hash), n, block_hash)
             self.block_number, self.block_hash = n, block_hash
             if progress:

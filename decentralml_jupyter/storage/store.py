@@ -9,42 +9,13 @@ import os
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from decentralml_jupyter.errors import StorageError
-
-START_HINT = (
-    "start the dev storage service with `dfml storage up`, or point --storage / "
-    "DFML_STORAGE at a running Kubo RPC endpoint"
+from decentralml_jupyter.errors import STORAGE_START_HINT as START_HINT  # noqa: F401
+from decentralml_jupyter.errors import (  # noqa: F401 - defined there, importable from here
+    ArtifactTooLarge,
+    StorageError,
+    StorageTimeout,
+    StorageUnavailable,
 )
-
-
-class StorageUnavailable(StorageError):
-    """Nothing answers at the storage URL."""
-
-    hint = START_HINT
-
-
-class StorageTimeout(StorageError):
-    """The content was not found before the timeout (unknown CID, or no node provides it)."""
-
-    hint = (
-        "check the CID; if it is right, the node that holds it is offline or unreachable "
-        "(raise the timeout with KuboStore(timeout=...) if the network is slow)"
-    )
-
-
-class ArtifactTooLarge(StorageError):
-    """The content is larger than the reader allows (``max_bytes``); nothing more is read."""
-
-    hint = (
-        "check that the CID is the one recorded for this artefact; if it is and it is "
-        "legitimately this large, raise max_bytes"
-    )
-
-    def __init__(self, cid: str, size: int, limit: int, hint: str | None = None):
-        super().__init__(f"{cid} holds {size} bytes, more than the {limit} allowed", hint)
-        self.cid = cid
-        self.size = size
-        self.limit = limit
 
 
 @dataclass(frozen=True)

@@ -12,20 +12,13 @@ import argparse
 MARKER = "<!-- dfml-reference -->"
 
 
-def _subparsers(parser: argparse.ArgumentParser):
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
-
-
 def verbs(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
-    """(path, leaf parser) for every runnable verb, in the parser's order."""
-    sub = _subparsers(parser)
-    if sub is None:
+    """(path, leaf parser) for every runnable verb, in the parser's order (the CLI's parser
+    keeps its verbs in ``parser.verbs``)."""
+    if not parser.verbs:
         yield path, parser
         return
-    for name, child in sub.choices.items():
+    for name, child in parser.verbs.items():
         yield from verbs(child, (*path, name))
 
 
@@ -35,8 +28,8 @@ def _cell(text: str) -> str:
 
 def _arguments(parser: argparse.ArgumentParser) -> list[str]:
     rows = []
-    for action in parser._actions:
-        if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+    for action in parser.arguments:
+        if "-h" in action.option_strings:
             continue
         name = ", ".join(f"`{o}`" for o in action.option_strings) or f"`{action.dest.upper()}`"
         if action.choices:

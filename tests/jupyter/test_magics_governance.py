@@ -49,7 +49,7 @@ def test_model_to_vote_from_a_notebook(gov_ip):
     # the widget follows %config: this click votes as Bob, whose stake weighs the tally
     gov_ip.run_line_magic("config", 'DFMLMagics.key = "//Bob"')
     widget.buttons[pid][0].click()
-    assert widget.last_vote["receipt"]["success"], widget.status.value
+    assert widget.last_vote.receipt.success, widget.status.value
     tallied = next(p for p in widget.proposals if str(p["id"]) == pid)
     assert tallied["ayes"] == 25 * UNIT and tallied["nays"] == 0
     assert "✓ included" in widget.status.value

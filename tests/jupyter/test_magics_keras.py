@@ -1,8 +1,7 @@
-"""`%dfml model submit my_model`: a Keras model in the namespace is saved and its path passed."""
+"""`%dfml model submit my_model`: a Keras model of the kernel passes straight through to the
+Session, which uploads exactly its architecture and weights."""
 
 from __future__ import annotations
-
-import argparse
 
 import numpy as np
 
@@ -11,37 +10,39 @@ from decentralml_jupyter.jupyter.commands import parse
 from tests.conftest import require
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = cli.build_parser("%dfml")
-    verbs = parser._subparsers._group_actions[0]
-    if "model" not in verbs.choices:  # the CLI.md shape, until the verb lands
-        submit = verbs.add_parser("model").add_subparsers(dest="action").add_parser("submit")
-        submit.add_argument("path")
-        submit.add_argument("--name")
-    return parser
-
-
-def test_keras_model_variable_becomes_a_saved_file(ip, tmp_path):
+def test_keras_model_variable_is_passed_as_the_object(ip):
     keras = require("keras")
     inputs = keras.Input(shape=(4,))
     model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     ip.user_ns["my_model"] = model
     ip.user_ns["not_a_model"] = [1, 2]
     magics = ip.magics_manager.registry["DFMLMagics"]
+    parser = cli.build_parser("%dfml")
 
-    cmd = parse(_parser(), ["model", "submit", "--name", "my_model", "my_model"])
-    magics._resolve_objects(cmd, tmp_path)
-    saved = tmp_path / "my_model.keras"
-    assert cmd.argv == ["model", "submit", "--name", "my_model", str(saved)]  # option untouched
-    loaded = keras.models.load_model(saved)
-    for a, b in zip(loaded.get_weights(), model.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
+    cmd = parse(parser, ["model", "submit", "--name", "mine", "my_model"])
+    assert magics._objects(cmd) == {"path": model}  # --name given: kept
+    cmd = parse(parser, ["model", "submit", "my_model"])
+    bound = magics._objects(cmd)
+    assert bound["path"] is model and bound["name"] == "my_model"  # named after its variable
 
     # names that are files or other objects, and other verbs, are left alone
     for line in (["model", "submit", "not_a_model"], ["model", "submit", "./weights.keras"]):
-        cmd = parse(_parser(), line)
-        magics._resolve_objects(cmd, tmp_path)
-        assert cmd.argv == line
-    cmd = parse(_parser(), ["remark", "my_model"])
-    magics._resolve_objects(cmd, tmp_path)
-    assert cmd.argv == ["remark", "my_model"]
+        assert magics._objects(parse(parser, line)) == {}
+    assert magics._objects(parse(parser, ["remark", "my_model"])) == {}
+
+
+def test_the_session_takes_a_keras_model_as_it_is(tmp_path):
+    keras = require("keras")
+    from decentralml_jupyter import fl
+    from decentralml_jupyter.session import _model_artifacts
+
+    inputs = keras.Input(shape=(4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs), name="tiny")
+    spec, weights, name = _model_artifacts(model)
+    assert name == "tiny"
+    for a, b in zip(fl.weights_from_bytes(weights), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # the same bytes as from the file it would have been saved to
+    model.save(tmp_path / "tiny.keras")
+    spec2, weights2, name2 = _model_artifacts(str(tmp_path / "tiny.keras"))
+    assert (weights2, name2) == (weights, "tiny") and fl.model_from_spec(spec2) is not None

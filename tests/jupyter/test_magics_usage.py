@@ -89,14 +89,14 @@ def test_config_sets_traits_and_never_shows_the_key(ip, capsys):
     try:
         magics = ip.magics_manager.registry["DFMLMagics"]
         assert magics.url == "ws://example.invalid:9944"
-        assert magics.runner().key == secret  # passed to the CLI as the plain text
+        assert magics.session._key == secret  # the session signs with the plain text
         ip.run_line_magic("config", "DFMLMagics")
         shown = capsys.readouterr().out
         assert "DFMLMagics.url" in shown and "ws://example.invalid:9944" in shown
         assert secret not in shown and "<hidden>" in shown
         ip.run_cell("%config DFMLMagics.key")
         ip.run_cell("DFMLMagics_runner = get_ipython().magics_manager.registry['DFMLMagics']")
-        ip.run_cell("DFMLMagics_runner.runner()")
+        ip.run_cell("DFMLMagics_runner.session")
         assert secret not in "".join(capsys.readouterr())
     finally:
         ip.run_line_magic("config", 'DFMLMagics.key = "//Alice"')
@@ -114,28 +114,15 @@ def test_traits_default_to_the_environment(monkeypatch):
         "http://10.0.0.1:5001",
         "//Bob",
     )
-    assert "Bob" not in repr(m.key) and "Bob" not in repr(m.runner())
+    assert "Bob" not in repr(m.key) and "Bob" not in repr(m.session)
+    assert m.session.address == "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
 
 
 # -- reading lines against the parser ---------------------------------------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
-    """The real CLI parser plus the CLI.md verbs that `-o` and PATH resolution care about."""
-    parser = cli.build_parser("%dfml")
-    verbs = parser._subparsers._group_actions[0]
-    if "storage" not in verbs.choices:
-        storage = verbs.add_parser("storage").add_subparsers(dest="action")
-        get = storage.add_parser("get")
-        get.add_argument("cid")
-        get.add_argument("--out")
-    if "model" not in verbs.choices:
-        model = verbs.add_parser("model").add_subparsers(dest="action")
-        submit = model.add_parser("submit")
-        submit.add_argument("path")
-        submit.add_argument("--name")
-        submit.add_argument("--jurisdiction", action="append")
-    return parser
+    return cli.build_parser("%dfml")
 
 
 def test_out_option_is_the_magics_unless_the_verb_owns_it():

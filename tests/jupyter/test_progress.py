@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import io
 
-import pytest
-
 from decentralml_jupyter import cli
-from decentralml_jupyter.errors import ChainNotReachable
-from decentralml_jupyter.jupyter import Progress, Runner
+from decentralml_jupyter.jupyter import Progress
 
 
 def test_progress_prints_outside_a_kernel():
@@ -37,25 +34,9 @@ def test_progress_widget_shows_messages_and_fractions():
     assert p.bar.bar_style == "danger" and p.label.value == "failed"
 
 
-def test_runner_routes_cli_progress_and_restores_it(monkeypatch):
-    def connect(args):
-        # what a long verb does: report through the CLI's progress function, then (here) fail
-        cli._progress(f"connecting to {args.url}")
-        raise ChainNotReachable(f"dev chain not reachable at {args.url}")
-
-    monkeypatch.setattr(cli, "_chain", connect)
-    seen: list[str] = []
-    original = cli._progress
-    with pytest.raises(ChainNotReachable):
-        Runner(url="ws://127.0.0.1:1")(["account", "balance", "Alice"], progress=seen.append)
-    assert seen == ["connecting to ws://127.0.0.1:1"]
-    assert cli._progress is original
-
-
-def test_a_storage_upload_feeds_the_notebook_progress_bar(ip, storage_url, tmp_path):
-    from decentralml_jupyter import cli
+def test_a_storage_upload_feeds_the_notebook_progress_bar(storage_url, tmp_path):
+    from decentralml_jupyter import Session
     from decentralml_jupyter.jupyter import Progress
-    from decentralml_jupyter.jupyter.runner import Runner
 
     src = tmp_path / "big.bin"
     src.write_bytes(b"\x01" * (3 * 2**20))
@@ -65,9 +46,12 @@ def test_a_storage_upload_feeds_the_notebook_progress_bar(ip, storage_url, tmp_p
         def __call__(self, message, fraction=None):
             seen.append((message, fraction))
 
-    runner = Runner(storage=storage_url)
-    out = runner(["storage", "put", str(src)], progress=Recording("upload"))
-    assert out["size"] == 3 * 2**20
+    with Session(storage=storage_url) as session:
+        stored = session.put_file(src, progress=Recording("upload"))
+    assert stored.size == 3 * 2**20
     assert seen and seen[-1][1] == 1.0 and "big.bin" in seen[-1][0]
     assert [f for _, f in seen] == sorted(f for _, f in seen)  # it only moves forward
-    assert cli._progress is not None and not isinstance(cli._progress, Recording)  # restored
+    # the CLI's verb with the same callback: the same reports, and its JSON
+    seen.clear()
+    out = cli.run(["--storage", storage_url, "storage", "put", str(src)], progress=Recording("u"))
+    assert out["size"] == 3 * 2**20 and seen[-1][1] == 1.0

@@ -185,18 +185,24 @@ def test_vote_signs_with_the_configured_key_then_rounds_show(server, proposal, d
 
 
 def test_concurrent_requests_all_answer(server):
-    """What the panel does on each new block: every list at once (chain calls take turns)."""
-    results: dict[str, requests.Response] = {}
+    """What four open panels do on a new block: 20 requests at once, every view four times
+    (calls take turns on the server's one Session), all answered, the same views alike."""
+    paths = ENDPOINTS * 4
+    results: dict[int, requests.Response] = {}
 
-    def fetch(path: str) -> None:
-        results[path] = server.get(path, timeout=60)
+    def fetch(i: int) -> None:
+        results[i] = server.get(paths[i], timeout=60)
 
-    threads = [threading.Thread(target=fetch, args=(p,)) for p in ENDPOINTS]
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(len(paths))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(90)
-    assert {p: r.status_code for p, r in results.items()} == dict.fromkeys(ENDPOINTS, 200)
+    assert len(paths) == 20 and sorted(results) == list(range(20))
+    assert [results[i].status_code for i in range(20)] == [200] * 20
+    for path in ("models", "proposals"):
+        bodies = {results[i].text for i in range(20) if paths[i] == path}
+        assert len(bodies) == 1, path  # no protocol call came in between: one answer
 
 
 def test_bad_requests_answer_400_with_a_hint(server):
@@ -241,18 +247,19 @@ def test_an_unexpected_failure_is_a_500_in_the_contract():
 
     answered: dict = {}
 
-    async def boom(args):
+    async def boom(fn):
         raise RuntimeError("a bug")
 
     handler = NS(
-        dfml=NS(run=boom),
+        dfml=NS(call=boom),
+        request=NS(path="/decentralml/models"),
         log=logging.getLogger("test"),
         fail=lambda code, body: answered.update(code=code, body=body),
         finish=lambda text: answered.update(finished=text),
     )
     # in a thread of its own: an event loop of an earlier test may run in this one
     runner = threading.Thread(
-        target=asyncio.run, args=(DFMLHandler.answer(handler, "model", "list"),)
+        target=asyncio.run, args=(DFMLHandler.answer(handler, lambda s: s.models()),)
     )
     runner.start()
     runner.join(30)

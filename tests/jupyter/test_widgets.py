@@ -1,20 +1,24 @@
 """Widgets: accounts against the real dev chain; proposals, model card and round dashboard
-rendering data shaped as CLI.md says, and acting through the same runner as `%dfml`.
+rendering the typed values a `Session` returns, and acting through the same Session as `%dfml`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
 
+from decentralml_jupyter import Session
+from decentralml_jupyter.chain import Receipt
 from decentralml_jupyter.jupyter import (
     AccountsWidget,
     ModelCard,
     ProposalsWidget,
     RoundDashboard,
-    Runner,
 )
+from decentralml_jupyter.protocol.values import ModelInfo, RoundInfo
+from decentralml_jupyter.receipts import Done
 
 ALICE = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
 BOB = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty"
@@ -58,23 +62,30 @@ def _real_proposals() -> list[dict]:
     for _ in range(11):
         state.tick(block[0], f"0x{block[0]:064x}")
         block[0] += 1
-    return [p.to_json() for p in state.proposals()]
+    return state.proposals()
 
 
 PROPOSALS = _real_proposals()
 
 
 class Recorder:
-    """A runner that records argv and answers with values the protocol itself produced (or,
-    for the model card and dashboard, CLI.md's shapes)."""
+    """A stand-in Session that records the methods called (name and arguments) and answers
+    with values the protocol itself produced, or built with its own value classes."""
 
     def __init__(self, answers: dict):
         self.answers, self.calls = answers, []
 
-    def __call__(self, args):
-        self.calls.append(list(args))
-        answer = self.answers[" ".join(args[:2]) if args[0] in ("model", "round") else args[0]]
-        return answer(args) if callable(answer) else answer
+    def __getattr__(self, name):
+        def method(*args, **kwargs):
+            self.calls.append((name, *args, *kwargs.values()))
+            answer = self.answers[name]
+            return answer(*args, **kwargs) if callable(answer) else answer
+
+        return method
+
+
+def _receipt() -> Receipt:
+    return Receipt(**{k: v for k, v in RECEIPT.items() if k != "error"}, error=None)
 
 
 # -- accounts (real chain) ------------------------------------------------------------------
@@ -82,9 +93,9 @@ class Recorder:
 
 @pytest.mark.chain
 def test_accounts_widget_shows_balances_and_refreshes(chain_ip, devchain_url):
-    # no runner given: it uses the loaded magic's %config (url, key), like %dfml does
+    # no session given: it uses the loaded magic's (its %config: url, key), like %dfml does
     widget = AccountsWidget()
-    assert widget.runner.url == devchain_url
+    assert widget.session.url == devchain_url
     names = [a["name"] for a in widget.accounts]
     assert names[0] == "Alice" and "Dev2" in names
     assert "<th>free</th>" in widget.table.value and ALICE in widget.table.value
@@ -97,7 +108,7 @@ def test_accounts_widget_shows_balances_and_refreshes(chain_ip, devchain_url):
 
 
 def test_accounts_widget_shows_errors_instead_of_raising():
-    widget = AccountsWidget(runner=Runner(url="ws://127.0.0.1:1"))
+    widget = AccountsWidget(session=Session(url="ws://127.0.0.1:1"))
     assert widget.accounts == []
     assert "ChainNotReachable" in widget.status.value and "hint" in widget.status.value
 
@@ -105,28 +116,28 @@ def test_accounts_widget_shows_errors_instead_of_raising():
 # -- proposals ------------------------------------------------------------------------------
 
 
-def test_proposals_widget_votes_through_the_vote_verb():
-    runner = Recorder({"proposals": PROPOSALS, "vote": {"receipt": RECEIPT}})
-    widget = ProposalsWidget(runner=runner)
-    assert runner.calls == [["proposals"]]
+def test_proposals_widget_votes_through_the_session():
+    session = Recorder({"proposals": PROPOSALS, "vote": Done(_receipt())})
+    widget = ProposalsWidget(session=session)
+    assert session.calls == [("proposals", False)]
     # buttons only where a vote is still possible
-    assert [p["status"] for p in PROPOSALS] == ["open", "passed"]
+    assert [p.status for p in PROPOSALS] == ["open", "passed"]
     assert list(widget.buttons) == ["1"]
     texts = [getattr(c, "value", "") for c in widget.grid.children]
     assert "ApproveModel" in texts and "SetLicence" in texts and "passed" in texts
     aye, nay = widget.buttons["1"]
     aye.click()
-    assert runner.calls[1] == ["vote", "1", "aye"]
-    assert runner.calls[2] == ["proposals"]  # reloaded to show the new tally
+    assert session.calls[1] == ("vote", 1, True)
+    assert session.calls[2] == ("proposals", False)  # reloaded to show the new tally
     assert "aye on proposal 1" in widget.status.value and "✓ included" in widget.status.value
     widget.buttons["1"][1].click()
-    assert runner.calls[3] == ["vote", "1", "nay"]
+    assert session.calls[3] == ("vote", 1, False)
 
 
 def test_open_only_asks_for_open_proposals():
-    runner = Recorder({"proposals": PROPOSALS[:1]})
-    ProposalsWidget(runner=runner, open_only=True)
-    assert runner.calls == [["proposals", "--open"]]
+    session = Recorder({"proposals": PROPOSALS[:1]})
+    ProposalsWidget(session=session, open_only=True)
+    assert session.calls == [("proposals", True)]
 
 
 @pytest.mark.chain
@@ -145,15 +156,22 @@ def test_vote_button_uses_the_real_cli_and_reports_its_answer(devchain_url, tmp_
         proto.stake("//Charlie", mid, 10**12)
         action = encoders.action_from_params("ApproveModel")
         pid = proto.propose("//Alice", mid, action, 50).created_id("proposal")
-    widget = ProposalsWidget(runner=Runner(url=devchain_url, key="//Charlie"), open_only=True)
-    assert str(pid) in widget.buttons
-    widget.buttons[str(pid)][0].click()  # aye, signed by Charlie, who staked
-    assert widget.last_vote["receipt"]["success"] is True
-    assert f"aye on proposal {pid}" in widget.status.value and "✓ included" in widget.status.value
-    shown = next(p for p in widget.proposals if p["id"] == pid)
-    assert shown["ayes"] == 10**12  # reloaded: the tally moved
-    # a vote the protocol refuses (no such proposal): the error and its hint, buttons back on
-    widget.set_data([{**shown, "id": 999_999}])
+    with Session(url=devchain_url, key="//Charlie") as charlie:
+        widget = ProposalsWidget(session=charlie, open_only=True)
+        assert str(pid) in widget.buttons
+        widget.buttons[str(pid)][0].click()  # aye, signed by Charlie, who staked
+        assert widget.last_vote.receipt.success is True
+        assert f"aye on proposal {pid}" in widget.status.value
+        assert "✓ included" in widget.status.value
+        shown = next(p for p in widget.proposals if p["id"] == pid)
+        assert shown["ayes"] == 10**12  # reloaded: the tally moved
+        # a vote the protocol refuses (no such proposal): the error and its hint, buttons back on
+        info = next(p for p in charlie.proposals() if p.id == pid)
+        widget.set_data([dataclasses.replace(info, id=999_999)])
+        _refused_vote(widget)
+
+
+def _refused_vote(widget) -> None:
     widget.buttons["999999"][1].click()
     assert widget.last_vote is None
     assert "unknown proposal 999999" in widget.status.value and "hint" in widget.status.value
@@ -162,23 +180,48 @@ def test_vote_button_uses_the_real_cli_and_reports_its_answer(devchain_url, tmp_
 
 # -- model card -----------------------------------------------------------------------------
 
-MODEL = {
-    "id": 3, "name": "digits-mlp", "owner": ALICE, "status": "approved", "pool": BOB,
-    "global_cid": "bafkreiglobal", "round": 2, "strategy": "fedavg", "validators": [BOB, CHARLIE],
-    "total_stake": 5000, "license": "Apache-2.0", "jurisdictions": ["EU", "CH"],
-}  # fmt: skip
+
+def _model(**fields) -> ModelInfo:
+    base = {
+        "id": 3, "name": "digits-mlp", "owner": ALICE, "status": "approved", "pool": BOB,
+        "global_cid": "bafkreiglobal", "round": 2, "strategy": "fedavg",
+        "validators": (BOB, CHARLIE), "total_stake": 5000, "description": "",
+        "architecture_cid": "bafkarch", "weights_cid": "bafkw", "metric": "accuracy",
+        "licence": "Apache-2.0", "jurisdictions": ("EU", "CH"), "reward_policy": {},
+        "stake_asset": None, "eligibility": {}, "pool_threshold": 2, "created_block": 1,
+        "created_extrinsic": 0,
+    }  # fmt: skip
+    return ModelInfo(**{**base, **fields})
+
+
+def _round(round_id: int = 3, status: str = "open", submitted=(), **fields) -> RoundInfo:
+    base = {
+        "round_id": round_id, "model_id": 3, "status": status,
+        "selected": (ALICE, BOB, CHARLIE), "submitted": tuple(submitted), "aggregate_cid": None,
+        "metrics": {}, "rewards": {}, "slashes": {}, "number": None, "starter": ALICE,
+        "proposal_id": None, "base_cid": "bafkbase", "clients": 3, "min_clients": 3,
+        "eligible": 3, "reward": 0, "escrow": 0, "hints": {}, "dp": None, "seed": "0x00",
+        "start_block": 10, "submit_deadline": 20, "aggregate_deadline": 30, "quorum": 2,
+        "validators": 3, "digest": None, "note": "", "ended_block": None,
+    }  # fmt: skip
+    return RoundInfo(**{**base, **fields})
+
+
+MODEL = _model()
 HISTORY = [
-    {"round_id": 1, "model_id": 3, "status": "finalized", "aggregate_cid": "bafk1",
-     "metrics": {"accuracy": 0.61, "loss": 1.2}, "rewards": {}, "slashes": {}},
-    {"round_id": 2, "model_id": 3, "status": "finalized", "aggregate_cid": "bafk2",
-     "metrics": {"accuracy": 0.83, "loss": 0.5}, "rewards": {}, "slashes": {}},
-]  # fmt: skip
+    _round(
+        1, "finalized", aggregate_cid="bafk1", number=1, metrics={"accuracy": 0.61, "loss": 1.2}
+    ),
+    _round(
+        2, "finalized", aggregate_cid="bafk2", number=2, metrics={"accuracy": 0.83, "loss": 0.5}
+    ),
+]
 
 
 def test_model_card_shows_owner_licence_jurisdictions_cid_and_history():
-    runner = Recorder({"model show": MODEL, "round history": HISTORY})
-    card = ModelCard(3, runner=runner)
-    assert runner.calls == [["model", "show", "3"], ["round", "history", "3"]]
+    session = Recorder({"model": MODEL, "round_history": HISTORY})
+    card = ModelCard(3, session=session)
+    assert session.calls == [("model", 3), ("round_history", 3)]
     html = card.card.value
     for text in ("digits-mlp (#3)", ALICE, "Apache-2.0", "EU, CH", "bafkreiglobal", "fedavg"):
         assert text in html
@@ -187,28 +230,20 @@ def test_model_card_shows_owner_licence_jurisdictions_cid_and_history():
 
 
 def test_model_card_without_history_or_licence():
-    card = ModelCard(model={"id": 7, "name": "m", "owner": BOB})
+    card = ModelCard(model=_model(id=7, name="m", owner=BOB, jurisdictions=()))
     assert "History" not in card.card.value and "—" in card.card.value
 
 
 # -- round dashboard ------------------------------------------------------------------------
 
 
-def _status(state: str, submitted: list[str], **extra) -> dict:
-    return {
-        "round_id": 3, "model_id": 3, "status": state, "selected": [ALICE, BOB, CHARLIE],
-        "submitted": submitted, "aggregate_cid": None, "metrics": {}, "rewards": {},
-        "slashes": {}, **extra,
-    }  # fmt: skip
-
-
 def test_dashboard_renders_progress_metrics_rewards_and_slashes():
-    board = RoundDashboard(3, runner=Recorder({}), start=False)
-    board.update(_status("open", [ALICE], progress={BOB: 0.4}), history=HISTORY[:2])
-    assert board.worker_progress() == {ALICE: 1.0, BOB: 0.4, CHARLIE: 0.0}
-    assert "1/3 submitted" in board.workers.value
-    assert "training" in board.workers.value and "waiting" in board.workers.value
-    final = _status(
+    board = RoundDashboard(3, session=Recorder({}), start=False)
+    board.update(_round(3, "open", [ALICE]), history=HISTORY)
+    assert board.worker_progress() == {ALICE: 1.0, BOB: 0.0, CHARLIE: 0.0}
+    assert "1/3 submitted" in board.workers.value and "waiting" in board.workers.value
+    final = _round(
+        3,
         "finalized",
         [ALICE, BOB, CHARLIE],
         aggregate_cid="bafk3",
@@ -232,68 +267,72 @@ def test_dashboard_polls_in_the_background_until_final():
     gate = threading.Event()
     states = iter(["open", "aggregating", "finalized"])
 
-    def status(args):
+    def status(round_id):
         gate.wait(10)
         state = next(states)
-        return _status(state, [ALICE] if state == "open" else [ALICE, BOB, CHARLIE])
+        return _round(round_id, state, [ALICE] if state == "open" else [ALICE, BOB, CHARLIE])
 
-    runner = Recorder({"round status": status, "round history": HISTORY})
-    board = RoundDashboard(3, runner=runner, interval=0.01)
+    session = Recorder({"round": status, "round_history": HISTORY, "next_round": None})
+    board = RoundDashboard(3, session=session, interval=0.01)
     # the poll blocks on the chain, yet this (the kernel's) thread goes on
     assert board.watching and board.polls == 0
     gate.set()
     board.join(10)
     assert not board.watching and board.polls == 3
     assert board.round["status"] == "finalized" and board.stop_button.disabled
-    # history at the first poll and once final, status at every poll
-    assert [c[:2] for c in runner.calls].count(["round", "history"]) == 2
-    assert [c for c in runner.calls if c[1] == "status"] == [["round", "status", "3"]] * 3
+    # history at the first poll and once final, the round at every poll
+    assert [c[0] for c in session.calls].count("round_history") == 2
+    assert [c for c in session.calls if c[0] == "round"] == [("round", 3)] * 3
 
 
 def test_dashboard_stop_ends_polling():
-    runner = Recorder({"round status": _status("open", []), "round history": []})
-    board = RoundDashboard(3, runner=runner, interval=0.01)
+    session = Recorder({"round": _round(3, "open"), "round_history": []})
+    board = RoundDashboard(3, session=session, interval=0.01)
     board.stop()
     board.join(5)
     assert not board.watching
 
 
 @pytest.mark.chain
-def test_dashboard_with_the_real_cli_shows_why_it_cannot_poll(devchain_url):
-    board = RoundDashboard(999999, runner=Runner(url=devchain_url), interval=0.05)
-    board.join(30)  # an unknown round is a usage error: polling ends by itself, no stop()
+def test_dashboard_with_a_real_session_shows_why_it_cannot_poll(devchain_url):
+    with Session(url=devchain_url) as session:
+        board = RoundDashboard(999999, session=session, interval=0.05)
+        board.join(30)  # an unknown round: polling ends by itself, no stop()
     assert not board.watching
     assert "no round 999999" in board.status.value and "hint" in board.status.value
 
 
 def test_dashboard_follows_a_plan_from_round_to_round():
     answers = {
-        "3": [_status("open", [], rounds_left=1), _status("finalized", [ALICE, BOB, CHARLIE],
-              metrics={"accuracy": 0.5}, next_round_id=4)],
-        "4": [_status("open", [], round_id=4), _status("finalized", [ALICE, BOB, CHARLIE],
-              round_id=4, metrics={"accuracy": 0.7}, next_round_id=None)],
+        3: [_round(3, "open", rounds_left=1),
+            _round(3, "finalized", [ALICE, BOB, CHARLIE], metrics={"accuracy": 0.5})],
+        4: [_round(4, "open"),
+            _round(4, "finalized", [ALICE, BOB, CHARLIE], metrics={"accuracy": 0.7})],
     }  # fmt: skip
-
-    def status(args):
-        return answers[args[2]].pop(0)
-
-    runner = Recorder({"round status": status, "round history": []})
-    board = RoundDashboard(3, runner=runner, interval=0.01)
+    nexts = {3: _round(4, "open"), 4: None}
+    session = Recorder(
+        {
+            "round": lambda rid: answers[rid].pop(0),
+            "round_history": [],
+            "next_round": lambda rnd: nexts[rnd.round_id],
+        }
+    )
+    board = RoundDashboard(3, session=session, interval=0.01)
     board.join(10)
-    assert not board.watching and board.round_id == "4"
-    assert [c[2] for c in runner.calls if c[1] == "status"] == ["3", "3", "4", "4"]
+    assert not board.watching and board.round_id == 4
+    assert [c[1] for c in session.calls if c[0] == "round"] == [3, 3, 4, 4]
     assert board.metrics_by_round == {3.0: {"accuracy": 0.5}, 4.0: {"accuracy": 0.7}}
     assert "Round 4" in board.header.value
     # without follow_plan it stops at the first round's end
-    answers["3"] = [_status("finalized", [ALICE], next_round_id=4)]
-    alone = RoundDashboard(3, runner=runner, interval=0.01, follow_plan=False)
+    answers[3] = [_round(3, "finalized", [ALICE])]
+    alone = RoundDashboard(3, session=session, interval=0.01, follow_plan=False)
     alone.join(10)
-    assert alone.round_id == "3" and not alone.watching
+    assert alone.round_id == 3 and not alone.watching
 
 
 def test_dashboard_header_counts_the_rounds_left_in_a_plan():
-    board = RoundDashboard(3, runner=Recorder({}), start=False)
-    board.update(_status("open", [], rounds_left=2))
+    board = RoundDashboard(3, session=Recorder({}), start=False)
+    board.update(_round(3, "open", rounds_left=2))
     assert "2 more in its plan" in board.header.value
-    board.update(_status("open", []))
+    board.update(_round(3, "open"))
     assert "more in its plan" not in board.header.value

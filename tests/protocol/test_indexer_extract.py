@@ -145,14 +145,13 @@ class _FlakyChain:
 
     def __init__(self, hashes: dict[int, str], head: int):
         self.hashes, self.head, self.down = hashes, head, False
-        self.substrate = SimpleNamespace(rpc_request=lambda method, params: {"result": "0xhead"})
 
     def block_hash(self, number: int) -> str | None:
         if self.down:
             raise BrokenPipeError("the chain went away")
         return self.hashes.get(number)
 
-    def block_number(self, block_hash: str) -> int:
+    def finalized_number(self) -> int:
         return self.head
 
     def events(self, block_hash: str) -> list:
