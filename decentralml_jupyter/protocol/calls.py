@@ -1,12 +1,16 @@
 """The protocol's calls and their wire format: ``b"dfml" + version + call index + SCALE fields``.
 
-Each call is a frozen dataclass checked on construction; ``encode_call``/``decode_call`` convert
-to and from remark bytes, rejecting unknown versions or indices, trailing bytes and oversize.
+Each call is declared once, here: a frozen dataclass (``@struct``) whose fields each name their
+wire type (with its bounds), default and help text (``wire(...)``); the order of the fields is
+their order on the wire, and ``SCHEMA`` is derived from them. A call also declares what must
+travel with it: ``target_model()`` (the model it names) and ``funds()`` (the value its signer
+must transfer into that model's pool in the same atomic batch). Calls are checked on
+construction; ``encode_call``/``decode_call`` convert to and from remark bytes, rejecting
+unknown versions or indices, trailing bytes and oversize.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from hashlib import blake2b
 from typing import ClassVar
 
@@ -24,6 +28,8 @@ from .scale import (
     UInt,
     Variant,
     Vec,
+    struct,
+    wire,
 )
 
 PREFIX = b"dfml"
@@ -35,6 +41,13 @@ MAX_ALLOW_LIST = 64
 MAX_CLIENTS = 64
 MAX_REASON_BYTES = 64  # a rejection reason in an attestation
 PERMILL = 1_000_000
+# Bounds of single fields, for clients (CLI arguments) that check before encoding.
+MAX_NAME_BYTES = 64  # a model's name
+MAX_DESCRIPTION_BYTES = 1024  # a model's or a task's description
+MAX_DECISION_BYTES = 256  # the reason given when rejecting a task submission
+MAX_ASSIGNMENTS = 1024  # workers one task may take
+MAX_EPOCHS = 10_000  # local epochs a round may ask for
+MAX_PLAN = 1000  # rounds one StartRounds call may schedule
 
 # Field types, with the bounds every call shares.
 ID = UInt(64)
@@ -43,7 +56,8 @@ ASSET = Option(UInt(32))
 BLOCKS = UInt(32)
 PERMILL_FIELD = UInt(32, maximum=PERMILL)
 CID = Text(128, r"[A-Za-z0-9]{2,128}", min_bytes=2)
-TITLE = Text(64, min_bytes=1)
+TITLE = Text(MAX_NAME_BYTES, min_bytes=1)
+DESCRIPTION = Text(MAX_DESCRIPTION_BYTES)
 IDENT = Text(32, r"[a-z0-9][a-z0-9_.:-]{0,31}", min_bytes=1)
 LICENCE = Text(64, r"[A-Za-z0-9][A-Za-z0-9_.:+()-]{0,63}", min_bytes=1)
 JURISDICTIONS = Vec(Text(16, r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,15}", min_bytes=1), 32, unique=True)
@@ -51,10 +65,35 @@ ACCOUNTS = Vec(Account(), MAX_VALIDATORS, unique=True)
 
 
 class Call(Struct):
-    """A protocol call. ``INDEX`` is its byte on the wire, ``NAME`` its name in errors/CLI."""
+    """A protocol call. ``INDEX`` is its byte on the wire, ``NAME`` its name in errors/CLI.
+
+    What travels with it, for clients (``ProtocolClient.send``) to build its batch from:
+
+    - ``target_model()``: the model the call names by id (None: none, or the protocol).
+    - ``funds()``: the value the signer must transfer into that model's pool, in the model's
+      stake asset, in the same atomic batch (0: none).
+    - ``pays_pool()``: whether that transfer goes with this call (by default when funds() > 0;
+      always for calls the protocol takes only with value, even an invalid amount of 0).
+    - ``FUNDED``: calls of this kind move value into their model's pool, so a client looks
+      the model up before sending even when this one moves nothing (an unknown model is
+      refused there, not on chain for a fee).
+    - ``ASSET_FIELD``: the field naming the asset of the funds, if the call names one: None
+      there means the model's stake asset, any other asset is refused.
+    """
 
     INDEX: ClassVar[int]
     NAME: ClassVar[str]
+    FUNDED: ClassVar[bool] = False
+    ASSET_FIELD: ClassVar[str | None] = None
+
+    def target_model(self) -> int | None:
+        return None
+
+    def funds(self) -> int:
+        return 0
+
+    def pays_pool(self) -> bool:
+        return self.funds() > 0
 
 
 class Enum(Field):
@@ -95,57 +134,57 @@ PARAM_NAMES = (
 )
 
 
-@dataclass(frozen=True)
+@struct
 class RewardPolicy(Struct):
     """How a model rewards contributions (used by rounds): kind, per-round reward, slash rate."""
 
-    kind: str = "proportional"
-    round_reward: int = 0
-    slash_permill: int = 0
-    SCHEMA = (
-        ("kind", Enum(*REWARD_KINDS)),
-        ("round_reward", AMOUNT),
-        ("slash_permill", PERMILL_FIELD),
+    kind: str = wire(
+        Enum(*REWARD_KINDS),
+        "proportional",
+        help="split of a round's reward: " + ", ".join(REWARD_KINDS),
+    )
+    round_reward: int = wire(AMOUNT, 0, help="minimum budget of a round")
+    slash_permill: int = wire(
+        PERMILL_FIELD, 0, help="share of a worker's stake slashed for a rejected update (ppm)"
     )
 
 
 # Eligible workers of a model: anyone, an allow-list, or a minimum stake on the model.
-@dataclass(frozen=True)
+@struct
 class Anyone(Struct):
     INDEX = 0
     NAME = "anyone"
 
 
-@dataclass(frozen=True)
+@struct
 class AllowList(Struct):
-    accounts: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = wire(
+        Vec(Account(), MAX_ALLOW_LIST, unique=True), (), help="the accounts that may work"
+    )
     INDEX = 1
     NAME = "allow_list"
-    SCHEMA = (("accounts", Vec(Account(), MAX_ALLOW_LIST, unique=True)),)
 
 
-@dataclass(frozen=True)
+@struct
 class MinStake(Struct):
-    amount: int = 0
+    amount: int = wire(AMOUNT, 0, help="the least active stake on the model a worker needs")
     INDEX = 2
     NAME = "min_stake"
-    SCHEMA = (("amount", AMOUNT),)
 
 
 ELIGIBILITY = Variant(Anyone, AllowList, MinStake, what="eligibility")
 
 
 # Rounds. Real-valued hints are fixed-point millionths (ppm), so state stays integer-only.
-@dataclass(frozen=True)
+@struct
 class DpParams(Struct):
     """Differential-privacy parameters recorded for a round: clip norm and noise multiplier."""
 
-    clip_norm_ppm: int = 0
-    noise_multiplier_ppm: int = 0
-    SCHEMA = (("clip_norm_ppm", UInt(64)), ("noise_multiplier_ppm", UInt(64)))
+    clip_norm_ppm: int = wire(UInt(64), 0, help="clip updates to this L2 norm (ppm)")
+    noise_multiplier_ppm: int = wire(UInt(64), 0, help="DP noise scale (ppm)")
 
 
-@dataclass(frozen=True)
+@struct
 class RoundSpec(Struct):
     """What a round asks for: its clients, deadlines, training hints, DP, and reward budget.
 
@@ -153,26 +192,17 @@ class RoundSpec(Struct):
     round_aggregate_blocks). ``reward`` is moved into the pool in the same batch.
     """
 
-    clients: int = 1
-    min_clients: int = 1
-    submit_blocks: int = 0
-    aggregate_blocks: int = 0
-    epochs: int = 1
-    batch_size: int = 32
-    learning_rate_ppm: int = 10_000
-    dp: DpParams | None = None
-    reward: int = 0
-    SCHEMA = (
-        ("clients", UInt(32, maximum=MAX_CLIENTS)),
-        ("min_clients", UInt(32, maximum=MAX_CLIENTS)),
-        ("submit_blocks", BLOCKS),
-        ("aggregate_blocks", BLOCKS),
-        ("epochs", UInt(32, maximum=10_000)),
-        ("batch_size", UInt(32)),
-        ("learning_rate_ppm", UInt(64)),
-        ("dp", Option(StructField(DpParams))),
-        ("reward", AMOUNT),
+    clients: int = wire(UInt(32, maximum=MAX_CLIENTS), 1, help="workers to select")
+    min_clients: int = wire(
+        UInt(32, maximum=MAX_CLIENTS), 1, help="fewest eligible workers the round needs"
     )
+    submit_blocks: int = wire(BLOCKS, 0, help="blocks to submit updates (0: protocol's)")
+    aggregate_blocks: int = wire(BLOCKS, 0, help="blocks to attest (0: protocol's)")
+    epochs: int = wire(UInt(32, maximum=MAX_EPOCHS), 1, help="local epochs per update")
+    batch_size: int = wire(UInt(32), 32, help="local batch size")
+    learning_rate_ppm: int = wire(UInt(64), 10_000, help="learning rate (ppm)")
+    dp: DpParams | None = wire(Option(StructField(DpParams)), None, help="DP parameters")
+    reward: int = wire(AMOUNT, 0, help="budget paid to contributors (per round)")
 
 
 # Proposal actions: the kind and its typed parameters.
@@ -181,94 +211,94 @@ class Action(Struct):
     NAME: ClassVar[str]
     PROTOCOL: ClassVar[bool] = False  # True: targets the protocol, not a model
 
+    def funds(self) -> int:
+        """The value the proposer moves into the target model's pool with the proposal."""
+        return 0
 
-@dataclass(frozen=True)
+
+@struct
 class ApproveModel(Action):
     INDEX = 0
     NAME = "ApproveModel"
 
 
-@dataclass(frozen=True)
+@struct
 class RetireModel(Action):
     INDEX = 1
     NAME = "RetireModel"
 
 
-@dataclass(frozen=True)
+@struct
 class SetRewardPolicy(Action):
-    policy: RewardPolicy = RewardPolicy()
+    policy: RewardPolicy = wire(StructField(RewardPolicy), RewardPolicy(), help="the new policy")
     INDEX = 2
     NAME = "SetRewardPolicy"
-    SCHEMA = (("policy", StructField(RewardPolicy)),)
 
 
-@dataclass(frozen=True)
+@struct
 class SetStrategy(Action):
-    strategy: str = "fedavg"
+    strategy: str = wire(IDENT, "fedavg", help="aggregation strategy (e.g. fedavg:secure)")
     INDEX = 3
     NAME = "SetStrategy"
-    SCHEMA = (("strategy", IDENT),)
 
 
-@dataclass(frozen=True)
+@struct
 class AddValidator(Action):
-    account: str = ""
+    account: str = wire(Account(), "", help="the validator to add")
     INDEX = 4
     NAME = "AddValidator"
-    SCHEMA = (("account", Account()),)
 
 
-@dataclass(frozen=True)
+@struct
 class RemoveValidator(Action):
-    account: str = ""
+    account: str = wire(Account(), "", help="the validator to remove")
     INDEX = 5
     NAME = "RemoveValidator"
-    SCHEMA = (("account", Account()),)
 
 
-@dataclass(frozen=True)
+@struct
 class SetEligibleWorkers(Action):
-    eligibility: Struct = Anyone()
+    eligibility: Struct = wire(
+        ELIGIBILITY, Anyone(), help="anyone, an allow-list, or a minimum stake"
+    )
     INDEX = 6
     NAME = "SetEligibleWorkers"
-    SCHEMA = (("eligibility", ELIGIBILITY),)
 
 
-@dataclass(frozen=True)
+@struct
 class SetLicence(Action):
-    licence: str = ""
+    licence: str = wire(LICENCE, "", help="the model's licence")
     INDEX = 7
     NAME = "SetLicence"
-    SCHEMA = (("licence", LICENCE),)
 
 
-@dataclass(frozen=True)
+@struct
 class SetJurisdictions(Action):
-    jurisdictions: tuple[str, ...] = ()
+    jurisdictions: tuple[str, ...] = wire(JURISDICTIONS, (), help="where the model may be used")
     INDEX = 8
     NAME = "SetJurisdictions"
-    SCHEMA = (("jurisdictions", JURISDICTIONS),)
 
 
-@dataclass(frozen=True)
+@struct
 class SetProtocolParam(Action):
-    name: str = ""
-    value: int = 0
+    name: str = wire(Enum(*PARAM_NAMES), "", help="the parameter: " + ", ".join(PARAM_NAMES))
+    value: int = wire(UInt(32), 0, help="its new value")
     INDEX = 9
     NAME = "SetProtocolParam"
     PROTOCOL = True
-    SCHEMA = (("name", Enum(*PARAM_NAMES)), ("value", UInt(32)))
 
 
-@dataclass(frozen=True)
+@struct
 class StartRoundProposal(Action):
     """Proposal kind StartRound: governance starts a round; the proposer funds ``spec.reward``
     in the proposal's batch (refunded if the proposal does not pass or cannot start)."""
 
-    spec: RoundSpec = RoundSpec()
+    spec: RoundSpec = wire(StructField(RoundSpec), RoundSpec(), help="the round")
     INDEX = 10
     NAME = "StartRound"
-    SCHEMA = (("spec", StructField(RoundSpec)),)
+
+    def funds(self) -> int:
+        return self.spec.reward
 
 
 ACTIONS = (
@@ -289,161 +319,179 @@ ACTION = Variant(*ACTIONS, what="proposal kind")
 
 # The calls. Indices 32.. are the round calls (Round, Update, Attestation; Reward and Slash
 # are what a finalized round derives).
-@dataclass(frozen=True)
+@struct
 class RegisterModel(Call):
-    name: str
-    architecture_cid: str
-    weights_cid: str
-    description: str = ""
-    metric: str = "accuracy"
-    licence: str = "proprietary"
-    jurisdictions: tuple[str, ...] = ()
-    strategy: str = "fedavg"
-    reward_policy: RewardPolicy = RewardPolicy()
-    stake_asset: int | None = None
-    validators: tuple[str, ...] = ()
+    name: str = wire(TITLE, help="the model's name")
+    architecture_cid: str = wire(CID, help="CID of the architecture spec")
+    weights_cid: str = wire(CID, help="CID of the initial weights")
+    description: str = wire(DESCRIPTION, "", help="what the model is for")
+    metric: str = wire(IDENT, "accuracy", help="the metric validators report")
+    licence: str = wire(LICENCE, "proprietary", help="the model's licence")
+    jurisdictions: tuple[str, ...] = wire(JURISDICTIONS, (), help="where it may be used")
+    strategy: str = wire(IDENT, "fedavg", help="aggregation strategy")
+    reward_policy: RewardPolicy = wire(
+        StructField(RewardPolicy), RewardPolicy(), help="how rounds reward and slash"
+    )
+    stake_asset: int | None = wire(
+        ASSET, None, help="Assets id stakes and budgets are paid in (None: native)"
+    )
+    validators: tuple[str, ...] = wire(ACCOUNTS, (), help="the initial validators")
     INDEX = 0
     NAME = "register_model"
-    SCHEMA = (
-        ("name", TITLE),
-        ("architecture_cid", CID),
-        ("weights_cid", CID),
-        ("description", Text(1024)),
-        ("metric", IDENT),
-        ("licence", LICENCE),
-        ("jurisdictions", JURISDICTIONS),
-        ("strategy", IDENT),
-        ("reward_policy", StructField(RewardPolicy)),
-        ("stake_asset", ASSET),
-        ("validators", ACCOUNTS),
-    )
 
 
-@dataclass(frozen=True)
+@struct
 class StartTraining(Call):
-    model_id: int
+    model_id: int = wire(ID, help="the model")
     INDEX = 1
     NAME = "start_training"
-    SCHEMA = (("model_id", ID),)
+
+    def target_model(self) -> int | None:
+        return self.model_id
 
 
-@dataclass(frozen=True)
+@struct
 class Stake(Call):
-    model_id: int
-    amount: int
-    asset_id: int | None = None
+    """Batch with a transfer of exactly ``amount`` (the model's stake asset) to its pool."""
+
+    model_id: int = wire(ID, help="the model")
+    amount: int = wire(AMOUNT, help="the amount to stake")
+    asset_id: int | None = wire(ASSET, None, help="the model's stake asset (None: native)")
     INDEX = 2
     NAME = "stake"
-    SCHEMA = (("model_id", ID), ("amount", AMOUNT), ("asset_id", ASSET))
+    FUNDED = True
+    ASSET_FIELD = "asset_id"
+
+    def target_model(self) -> int | None:
+        return self.model_id
+
+    def funds(self) -> int:
+        return self.amount
+
+    def pays_pool(self) -> bool:
+        return True
 
 
-@dataclass(frozen=True)
+@struct
 class Unstake(Call):
-    model_id: int
-    amount: int
+    model_id: int = wire(ID, help="the model")
+    amount: int = wire(AMOUNT, help="the amount to release")
     INDEX = 3
     NAME = "unstake"
-    SCHEMA = (("model_id", ID), ("amount", AMOUNT))
+
+    def target_model(self) -> int | None:
+        return self.model_id
 
 
-@dataclass(frozen=True)
+@struct
 class CreateTask(Call):
-    model_id: int
-    role: str
-    reward: int
-    max_assignments: int
-    duration_blocks: int
-    validation: str = "manual"
-    description: str = ""
+    """Batch with a transfer of ``reward * max_assignments`` (the budget) to the pool."""
+
+    model_id: int = wire(ID, help="the model")
+    role: str = wire(Enum(*ROLES), help="who does it: " + ", ".join(ROLES))
+    reward: int = wire(AMOUNT, help="paid per accepted result")
+    max_assignments: int = wire(UInt(32, maximum=MAX_ASSIGNMENTS), help="workers that may take it")
+    duration_blocks: int = wire(BLOCKS, help="blocks until it expires")
+    validation: str = wire(
+        Enum(*VALIDATION),
+        "manual",
+        help="who decides: manual (the creator) or auto (also validators)",
+    )
+    description: str = wire(DESCRIPTION, "", help="what to do")
     INDEX = 4
     NAME = "create_task"
-    SCHEMA = (
-        ("model_id", ID),
-        ("role", Enum(*ROLES)),
-        ("reward", AMOUNT),
-        ("max_assignments", UInt(32, maximum=1024)),
-        ("duration_blocks", BLOCKS),
-        ("validation", Enum(*VALIDATION)),
-        ("description", Text(1024)),
-    )
+    FUNDED = True
+
+    def target_model(self) -> int | None:
+        return self.model_id
+
+    def funds(self) -> int:
+        return self.reward * self.max_assignments
+
+    def pays_pool(self) -> bool:
+        return True
 
 
-@dataclass(frozen=True)
+@struct
 class AssignTask(Call):
-    task_id: int
+    task_id: int = wire(ID, help="the task")
     INDEX = 5
     NAME = "assign_task"
-    SCHEMA = (("task_id", ID),)
 
 
-@dataclass(frozen=True)
+@struct
 class SubmitResult(Call):
-    task_id: int
-    result_cid: str
+    task_id: int = wire(ID, help="the task")
+    result_cid: str = wire(CID, help="the result's CID")
     INDEX = 6
     NAME = "submit_result"
-    SCHEMA = (("task_id", ID), ("result_cid", CID))
 
 
-@dataclass(frozen=True)
+@struct
 class AcceptSubmission(Call):
-    submission_id: int
+    submission_id: int = wire(ID, help="the submission (pays its reward)")
     INDEX = 7
     NAME = "accept_submission"
-    SCHEMA = (("submission_id", ID),)
 
 
-@dataclass(frozen=True)
+@struct
 class RejectSubmission(Call):
-    submission_id: int
-    reason: str = ""
+    submission_id: int = wire(ID, help="the submission")
+    reason: str = wire(Text(MAX_DECISION_BYTES), "", help="why")
     INDEX = 8
     NAME = "reject_submission"
-    SCHEMA = (("submission_id", ID), ("reason", Text(256)))
 
 
-@dataclass(frozen=True)
+@struct
 class Propose(Call):
-    target: int | None  # a model id, or None for the protocol itself
-    action: Action
-    voting_blocks: int
+    """A StartRound proposal carries its round's reward (held until the tally) to the pool."""
+
+    target: int | None = wire(Option(ID), help="a model id, or None for the protocol itself")
+    action: Action = wire(ACTION, help="the proposal kind and its parameters")
+    voting_blocks: int = wire(BLOCKS, help="voting period in blocks")
     INDEX = 9
     NAME = "propose"
-    SCHEMA = (("target", Option(ID)), ("action", ACTION), ("voting_blocks", BLOCKS))
+
+    def target_model(self) -> int | None:
+        return self.target
+
+    def funds(self) -> int:
+        return self.action.funds()
 
 
-@dataclass(frozen=True)
+@struct
 class Vote(Call):
-    proposal_id: int
-    aye: bool
+    proposal_id: int = wire(ID, help="the proposal")
+    aye: bool = wire(Bool(), help="aye (True) or nay (False)")
     INDEX = 10
     NAME = "vote"
-    SCHEMA = (("proposal_id", ID), ("aye", Bool()))
 
 
-@dataclass(frozen=True)
+@struct
 class SettlePayout(Call):
-    payout_id: int
+    payout_id: int = wire(ID, help="the payout the pool executes with this remark")
     INDEX = 11
     NAME = "settle_payout"
-    SCHEMA = (("payout_id", ID),)
 
 
-@dataclass(frozen=True)
+@struct
 class StartRound(Call):
     """The model's owner starts a federated round (batch with a transfer of ``spec.reward``)."""
 
-    model_id: int
-    spec: RoundSpec = RoundSpec()
+    model_id: int = wire(ID, help="the model")
+    spec: RoundSpec = wire(StructField(RoundSpec), RoundSpec(), help="the round")
     INDEX = 32
     NAME = "start_round"
-    SCHEMA = (("model_id", ID), ("spec", StructField(RoundSpec)))
+    FUNDED = True
+
+    def target_model(self) -> int | None:
+        return self.model_id
+
+    def funds(self) -> int:
+        return self.spec.reward
 
 
-MAX_PLAN = 1000  # rounds one StartRounds call may schedule
-
-
-@dataclass(frozen=True)
+@struct
 class StartRounds(Call):
     """The owner schedules ``rounds`` federated rounds with one spec, run back to back: each
     next round opens in the block that ends the one before, with no call and no block in
@@ -451,49 +499,50 @@ class StartRounds(Call):
     (the model stopped training, too few eligible workers), the rest of the budget is refunded.
     """
 
-    model_id: int
-    spec: RoundSpec = RoundSpec()
-    rounds: int = 2
+    model_id: int = wire(ID, help="the model")
+    spec: RoundSpec = wire(StructField(RoundSpec), RoundSpec(), help="each round")
+    rounds: int = wire(
+        UInt(32, maximum=MAX_PLAN), 2, help=f"rounds to run back to back (1..{MAX_PLAN})"
+    )
     INDEX = 36
     NAME = "start_rounds"
-    SCHEMA = (
-        ("model_id", ID),
-        ("spec", StructField(RoundSpec)),
-        ("rounds", UInt(32, maximum=MAX_PLAN)),
-    )
+    FUNDED = True
+
+    def target_model(self) -> int | None:
+        return self.model_id
+
+    def funds(self) -> int:
+        return self.spec.reward * self.rounds
 
 
-@dataclass(frozen=True)
+@struct
 class SubmitUpdate(Call):
     """A selected worker's weight update: its CID and how many local examples produced it."""
 
-    round_id: int
-    cid: str
-    num_examples: int
+    round_id: int = wire(ID, help="the round")
+    cid: str = wire(CID, help="the update's CID")
+    num_examples: int = wire(UInt(64), help="local examples behind it")
     INDEX = 33
     NAME = "submit_update"
-    SCHEMA = (("round_id", ID), ("cid", CID), ("num_examples", UInt(64)))
 
 
-@dataclass(frozen=True)
+@struct
 class Contribution(Struct):
     """An accepted update (named by its worker) and its contribution score in ppm."""
 
-    account: str
-    score: int
-    SCHEMA = (("account", Account()), ("score", PERMILL_FIELD))
+    account: str = wire(Account(), help="the worker")
+    score: int = wire(PERMILL_FIELD, help="its share of the round (ppm)")
 
 
-@dataclass(frozen=True)
+@struct
 class Rejection(Struct):
     """A rejected update (named by its worker) and why: its worker is slashed."""
 
-    account: str
-    reason: str
-    SCHEMA = (("account", Account()), ("reason", Text(MAX_REASON_BYTES, min_bytes=1)))
+    account: str = wire(Account(), help="the worker")
+    reason: str = wire(Text(MAX_REASON_BYTES, min_bytes=1), help="why its update was rejected")
 
 
-@dataclass(frozen=True)
+@struct
 class Attest(Call):
     """A validator's verdict on a round: the aggregate, its metrics and every update judged.
 
@@ -501,22 +550,18 @@ class Attest(Call):
     held-out data, times 10^6. Scores of ``accepted`` sum to 10^6 (when any is accepted).
     """
 
-    round_id: int
-    aggregate_cid: str
-    accuracy_ppm: int
-    loss_ppm: int
-    accepted: tuple[Contribution, ...] = ()
-    rejected: tuple[Rejection, ...] = ()
+    round_id: int = wire(ID, help="the round")
+    aggregate_cid: str = wire(CID, help="the new global model's CID")
+    accuracy_ppm: int = wire(PERMILL_FIELD, help="its accuracy (ppm)")
+    loss_ppm: int = wire(UInt(64), help="its loss (ppm)")
+    accepted: tuple[Contribution, ...] = wire(
+        Vec(StructField(Contribution), MAX_CLIENTS, unique=True), (), help="accepted updates"
+    )
+    rejected: tuple[Rejection, ...] = wire(
+        Vec(StructField(Rejection), MAX_CLIENTS, unique=True), (), help="rejected updates"
+    )
     INDEX = 34
     NAME = "attest"
-    SCHEMA = (
-        ("round_id", ID),
-        ("aggregate_cid", CID),
-        ("accuracy_ppm", PERMILL_FIELD),
-        ("loss_ppm", UInt(64)),
-        ("accepted", Vec(StructField(Contribution), MAX_CLIENTS, unique=True)),
-        ("rejected", Vec(StructField(Rejection), MAX_CLIENTS, unique=True)),
-    )
 
     def result_digest(self) -> str:
         """The digest of the attested result, independent of list order: validators reach
@@ -534,15 +579,14 @@ class Attest(Call):
         return "0x" + blake2b(canonical.encode(), digest_size=32).hexdigest()
 
 
-@dataclass(frozen=True)
+@struct
 class AnnounceKey(Call):
     """The signer's X25519 public key, with which round peers derive the pairwise masks of
     secure aggregation; a later announcement replaces the earlier."""
 
-    public_key: str
+    public_key: str = wire(Bytes32(), help="X25519 public key (32 bytes, 0x-hex)")
     INDEX = 35
     NAME = "announce_key"
-    SCHEMA = (("public_key", Bytes32()),)
 
 
 CALLS: tuple[type[Call], ...] = (

@@ -1,18 +1,23 @@
 """Sending protocol calls: each a remark (batched atomically with its transfer when it moves
 value), submitted, then checked against the indexed state so that a call the protocol rejected
 raises with its reason instead of passing silently.
+
+:meth:`ProtocolClient.send` sends any call: what must travel with it (``target_model()``,
+``funds()``, ``pays_pool()``, ``FUNDED``, ``ASSET_FIELD``) is declared by the call's class in
+``calls``; the named methods (``stake``, ``create_task``, ...) build a call and send it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..chain import Chain, Receipt
 from ..errors import NotFound
+from . import calls as C
 from . import encoders
-from .calls import Action
-from .errors import ProtocolError
+from .calls import Action, Call, encode_call
+from .errors import ProtocolError, ProtocolRejected
 from .indexer import Indexer
 from .state import MIN_POOL_SIGNATORIES, State
 from .values import Payout
@@ -20,10 +25,6 @@ from .values import Payout
 
 def _asset_label(asset: int | None) -> str:
     return "the native token" if asset is None else f"asset {asset}"
-
-
-class ProtocolRejected(ProtocolError):
-    """The transaction was included, but the protocol rejected the call (nothing changed)."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,6 @@ class ProtocolClient:
     def __init__(self, chain: Chain, indexer: Indexer | None = None):
         self.chain = chain
         self.indexer = indexer or Indexer.for_chain(chain)
-        self._existential: int | None = None
 
     def close(self) -> None:
         self.indexer.close()
@@ -89,14 +89,10 @@ class ProtocolClient:
         native token: give a new pool its existential deposit first, in an extrinsic of its
         own with no protocol call (a donation the protocol books for nobody, so it is not
         refunded and stays as the pool's native provider)."""
-        if self._existential is None:
-            with self.chain._lock:
-                self._existential = int(
-                    self.chain.substrate.get_constant("Balances", "ExistentialDeposit").value
-                )
-        if self.chain.balance(dest).free >= self._existential:
+        existential = self.chain.existential_deposit()
+        if self.chain.balance(dest).free >= existential:
             return
-        self.chain.submit(key, self.chain.transfer_call(dest, self._existential))
+        self.chain.submit(key, self.chain.transfer_call(dest, existential))
 
     def compose(self, remark: bytes, transfers: Sequence[tuple[str, int, int | None]] = ()):
         """The chain call carrying ``remark``: alone, or last in one batch_all with the
@@ -148,115 +144,104 @@ class ProtocolClient:
 
     # -- calls ------------------------------------------------------------------------------
 
+    def funding(self, call: Call) -> tuple[Call, list[tuple[str, int, int | None]]]:
+        """``call`` as it will be sent, with the transfers that must travel with it in its
+        batch, as (dest, amount, asset or None); raises (sending nothing) what the protocol
+        would refuse and the client could not get back:
+
+        - a call that pays into its model's pool (``pays_pool()``) for a model with fewer than
+          two validators (its pool would be one person's account): ProtocolError;
+        - a call of a funded kind (``FUNDED``) naming an unknown model: NotFound;
+        - funds named in an asset (``ASSET_FIELD``) other than the model's stake asset:
+          ProtocolError. Left None, the call is sent in the model's stake asset.
+        """
+        model_id = call.target_model()
+        if model_id is None:
+            return call, []
+        if not call.pays_pool():
+            if call.FUNDED:
+                self._model(model_id)
+            return call, []
+        model = self._pool_model(model_id)
+        asset = model.stake_asset
+        if call.ASSET_FIELD is not None:
+            named = getattr(call, call.ASSET_FIELD)
+            if named is None:
+                call = replace(call, **{call.ASSET_FIELD: asset})
+            elif named != asset:  # the protocol would refuse it (and owe it back)
+                raise ProtocolError(
+                    f"model {model_id} takes stakes in {_asset_label(asset)}, "
+                    f"not {_asset_label(named)}",
+                    hint="leave --asset out: the client uses the model's stake asset",
+                )
+        return call, [(model.pool, call.funds(), asset)]
+
+    def send(self, key, call: Call) -> Submitted:
+        """Send ``call`` signed by ``key``, batched atomically with the transfer its class
+        declares (see :meth:`funding` for what is refused before anything is sent; a pool that
+        is to receive a non-native asset first gets its existential deposit), and check the
+        outcome: raises ProtocolRejected with the protocol's reason if it refused the call."""
+        call, transfers = self.funding(call)
+        return self.submit(key, encode_call(call), transfers)
+
     def register_model(self, key, name: str, architecture_cid: str, weights_cid: str, **kw):
-        return self.submit(key, encoders.register_model(name, architecture_cid, weights_cid, **kw))
+        return self.send(key, encoders.registration(name, architecture_cid, weights_cid, **kw))
 
     def start_training(self, key, model_id: int) -> Submitted:
-        return self.submit(key, encoders.start_training(model_id))
+        return self.send(key, C.StartTraining(model_id))
 
     def stake(self, key, model_id: int, amount: int, asset_id: int | None = None) -> Submitted:
-        model = self._pool_model(model_id)
-        asset = asset_id if asset_id is not None else model.stake_asset
-        if asset != model.stake_asset:  # the protocol would refuse it (and owe it back)
-            raise ProtocolError(
-                f"model {model_id} takes stakes in {_asset_label(model.stake_asset)}, "
-                f"not {_asset_label(asset)}",
-                hint="leave --asset out: the client uses the model's stake asset",
-            )
-        return self.submit(
-            key, encoders.stake(model_id, amount, asset), [(model.pool, amount, asset)]
-        )
+        """Stake ``amount`` (in the model's stake asset) on the model; it moves into the pool
+        in the same batch."""
+        return self.send(key, C.Stake(model_id, amount, asset_id))
 
     def unstake(self, key, model_id: int, amount: int) -> Submitted:
-        return self.submit(key, encoders.unstake(model_id, amount))
+        return self.send(key, C.Unstake(model_id, amount))
 
     def propose(self, key, target: int | None, action: Action, voting_blocks: int) -> Submitted:
         """Propose ``action``; a StartRound proposal's reward budget moves into the model's
         pool in the same batch (held until the tally, refunded if the round does not start)."""
-        remark = encoders.propose(target, action, voting_blocks)
-        reward = getattr(getattr(action, "spec", None), "reward", 0)
-        if target is not None and reward:
-            model = self._pool_model(target)
-            return self.submit(key, remark, [(model.pool, reward, model.stake_asset)])
-        return self.submit(key, remark)
+        return self.send(key, C.Propose(target, action, voting_blocks))
 
     def vote(self, key, proposal_id: int, aye: bool) -> Submitted:
-        return self.submit(key, encoders.vote(proposal_id, aye))
+        return self.send(key, C.Vote(proposal_id, aye))
 
     def create_task(
         self, key, model_id: int, role: str, reward: int, max_assignments: int,
         duration_blocks: int, **kw,
     ) -> Submitted:  # fmt: skip
-        model = self._pool_model(model_id)
-        budget = reward * max_assignments
-        remark = encoders.create_task(
-            model_id, role, reward, max_assignments, duration_blocks, **kw
+        """Create a task; its budget (``reward * max_assignments``) moves into the pool."""
+        return self.send(
+            key, C.CreateTask(model_id, role, reward, max_assignments, duration_blocks, **kw)
         )
-        return self.submit(key, remark, [(model.pool, budget, model.stake_asset)])
 
     def assign_task(self, key, task_id: int) -> Submitted:
-        return self.submit(key, encoders.assign_task(task_id))
+        return self.send(key, C.AssignTask(task_id))
 
     def submit_result(self, key, task_id: int, cid: str) -> Submitted:
-        return self.submit(key, encoders.submit_result(task_id, cid))
+        return self.send(key, C.SubmitResult(task_id, cid))
 
     def accept_submission(self, key, submission_id: int) -> Submitted:
-        return self.submit(key, encoders.accept_submission(submission_id))
+        return self.send(key, C.AcceptSubmission(submission_id))
 
     def reject_submission(self, key, submission_id: int, reason: str = "") -> Submitted:
-        return self.submit(key, encoders.reject_submission(submission_id, reason))
+        return self.send(key, C.RejectSubmission(submission_id, reason))
 
     def start_round(self, key, model_id: int, spec) -> Submitted:
         """Start a round; its reward budget moves into the model's pool in the same batch."""
-        model = self._pool_model(model_id) if spec.reward else self._model(model_id)
-        transfers = [(model.pool, spec.reward, model.stake_asset)] if spec.reward else []
-        return self.submit(key, encoders.start_round(model_id, spec), transfers)
+        return self.send(key, C.StartRound(model_id, spec))
 
     def start_rounds(self, key, model_id: int, spec, rounds: int) -> Submitted:
         """Schedule ``rounds`` rounds run back to back (each opens in the block that ends the
-        one before); their whole reward budget moves into the pool in the same batch."""
-        if rounds == 1:
-            return self.start_round(key, model_id, spec)
-        model = self._pool_model(model_id) if spec.reward else self._model(model_id)
-        budget = spec.reward * rounds
-        transfers = [(model.pool, budget, model.stake_asset)] if budget else []
-        return self.submit(key, encoders.start_rounds(model_id, spec, rounds), transfers)
+        one before); their whole reward budget moves into the pool in the same batch. One
+        round is sent as a plain ``start_round``."""
+        one = rounds == 1
+        return self.send(
+            key, C.StartRound(model_id, spec) if one else C.StartRounds(model_id, spec, rounds)
+        )
 
     def submit_update(self, key, round_id: int, cid: str, num_examples: int) -> Submitted:
-        return self.submit(key, encoders.submit_update(round_id, cid, num_examples))
-
-    def rounds_frame(self, model_id: int | None = None):
-        """Every update of every round as a pandas DataFrame, one row per (round, worker):
-        participants, update and aggregate CIDs, accuracy and loss, rewards and slashes."""
-        import pandas as pd
-
-        rows = []
-        for rnd in self.state().rounds(model_id):
-            base = {
-                "round_id": rnd.round_id,
-                "model_id": rnd.model_id,
-                "number": rnd.number,
-                "status": rnd.status,
-                "aggregate_cid": rnd.aggregate_cid,
-                "accuracy": rnd.metrics.get("accuracy"),
-                "loss": rnd.metrics.get("loss"),
-            }
-            by_worker = {u.worker: u for u in rnd.updates}
-            for worker in rnd.selected:
-                u = by_worker.get(worker)
-                rows.append(
-                    {
-                        **base,
-                        "worker": worker,
-                        "update_cid": u.cid if u else None,
-                        "num_examples": u.num_examples if u else 0,
-                        "update_status": u.status if u else "missing",
-                        "reason": u.reason if u else "",
-                        "reward": rnd.rewards.get(worker, 0),
-                        "slash": rnd.slashes.get(worker, 0),
-                    }
-                )
-        return pd.DataFrame(rows)
+        return self.send(key, C.SubmitUpdate(round_id, cid, num_examples))
 
     # -- payouts ----------------------------------------------------------------------------
 

@@ -1,48 +1,40 @@
 """Remark bytes for each protocol call, for clients (the CLI wraps them in ``batch_all``).
 
-Calls that move value (stake, create_task, start_round, a StartRound proposal, settle_payout)
-count only if the batch also holds the matching transfer (see each function).
+Each function builds the call object declared in ``calls`` and encodes it. Calls that move
+value (stake, create_task, start_round(s), a StartRound proposal, settle_payout) count only if
+the batch also holds the matching transfer: the call's ``funds()`` into its model's pool
+(``ProtocolClient.send`` attaches it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from fractions import Fraction
+from typing import Any
 
 from . import calls as C
 from .errors import CodecError
 from .values import Payout
 
 
-def register_model(
-    name: str,
-    architecture_cid: str,
-    weights_cid: str,
-    *,
-    description: str = "",
-    metric: str = "accuracy",
-    licence: str = "proprietary",
-    jurisdictions: Sequence[str] = (),
-    strategy: str = "fedavg",
-    reward_policy: C.RewardPolicy | None = None,
-    stake_asset: int | None = None,
-    validators: Sequence[str] = (),
-) -> bytes:
-    return C.encode_call(
-        C.RegisterModel(
-            name=name,
-            architecture_cid=architecture_cid,
-            weights_cid=weights_cid,
-            description=description,
-            metric=metric,
-            licence=licence,
-            jurisdictions=tuple(jurisdictions),
-            strategy=strategy,
-            reward_policy=reward_policy or C.RewardPolicy(),
-            stake_asset=stake_asset,
-            validators=tuple(validators),
-        )
-    )
+def registration(
+    name: str, architecture_cid: str, weights_cid: str, **fields: Any
+) -> C.RegisterModel:
+    """A ``RegisterModel`` call. ``fields`` are its keyword fields (description, metric,
+    licence, jurisdictions, strategy, reward_policy, stake_asset, validators: see the class
+    for their defaults); lists may be any sequence, and a ``reward_policy`` of None is the
+    default policy."""
+    for key in ("jurisdictions", "validators"):
+        if key in fields:
+            fields[key] = tuple(fields[key])
+    if fields.get("reward_policy", ...) is None:
+        del fields["reward_policy"]
+    return C.RegisterModel(name, architecture_cid, weights_cid, **fields)
+
+
+def register_model(name: str, architecture_cid: str, weights_cid: str, **fields: Any) -> bytes:
+    """The remark of :func:`registration` (the same keyword fields)."""
+    return C.encode_call(registration(name, architecture_cid, weights_cid, **fields))
 
 
 def start_training(model_id: int) -> bytes:
@@ -59,20 +51,12 @@ def unstake(model_id: int, amount: int) -> bytes:
 
 
 def create_task(
-    model_id: int,
-    role: str,
-    reward: int,
-    max_assignments: int,
-    duration_blocks: int,
-    *,
-    validation: str = "manual",
-    description: str = "",
+    model_id: int, role: str, reward: int, max_assignments: int, duration_blocks: int, **fields
 ) -> bytes:
-    """Batch with a transfer of ``reward * max_assignments`` to the model's pool."""
+    """Batch with a transfer of ``reward * max_assignments`` to the model's pool. ``fields``:
+    ``validation`` and ``description`` (keywords; see ``CreateTask`` for their defaults)."""
     return C.encode_call(
-        C.CreateTask(
-            model_id, role, reward, max_assignments, duration_blocks, validation, description
-        )
+        C.CreateTask(model_id, role, reward, max_assignments, duration_blocks, **fields)
     )
 
 

@@ -6,9 +6,11 @@ canonical compact forms, strict UTF-8) is checked in one place and decoding is f
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 from .errors import CodecError
 
@@ -249,12 +251,15 @@ class Vec(Field):
 
 
 class Struct:
-    """Base of frozen dataclasses with a ``SCHEMA`` of (field name, Field) pairs.
+    """Base of frozen dataclasses declared with :func:`struct`, each field with :func:`wire`.
 
-    Construction checks and normalises every field, so an instance is always encodable.
+    ``SCHEMA`` (field name, Field) pairs in wire order and ``HELP`` (field name -> help text)
+    are derived from the fields by :func:`struct`, never written by hand. Construction checks
+    and normalises every field, so an instance is always encodable.
     """
 
     SCHEMA: ClassVar[tuple[tuple[str, Field], ...]] = ()
+    HELP: ClassVar[Mapping[str, str]] = MappingProxyType({})
 
     def __post_init__(self) -> None:
         for name, field in self.SCHEMA:
@@ -273,6 +278,38 @@ class Struct:
             value = getattr(self, name)
             out[name] = _jsonable(value)
         return out
+
+
+_WIRE = "dfml.wire"  # a dataclass field's metadata keys: its wire type and its help text
+_HELP = "dfml.help"
+
+
+def wire(kind: Field, default: Any = dataclasses.MISSING, *, help: str = "") -> Any:
+    """Declare a Struct field once: its wire type (with its bounds), its default if it has
+    one, and a short help text (for CLI help and docs), e.g.
+    ``model_id: int = wire(ID, help="the model")``. The field's place in the class is its
+    place on the wire."""
+    return dataclasses.field(default=default, metadata={_WIRE: kind, _HELP: help})
+
+
+S = TypeVar("S", bound=type)
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(wire,))
+def struct(cls: S) -> S:
+    """Make ``cls`` (a Struct subclass) a frozen dataclass and derive its ``SCHEMA`` and
+    ``HELP`` from its fields, in declaration order. Every field must be declared with
+    :func:`wire`: a field without a wire type is a TypeError at import."""
+    cls = dataclasses.dataclass(frozen=True)(cls)
+    schema, helps = [], {}
+    for f in dataclasses.fields(cls):
+        if _WIRE not in f.metadata:
+            raise TypeError(f"{cls.__name__}.{f.name}: declare the field with wire(TYPE)")
+        schema.append((f.name, f.metadata[_WIRE]))
+        helps[f.name] = f.metadata[_HELP]
+    cls.SCHEMA = tuple(schema)  # type: ignore[attr-defined]
+    cls.HELP = MappingProxyType(helps)  # type: ignore[attr-defined]
+    return cls
 
 
 def _jsonable(value: Any) -> Any:
