@@ -336,3 +336,4 @@ class RoundInfo(_Json):
     updates: tuple[UpdateInfo, ...] = field(default_factory=tuple)
     attestations: tuple[AttestationInfo, ...] = field(default_factory=tuple)
     rounds_left: int = 0  # rounds of its StartRounds plan still to open after it
+    next_round_id: int | None = None  # the round its plan opened as it ended, if any

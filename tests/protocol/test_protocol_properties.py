@@ -437,6 +437,17 @@ def check_invariants(state: State, ledger: dict[int, int], log: list[tuple] = ()
         if r.status == "finalized":
             assert sum(r.rewards.values()) == r.reward + sum(r.slashes.values()), r
         assert all(v >= 0 for v in (*r.rewards.values(), *r.slashes.values()))
+        if r.next_round_id is not None:  # a plan's next round: opened by it, as it ended
+            nxt = state.round(r.next_round_id)
+            assert r.ended_block is not None and r.rounds_left == 0, r
+            assert nxt.round_id > r.round_id and nxt.model_id == r.model_id, (r, nxt)
+            assert (nxt.starter, nxt.start_block, nxt.proposal_id) == (
+                r.starter,
+                r.ended_block,
+                None,
+            ), (r, nxt)
+    nexts = [r.next_round_id for r in state.rounds() if r.next_round_id is not None]
+    assert len(nexts) == len(set(nexts))  # no round is the next of two
 
 
 @settings(

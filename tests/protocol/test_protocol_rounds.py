@@ -472,18 +472,27 @@ def test_snapshots_of_an_older_format_are_refused_and_the_indexer_replays(
     sim: Sim, tmp_path
 ) -> None:
     """Format 1 (before per-asset books, pool signatories and losses) cannot be converted:
-    its books may count value no event backs. ``from_bytes`` refuses it and the indexer,
-    finding one in its database, starts over from genesis instead of resuming."""
+    its books may count value no event backs; format 2 lacks each round's ``next_round_id``.
+    ``from_bytes`` refuses both and the indexer, finding one in its database, starts over
+    from genesis instead of resuming."""
     import json
     import sqlite3
 
     from decentralml_jupyter.protocol import SnapshotError
     from decentralml_jupyter.protocol.indexer import Indexer
 
-    training_model(sim)
+    mid = training_model(sim)
+    start(sim, mid)
     current = sim.state.to_bytes()
     d = json.loads(current)
-    assert d["format"] == 2
+    assert d["format"] == 3
+    # format 2: the same, but its rounds do not record the round their plan opened next
+    d2 = json.loads(current)
+    d2["format"] = 2
+    for r in d2["rounds"]:
+        del r["next_round_id"]
+    with pytest.raises(SnapshotError, match="unsupported snapshot format 2"):
+        State.from_bytes(json.dumps(d2).encode())
     # what a format-1 snapshot from before rounds looked like
     d["format"] = 1
     for k in ("rounds", "updates", "attestations", "rewards", "slashes", "pools", "losses"):
@@ -610,6 +619,31 @@ def test_a_plan_opens_each_next_round_in_the_block_that_ends_the_last(sim: Sim) 
     assert sim.state.pool(mid).round_escrow == 0
 
 
+def test_a_plan_links_each_round_to_the_next_it_opened(sim: Sim) -> None:
+    mid = training_model(sim)
+    single = start(sim, mid, reward=100)
+    finalize(sim, single)
+    sim.tick()
+    assert sim.state.round(single).next_round_id is None  # a lone round has no next
+    assert sim.state.round(single).to_json()["next_round_id"] is None
+    first = start_plan(sim, mid, 3, reward=100).entity_id
+    ids = [first]
+    while (r := sim.state.round(ids[-1])).status in ("open", "aggregating"):
+        assert r.next_round_id is None  # recorded only once the plan opens the next
+        finalize(sim, r.round_id)
+        done = sim.state.round(r.round_id)
+        if done.next_round_id is not None:
+            ids.append(done.next_round_id)
+        sim.tick()
+    assert len(ids) == 3 and ids[0] == single + 1
+    links = [sim.state.round(i).next_round_id for i in ids]
+    assert links == [ids[1], ids[2], None]  # 1 -> 2 -> 3, the last ends the plan
+    assert [sim.state.round(i).to_json()["next_round_id"] for i in ids] == links
+    assert all(sim.state.round(i).status == "finalized" for i in ids)
+    restored = State.from_bytes(sim.state.to_bytes())
+    assert [restored.round(i).next_round_id for i in ids] == links
+
+
 def test_a_plan_goes_on_after_a_failed_round_and_refunds_what_cannot_run(sim: Sim) -> None:
     mid = training_model(sim)
     start_block = sim.block
@@ -623,6 +657,7 @@ def test_a_plan_goes_on_after_a_failed_round_and_refunds_what_cannot_run(sim: Si
     second = sim.state.open_round(mid)
     assert second.round_id == rid + 1 and second.rounds_left == 1
     assert second.start_block == failed.ended_block  # opened in the tick, takes calls next block
+    assert failed.next_round_id == second.round_id
     assert second.submit_deadline == start_block + 8 + 8 > start_block + 10
     check_books(sim.state)
     # the model retires: its live round fails and the rest of the plan is refunded
@@ -631,6 +666,7 @@ def test_a_plan_goes_on_after_a_failed_round_and_refunds_what_cannot_run(sim: Si
     r = sim.state.round(rid + 1)
     assert r.status == "failed" and "plan stopped" in r.note and r.rounds_left == 0
     assert r.note.startswith("model retired")
+    assert r.next_round_id is None  # the plan stopped: no next round was opened
     assert sim.state.open_round(mid) is None
     refunds = [p.amount for p in sim.state.pending_payouts() if p.reason == "round_refund"]
     assert sorted(refunds) == [50, 50, 50]  # each failed round's budget, and the third's

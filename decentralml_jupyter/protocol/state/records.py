@@ -1,0 +1,237 @@
+"""The state's internal records and the small helpers every part of the state machine uses.
+
+Records are mutable dataclasses with JSON-native fields only, so a snapshot is
+``dataclasses.asdict`` of each; queries turn them into the frozen values of ``values.py``.
+Also here: the rejection a handler raises (``_Reject``/``_require``), the asset keys of the
+books (``_akey``/``_asset``) and the custody minimum ``MIN_POOL_SIGNATORIES``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from .. import calls as C
+from ..accounts import pool_address
+from ..scale import Reader
+
+# fewer validators than this would make a model's pool one person's account: no funds go in
+MIN_POOL_SIGNATORIES = 2
+_NATIVE = -1  # the asset key of the native token in the books
+
+
+class _Reject(Exception):
+    """A call breaks a rule: it is rejected with ``reason`` and changes nothing."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _require(condition: bool, reason: str) -> None:
+    if not condition:
+        raise _Reject(reason)
+
+
+def _asset_name(asset: int | None) -> str:
+    return "native" if asset is None else f"asset {asset}"
+
+
+def _akey(asset: int | None) -> int:
+    return _NATIVE if asset is None else asset
+
+
+def _asset(key: int) -> int | None:
+    return None if key == _NATIVE else key
+
+
+@lru_cache(maxsize=1024)
+def _pool(owner: str, validators: tuple[str, ...]) -> str:
+    return pool_address(owner, validators)
+
+
+@dataclass
+class _Model:
+    id: int
+    owner: str
+    name: str
+    description: str
+    architecture_cid: str
+    weights_cid: str
+    metric: str
+    licence: str
+    jurisdictions: list[str]
+    strategy: str
+    reward_policy: dict[str, Any]
+    stake_asset: int | None
+    validators: list[str]  # sorted by account id bytes
+    eligibility: dict[str, Any]
+    status: str
+    global_cid: str
+    round: int
+    created_block: int
+    created_extrinsic: int
+
+    @property
+    def pool(self) -> str:
+        return _pool(self.owner, tuple(self.validators))
+
+
+@dataclass
+class _Task:
+    id: int
+    model_id: int
+    creator: str
+    role: str
+    reward: int
+    max_assignments: int
+    validation: str
+    description: str
+    asset: int | None
+    expires_at: int
+    review_until: int
+    escrow: int
+    status: str
+    assignments: list[dict[str, Any]]  # {"account", "status", "submission_id"}
+    created_block: int
+    created_extrinsic: int
+
+
+@dataclass
+class _Submission:
+    id: int
+    task_id: int
+    worker: str
+    result_cid: str
+    status: str
+    reason: str
+    block_number: int
+    extrinsic_index: int
+
+
+@dataclass
+class _Proposal:
+    id: int
+    proposer: str
+    target: int | None
+    action_hex: str
+    deadline: int
+    status: str
+    votes: dict[str, bool]
+    ayes: int
+    nays: int
+    note: str
+    created_block: int
+    created_extrinsic: int
+    escrow: int = 0  # a StartRound proposal's reward budget, held until the tally
+
+    @property
+    def action(self) -> C.Action:
+        return C.ACTION.decode(Reader(bytes.fromhex(self.action_hex)))  # type: ignore[return-value]
+
+
+@dataclass
+class _Unbonding:
+    id: int
+    account: str
+    model_id: int
+    amount: int
+    asset: int | None
+    unlock_at: int
+
+
+@dataclass
+class _Payout:
+    id: int
+    model_id: int
+    pool: str
+    dest: str
+    amount: int
+    asset: int | None
+    reason: str
+    created_block: int
+    status: str
+    paid_block: int | None
+
+
+@dataclass
+class _Round:
+    id: int
+    model_id: int
+    starter: str  # who funded it: the owner, or the StartRound proposal's proposer
+    proposal_id: int | None
+    spec: dict[str, Any]  # RoundSpec.to_json() without "type", with defaults resolved
+    base_cid: str  # the global model the clients train from
+    seed: str
+    eligible: int
+    selected: list[str]  # in selection order
+    start_block: int
+    submit_deadline: int  # first block in which updates are no longer accepted
+    aggregate_deadline: int  # first block in which attestations are no longer accepted
+    status: str  # open, aggregating, finalized, failed
+    escrow: int  # reward budget not yet paid out or refunded
+    aggregate_cid: str | None
+    metrics: dict[str, int] | None  # {"accuracy_ppm", "loss_ppm"} once finalized
+    digest: str | None
+    number: int | None  # the model's round number it produced, once finalized
+    note: str
+    ended_block: int | None
+    created_block: int
+    created_extrinsic: int  # -1 when started by a proposal in a tick
+    follow: int = 0  # rounds of a StartRounds plan still to open after this one
+    reserve: int = 0  # their reward budget, held in the pool meanwhile
+    next_round_id: int | None = None  # the round its plan opened as it ended
+
+
+@dataclass
+class _Update:
+    id: int
+    round_id: int
+    worker: str
+    cid: str
+    num_examples: int
+    status: str  # submitted, accepted, rejected
+    contribution: int | None
+    reason: str
+    block_number: int
+    extrinsic_index: int
+
+
+@dataclass
+class _Attestation:
+    id: int
+    round_id: int
+    validator: str
+    digest: str
+    aggregate_cid: str
+    accuracy_ppm: int
+    loss_ppm: int
+    accepted: list[list[Any]]  # [account, score]
+    rejected: list[list[Any]]  # [account, reason]
+    block_number: int
+    extrinsic_index: int
+
+
+@dataclass
+class _Reward:
+    id: int
+    round_id: int
+    model_id: int
+    account: str
+    amount: int
+    contribution: int
+    payout_id: int | None
+
+
+@dataclass
+class _Slash:
+    id: int
+    round_id: int
+    model_id: int
+    account: str
+    amount: int
+    stake_before: int
+    slash_permill: int
+    reason: str
+    block_number: int

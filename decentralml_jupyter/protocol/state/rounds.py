@@ -1,0 +1,332 @@
+"""``RoundHandlers``: federated rounds. Starting one (or a ``StartRounds`` plan of several,
+each next round opened as the last ends and linked by ``next_round_id``), worker selection,
+update submission, validators' attestations and the k-of-n quorum that finalizes a round
+(rewards and slashes), deadlines that fail a round, and announced secure-aggregation keys.
+"""
+
+from __future__ import annotations
+
+from hashlib import blake2b
+from typing import Any
+
+from .. import calls as C
+from ..accounts import account_id, pool_threshold
+from ..values import CallContext
+from .models import ModelHandlers
+from .records import _Attestation, _Model, _Reject, _require, _Reward, _Round, _Slash, _Update
+
+_SEED_TAG = b"dfml/round-selection"
+
+
+def _spec_from_json(spec: dict[str, Any]) -> C.RoundSpec:
+    """The RoundSpec a round recorded (deadlines as it resolved them), for a plan's next."""
+    fields = {k: v for k, v in spec.items() if k != "dp"}
+    dp = spec.get("dp")
+    return C.RoundSpec(**fields, dp=None if dp is None else C.DpParams(**dp))
+
+
+class RoundHandlers(ModelHandlers):
+    """Round calls, plans and round deadlines."""
+
+    def _spec_problem(self, m: _Model, spec: C.RoundSpec) -> str | None:
+        """Why a round with ``spec`` can never start on ``m`` as it is now, or None."""
+        if m.status != "training":
+            return f"model {m.id} is {m.status}, not training"
+        if not 1 <= spec.min_clients <= spec.clients:
+            return f"need 1 <= min_clients ({spec.min_clients}) <= clients ({spec.clients})"
+        if spec.epochs < 1 or spec.batch_size < 1:
+            return "epochs and batch_size must be at least 1"
+        floor = m.reward_policy["round_reward"]
+        if spec.reward < floor:
+            return f"model {m.id}'s policy asks a reward of at least {floor}, not {spec.reward}"
+        return None
+
+    def _open_round(
+        self,
+        m: _Model,
+        starter: str,
+        spec: C.RoundSpec,
+        block: int,
+        extrinsic: int,
+        block_hash: str,
+        proposal_id: int | None = None,
+    ) -> int:
+        """Check, then create a round funded with ``spec.reward`` (the caller credits it)."""
+        problem = self._spec_problem(m, spec)
+        _require(problem is None, str(problem))
+        live = self._live_round(m.id)
+        _require(live is None, f"model {m.id} already has round {live.id if live else 0} open")
+        workers = self._round_workers(m)
+        _require(
+            len(workers) >= spec.min_clients,
+            f"model {m.id} has {len(workers)} eligible workers, the round needs {spec.min_clients}",
+        )
+        rid = self._take_id("round")
+        try:
+            hash_bytes = bytes.fromhex(block_hash.removeprefix("0x"))
+        except ValueError:
+            hash_bytes = block_hash.encode()
+        seed = blake2b(
+            _SEED_TAG + hash_bytes + m.id.to_bytes(8, "little") + rid.to_bytes(8, "little"),
+            digest_size=32,
+        ).digest()
+        # A keyed-hash ranking is a uniform shuffle that any client can recompute.
+        ranked = sorted(
+            workers, key=lambda a: (blake2b(seed + account_id(a), digest_size=32).digest(), a)
+        )
+        submit = spec.submit_blocks or self._params["round_submit_blocks"]
+        aggregate = spec.aggregate_blocks or self._params["round_aggregate_blocks"]
+        # a round started in a tick takes calls from the next block on
+        first = block if extrinsic >= 0 else block + 1
+        spec_json = spec.to_json()
+        del spec_json["type"]
+        if spec_json["dp"] is not None:
+            del spec_json["dp"]["type"]
+        spec_json["submit_blocks"], spec_json["aggregate_blocks"] = submit, aggregate
+        self._rounds[rid] = _Round(
+            id=rid,
+            model_id=m.id,
+            starter=starter,
+            proposal_id=proposal_id,
+            spec=spec_json,
+            base_cid=m.global_cid,
+            seed="0x" + seed.hex(),
+            eligible=len(workers),
+            selected=ranked[: spec.clients],
+            start_block=block,
+            submit_deadline=first + submit,
+            aggregate_deadline=first + submit + aggregate,
+            status="open",
+            escrow=spec.reward,
+            aggregate_cid=None,
+            metrics=None,
+            digest=None,
+            number=None,
+            note="",
+            ended_block=None,
+            created_block=block,
+            created_extrinsic=extrinsic,
+        )
+        return rid
+
+    def _start_round(self, ctx: CallContext, c: C.StartRound) -> tuple[str, int]:
+        return self._start_owned(ctx, c.model_id, c.spec, 1, "a round")
+
+    def _start_rounds(self, ctx: CallContext, c: C.StartRounds) -> tuple[str, int]:
+        _require(c.rounds >= 1, "a plan needs at least 1 round")
+        return self._start_owned(ctx, c.model_id, c.spec, c.rounds, "rounds")
+
+    def _start_owned(
+        self, ctx: CallContext, model_id: int, spec: C.RoundSpec, rounds: int, what: str
+    ) -> tuple[str, int]:
+        """The owner opens a round now and schedules ``rounds - 1`` more after it; the whole
+        budget (``rounds * spec.reward``) comes with a transfer in the same batch."""
+        m = self._model(model_id)
+        _require(ctx.signer == m.owner, f"only the owner of model {m.id} can start {what}")
+        problem = self._spec_problem(m, spec)
+        _require(problem is None, str(problem))
+        budget = spec.reward * rounds
+        key = None
+        if budget:
+            self._custodial(m)
+            key = self._find_transfer(ctx, ctx.signer, m.pool, budget, m.stake_asset)
+        rid = self._open_round(
+            m, ctx.signer, spec, ctx.block_number, ctx.extrinsic_index, ctx.block_hash
+        )
+        r = self._rounds[rid]
+        r.follow, r.reserve = rounds - 1, budget - spec.reward
+        if key is not None:
+            self._consumed.add(key)
+            self._credit(m.id, m.pool, budget)
+        return ("round", rid)
+
+    def _continue_plan(self, r: _Round, block: int, extrinsic: int, block_hash: str) -> None:
+        """A plan's next round opens as ``r`` ends, in the same block, and ``r`` records it
+        as its ``next_round_id``; or, when it cannot open, the rest of the plan's budget goes
+        back to its starter."""
+        if r.follow <= 0:
+            return
+        follow, reserve, r.follow, r.reserve = r.follow, r.reserve, 0, 0
+        m = self._models[r.model_id]
+        spec = _spec_from_json(r.spec)
+        try:
+            rid = self._open_round(m, r.starter, spec, block, extrinsic, block_hash)
+        except _Reject as e:
+            r.note = (r.note + "; " if r.note else "") + f"plan stopped: {e.reason}"
+            self._new_payout(m.id, r.starter, reserve, "round_refund", block)
+            return
+        r.next_round_id = rid
+        nxt = self._rounds[rid]
+        nxt.follow, nxt.reserve = follow - 1, reserve - spec.reward
+
+    def _announce_key(self, ctx: CallContext, c: C.AnnounceKey) -> None:
+        _require(c.public_key != "0x" + "00" * 32, "the all-zero key would make every mask public")
+        self._keys[ctx.signer] = c.public_key
+        return None
+
+    def _submit_update(self, ctx: CallContext, c: C.SubmitUpdate) -> tuple[str, int]:
+        r = self._rounds.get(c.round_id)
+        _require(r is not None, f"unknown round {c.round_id}")
+        assert r is not None
+        _require(
+            r.status == "open" and ctx.block_number < r.submit_deadline,
+            f"round {r.id} takes no updates: it is {r.status} (submit deadline block "
+            f"{r.submit_deadline})",
+        )
+        _require(ctx.signer in r.selected, f"{ctx.signer} was not selected for round {r.id}")
+        done = self._round_updates(r.id)
+        _require(
+            all(u.worker != ctx.signer for u in done),
+            f"{ctx.signer} already submitted an update to round {r.id}",
+        )
+        uid = self._take_id("update")
+        self._updates[uid] = _Update(
+            uid,
+            r.id,
+            ctx.signer,
+            c.cid,
+            c.num_examples,
+            "submitted",
+            None,
+            "",
+            ctx.block_number,
+            ctx.extrinsic_index,
+        )
+        if len(done) + 1 == len(r.selected):
+            r.status = "aggregating"  # every client is in: validators need not wait
+        return ("update", uid)
+
+    def _attest(self, ctx: CallContext, c: C.Attest) -> tuple[str, int]:
+        r = self._rounds.get(c.round_id)
+        _require(r is not None, f"unknown round {c.round_id}")
+        assert r is not None
+        _require(
+            r.status == "aggregating" and ctx.block_number < r.aggregate_deadline,
+            f"round {r.id} takes no attestations: it is {r.status} (aggregate deadline block "
+            f"{r.aggregate_deadline})",
+        )
+        m = self._models[r.model_id]
+        _require(ctx.signer in m.validators, f"{ctx.signer} is not a validator of model {m.id}")
+        mine = [a for a in self._attestations.values() if a.round_id == r.id]
+        # once each: a replaceable verdict would let a validator follow the others' digests
+        _require(
+            all(a.validator != ctx.signer for a in mine),
+            f"{ctx.signer} already attested round {r.id}",
+        )
+        judged = [x.account for x in c.accepted] + [x.account for x in c.rejected]
+        _require(len(set(judged)) == len(judged), "an update is both accepted and rejected")
+        submitted = {u.worker for u in self._round_updates(r.id)}
+        _require(
+            set(judged) == submitted,
+            f"an attestation must judge exactly the {len(submitted)} updates of round {r.id}",
+        )
+        if c.accepted:
+            total = sum(x.score for x in c.accepted)
+            _require(total == C.PERMILL, f"contribution scores sum to {total}, not {C.PERMILL}")
+        else:
+            _require(
+                c.aggregate_cid == r.base_cid,
+                "with no accepted update the aggregate must be the round's base model "
+                f"{r.base_cid}",
+            )
+        aid = self._take_id("attestation")
+        att = _Attestation(
+            aid,
+            r.id,
+            ctx.signer,
+            c.result_digest(),
+            c.aggregate_cid,
+            c.accuracy_ppm,
+            c.loss_ppm,
+            [[x.account, x.score] for x in c.accepted],
+            [[x.account, x.reason] for x in c.rejected],
+            ctx.block_number,
+            ctx.extrinsic_index,
+        )
+        self._attestations[aid] = att
+        agreeing = sum(
+            1 for a in (*mine, att) if a.digest == att.digest and a.validator in m.validators
+        )
+        if agreeing >= pool_threshold(len(m.validators)):
+            self._finalize(r, m, att, ctx.block_number)
+            self._continue_plan(r, ctx.block_number, ctx.extrinsic_index, ctx.block_hash)
+        return ("attestation", aid)
+
+    def _finalize(self, r: _Round, m: _Model, att: _Attestation, block: int) -> None:
+        """Apply a quorum's verdict: slash rejected updates, reward accepted ones, advance."""
+        updates = {u.worker: u for u in self._round_updates(r.id)}
+        # when every update fails, the round itself was bad (e.g. hostile hints): nobody is
+        # slashed, and the starter cannot profit from a round nobody could pass
+        permill = m.reward_policy["slash_permill"] if att.accepted else 0
+        slashed = 0
+        for account, reason in sorted(att.rejected, key=lambda x: account_id(x[0])):
+            if not att.accepted:
+                updates[account].status, updates[account].reason = "rejected", reason
+                continue
+            stake = self._stakes.get((account, m.id), 0)
+            amount = stake * permill // C.PERMILL
+            if amount:
+                if stake == amount:
+                    del self._stakes[(account, m.id)]
+                else:
+                    self._stakes[(account, m.id)] = stake - amount
+            slashed += amount
+            sid = self._take_id("slash")
+            self._slashes[sid] = _Slash(
+                sid, r.id, m.id, account, amount, stake, permill, reason, block
+            )
+            updates[account].status, updates[account].reason = "rejected", reason
+        # slashed stake joins the pot, so honest contributors gain what poisoners lose
+        pot, r.escrow = r.escrow + slashed, 0
+        r.aggregate_cid = att.aggregate_cid
+        r.metrics = {"accuracy_ppm": att.accuracy_ppm, "loss_ppm": att.loss_ppm}
+        r.digest = att.digest
+        r.ended_block = block
+        if not att.accepted:
+            r.status, r.note = "failed", "validators rejected every update"
+            self._new_payout(m.id, r.starter, pot, "round_refund", block)
+            return
+        accepted = sorted(att.accepted, key=lambda x: account_id(x[0]))
+        if m.reward_policy["kind"] == "equal":
+            shares = [pot // len(accepted)] * len(accepted)
+        else:
+            shares = [pot * score // C.PERMILL for _, score in accepted]
+        # the rounding remainder goes to the largest contributor (first in account order)
+        top = max(range(len(accepted)), key=lambda i: (accepted[i][1], -i))
+        shares[top] += pot - sum(shares)
+        for (account, score), amount in zip(accepted, shares, strict=True):
+            updates[account].status, updates[account].contribution = "accepted", score
+            payout = self._new_payout(m.id, account, amount, "round_reward", block)
+            rid = self._take_id("reward")
+            self._rewards[rid] = _Reward(rid, r.id, m.id, account, amount, score, payout)
+        m.global_cid = att.aggregate_cid
+        m.round += 1
+        r.number = m.round
+        r.status = "finalized"
+
+    def _fail_round(self, r: _Round, block: int, note: str) -> None:
+        r.status, r.note, r.ended_block = "failed", note, block
+        refund, r.escrow = r.escrow, 0
+        self._new_payout(r.model_id, r.starter, refund, "round_refund", block)
+
+    def _advance_rounds(self, block: int, block_hash: str) -> None:
+        """Apply the deadlines of every round that exists at the start of the tick, in id
+        order (a plan's round opened meanwhile is first checked in the next tick)."""
+        for r in sorted(self._rounds.values(), key=lambda r: r.id):
+            self._round_deadlines(r, block, block_hash)
+
+    def _round_deadlines(self, r: _Round, b: int, block_hash: str = "") -> None:
+        """Deadlines are the first block in which a call is refused, so a round moves on at
+        the end of the block before: no round outlives its deadlines."""
+        if r.status == "open" and b + 1 >= r.submit_deadline:
+            n = len(self._round_updates(r.id))
+            if n >= r.spec["min_clients"]:
+                r.status = "aggregating"
+            else:
+                self._fail_round(
+                    r, b, f"{n} updates by the deadline, {r.spec['min_clients']} needed"
+                )
+                self._continue_plan(r, b, -1, block_hash)
+        elif r.status == "aggregating" and b + 1 >= r.aggregate_deadline:
+            self._fail_round(r, b, "no quorum of validators attested one result in time")
+            self._continue_plan(r, b, -1, block_hash)
