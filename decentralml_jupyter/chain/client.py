@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from substrateinterface import Keypair, SubstrateInterface
 from substrateinterface.base import ExtrinsicReceipt
@@ -184,7 +185,9 @@ class Chain:
             with _PROCESS_LOCK:
                 self.substrate = _Substrate(
                     url=self.url,
-                    ws_options={"timeout": timeout},
+                    # the node speaks JSON (ASCII): websocket-client's pure-Python UTF-8
+                    # check of every frame would cost more than the request itself
+                    ws_options={"timeout": timeout, "skip_utf8_validation": True},
                     cache_region=_MetadataCache(self.url),
                 )
                 self.substrate.init_runtime()
@@ -205,6 +208,7 @@ class Chain:
         self._lock = _PROCESS_LOCK
         self._is_dev: bool | None = None
         self._existential: int | None = None
+        self._account_keys: dict[str, Any] = {}  # address -> System.Account storage key
 
     # -- connection -------------------------------------------------------------------------
 
@@ -304,18 +308,36 @@ class Chain:
         return Balance(addr, int(info["data"]["free"]), int(info["data"]["reserved"]))
 
     def balances(self, whos: Sequence[str | Keypair]) -> list[Balance]:
-        """The balances of several accounts, read in one request (``state_queryStorageAt``)."""
+        """The balances of several accounts, read in one request (``state_queryStorageAt``).
+
+        Each account's storage key is made once per connection (making one asks the node for
+        its runtime version), so a repeated read is that one request and the decoding."""
+        from scalecodec.base import ScaleBytes
+
         addrs = [self.address(w) for w in whos]
         if not addrs:
             return []
         with self._lock:
-            keys = [self.substrate.create_storage_key("System", "Account", [a]) for a in addrs]
-            rows = self.substrate.query_multi(keys)
-        by_addr = {key.params[0]: value.value for key, value in rows}
-        return [
-            Balance(a, int(by_addr[a]["data"]["free"]), int(by_addr[a]["data"]["reserved"]))
-            for a in addrs
-        ]
+            keys = []
+            for a in addrs:
+                key = self._account_keys.get(a)
+                if key is None:
+                    key = self.substrate.create_storage_key("System", "Account", [a])
+                    self._account_keys[a] = key
+                keys.append(key)
+            reply = self.substrate.rpc_request("state_queryStorageAt", [[k.to_hex() for k in keys]])
+            if "error" in reply:
+                raise ChainError(f"state_queryStorageAt failed: {reply['error'].get('message')}")
+            changes = {k: v for group in reply["result"] for k, v in group["changes"]}
+            out = []
+            for a, key in zip(addrs, keys, strict=True):
+                raw = changes.get(key.to_hex())
+                if raw is None:  # an account that does not exist holds nothing
+                    out.append(Balance(a, 0, 0))
+                    continue
+                data = key.decode_scale_value(ScaleBytes(raw)).value["data"]
+                out.append(Balance(a, int(data["free"]), int(data["reserved"])))
+        return out
 
     def existential_deposit(self) -> int:
         """The native token's existential deposit (a runtime constant: read once)."""

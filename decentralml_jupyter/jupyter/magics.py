@@ -111,7 +111,7 @@ class DFMLMagics(Magics):
         from .. import cli
 
         defaults = {"url": self.url, "storage": self.storage, "key": str.__str__(self.key)}
-        return cli.build_parser(PROG, defaults)
+        return cli.parser_for(PROG, defaults)
 
     # -- the magic ------------------------------------------------------------------------------
 
