@@ -851,23 +851,8 @@ class Session:
 
 
 def _next_in_plan(state: State, rnd: RoundInfo) -> RoundInfo | None:
-    """The round a StartRounds plan opened as ``rnd`` ended, or None."""
-    nxt = getattr(rnd, "next_round_id", None)
-    if nxt is not None:
-        return state.round(nxt)
-    if hasattr(rnd, "next_round_id"):
-        return None
-    return next(
-        (
-            r
-            for r in state.rounds(rnd.model_id)
-            if r.round_id > rnd.round_id
-            and r.starter == rnd.starter
-            and r.start_block == rnd.ended_block
-            and r.proposal_id is None
-        ),
-        None,
-    )
+    """The round a StartRounds plan opened as ``rnd`` ended (the state records it), or None."""
+    return None if rnd.next_round_id is None else state.round(rnd.next_round_id)
 
 
 def byte_progress(what: str, progress: Progress | None) -> Callable[[int, int], None] | None:
