@@ -350,6 +350,92 @@ def cmd_round_history(s: Session, args, progress):
     return [round_json(r) for r in history]
 
 
+# -- any protocol call, from its declaration -------------------------------------------------
+
+
+def _call_value(s: Session, field, text: str):
+    """A CLI string as the value of a call's field: JSON for structs and variants, a dev
+    name or address for accounts, an integer or a flag word for numbers and booleans."""
+    from .protocol import scale
+
+    if isinstance(field, scale.Option):
+        return None if text in ("", "none", "None") else _call_value(s, field.inner, text)
+    if isinstance(field, scale.StructField | scale.Variant):
+        try:
+            data = json.loads(text)
+        except ValueError as err:
+            raise UsageError(f"{text!r} is not JSON: {err}", hint='e.g. {"clients": 4}') from None
+        return field.from_json(data)
+    if isinstance(field, scale.UInt):
+        try:
+            return int(text)
+        except ValueError:
+            raise UsageError(f"{text!r} is not an integer") from None
+    if isinstance(field, scale.Bool):
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise UsageError(f"{text!r} is not true or false")
+        return text.lower() in ("true", "1", "yes")
+    if isinstance(field, scale.Account):
+        return s._address(text)
+    return text
+
+
+def cmd_call(s: Session, args, progress):
+    from .protocol import scale
+
+    cls = args.call_class
+    values = {}
+    for name, field in cls.SCHEMA:
+        given = getattr(args, name)
+        if given is None:
+            continue  # the declaration's default
+        if isinstance(field, scale.Vec):
+            values[name] = tuple(_call_value(s, field.inner, v) for v in given)
+        else:
+            values[name] = _call_value(s, field, given)
+    try:
+        call = cls(**values)
+    except TypeError as err:  # a field without a default left out
+        raise UsageError(f"{cls.NAME}: {err}", hint=f"see: dfml call {cls.NAME} --help") from None
+    return s.send(call)
+
+
+def cmd_decode(s: Session, args, progress):
+    return s.decode(args.remark)
+
+
+def _add_call_verbs(verbs) -> None:
+    """``call NAME --FIELD VALUE ...``: every protocol call, its options read from its
+    declaration in protocol.calls (a new call is a verb here with no code of its own)."""
+    import dataclasses
+
+    from .protocol import calls as C
+    from .protocol import scale
+
+    group = verbs.add_parser("call", help="send any protocol call, options from its declaration")
+    sub = group.add_subparsers(dest="action", metavar="CALL", parser_class=_Parser)
+    for cls in C.CALLS:
+        doc = (cls.__doc__ or "").strip().split("\n")[0]
+        p = _add(sub, cls.NAME, cmd_call, doc or f"the protocol's {cls.NAME} call")
+        p.set_defaults(call_class=cls)
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        for name, field in cls.SCHEMA:
+            required = defaults[name] is dataclasses.MISSING
+            help_text = cls.HELP.get(name, "")
+            if isinstance(field, scale.StructField | scale.Variant):
+                help_text += " (JSON)"
+            if not required:
+                help_text += f" (default: {scale._jsonable(defaults[name])!r})"
+            p.add_argument(
+                "--" + name.replace("_", "-"),
+                dest=name,
+                required=required,
+                action="append" if isinstance(field, scale.Vec) else "store",
+                default=None,
+                help=help_text,
+            )
+
+
 # -- the dev network and agents ---------------------------------------------------------------
 
 
@@ -629,6 +715,9 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
     remark = _add(verbs, "remark", cmd_remark, "put a System.remark_with_event on chain")
     remark.add_argument("text", nargs="?", default="", help="text to record")
     remark.add_argument("--hex", default=None, help="record these bytes instead (hex)")
+    _add_call_verbs(verbs)
+    dec = _add(verbs, "decode", cmd_decode, "a protocol remark (hex) as JSON")
+    dec.add_argument("remark", help="the remark's bytes as hex (0x...)")
     if defaults:
         parser.set_defaults(**defaults)
     return parser

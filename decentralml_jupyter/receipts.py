@@ -122,6 +122,15 @@ class PayoutApproved(_Result):
 
 
 @dataclass(frozen=True)
+class CallSent(_Result):
+    """Any protocol call (`Session.send`): its name, the ids it created, the receipt."""
+
+    call: str
+    created: dict[str, int]
+    receipt: Receipt
+
+
+@dataclass(frozen=True)
 class AccountBalance(_Result):
     """A named (dev) account and its balance."""
 
@@ -174,6 +183,7 @@ class Fetched(_Result):
 
 __all__ = [
     "AccountBalance",
+    "CallSent",
     "Done",
     "Fetched",
     "ModelStarted",

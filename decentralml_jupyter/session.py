@@ -35,6 +35,7 @@ from . import config
 from .errors import ChainNotReachable, DfmlError, NotFound, UsageError
 from .receipts import (
     AccountBalance,
+    CallSent,
     Done,
     Fetched,
     ModelStarted,
@@ -820,6 +821,43 @@ class Session:
                     }
                 )
         return pd.DataFrame(rows)
+
+    # -- any call ---------------------------------------------------------------------------
+
+    def send(self, call: Any) -> CallSent:
+        """Send any protocol call (an instance of a class of `protocol.calls`), with the
+        transfer its declaration says must travel with it; the ids it created."""
+        from .protocol.calls import Call
+
+        if not isinstance(call, Call):
+            raise UsageError(
+                f"{type(call).__name__} is not a protocol call",
+                hint="build one from decentralml_jupyter.protocol.calls, e.g. calls.Vote(1, True)",
+            )
+
+        def go() -> CallSent:
+            sub = self.protocol.send(self._key, call)
+            return CallSent(call.NAME, dict(sub.created), sub.receipt)
+
+        return self._write(go)
+
+    @staticmethod
+    def decode(remark: bytes | str) -> dict[str, Any]:
+        """A protocol remark (bytes, or hex) as ``{"call", "fields"}``; CodecError if it is
+        not one."""
+        from .protocol.calls import decode_call
+
+        if isinstance(remark, str):
+            try:
+                remark = bytes.fromhex(remark.removeprefix("0x"))
+            except ValueError:
+                raise UsageError(
+                    f"{remark[:20]!r}... is not hex", hint="give the remark's bytes as hex"
+                ) from None
+        call = decode_call(remark)
+        fields = call.to_json()
+        fields.pop("type", None)
+        return {"call": call.NAME, "fields": fields}
 
     # -- the dev network ------------------------------------------------------------------------
 

@@ -86,6 +86,10 @@ class Field:
     def decode(self, r: Reader) -> Any:
         raise NotImplementedError
 
+    def from_json(self, value: Any) -> Any:
+        """The Python value of a field from its JSON form (what ``to_json`` gives)."""
+        return value
+
 
 class UInt(Field):
     """Fixed-width (``size`` bytes) or compact unsigned integer, with an upper bound."""
@@ -206,6 +210,9 @@ class Bytes32(Field):
 
 
 class Option(Field):
+    def from_json(self, value: Any) -> Any:
+        return None if value is None else self.inner.from_json(value)
+
     def __init__(self, inner: Field):
         self.inner = inner
 
@@ -223,6 +230,11 @@ class Option(Field):
 
 
 class Vec(Field):
+    def from_json(self, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            raise CodecError(f"expected a list, got {type(value).__name__}")
+        return tuple(self.inner.from_json(v) for v in value)
+
     """A bounded vector; ``unique`` also rejects duplicates (sets on the wire)."""
 
     def __init__(self, inner: Field, max_len: int, unique: bool = False):
@@ -271,6 +283,18 @@ class Struct:
     @classmethod
     def decode_fields(cls, r: Reader) -> Struct:
         return cls(**{n: f.decode(r) for n, f in cls.SCHEMA})
+
+    @classmethod
+    def from_json(cls, data: Any) -> Struct:
+        """An instance from its JSON form (``to_json``'s; its "type" key may be left out, and
+        fields left out take their defaults), checked as any construction is."""
+        if not isinstance(data, Mapping):
+            raise CodecError(f"{cls.__name__}: expected a JSON object, got {data!r}")
+        known = dict(cls.SCHEMA)
+        unknown = set(data) - set(known) - {"type"}
+        if unknown:
+            raise CodecError(f"{cls.__name__}: unknown fields {', '.join(sorted(unknown))}")
+        return cls(**{n: known[n].from_json(v) for n, v in data.items() if n != "type"})
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": getattr(self, "NAME", type(self).__name__)}
@@ -335,6 +359,9 @@ class StructField(Field):
     def decode(self, r: Reader) -> Struct:
         return self.cls.decode_fields(r)
 
+    def from_json(self, value: Any) -> Struct:
+        return self.cls.from_json(value)
+
 
 class Variant(Field):
     """An enum of Struct classes, each with a distinct ``INDEX`` (one byte on the wire)."""
@@ -355,6 +382,15 @@ class Variant(Field):
 
     def encode(self, value: Struct) -> bytes:
         return bytes([value.INDEX]) + value.encode()  # type: ignore[attr-defined]
+
+    def from_json(self, value: Any) -> Struct:
+        """``{"type": NAME, ...fields}``: the variant named by its ``NAME``."""
+        kind = value.get("type") if isinstance(value, Mapping) else None
+        for cls in self.classes:
+            if kind in (cls.NAME, cls.__name__):  # type: ignore[attr-defined]
+                return cls.from_json(value)
+        names = ", ".join(c.NAME for c in self.classes)  # type: ignore[attr-defined]
+        raise CodecError(f'a {self.what} needs "type": one of {names}; got {value!r}')
 
     def decode(self, r: Reader) -> Struct:
         index = r.take(1)[0]
