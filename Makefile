@@ -55,6 +55,8 @@ docs: setup
 	@echo "the site: out/docs/index.html"
 
 bench: setup
+	$(PY) benchmarks/bench_load_ext.py
+	$(PY) benchmarks/bench_session.py
 	$(PY) benchmarks/bench_chain.py
 	$(PY) benchmarks/bench_batching.py
 	$(PY) benchmarks/bench_model_size.py
