@@ -168,6 +168,13 @@ class SnapshotError(ProtocolError):
 # -- federated learning -----------------------------------------------------------------------
 
 
+class DataMismatch(UsageError):
+    """A participant's data does not fit the model's data contract (nothing was sent)."""
+
+    hint = "fix the data (or choose the model it was made for); nothing was staked or sent"
+    http_status = 422
+
+
 class FlError(DfmlError):
     """Anything wrong in federated learning code: bad model, data or strategy arguments."""
 

@@ -48,6 +48,13 @@ _EXPORTS = {
     "load_dataset": "data",
     "partition": "data",
     "leave_one_out": "contribution",
+    "load_data": "sources",
+    "DataContract": "contract",
+    "Label": "contract",
+    "TrainingSetup": "contract",
+    "check_data": "contract",
+    "spec_contract": "models",
+    "spec_training": "models",
     "simulate": "simulation",
     "train_centralised": "simulation",
 }
