@@ -72,6 +72,8 @@ def up(
     clock: float = 3.0,
     block_mode: str = "batch",
     worker_processes: int | None = None,
+    data: str | None = None,
+    target: str | None = None,
     progress=None,
 ) -> dict:
     """Start everything; returns CLI.md's devnet JSON once the chain and storage answer.
@@ -80,15 +82,27 @@ def up(
     crash, a kill -9, a reboot) is started again as it was, and the rest is left alone: the
     chain resumes from its database when the network was started with ``base_path``, storage
     from its repository, every agent from its index. The result then names what was
-    ``restarted``."""
-    if workers < 1 or validators < 1:
-        raise UsageError("a dev network needs at least 1 worker and 1 validator")
+    ``restarted``.
+
+    ``data`` (a folder) gives every agent its own data instead of a bundled dataset: worker i
+    (from 0) reads ``DATA/worker-<i>.<csv|parquet|npz>`` or the folder ``DATA/worker-<i>/``,
+    the validators ``DATA/validator.<ext>`` (one held-out set, so that they agree), with
+    ``target`` the label column of tables. ``workers`` 0 starts validators only: participants
+    join later (``dfml worker``, ``%dfml worker join``) with funded accounts Dev<K+1>...
+    """
+    if workers < 0 or validators < 1:
+        raise UsageError("a dev network needs 0 or more workers and at least 1 validator")
     if attackers > workers:
         raise UsageError("--attackers cannot exceed --workers")
+    sources = _data_files(Path(data), workers) if data else None
     # one worker process per core by default: a process per worker would hold a TensorFlow
-    # runtime each (~0.75 GiB) and send one extrinsic each, for no more parallelism
-    hosts = min(workers, os.cpu_count() or 1) if worker_processes is None else worker_processes
-    if not 1 <= hosts <= workers:
+    # runtime each (~0.75 GiB) and send one extrinsic each, for no more parallelism; a worker
+    # on its own data runs in a process of its own
+    cores = os.cpu_count() or 1
+    hosts = min(workers, cores) if worker_processes is None else worker_processes
+    if sources is not None:
+        hosts = workers
+    if workers and not 1 <= hosts <= workers:
         raise UsageError(
             f"--worker-processes must be between 1 and --workers ({workers}), got {hosts}"
         )
@@ -101,10 +115,12 @@ def up(
     work.mkdir(parents=True, exist_ok=True)
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
+    # funded accounts for the agents, and at least four for participants who join later
+    accounts = validators + max(workers, JOINERS)
     chain = devchain.up(
         port=port,
         base_path=str(work / "chain") if base_path else None,
-        accounts=validators + workers,
+        accounts=accounts,
         block_mode=block_mode,
         progress=progress,
     )
@@ -116,20 +132,22 @@ def up(
             "storage": store["url"],
             "work_dir": str(work),
             "persistent": base_path is not None,
-            "params": {"accounts": validators + workers, "block_mode": block_mode},
+            "params": {"accounts": accounts, "block_mode": block_mode},
             "validators": [],
             "workers": [],
             "clock": None,
         }
         common = ["--dataset", dataset, "--seed", str(seed)]
+        tables = ["--target", target] if target else []
         for i in range(1, validators + 1):
             name = f"Dev{i}"
+            own = ["--data", sources["validator"], *tables] if sources else []
             cmd = _agent_cmd(
                 "validator",
                 url,
                 store["url"],
                 f"//{name}",
-                [*common, "--index-db", str(work / f"index-{name}.sqlite")],
+                [*common, *own, "--index-db", str(work / f"index-{name}.sqlite")],
             )
             record["validators"].append(
                 {"name": name, **_start(cmd, logs / f"validator-{name}.log")}
@@ -155,6 +173,8 @@ def up(
                 extra += ["--key", f"//{name}"]
             for att in attacks:
                 extra += ["--attack", att]
+            if sources:
+                extra += ["--data", sources[f"worker-{members[0]}"], *tables]
             log = f"worker-{names[0]}.log" if len(names) == 1 else f"workers-{names[0]}.log"
             started = _start(
                 _agent_cmd("worker", url, store["url"], f"//{names[0]}", extra), logs / log
@@ -187,6 +207,29 @@ def up(
         raise
     _state_file(port).write_text(json.dumps(record))
     return status(url) | {"chain": chain}
+
+
+JOINERS = 4  # funded accounts beyond the agents', for participants who join later
+DATA_SUFFIXES = (".csv", ".parquet", ".npz")
+
+
+def _data_files(folder: Path, workers: int) -> dict[str, str]:
+    """``worker-<i>`` and ``validator`` -> the file (or folder) each reads in ``folder``."""
+    if not folder.is_dir():
+        raise UsageError(f"--data {folder} is not a folder", hint="make one with worker-0.csv, ...")
+    found: dict[str, str] = {}
+    for name in ["validator", *(f"worker-{i}" for i in range(workers))]:
+        candidates = [folder / f"{name}{sfx}" for sfx in DATA_SUFFIXES] + [folder / name]
+        present = [c for c in candidates if c.exists()]
+        if not present:
+            raise UsageError(
+                f"--data {folder} has no {name}.csv/.parquet/.npz nor a folder {name}/",
+                hint="worker i (from 0) reads worker-<i>.<ext>, the validators validator.<ext>",
+            )
+        if len(present) > 1:
+            raise UsageError(f"--data {folder} has several files for {name}: {present}")
+        found[name] = str(present[0].resolve())
+    return found
 
 
 def _repair(url: str, record: dict, progress=None) -> dict:

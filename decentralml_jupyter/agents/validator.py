@@ -16,13 +16,14 @@ refused (the round finalized with the k-th) is not sent.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import statistics
 import sys
 import time
 
 import numpy as np
 
-from ..errors import DfmlError
+from ..errors import DataMismatch, DfmlError
 from ..fl.checks import delta_norm
 from ..fl.privacy import MaskedUpdate
 from ..protocol import calls as C
@@ -37,6 +38,9 @@ from .base import LIVE_MODEL, Agent, agent_keys, run_agent
 # scaled (boosted) updates stand out, honest non-IID ones stay well inside.
 NORM_OUTLIER_FACTOR = 4.0
 BACKUP_GRACE = 10.0  # seconds a backup validator leaves a duty to its primaries
+# The most examples one update may claim when the validator judges on its own data (with a
+# bundled dataset: its training split's size)
+DEFAULT_MAX_EXAMPLES = 10_000_000
 
 
 def primaries(validators, salt: int) -> list[str]:
@@ -60,8 +64,11 @@ class Validator(Agent):
         key: str,
         *,
         dataset: str = "digits",
+        data: object = None,
+        target: str | None = None,
         seed: int = 0,
         backup_grace: float = BACKUP_GRACE,
+        max_examples: int | None = None,
         **kw,
     ):
         super().__init__(url, storage, key, **kw)
@@ -71,9 +78,17 @@ class Validator(Agent):
         self._approved: dict[int, str] = {}  # payout id -> the call hash this validator approved
         from .. import fl
 
-        data = fl.load_dataset(dataset, seed=seed)
-        self.x_val, self.y_val = data.x_val, data.y_val
-        self.max_examples = len(data.y_train)
+        # its held-out data: its own (read against each model's data contract), or a bundled
+        # dataset's validation split (demos and tests)
+        self.target = target
+        if data is None:
+            bundled = fl.load_dataset(dataset, seed=seed)
+            self.source: object = (bundled.x_val, bundled.y_val)
+            self.max_examples = max_examples or len(bundled.y_train)
+        else:
+            self.source = data
+            self.max_examples = max_examples or DEFAULT_MAX_EXAMPLES
+        self._held_out: dict[str, object] = {}  # architecture (spec hash) -> (x, y) or error
         self.attested: set[int] = set()
 
     def step(self, state: State) -> None:
@@ -144,14 +159,40 @@ class Validator(Agent):
         )
         return True
 
+    def held_out(self, spec: bytes):
+        """This validator's held-out data read against the model's data contract (once per
+        architecture); DataMismatch if it does not fit."""
+        from .. import fl
+
+        key = hashlib.sha256(spec).hexdigest()
+        found = self._held_out.get(key)
+        if found is None:
+            try:
+                found = fl.load_data(self.source, self.target, fl.spec_contract(spec))
+            except DfmlError as err:
+                found = err
+            self._held_out[key] = found
+        if isinstance(found, DfmlError):
+            raise found
+        return found
+
     def evaluate(self, spec: bytes, weights) -> dict[str, float]:
         from .. import fl
 
-        return fl.evaluate(spec, weights, self.x_val, self.y_val)
+        x, y = self.held_out(spec)
+        return fl.evaluate(spec, weights, x, y)
 
     def judge(self, state: State, rnd):
         """(aggregate weights, metrics, contributions, rejections) of a closed round, or None
         when a secure round cannot be unmasked (the validator then abstains)."""
+
+        try:
+            return self._judge(state, rnd)
+        except DataMismatch as err:  # its held-out data cannot judge this model: it abstains
+            self.log.warning("round %d: abstaining: held-out data: %s", rnd.round_id, err)
+            return None
+
+    def _judge(self, state: State, rnd):
         from .. import fl
 
         model = state.model(rnd.model_id)
@@ -291,7 +332,7 @@ class Validator(Agent):
         remark = encoders.attest_remark(
             rnd.round_id,
             cid,
-            accuracy=metrics["accuracy"],
+            accuracy=metrics.get("accuracy", 0.0),  # a regression has none: 0
             loss=metrics["loss"],
             contributions=contributions,
             rejected=rejected,
@@ -329,11 +370,11 @@ class Validator(Agent):
                     failed[0]["attributes"].get("error"),
                 )
         self.log.info(
-            "round %d: attested %s (accuracy %.4f, %d accepted, %d rejected; judged in %.2f s, "
+            "round %d: attested %s (%s, %d accepted, %d rejected; judged in %.2f s, "
             "%d payout approval%s with it prepared in %.2f s)",
             rnd.round_id,
             cid,
-            metrics["accuracy"],
+            ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
             len(contributions),
             len(rejected),
             judged_s,
@@ -501,7 +542,14 @@ def build_parser(prog: str = "dfml validator") -> argparse.ArgumentParser:
         help="a dev URI (//Dev1) or a key file; a secret only in a key file or DFML_KEY",
     )
     p.add_argument("--key-file", default=None, help="file holding the key (chmod 600)")
-    p.add_argument("--dataset", default="digits")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="its own held-out data: a CSV or Parquet file (with --target), a .npz with x and y, "
+        "or a folder of images with one sub-folder per class; default: a --dataset split",
+    )
+    p.add_argument("--target", default=None, help="the label column of a CSV/Parquet file")
+    p.add_argument("--dataset", default="digits", help="a bundled dataset (demos and tests)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--index-db", default=None)
     p.add_argument("--poll", type=float, default=2.0, help="longest wait between steps (s)")
@@ -522,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
         a.storage,
         key,
         dataset=a.dataset,
+        data=a.data,
+        target=a.target,
         seed=a.seed,
         index_db=a.index_db,
         poll=a.poll,

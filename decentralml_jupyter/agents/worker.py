@@ -1,7 +1,11 @@
 """The worker: stakes on models to become eligible, and when a round selects it, trains the
-global model on its private partition and submits only the weight update (a CID).
+global model on its private data and submits only the weight update (a CID).
 
-Its data never leaves this process. ``attack`` makes it a poisoner, for robustness demos.
+Its data is its own (``data``: a CSV/Parquet/.npz file, a folder of images, or from Python
+arrays, a DataFrame or a tf.data.Dataset; see `fl.load_data`) or a partition of a bundled
+dataset (demos and tests). Before it stakes on a model it checks its data against the model's
+data contract, and stakes nothing on a model its data does not fit. Its data never leaves this
+process. ``attack`` makes it a poisoner, for robustness demos.
 """
 
 from __future__ import annotations
@@ -37,17 +41,22 @@ PROTOCOL_CALL = {"key": "announce_key", "stake": "stake", "update": "submit_upda
 
 @dataclass
 class Identity:
-    """One worker: its account, its private partition and its secure-aggregation key."""
+    """One worker: its account, its private data and its secure-aggregation key.
+
+    ``source`` is what its data is read from (a path, a DataFrame, an (x, y) pair, ...), with
+    ``target`` its label column; it is read once per model architecture, against that model's
+    data contract (``fitted``: architecture CID -> (x, y), or the mismatch)."""
 
     key: Keypair
     index: int
-    x: np.ndarray
-    y: np.ndarray
+    source: object
+    target: str | None
     attack: str
     secret: object  # nacl PrivateKey
     public_key: str
     done: set[int] = field(default_factory=set)
     refused: set[tuple[str, int]] = field(default_factory=set)
+    fitted: dict[str, object] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -68,6 +77,8 @@ class Worker(Agent):
         key: str | list[str],
         *,
         dataset: str = "digits",
+        data: object = None,
+        target: str | None = None,
         index: int = 0,
         workers: int = 1,
         partition: str = "iid",
@@ -90,42 +101,52 @@ class Worker(Agent):
         for a in attacks:
             if a not in ATTACKS:
                 raise ValueError(f"unknown attack {a!r}; one of {ATTACKS}")
-        if index + len(keys) > workers:
+        if data is not None and len(keys) != 1:
+            raise ValueError("a worker on its own data runs one key")
+        if data is None and index + len(keys) > workers:
             raise ValueError(f"partitions {index}..{index + len(keys) - 1} exceed {workers}")
         self.stake_amount = stake
         self.models = None if models is None else set(models)
         self.max_slash_permill = max_slash_permill
-        data = fl.load_dataset(dataset, seed=seed)
-        scheme, _, alpha = partition.partition(":")
-        parts = fl.partition(
-            data.y_train, workers, scheme, float(alpha) if alpha else 0.5, seed=seed
-        )
+        sources: list[object] = [data]
+        if data is None:  # partitions of a bundled dataset
+            bundled = fl.load_dataset(dataset, seed=seed)
+            scheme, _, alpha = partition.partition(":")
+            parts = fl.partition(
+                bundled.y_train, workers, scheme, float(alpha) if alpha else 0.5, seed=seed
+            )
+            sources = []
+            for k, att in enumerate(attacks):
+                idx = parts[index + k]
+                x, y = bundled.x_train[idx], bundled.y_train[idx]
+                if att == "label_flip":
+                    y = (bundled.num_classes - 1 - y).astype(y.dtype)
+                sources.append((x, y))
         self.identities: list[Identity] = []
         for k, (uri, att) in enumerate(zip(keys, attacks, strict=True)):
-            idx = parts[index + k]
-            x, y = data.x_train[idx], data.y_train[idx]
-            if att == "label_flip":
-                y = (data.num_classes - 1 - y).astype(y.dtype)
             # the X25519 key for secure aggregation's pairwise masks; announced on chain
             secret = PrivateKey.generate()
             self.identities.append(
                 Identity(
                     key=self.key if k == 0 else self.chain.keypair(uri),
                     index=index + k,
-                    x=x,
-                    y=y,
+                    source=sources[k],
+                    target=target,
                     attack=att,
                     secret=secret,
                     public_key="0x" + bytes(secret.public_key).hex(),
                 )
             )
-            self.log.info(
-                "%s: private partition %d/%d, %d examples",
-                self.identities[-1].address,
-                index + k,
-                workers,
-                len(y),
-            )
+            if data is None:
+                self.log.info(
+                    "%s: private partition %d/%d, %d examples",
+                    self.identities[-1].address,
+                    index + k,
+                    workers,
+                    len(sources[k][1]),
+                )
+            else:
+                self.log.info("%s: its own data (%s)", self.identities[-1].address, _what(data))
         self._proxied = len(self.identities) == 1
         self._base: tuple[str, list] = ("", [])
 
@@ -223,8 +244,33 @@ class Worker(Agent):
             return f"it asks a stake of {need}, more than this worker's {self.stake_amount}"
         return None
 
+    def data_for(self, ident: Identity, model) -> tuple[np.ndarray, np.ndarray]:
+        """``ident``'s data read against ``model``'s data contract (once per architecture);
+        DataMismatch if it does not fit."""
+        from .. import fl
+
+        found = ident.fitted.get(model.architecture_cid)
+        if found is None:
+            contract = fl.spec_contract(self.spec(model.architecture_cid))
+            try:
+                found = fl.load_data(ident.source, target=ident.target, contract=contract)
+            except DfmlError as err:
+                found = err
+            ident.fitted[model.architecture_cid] = found
+        if isinstance(found, DfmlError):
+            raise found
+        return found  # type: ignore[return-value]
+
+    def data_refusal(self, model, ident: Identity) -> str | None:
+        """Why ``ident``'s data cannot train ``model`` (its contract), or None."""
+        try:
+            self.data_for(ident, model)
+        except DfmlError as err:
+            return f"its data does not fit the model: {err} ({err.hint})"
+        return None
+
     def may_stake(self, model, ident: Identity) -> bool:
-        reason = self.stake_refusal(model)
+        reason = self.stake_refusal(model) or self.data_refusal(model, ident)
         if reason is None:
             return True
         if ("policy", model.id) not in ident.refused:
@@ -239,7 +285,8 @@ class Worker(Agent):
         ident = self.identities[0]
         spec = self.spec(model.architecture_cid)
         base = self.base_weights(model.global_cid, self.weights_limit(model))
-        fl.train_local(spec, base, ident.x[:8], ident.y[:8])
+        x, y = self.data_for(ident, model)
+        fl.train_local(spec, base, x[:8], y[:8])
 
     def send(self, calls: list[tuple[Identity, str, int, object]]) -> None:
         """One extrinsic for every call of this step (up to `MAX_BATCH`), signed by the first
@@ -292,15 +339,22 @@ class Worker(Agent):
             ident.done.add(rnd.round_id)
             self.log.warning("%s round %d: not training: %s", ident.address, rnd.round_id, problem)
             return None
+        try:
+            x, y = self.data_for(ident, model)
+        except DfmlError as err:  # staked before the model's data contract was known
+            ident.done.add(rnd.round_id)
+            self.log.warning("%s round %d: not training: %s", ident.address, rnd.round_id, err)
+            return None
         seed = int.from_bytes(hashlib.sha256(f"{rnd.seed}:{ident.address}".encode()).digest()[:4])
+        lr = float(hints.get("learning_rate", 0))
         new, n, metrics = fl.train_local(
             spec,
             base,
-            ident.x,
-            ident.y,
+            x,
+            y,
             epochs=int(hints.get("epochs", 1)),
             batch_size=int(hints.get("batch_size", 32)),
-            lr=float(hints.get("learning_rate", 0.05)),
+            lr=lr if lr > 0 else None,  # 0: the model's own (its owner's optimizer)
             proximal_mu=0.01 if model.strategy == "fedprox" else 0.0,
             seed=seed,
         )
@@ -369,17 +423,24 @@ class Worker(Agent):
         return fl.mask_update(ident.address, weights, seeds, weight=float(n)).layers
 
 
+def _what(data: object) -> str:
+    if isinstance(data, str):
+        return data
+    shape = getattr(data, "shape", None)
+    return f"a {type(data).__name__}" + (f" of shape {shape}" if shape is not None else "")
+
+
 def hint_problem(hints: dict) -> str | None:
     """Why a round's training hints are outside what a worker accepts, or None."""
     epochs = int(hints.get("epochs", 1))
     batch = int(hints.get("batch_size", 32))
-    lr = float(hints.get("learning_rate", 0.05))
+    lr = float(hints.get("learning_rate", 0))
     if not 1 <= epochs <= MAX_EPOCHS:
         return f"{epochs} epochs (at most {MAX_EPOCHS})"
     if not 1 <= batch <= MAX_BATCH_SIZE:
         return f"batch size {batch} (at most {MAX_BATCH_SIZE})"
-    if not 0 < lr <= MAX_LEARNING_RATE:
-        return f"learning rate {lr:g} (in (0, {MAX_LEARNING_RATE:g}])"
+    if not 0 <= lr <= MAX_LEARNING_RATE:  # 0: the model's own optimizer's rate
+        return f"learning rate {lr:g} (in [0, {MAX_LEARNING_RATE:g}])"
     return None
 
 
@@ -395,7 +456,14 @@ def build_parser(prog: str = "dfml worker") -> argparse.ArgumentParser:
         help="the worker's key; repeat it to run several workers in this process "
         "(partitions --index, --index+1, ...; the first key signs for all as their proxy)",
     )
-    p.add_argument("--dataset", default="digits")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="its own data: a CSV or Parquet file (with --target), a .npz with x and y, or a "
+        "folder of images with one sub-folder per class; default: a --dataset partition",
+    )
+    p.add_argument("--target", default=None, help="the label column of a CSV/Parquet file")
+    p.add_argument("--dataset", default="digits", help="a bundled dataset (demos and tests)")
     p.add_argument("--index", type=int, default=0, help="this worker's (first) partition")
     p.add_argument("--workers", type=int, default=1, help="how many partitions")
     p.add_argument("--partition", default="iid", help="iid or dirichlet:ALPHA")
@@ -439,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         a.storage,
         keys,
         dataset=a.dataset,
+        data=a.data,
+        target=a.target,
         index=a.index,
         workers=a.workers,
         partition=a.partition,

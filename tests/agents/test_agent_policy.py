@@ -56,7 +56,7 @@ def test_a_worker_stakes_only_where_its_policy_allows():
     [
         ({"epochs": 1, "batch_size": 32, "learning_rate": 0.05}, None),
         ({"learning_rate": 1000.0}, "learning rate"),
-        ({"learning_rate": 0.0}, "learning rate"),
+        ({"learning_rate": 0.0}, None),  # 0: the model's own optimizer's rate
         ({"learning_rate": float("nan")}, "learning rate"),
         ({"epochs": 10_000}, "epochs"),
         ({"batch_size": 10**9}, "batch size"),
