@@ -176,11 +176,13 @@ class Validator(Agent):
             raise found
         return found
 
-    def evaluate(self, spec: bytes, weights) -> dict[str, float]:
+    def evaluate(self, spec: bytes, weights, metric: str | None = None) -> dict[str, float]:
+        """The model's loss and metrics on this validator's held-out data, ``metric`` (the
+        model's own, by its Keras name) among them."""
         from .. import fl
 
         x, y = self.held_out(spec)
-        return fl.evaluate(spec, weights, x, y)
+        return fl.evaluate(spec, weights, x, y, metric)
 
     def judge(self, state: State, rnd):
         """(aggregate weights, metrics, contributions, rejections) of a closed round, or None
@@ -197,10 +199,17 @@ class Validator(Agent):
 
         model = state.model(rnd.model_id)
         spec = self.spec(model.architecture_cid)
+        metric = model.metric  # the model's own, by its Keras name
+
+        def ev(weights):
+            return self.evaluate(spec, weights, metric)
+
         limit = self.weights_limit(model)
         base = fl.weights_from_bytes(self.store.get(rnd.base_cid, max_bytes=limit))
         if model.strategy.endswith(":secure"):
-            return self.judge_secure(rnd, spec, base, self.weights_limit(model, masked=True))
+            return self.judge_secure(
+                rnd, spec, base, self.weights_limit(model, masked=True), metric
+            )
         accepted, rejected, norms = [], {}, {}
         missing = self.unavailable([u.cid for u in rnd.updates])
         for u in sorted(rnd.updates, key=lambda u: u.worker):
@@ -231,21 +240,21 @@ class Validator(Agent):
                         f"({NORM_OUTLIER_FACTOR:g}x the median)"
                     )
         if not accepted:
-            return base, self.evaluate(spec, base), {}, rejected
+            return base, ev(base), {}, rejected
         strategy = fl.make_strategy(model.strategy.split(":")[0])
         weights = strategy.aggregate(base, accepted)
-        metrics = self.evaluate(spec, weights)
+        metrics = ev(weights)
         if not _finite(metrics):
             # an extreme but finite update, in a round too small for the outlier filter, broke
             # the aggregate: judge each update alone and reject those that break the model
             for u in list(accepted):
-                if not _finite(self.evaluate(spec, u.weights)):
+                if not _finite(ev(u.weights)):
                     accepted.remove(u)
                     rejected[u.client_id] = fit_reason("update makes the model's loss non-finite")
             if not accepted:
-                return base, self.evaluate(spec, base), {}, rejected
+                return base, ev(base), {}, rejected
             weights = strategy.aggregate(base, accepted)
-            metrics = self.evaluate(spec, weights)
+            metrics = ev(weights)
             if not _finite(metrics):
                 self.log.warning(
                     "round %d: the aggregate's metrics are not finite (%s): abstaining",
@@ -254,7 +263,7 @@ class Validator(Agent):
                 )
                 return None
         contributions = fl.leave_one_out(
-            strategy, base, accepted, lambda w: self.evaluate(spec, w), metric="loss"
+            strategy, base, accepted, ev, metric=metric if metric in metrics else "loss"
         )
         return weights, metrics, contributions, rejected
 
@@ -282,7 +291,7 @@ class Validator(Agent):
             found = dict(zip(unique, pool.map(stat, unique), strict=True))
         return {cid: why for cid, why in found.items() if why is not None}
 
-    def judge_secure(self, rnd, spec: bytes, base, limit: int | None = None):
+    def judge_secure(self, rnd, spec: bytes, base, limit: int | None = None, metric=None):
         from .. import fl
 
         if set(rnd.submitted) != set(rnd.selected):
@@ -316,7 +325,7 @@ class Validator(Agent):
             return None
         # only the sum is visible, so contributions follow the (public) example counts
         contributions = {u.worker: float(u.num_examples) for u in rnd.updates}
-        return weights, self.evaluate(spec, weights), contributions, {}
+        return weights, self.evaluate(spec, weights, metric), contributions, {}
 
     def attest(self, state: State, rnd) -> str:
         from .. import fl
@@ -329,6 +338,7 @@ class Validator(Agent):
         weights, metrics, contributions, rejected = judged
         cid = self.store.put(fl.weights_to_bytes(weights))
         judged_s = time.perf_counter() - started
+        metric = state.model(rnd.model_id).metric
         remark = encoders.attest_remark(
             rnd.round_id,
             cid,
@@ -336,6 +346,8 @@ class Validator(Agent):
             loss=metrics["loss"],
             contributions=contributions,
             rejected=rejected,
+            # the model's own metric, when it is neither of those (an AttestMetric)
+            metric=None if metric in ("accuracy", "loss") else metrics.get(metric),
         )
         now_state = self.proto.state()
         now = now_state.round(rnd.round_id)

@@ -153,6 +153,24 @@ def contract_of(model: Any, label: Label | None = None, features=()) -> DataCont
     return DataContract(shape, label or infer_label(model), str(dtype), features)
 
 
+# Keras metric and loss names for which lower is better; every other metric (accuracy, auc,
+# precision, recall, ...) is better higher.
+LOWER_IS_BETTER = frozenset(
+    {
+        "loss", "mae", "mse", "rmse", "mape", "msle", "mean_absolute_error",
+        "mean_squared_error", "root_mean_squared_error", "mean_absolute_percentage_error",
+        "mean_squared_logarithmic_error", "hinge", "squared_hinge", "categorical_hinge",
+        "logcosh", "log_cosh", "huber", "poisson", "kl_divergence", "kld",
+        "binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy",
+    }
+)  # fmt: skip
+
+
+def better(metric: str) -> int:
+    """+1 when a higher ``metric`` is better (accuracy, auc), -1 when lower is (loss, mae)."""
+    return -1 if metric.lower() in LOWER_IS_BETTER else 1
+
+
 def check_data(contract: DataContract, x: np.ndarray, y: np.ndarray) -> None:
     """Raise DataMismatch if (x, y) does not fit ``contract``: shape, labels, NaN, size."""
     n = len(x)
@@ -225,8 +243,10 @@ def labels_array(contract: DataContract, y: np.ndarray) -> np.ndarray:
 __all__ = [
     "DataContract",
     "DataMismatch",
+    "LOWER_IS_BETTER",
     "Label",
     "TrainingSetup",
+    "better",
     "check_data",
     "contract_of",
     "infer_label",

@@ -27,22 +27,28 @@ def leave_one_out(
 ) -> dict[str, float]:
     """Non-negative contribution shares per client id, summing to 1.
 
-    ``evaluate_fn(weights)`` returns validation metrics; ``metric`` is ``"loss"`` (lower is
-    better) or ``"accuracy"`` (higher is better). The strategy is copied for every trial, so a
-    stateful one (FedAdam) is not advanced.
+    ``evaluate_fn(weights)`` returns validation metrics; ``metric`` names the one that
+    measures quality, by its Keras name: lower is better for losses and errors (loss, mae,
+    mse, ...), higher for the rest (accuracy, auc, ...). The strategy is copied for every
+    trial, so a stateful one (FedAdam) is not advanced.
     """
-    if metric not in ("loss", "accuracy"):
-        raise FlError(f"unknown contribution metric {metric!r}", "use 'loss' or 'accuracy'")
+    from decentralml_jupyter.fl.contract import better
+
+    if not isinstance(metric, str) or not metric:
+        raise FlError(f"unknown contribution metric {metric!r}", "name a metric, e.g. 'loss'")
     ordered = sorted(updates, key=lambda u: u.client_id)
     if not ordered:
         return {}
     if len(ordered) == 1:
         return {ordered[0].client_id: 1.0}
-    sign = -1.0 if metric == "loss" else 1.0
+    sign = float(better(metric))
 
     def quality(subset: Sequence[ClientUpdate]) -> float:
         weights = copy.deepcopy(strategy).aggregate(global_weights, subset)
-        return sign * float(evaluate_fn(weights)[metric])
+        found = evaluate_fn(weights)
+        if metric not in found:
+            raise FlError(f"the evaluation gives no {metric!r}", f"it gives {sorted(found)}")
+        return sign * float(found[metric])
 
     full = quality(ordered)
     raw = {}

@@ -242,9 +242,36 @@ def predict(spec: bytes, weights: Weights, x: np.ndarray) -> np.ndarray:
     return np.asarray(r.model(np.asarray(x, dtype=np.float32), training=False))
 
 
-def evaluate(spec: bytes, weights: Weights, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
+def evaluate(
+    spec: bytes, weights: Weights, x: np.ndarray, y: np.ndarray, metric: str | None = None
+) -> dict[str, float]:
     """``loss`` (the model's loss: mean cross-entropy for classifiers) and, where it applies,
-    ``accuracy`` of (spec, weights) on labelled data; ``mae`` for regression."""
+    ``accuracy`` of (spec, weights) on labelled data, ``mae`` for regression, and the metric
+    named ``metric`` (a Keras name: auc, mse, precision, ...) when it is none of these."""
+    metrics = _evaluate(spec, weights, x, y)
+    if metric and metric not in metrics:
+        metrics[metric] = _keras_metric(spec, weights, x, y, metric)
+    return metrics
+
+
+def _keras_metric(spec: bytes, weights: Weights, x: np.ndarray, y: np.ndarray, name: str) -> float:
+    r = _runner(spec)
+    x, y = _check_xy(x, y, r.contract)
+    out = predict(spec, weights, x)
+    try:
+        found = keras().metrics.get(name)
+    except ValueError:
+        raise FlError(
+            f"unknown metric {name!r}", "name a Keras metric: accuracy, auc, mae, mse, ..."
+        ) from None
+    if hasattr(found, "update_state"):
+        found.reset_state()
+        found.update_state(y, out)
+        return float(found.result())
+    return float(np.mean(np.asarray(found(y, out), dtype=np.float64)))
+
+
+def _evaluate(spec: bytes, weights: Weights, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
     r = _runner(spec)
     x, y = _check_xy(x, y, r.contract)
     out = predict(spec, weights, x).astype(np.float64)

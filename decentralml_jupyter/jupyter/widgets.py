@@ -449,6 +449,9 @@ class RoundDashboard(_Widget):
         )
 
     def _render_plots(self) -> None:
+        """One line over rounds per metric the validators report, by its name (the model's
+        own metric, e.g. mae, and the loss), never the raw ppm fields."""
+
         def points(metric: str) -> list[tuple[float, float]]:
             return [
                 (x, m[metric])
@@ -456,12 +459,20 @@ class RoundDashboard(_Widget):
                 if isinstance(m.get(metric), int | float)
             ]
 
-        self.plots.value = (
-            '<div style="display:flex;gap:12px">'
-            + svg.line_chart(points("accuracy"), "accuracy", color="#1f77b4")
-            + svg.line_chart(points("loss"), "loss", color="#d62728")
-            + "</div>"
-        )
+        names: list[str] = []
+        for m in self.metrics_by_round.values():
+            own = "metric_ppm" in m  # a model metric other than accuracy: accuracy is 0 there
+            for k in m:
+                if k.endswith("_ppm") or k in names or (own and k == "accuracy"):
+                    continue
+                names.append(k)
+        names.sort(key=lambda k: (k == "loss", k))  # the model's metric first, then the loss
+        colors = ["#1f77b4", "#2ca02c", "#9467bd", "#d62728"]
+        charts = [
+            svg.line_chart(points(k), k, color="#d62728" if k == "loss" else colors[i % 3])
+            for i, k in enumerate(names or ["accuracy", "loss"])
+        ]
+        self.plots.value = '<div style="display:flex;gap:12px">' + "".join(charts) + "</div>"
 
     def _render_payouts(self) -> None:
         rewards = self.round.get("rewards") or {}
@@ -474,4 +485,66 @@ class RoundDashboard(_Widget):
         )
 
 
-__all__ = ["AccountsWidget", "ModelCard", "ProposalsWidget", "RoundDashboard"]
+# -- a participant of this kernel -----------------------------------------------------------
+
+
+class ParticipantWidget(w.VBox):
+    """A worker or validator running in this kernel (`%dfml worker join`): its live status
+    (rounds, updates, rewards, slashes), refreshed every ``interval`` seconds while it runs,
+    and a Leave button (stop, and unstake)."""
+
+    def __init__(self, participant: Any, interval: float = 2.0, **kwargs: Any) -> None:
+        self.participant = participant
+        self.interval = interval
+        self.status_html = w.HTML()
+        self.leave_button = w.Button(description="Leave", icon="sign-out")
+        self.leave_button.on_click(lambda _b: self.leave())
+        super().__init__([self.status_html, self.leave_button], **kwargs)
+        self._stop = threading.Event()
+        self.refresh()
+        self._thread = threading.Thread(target=self._loop, name="dfml-participant", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.refresh()
+            if not self.participant.running:
+                break
+
+    def refresh(self) -> None:
+        try:
+            st = self.participant.status()
+        except DfmlError as err:
+            self.status_html.value = _CSS + _error_html(err)
+            return
+        state = "running" if st.running else "stopped"
+        color = "#1a7f37" if st.running else "#9a6700"
+        rows = {
+            "account": st.address,
+            "stake": st.stake,
+            ("rounds selected" if st.role == "worker" else "rounds attested"): st.selected,
+            "updates sent": st.submitted if st.role == "worker" else None,
+            "last round": st.last_round,
+            "rewards": st.rewards,
+            "slashes": st.slashes,
+        }
+        body = "".join(
+            f"<tr><th>{html.escape(k)}</th><td>{value_html(v)}</td></tr>"
+            for k, v in rows.items()
+            if v is not None or k == "last round"
+        )
+        error = f'<br><span class="dfml-bad">{html.escape(st.error)}</span>' if st.error else ""
+        self.status_html.value = (
+            f"{_CSS}<b>{html.escape(st.role)} of model {st.model_id}</b> — "
+            f'<b style="color:{color}">{state}</b>{error}<table class="dfml-t">{body}</table>'
+        )
+        self.leave_button.disabled = not st.running
+
+    def leave(self) -> None:
+        self.leave_button.disabled = True
+        self.participant.leave()
+        self._stop.set()
+        self.refresh()
+
+
+__all__ = ["AccountsWidget", "ModelCard", "ParticipantWidget", "ProposalsWidget", "RoundDashboard"]

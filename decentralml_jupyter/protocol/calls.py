@@ -566,17 +566,37 @@ class Attest(Call):
     def result_digest(self) -> str:
         """The digest of the attested result, independent of list order: validators reach
         quorum when k of them attest the same digest."""
+        import dataclasses
+
         from .accounts import account_id
 
-        canonical = Attest(
-            self.round_id,
-            self.aggregate_cid,
-            self.accuracy_ppm,
-            self.loss_ppm,
-            tuple(sorted(self.accepted, key=lambda c: account_id(c.account))),
-            tuple(sorted(self.rejected, key=lambda r: account_id(r.account))),
+        canonical = dataclasses.replace(
+            self,
+            accepted=tuple(sorted(self.accepted, key=lambda c: account_id(c.account))),
+            rejected=tuple(sorted(self.rejected, key=lambda r: account_id(r.account))),
         )
-        return "0x" + blake2b(canonical.encode(), digest_size=32).hexdigest()
+        tag = b"" if type(self) is Attest else bytes([self.INDEX])
+        return "0x" + blake2b(tag + canonical.encode(), digest_size=32).hexdigest()
+
+    def metric_value(self) -> int | None:
+        """The model's own metric (ppm), for models whose metric is neither accuracy nor
+        loss (see AttestMetric)."""
+        return None
+
+
+@struct
+class AttestMetric(Attest):
+    """An attestation that also carries the model's own metric (its Keras name is the
+    model's ``metric``: mae, auc, ...) on the validator's held-out data, times 10^6; for
+    models whose metric is neither accuracy nor the loss. Its digest differs from an
+    ``Attest``'s, so a quorum agrees on the metric too."""
+
+    metric_ppm: int = wire(UInt(64), 0, help="the model's own metric (ppm)")
+    INDEX = 37
+    NAME = "attest_metric"
+
+    def metric_value(self) -> int | None:
+        return self.metric_ppm
 
 
 @struct
@@ -607,6 +627,7 @@ CALLS: tuple[type[Call], ...] = (
     Attest,
     AnnounceKey,
     StartRounds,
+    AttestMetric,
 )
 CALL = Variant(*CALLS, what="call")
 

@@ -171,13 +171,15 @@ def attest(
     loss: float,
     contributions: Mapping[str, float],
     rejected: Mapping[str, str] | None = None,
+    metric: float | None = None,
 ) -> C.Attest:
     """A validator's attestation (encode it with ``encode_call``; ``.result_digest()`` is
     what the quorum compares). ``contributions`` maps each accepted update's worker to a
     non-negative weight, normalised by ``contribution_scores``; ``rejected`` maps each other
-    submitted update's worker to a short reason (that worker is slashed)."""
+    submitted update's worker to a short reason (that worker is slashed). ``metric``, the
+    model's own metric when it is neither accuracy nor the loss, makes it an AttestMetric."""
     scores = contribution_scores(contributions) if contributions else {}
-    return C.Attest(
+    fields = (
         round_id,
         aggregate_cid,
         ppm(accuracy),
@@ -185,6 +187,9 @@ def attest(
         tuple(C.Contribution(a, s) for a, s in sorted(scores.items())),
         tuple(C.Rejection(a, why) for a, why in sorted((rejected or {}).items())),
     )
+    if metric is None:
+        return C.Attest(*fields)
+    return C.AttestMetric(*fields, ppm(max(0.0, metric)))
 
 
 def attest_remark(
@@ -195,6 +200,7 @@ def attest_remark(
     loss: float,
     contributions: Mapping[str, float],
     rejected: Mapping[str, str] | None = None,
+    metric: float | None = None,
 ) -> bytes:
     """The remark bytes of ``attest(...)``."""
     return C.encode_call(
@@ -205,6 +211,7 @@ def attest_remark(
             loss=loss,
             contributions=contributions,
             rejected=rejected,
+            metric=metric,
         )
     )
 

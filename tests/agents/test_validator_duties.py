@@ -194,8 +194,10 @@ def test_storage_down_judges_nobody_while_a_missing_update_is_rejected():
     v.max_examples = 100
     v._weights_size = {"QmBase": 100}
     v.spec = lambda cid: b"spec"
-    v.evaluate = lambda spec, weights: {"accuracy": 0.5, "loss": 1.0}
-    model = NS(architecture_cid="QmArch", strategy="fedavg", weights_cid="QmBase")
+    v.evaluate = lambda spec, weights, metric=None: {"accuracy": 0.5, "loss": 1.0}
+    model = NS(
+        architecture_cid="QmArch", strategy="fedavg", weights_cid="QmBase", metric="accuracy"
+    )
     rnd = NS(base_cid="QmBase", model_id=1, updates=[NS(worker="5W", cid="QmGone", num_examples=5)])
     state = NS(model=lambda mid: model)
     _, _, accepted, rejected = v.judge(state, rnd)
@@ -218,7 +220,7 @@ def test_an_extreme_but_finite_update_in_a_small_round_is_rejected_not_fatal():
     extreme = [np.full((4,), 1e30, np.float32)]  # finite, but its square is not
     blobs = {"QmBase": base, "QmHonest": honest, "QmExtreme": extreme}
 
-    def evaluate(spec, weights):
+    def evaluate(spec, weights, metric=None):
         loss = np.sum(np.square(np.asarray(weights[0], np.float32)), dtype=np.float32)
         return {"accuracy": 0.5, "loss": float(loss)}
 
@@ -234,7 +236,9 @@ def test_an_extreme_but_finite_update_in_a_small_round_is_rejected_not_fatal():
     )
     v._weights_size = {}
     v.max_examples, v.spec, v.evaluate = 100, (lambda cid: b"spec"), evaluate
-    model = NS(architecture_cid="QmArch", strategy="fedavg", weights_cid="QmBase")
+    model = NS(
+        architecture_cid="QmArch", strategy="fedavg", weights_cid="QmBase", metric="accuracy"
+    )
     state = NS(model=lambda mid: model)
     updates = [
         NS(worker="5Honest", cid="QmHonest", num_examples=10),

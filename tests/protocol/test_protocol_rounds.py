@@ -472,9 +472,9 @@ def test_snapshots_of_an_older_format_are_refused_and_the_indexer_replays(
     sim: Sim, tmp_path
 ) -> None:
     """Format 1 (before per-asset books, pool signatories and losses) cannot be converted:
-    its books may count value no event backs; format 2 lacks each round's ``next_round_id``.
-    ``from_bytes`` refuses both and the indexer, finding one in its database, starts over
-    from genesis instead of resuming."""
+    its books may count value no event backs; format 2 lacks each round's ``next_round_id``;
+    format 3 lacks the attestations' own metric. ``from_bytes`` refuses them and the indexer,
+    finding one in its database, starts over from genesis instead of resuming."""
     import json
     import sqlite3
 
@@ -485,7 +485,11 @@ def test_snapshots_of_an_older_format_are_refused_and_the_indexer_replays(
     start(sim, mid)
     current = sim.state.to_bytes()
     d = json.loads(current)
-    assert d["format"] == 3
+    assert d["format"] == 4
+    d3 = json.loads(current)
+    d3["format"] = 3
+    with pytest.raises(SnapshotError, match="unsupported snapshot format 3"):
+        State.from_bytes(json.dumps(d3).encode())
     # format 2: the same, but its rounds do not record the round their plan opened next
     d2 = json.loads(current)
     d2["format"] = 2

@@ -45,6 +45,7 @@ _HANDLERS: dict[type[C.Call], Callable[[Any, CallContext, Any], Created]] = {
     C.StartRounds: RoundHandlers._start_rounds,
     C.SubmitUpdate: RoundHandlers._submit_update,
     C.Attest: RoundHandlers._attest,
+    C.AttestMetric: RoundHandlers._attest,
     C.AnnounceKey: RoundHandlers._announce_key,
 }
 

@@ -172,7 +172,8 @@ class _Round:
     status: str  # open, aggregating, finalized, failed
     escrow: int  # reward budget not yet paid out or refunded
     aggregate_cid: str | None
-    metrics: dict[str, int] | None  # {"accuracy_ppm", "loss_ppm"} once finalized
+    # {"accuracy_ppm", "loss_ppm"} once finalized, and "metric_ppm" (the model's own metric)
+    metrics: dict[str, int] | None
     digest: str | None
     number: int | None  # the model's round number it produced, once finalized
     note: str
@@ -211,6 +212,7 @@ class _Attestation:
     rejected: list[list[Any]]  # [account, reason]
     block_number: int
     extrinsic_index: int
+    metric_ppm: int | None = None  # the model's own metric (an AttestMetric's)
 
 
 @dataclass

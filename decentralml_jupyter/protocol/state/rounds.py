@@ -242,6 +242,7 @@ class RoundHandlers(ModelHandlers):
             [[x.account, x.reason] for x in c.rejected],
             ctx.block_number,
             ctx.extrinsic_index,
+            c.metric_value(),
         )
         self._attestations[aid] = att
         agreeing = sum(
@@ -280,6 +281,8 @@ class RoundHandlers(ModelHandlers):
         pot, r.escrow = r.escrow + slashed, 0
         r.aggregate_cid = att.aggregate_cid
         r.metrics = {"accuracy_ppm": att.accuracy_ppm, "loss_ppm": att.loss_ppm}
+        if att.metric_ppm is not None:
+            r.metrics["metric_ppm"] = att.metric_ppm
         r.digest = att.digest
         r.ended_block = block
         if not att.accepted:

@@ -27,8 +27,9 @@ from .records import (
     _Update,
 )
 
-# 3: rounds record next_round_id; 2: books per asset, pools' signatories, losses
-FORMAT = 3
+# 4: attestations carry the model's own metric; 3: rounds record next_round_id; 2: books per
+# asset, pools' signatories, losses
+FORMAT = 4
 _ROUND_RECORDS = (_Round, _Update, _Attestation, _Reward, _Slash)
 
 
