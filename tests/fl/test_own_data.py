@@ -209,3 +209,29 @@ def test_a_regression_federation_beats_its_initial_error():
         weights = fl.FedAvg().aggregate(weights, updates)
     end = fl.evaluate(spec, weights, held_x, held_y)["mae"]
     assert end < 0.5 * start, (start, end)
+
+
+def test_the_models_metric_by_its_keras_name_and_its_direction():
+    from decentralml_jupyter.fl.contract import better
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(120, 4)).astype(np.float32)
+    y = (x[:, 0] + 0.3 * rng.normal(size=120) > 0).astype(np.float32)
+    inputs = keras.Input(shape=(4,))
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(inputs))
+    spec = fl.model_to_spec(model)
+    trained, _, _ = fl.train_local(spec, model.get_weights(), x, y, epochs=20, lr=0.5)
+    got = fl.evaluate(spec, trained, x, y, "auc")
+    reference = keras.metrics.AUC()
+    reference.update_state(y, fl.predict(spec, trained, x))
+    assert got["auc"] == pytest.approx(float(reference.result())) and got["auc"] > 0.8
+    assert (better("mae"), better("loss"), better("auc"), better("accuracy")) == (-1, -1, 1, 1)
+    with pytest.raises(fl.FlError, match="unknown metric"):
+        fl.evaluate(spec, trained, x, y, "no_such_metric")
+    # leave-one-out follows the direction: the update that lowers the error scores highest
+    g = [np.zeros(1, np.float32)]
+    updates = [fl.ClientUpdate(c, [np.full(1, v, np.float32)], 1) for c, v in (("a", 1), ("b", 3))]
+    err = fl.leave_one_out(fl.FedAvg(), g, updates, lambda w: {"mae": abs(2 - w[0][0])}, "mae")
+    gain = fl.leave_one_out(fl.FedAvg(), g, updates, lambda w: {"auc": w[0][0]}, "auc")
+    assert err == {"a": 0.5, "b": 0.5}  # each alone is 1 off: neither helps more
+    assert gain["b"] == 1.0 and gain["a"] == 0.0  # only b raises it
