@@ -164,6 +164,8 @@ def cmd_model_submit(s: Session, args, progress):
         reward_policy=args.reward_policy,
         round_reward=args.round_reward,
         slash_permill=args.slash_permill,
+        label=args.label,
+        features=args.feature,
     )
 
 
@@ -172,7 +174,14 @@ def cmd_model_list(s: Session, args, progress):
 
 
 def cmd_model_show(s: Session, args, progress):
-    return s.model(args.id)
+    from .errors import StorageError
+
+    out = s.model(args.id).to_json()
+    try:
+        out.update(s.model_setup(args.id))
+    except StorageError as err:  # the chain's record still shows; its artefact cannot now
+        out.update(data=None, training=None, setup_error=str(err))
+    return out
 
 
 def cmd_model_start(s: Session, args, progress):
@@ -452,6 +461,8 @@ def cmd_devnet_up(s: Session, args, progress):
         clock=args.clock,
         block_mode=args.block_mode,
         worker_processes=args.worker_processes,
+        data=args.data,
+        target=args.target,
         progress=progress,
     )
 
@@ -481,6 +492,16 @@ def _amount(text: str) -> int:
         ) from None
     if value <= 0:
         raise argparse.ArgumentTypeError("the amount must be positive")
+    return value
+
+
+def _from_block(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a block number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a block number is 0 or more")
     return value
 
 
@@ -515,6 +536,14 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
         default=None,
         help="file holding the signing key (a mnemonic, a 0x seed or a polkadot-js JSON export); "
         "refused unless only its owner can read it (chmod 600)",
+    )
+    parser.add_argument(
+        "--from-block",
+        type=_from_block,
+        default=config.default_from_block(),
+        metavar="N",
+        help="the protocol's first block on this chain: nothing before it is read or applied "
+        "(DFML_FROM_BLOCK; default: genesis)",
     )
     parser.add_argument("--json", action="store_true", help="print exactly one JSON document")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
@@ -562,6 +591,18 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
     sub.add_argument("--name", default=None, help="default: the file's name")
     sub.add_argument("--description", default="")
     sub.add_argument("--metric", default="accuracy")
+    sub.add_argument(
+        "--label",
+        default=None,
+        help="what the model predicts: classes:N, binary, multilabel:N or regression "
+        "(default: read from its output layer)",
+    )
+    sub.add_argument(
+        "--feature",
+        action="append",
+        default=[],
+        help="a table's column, in the model's input order (repeat for each)",
+    )
     sub.add_argument("--strategy", default="fedavg", help="aggregation strategy")
     sub.add_argument("--license", default="proprietary")
     sub.add_argument("--jurisdiction", action="append", default=[], help="repeatable")
@@ -596,7 +637,12 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
     rs.add_argument("--aggregate-deadline", type=int, default=0, help="blocks to attest")
     rs.add_argument("--epochs", type=int, default=1)
     rs.add_argument("--batch-size", type=int, default=32)
-    rs.add_argument("--lr", type=float, default=0.05)
+    rs.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="local learning rate (default: the model's own optimizer's; 0.05 for plain SGD)",
+    )
     rs.add_argument("--reward", type=int, default=0, help="budget paid to contributors (per round)")
     rs.add_argument(
         "--rounds",
@@ -625,7 +671,9 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
     dn = verbs.add_parser("devnet", help="the dev network: chain, storage, workers, validators")
     d_sub = dn.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     dup = _add(d_sub, "up", cmd_devnet_up, "start chain, storage and every agent")
-    dup.add_argument("--workers", type=int, default=4)
+    dup.add_argument(
+        "--workers", type=int, default=4, help="0: validators only, participants join later"
+    )
     dup.add_argument("--validators", type=int, default=3)
     dup.add_argument("--base-path", default=None)
     dup.add_argument("--dataset", default="digits")
@@ -649,6 +697,13 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
         "per worker); a process of several signs for them as their proxy, one transaction "
         "per block",
     )
+    dup.add_argument(
+        "--data",
+        default=None,
+        help="a folder of the agents' own data: worker-<i>.<csv|parquet|npz> (or a folder "
+        "worker-<i>/ of images) for worker i, validator.<ext> for the validators",
+    )
+    dup.add_argument("--target", default=None, help="the label column of the tables in --data")
     _add(d_sub, "status", cmd_devnet_status, "every process of the dev network")
     _add(d_sub, "down", cmd_devnet_down, "stop every process of the dev network")
     for role in ("worker", "validator"):
@@ -736,6 +791,7 @@ def parser_for(prog: str = "dfml", defaults: dict[str, str] | None = None):
         "url": config.default_url(),
         "storage": config.default_storage(),
         "key": config.default_key(),
+        "from_block": config.default_from_block(),
         **(defaults or {}),
     }
     return _cached_parser(prog, tuple(sorted(effective.items())))
@@ -765,7 +821,12 @@ def execute(
     Python objects (the magic passes a Keras model of the kernel as ``path``)."""
     defaults = None
     if session is not None:
-        defaults = {"url": session.url, "storage": session.storage, "key": session._key}
+        defaults = {
+            "url": session.url,
+            "storage": session.storage,
+            "key": session._key,
+            "from_block": session.from_block,
+        }
     args = parser_for(prog, defaults).parse_args(list(argv))
     if getattr(args, "key_file", None):
         from .chain.keys import check_key_file
@@ -782,10 +843,13 @@ def execute(
         setattr(args, name, value)
     from .session import Session
 
-    own = session is None or not session.same_endpoints(args.url, args.storage, args.key)
-    s = Session(args.url, args.storage, args.key) if own else session
+    own = session is None or not session.same_endpoints(
+        args.url, args.storage, args.key, args.from_block
+    )
+    s = Session(args.url, args.storage, args.key, from_block=args.from_block) if own else session
     try:
-        return func(s, args, progress)
+        with s.reporting(progress):  # a long first catch-up of the index shows its progress
+            return func(s, args, progress)
     finally:
         if own:
             s.close()

@@ -15,7 +15,12 @@ heads says when there is something new, and only then are the new blocks folded 
 on an idle chain costs no request at all. A write waits until its block is indexed, so a read
 right after it sees it. Connections open lazily on first use; a chain that went away is
 reconnected on the next call. Long work reports through a ``progress(message, fraction)``
-callback the caller passes.
+callback the caller passes; a long first catch-up of the index reports through the one
+`reporting` installs (the CLI's stderr, the magic's progress bar) when the verb passes none.
+
+``from_block`` (DFML_FROM_BLOCK) is the protocol's first block on a chain with a history: the
+index starts there and reads nothing before it (its own cache file per first block).
+`token()` says the chain's token and address format, from the chain's properties.
 
 Methods return the frozen values of `protocol.values` or the receipts of `receipts`; errors
 are the `errors.DfmlError` hierarchy. A Session is safe to share between threads (calls take
@@ -24,9 +29,10 @@ turns on one lock).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -73,6 +79,9 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str, float | None], None]
 
+LONG_SYNC = 500  # blocks: a catch-up this long reports its progress even unasked
+_REPORT_EVERY = 2.0  # seconds between two progress reports of one catch-up
+
 
 def _port_of(url: str, default: int) -> int:
     return urlparse(url).port or default
@@ -91,7 +100,8 @@ def _is_connection_error(exc: BaseException) -> bool:
 class Session:
     """The DecentralML verbs against one chain (``url``), one storage service (``storage``),
     signing with one key (``key``: a dev URI like //Alice, a key file, or a mnemonic; or
-    ``key_file``, refused unless only its owner can read it). Defaults: DFML_URL,
+    ``key_file``, refused unless only its owner can read it), reading the protocol from block
+    ``from_block`` on (None: DFML_FROM_BLOCK, or genesis; 0 is genesis). Defaults: DFML_URL,
     DFML_STORAGE, DFML_KEY."""
 
     def __init__(
@@ -101,9 +111,15 @@ class Session:
         key: str | None = None,
         *,
         key_file: str | None = None,
+        from_block: int | None = None,
     ):
         self.url = url or config.default_url()
         self.storage = storage or config.default_storage()
+        self.from_block = (
+            config.default_from_block()
+            if from_block is None
+            else config.parse_from_block(from_block, "from_block")
+        )
         if key_file:
             from .chain.keys import check_key_file
 
@@ -116,7 +132,9 @@ class Session:
         self._heads: HeadWatcher | None = None
         self._generation = -1  # the head subscription the index was last checked against
         self._broken = False  # the last chain call lost the connection: reconnect first
-        self._addresses: dict[str, str] = {}
+        self._addresses: dict[tuple[str, int], str] = {}
+        self._reporting = threading.local()  # the progress callback of this thread's verb
+        self._specs: dict[str, bytes] = {}  # architecture CID -> spec (content-addressed)
 
     def __repr__(self) -> str:  # the key is never shown
         return f"Session(url={self.url!r}, storage={self.storage!r})"
@@ -144,9 +162,23 @@ class Session:
                 self._chain = None
             self._generation = -1
 
-    def same_endpoints(self, url: str, storage: str, key: str) -> bool:
-        """Whether this session talks to ``url`` and ``storage`` and signs with ``key``."""
+    def same_endpoints(self, url: str, storage: str, key: str, from_block: Any = ...) -> bool:
+        """Whether this session talks to ``url`` and ``storage`` and signs with ``key`` (and,
+        if given, reads the protocol from ``from_block``)."""
+        if from_block is not ... and _first(from_block) != _first(self.from_block):
+            return False
         return (url, storage, key) == (self.url, self.storage, self._key)
+
+    @contextlib.contextmanager
+    def reporting(self, progress: Progress | None) -> Iterator[None]:
+        """Within the block, a long catch-up of the index (`LONG_SYNC` blocks or more) made
+        by this thread reports through ``progress`` when the call passes none of its own."""
+        before = getattr(self._reporting, "progress", None)
+        self._reporting.progress = progress
+        try:
+            yield
+        finally:
+            self._reporting.progress = before
 
     # -- connections --------------------------------------------------------------------------
 
@@ -174,7 +206,7 @@ class Session:
                 from .protocol.client import ProtocolClient
                 from .protocol.indexer import Indexer
 
-                self._protocol = ProtocolClient(chain, Indexer.for_chain(chain))
+                self._protocol = ProtocolClient(chain, Indexer.for_chain(chain, self.from_block))
             self._protocol.chain = self._protocol.indexer.chain = chain
             if self._heads is None:
                 from .chain.heads import HeadWatcher
@@ -256,13 +288,11 @@ class Session:
         indexer, heads = proto.indexer, self._heads
         assert heads is not None
         generation, number = heads.generation, heads.number
-        report = None
-        if progress is not None:
-
-            def report(done: int, total: int) -> None:
-                if done == total or done % 100 == 0:
-                    progress(f"indexing blocks: {done}/{total}", done / total)
-
+        if progress is not None:  # asked for: every catch-up reports
+            report = _catch_up_reporter(progress, indexer.block_number + 1, 1)
+        else:  # the verb's (CLI, magic): only a long one
+            unasked = getattr(self._reporting, "progress", None)
+            report = _catch_up_reporter(unasked, indexer.block_number + 1, LONG_SYNC)
         if generation == 0 or generation != self._generation:
             # no subscription yet, or a new one (the chain may have restarted): ask the chain
             indexer.sync(progress=report)
@@ -272,18 +302,33 @@ class Session:
         return indexer.state
 
     def _address(self, who: str) -> str:
-        """An SS58 address for an address, a dev name or a key (cached: keys cost a derivation)."""
-        found = self._addresses.get(who)
+        """An SS58 address for an address (any format), a dev name or a key, in the chain's
+        format once connected (cached: keys cost a derivation)."""
+        fmt = self._chain.ss58_format if self._chain is not None else _GENERIC_SS58
+        found = self._addresses.get((who, fmt))
         if found is None:
             from .chain.client import address_of
 
-            found = self._addresses[who] = address_of(who)
+            found = self._addresses[(who, fmt)] = address_of(who, fmt)
         return found
+
+    def _account(self, who: str) -> str:
+        """``who`` as the protocol's state spells accounts (format 42, whatever the chain's)."""
+        from .protocol.accounts import normalize_address
+
+        return normalize_address(self._address(who))
 
     @property
     def address(self) -> str:
-        """The address of this session's signing key."""
+        """The address of this session's signing key: in the chain's format once connected
+        (no connection is opened for it; before one, the generic format 42)."""
         return self._address(self._key)
+
+    def token(self) -> dict[str, Any]:
+        """The chain's token and address format, from its properties: ``{"symbol",
+        "decimals", "ss58_format"}`` (amounts everywhere are integers of the smallest unit:
+        ``amount / 10**decimals`` tokens)."""
+        return self._read(lambda: self.chain.token())
 
     # -- chain ----------------------------------------------------------------------------------
 
@@ -424,13 +469,19 @@ class Session:
         reward_policy: str = "proportional",
         round_reward: int = 0,
         slash_permill: int = 0,
+        label: str | None = None,
+        features: Sequence[str] = (),
     ) -> ModelSubmitted:
         """Register ``model`` (a Keras model, or the path of a saved ``.keras`` file): its
-        architecture and initial weights go to storage, the registration to the chain. With
-        no ``validators`` on a dev network, its validators judge the model."""
+        architecture, data contract and training setup, and its initial weights go to
+        storage, the registration to the chain. ``label`` ("classes:N", "binary",
+        "multilabel:N", "regression") overrides what the output layer implies; ``features``
+        names a table's columns in the model's input order. A model compiled before is
+        trained by every worker with its optimizer and loss. With no ``validators`` on a dev
+        network, its validators judge the model."""
         from .protocol import RewardPolicy
 
-        spec, weights, default_name = _model_artifacts(model)
+        spec, weights, default_name = _model_artifacts(model, label, features)
         arch_cid, weights_cid = self.store.put(spec), self.store.put(weights)
 
         def send() -> ModelSubmitted:
@@ -459,6 +510,28 @@ class Session:
             return ModelSubmitted(model_id, arch_cid, weights_cid, pool, sub.receipt)
 
         return self._write(send)
+
+    def spec(self, architecture_cid: str) -> bytes:
+        """A model's architecture artefact, read once (a CID names its content forever)."""
+        found = self._specs.get(architecture_cid)
+        if found is None:
+            from .agents.base import MAX_SPEC_BYTES
+
+            found = self.store.get(architecture_cid, max_bytes=MAX_SPEC_BYTES)
+            self._specs[architecture_cid] = found
+        return found
+
+    def model_setup(self, model_id: int) -> dict[str, Any]:
+        """What a model takes and how it is trained, as its registration recorded them:
+        ``{"data": {"input_shape", "dtype", "label", "features"}, "training": {"optimizer",
+        "learning_rate", "loss", "metrics"}}`` (read from its architecture artefact)."""
+        from . import fl
+
+        spec = self.spec(self.model(model_id).architecture_cid)
+        return {
+            "data": fl.spec_contract(spec).to_json(),
+            "training": fl.spec_training(spec).to_json(),
+        }
 
     def start_training(self, model_id: int) -> ModelStarted:
         return self._write(
@@ -523,7 +596,8 @@ class Session:
     def stake(self, model_id: int, amount: int, asset: int | None = None) -> Staked:
         def send() -> Staked:
             sub = self.protocol.stake(self._key, model_id, amount, asset)
-            rows = self.protocol.indexer.state.stakes(model_id=model_id, account=self.address)
+            mine = self._account(self._key)
+            rows = self.protocol.indexer.state.stakes(model_id=model_id, account=mine)
             return Staked(rows[0] if rows else None, sub.receipt)
 
         return self._write(send)
@@ -531,13 +605,14 @@ class Session:
     def unstake(self, model_id: int, amount: int) -> Unstaked:
         def send() -> Unstaked:
             sub = self.protocol.unstake(self._key, model_id, amount)
-            rows = self.protocol.indexer.state.stakes(model_id=model_id, account=self.address)
+            mine = self._account(self._key)
+            rows = self.protocol.indexer.state.stakes(model_id=model_id, account=mine)
             return Unstaked(tuple(rows), sub.receipt)
 
         return self._write(send)
 
     def stakes(self, model_id: int | None = None, account: str | None = None) -> list[StakeInfo]:
-        who = self._address(account) if account else None
+        who = self._account(account) if account else None
         return self._read(lambda: self._synced().stakes(model_id=model_id, account=who))
 
     # -- governance -----------------------------------------------------------------------------
@@ -585,7 +660,7 @@ class Session:
         return self._read(lambda: self._synced().proposals(open_only=open_only))
 
     def errors(self, account: str | None = None) -> list[ErrorRecord]:
-        who = self._address(account) if account else None
+        who = self._account(account) if account else None
         return self._read(lambda: self._synced().errors(account=who))
 
     # -- pools and payouts ----------------------------------------------------------------------
@@ -604,7 +679,10 @@ class Session:
         def read() -> list[PoolHolding]:
             pools = self._synced().pools()
             native = [p for p in pools if p.asset_id is None]
-            held = {b.address: b.free for b in self.chain.balances([p.pool for p in native])}
+            from .protocol.accounts import normalize_address
+
+            balances = self.chain.balances([p.pool for p in native])
+            held = {normalize_address(b.address): b.free for b in balances}
             return [PoolHolding(p, held.get(p.pool) if p.asset_id is None else None) for p in pools]
 
         return self._read(read)
@@ -683,14 +761,16 @@ class Session:
         aggregate_deadline: int = 0,
         epochs: int = 1,
         batch_size: int = 32,
-        lr: float = 0.05,
+        lr: float | None = None,
         clip_norm: float | None = None,
         noise_multiplier: float | None = None,
         reward: int = 0,
         rounds: int = 1,
     ) -> RoundsStarted:
         """Start a round of a training model, or a plan of ``rounds`` back to back (each
-        opens in the block that ends the one before; the budget is ``reward`` per round)."""
+        opens in the block that ends the one before; the budget is ``reward`` per round).
+        ``lr`` None: workers train with the model's own optimizer and rate (plain SGD at
+        0.05 for a model registered uncompiled)."""
         from .protocol import encoders
         from .protocol.calls import MAX_PLAN
 
@@ -703,7 +783,7 @@ class Session:
             aggregate_blocks=aggregate_deadline,
             epochs=epochs,
             batch_size=batch_size,
-            learning_rate=lr,
+            learning_rate=0.0 if lr is None else lr,
             clip_norm=clip_norm,
             noise_multiplier=noise_multiplier,
             reward=reward,
@@ -885,7 +965,64 @@ class Session:
         from .agents import validator, worker
 
         module = {"worker": worker, "validator": validator}[role]
-        module.main(["--url", self.url, "--storage", self.storage, "--key", self._key, *args])
+        # an agent reads the protocol from DFML_FROM_BLOCK unless its line says otherwise
+        with _environ("DFML_FROM_BLOCK", None if self.from_block is None else str(self.from_block)):
+            module.main(["--url", self.url, "--storage", self.storage, "--key", self._key, *args])
+
+
+_GENERIC_SS58 = 42  # the generic Substrate address format, until the chain says its own
+
+
+def _first(from_block: int | None) -> int:
+    return max(1, int(from_block or 0))
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str | None) -> Iterator[None]:
+    """``name`` set to ``value`` (None: unset) in this process's environment within the block."""
+    import os
+
+    before = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _catch_up_reporter(
+    progress: Progress | None, first: int, at_least: int
+) -> Callable[[int, int], None] | None:
+    """An indexer ``(done, total)`` callback that reports a catch-up of ``at_least`` blocks
+    or more through ``progress``: when it starts, every `_REPORT_EVERY` s and at its end,
+    with its rate and the time left."""
+    if progress is None:
+        return None
+    started = time.monotonic()
+    last = [-1.0]
+
+    def report(done: int, total: int) -> None:
+        if total < at_least:
+            return
+        now = time.monotonic()
+        if done != total and done != 1 and now - last[0] < _REPORT_EVERY:
+            return
+        last[0] = now
+        blocks = f"indexing blocks {first}..{first + total - 1}: {done}/{total}"
+        if done == 1:
+            progress(f"{blocks} (catching up the protocol's history)", done / total)
+            return
+        rate = done / max(now - started, 1e-9)
+        left = "" if done == total else f", about {(total - done) / rate:.0f} s left"
+        progress(f"{blocks} ({rate:.0f} blocks/s{left})", done / total)
+
+    return report
 
 
 def _next_in_plan(state: State, rnd: RoundInfo) -> RoundInfo | None:
@@ -908,9 +1045,11 @@ def byte_progress(what: str, progress: Progress | None) -> Callable[[int, int], 
     return report
 
 
-def _model_artifacts(model: Any) -> tuple[bytes, bytes, str]:
+def _model_artifacts(
+    model: Any, label: str | None = None, features: Sequence[str] = ()
+) -> tuple[bytes, bytes, str]:
     """(architecture spec, initial weights, a default name) of a Keras model or of the path
-    of a saved one."""
+    of a saved one (its compile config kept: a saved compiled model loads compiled)."""
     from . import fl
 
     if isinstance(model, str | Path):
@@ -925,20 +1064,22 @@ def _model_artifacts(model: Any) -> tuple[bytes, bytes, str]:
         from .fl._tf import keras
 
         try:
-            loaded = keras().models.load_model(p, compile=False)
+            loaded = keras().models.load_model(p)
         except Exception as exc:  # noqa: BLE001 - Keras raises many kinds for a bad file
             raise UsageError(
                 f"{model} could not be loaded as a Keras model: {exc}",
                 hint="save it with model.save('m.keras') from Keras 3",
             ) from None
-        return fl.model_to_spec(loaded), fl.weights_to_bytes(loaded.get_weights()), p.stem
+        spec = fl.model_to_spec(loaded, label=label, features=features)
+        return spec, fl.weights_to_bytes(loaded.get_weights()), p.stem
     if not hasattr(model, "get_weights") or not hasattr(model, "get_config"):
         raise UsageError(
             f"{type(model).__name__} is not a Keras model or the path of a saved one",
             hint="pass a keras.Model, or save it with model.save('m.keras') and pass the path",
         )
     name = getattr(model, "name", None) or "model"
-    return fl.model_to_spec(model), fl.weights_to_bytes(model.get_weights()), name
+    spec = fl.model_to_spec(model, label=label, features=features)
+    return spec, fl.weights_to_bytes(model.get_weights()), name
 
 
 __all__ = ["Progress", "Session", "byte_progress"]

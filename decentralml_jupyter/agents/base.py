@@ -14,9 +14,11 @@ import threading
 import time
 from pathlib import Path
 
+from .. import config
 from ..chain import Chain
 from ..chain.heads import HeadWatcher
 from ..errors import ChainNotReachable, DfmlError, KeyLoadError
+from ..protocol.accounts import SS58_FORMAT
 from ..protocol.client import ProtocolClient
 from ..protocol.indexer import Indexer
 from ..protocol.state import State
@@ -39,10 +41,18 @@ class Agent:
         *,
         poll: float = 2.0,
         index_db: str | Path | None = None,
+        from_block: int | None = None,
     ):
         self.log = logging.getLogger(f"dfml.{self.role}")
-        self.chain = Chain(url)
-        self.proto = ProtocolClient(self.chain, Indexer(self.chain, index_db))
+        # the protocol's spelling of accounts (format 42), whatever the chain shows: an agent
+        # compares its own address with the state's
+        self.chain = Chain(url, ss58_format=SS58_FORMAT)
+        # the protocol's first block: ``from_block`` (--from-block), else DFML_FROM_BLOCK
+        if from_block is None:
+            from_block = config.default_from_block()
+        self.proto = ProtocolClient(
+            self.chain, Indexer(self.chain, index_db, from_block=from_block)
+        )
         self.store = KuboStore(storage, timeout=30.0)
         self.key = self.chain.keypair(key)
         self.address = self.key.ss58_address
@@ -152,6 +162,18 @@ def _connection_lost(exc: BaseException) -> bool:
     from ..chain.client import is_connection_error
 
     return is_connection_error(exc)
+
+
+def add_from_block_option(parser) -> None:
+    """``--from-block N`` on an agent's parser (default DFML_FROM_BLOCK): pass its value to
+    the agent as ``from_block``."""
+    parser.add_argument(
+        "--from-block",
+        type=int,
+        default=None,
+        help="the protocol's first block on this chain: nothing before it is read "
+        "(default: DFML_FROM_BLOCK, or genesis)",
+    )
 
 
 def agent_keys(

@@ -2,6 +2,15 @@
 
 It turns the library's exceptions into DfmlErrors that say what to do, returns frozen
 `Receipt`s for transactions, and keeps dev keys off chains that are not dev chains.
+
+The token (symbol, decimals) and the address format come from the chain's own properties
+(``system_properties``: tokenSymbol, tokenDecimals, ss58Format), so addresses show as the
+chain shows them; a chain that declares no ss58Format gets the generic Substrate format 42.
+The protocol's state spells every account in format 42 whatever the chain shows
+(`protocol.accounts.normalize_address` accepts any format).
+
+`read_blocks` reads many blocks' events in one round of requests (pipelined on the socket)
+and decodes them with the one runtime they share: what the indexer catches up with.
 """
 
 from __future__ import annotations
@@ -152,16 +161,24 @@ class _Substrate(SubstrateInterface):
 
     _genesis_hash: str | None = None
 
-    # One address format everywhere (CLI, protocol state, agents): the generic Substrate format
-    # 42, whatever the runtime's SS58Prefix (2 on the dev chain's Asset Hub runtime).
+    # One address format per connection: the chain's declared ss58Format (system_properties),
+    # set by `Chain`, whatever the runtime's SS58Prefix constant says (substrate-interface
+    # applies that one on every runtime change; 2 on the dev chain's Asset Hub runtime, whose
+    # properties declare none, so it shows the generic format 42).
+    _dfml_ss58: int = SS58_FORMAT
+
     @property
     def ss58_format(self) -> int:
-        return SS58_FORMAT
+        return self._dfml_ss58
 
     @ss58_format.setter
     def ss58_format(self, value) -> None:
         if getattr(self, "runtime_config", None):
-            self.runtime_config.ss58_format = SS58_FORMAT
+            self.runtime_config.ss58_format = self._dfml_ss58
+
+    def use_ss58_format(self, value: int) -> None:
+        self._dfml_ss58 = value
+        self.ss58_format = value
 
     def get_block_hash(self, block_id: int = None) -> str:
         if block_id != 0:
@@ -179,7 +196,10 @@ class _Substrate(SubstrateInterface):
 class Chain:
     """A connection to a Substrate chain (the dev chain or any endpoint with the same pallets)."""
 
-    def __init__(self, url: str | None = None, *, timeout: float = 30.0):
+    def __init__(
+        self, url: str | None = None, *, timeout: float = 30.0, ss58_format: int | None = None
+    ):
+        """``ss58_format`` overrides the chain's own address format (None: its properties')."""
         self.url = url or config.default_url()
         try:
             with _PROCESS_LOCK:
@@ -202,13 +222,24 @@ class Chain:
                 f"could not connect to a chain at {self.url}: {exc}",
                 hint="start one with: dfml chain up (or pass --url of a running chain)",
             ) from None
-        self.ss58_format = SS58_FORMAT
-        self.token_symbol = props.get("tokenSymbol", "UNIT")
-        self.token_decimals = props.get("tokenDecimals", 12)
+        self.properties = dict(props)
+        self.ss58_format, self.token_symbol, self.token_decimals = token_properties(props)
+        if ss58_format is not None:
+            self.ss58_format = int(ss58_format)
+        self.substrate.use_ss58_format(self.ss58_format)
         self._lock = _PROCESS_LOCK
         self._is_dev: bool | None = None
         self._existential: int | None = None
         self._account_keys: dict[str, Any] = {}  # address -> System.Account storage key
+        self._decoded_events: dict[tuple[int, str], list[dict]] = {}  # (spec, raw) -> events
+
+    def token(self) -> dict:
+        """The chain's token and address format: ``{"symbol", "decimals", "ss58_format"}``."""
+        return {
+            "symbol": self.token_symbol,
+            "decimals": self.token_decimals,
+            "ss58_format": self.ss58_format,
+        }
 
     # -- connection -------------------------------------------------------------------------
 
@@ -273,6 +304,148 @@ class Chain:
     def block_hash(self, number: int) -> str:
         with self._lock:
             return self.substrate.get_block_hash(number)
+
+    def block_hashes(self, start: int, end: int) -> list[str | None]:
+        """The hashes of blocks ``start..end`` (None for a block the chain does not have), in
+        one request: ``chain_getBlockHash`` takes a list of numbers."""
+        numbers = list(range(start, end + 1))
+        if not numbers:
+            return []
+        if 0 in numbers:  # the genesis hash has its own way (see _Substrate.get_block_hash)
+            return [self.block_hash(0), *self.block_hashes(1, end)]
+        with self._lock:
+            try:
+                reply = self.substrate.rpc_request("chain_getBlockHash", [numbers])
+            except SubstrateRequestException:
+                reply = None
+        result = reply.get("result") if isinstance(reply, dict) else None
+        if isinstance(result, list) and len(result) == len(numbers):
+            return result
+        return [self.block_hash(n) for n in numbers]  # a node that takes one number at a time
+
+    def _rpc_many(self, calls: Sequence[tuple[str, list]], window: int = 32) -> list:
+        """The results of ``calls`` ((method, params), ...) in order, pipelined on the one
+        websocket: up to ``window`` requests in flight, so a round of N requests costs about
+        one round trip instead of N. Holds the chain lock; raises ChainError if any failed
+        (after reading every reply, so that none is left on the socket)."""
+        transport = getattr(self.substrate, "transport", None)
+        ws = getattr(transport, "websocket", None)
+        if ws is None or not hasattr(ws, "recv"):  # not a websocket: one request at a time
+            out = []
+            for method, params in calls:
+                with self._lock:
+                    reply = self.substrate.rpc_request(method, params)
+                out.append(reply.get("result"))
+            return out
+        with self._lock:
+            sub = self.substrate
+            first = sub.request_id
+            sub.request_id += len(calls)
+            # replies that are not ours go where substrate-interface looks for its own
+            queue = getattr(transport, "_WebsocketTransport__rpc_message_queue", None)
+            results: list = [None] * len(calls)
+            failed: list[str] = []
+            sent = received = 0
+            while received < len(calls):
+                while sent < len(calls) and sent - received < window:
+                    method, params = calls[sent]
+                    payload = {"jsonrpc": "2.0", "id": first + sent, "method": method}
+                    ws.send(json.dumps({**payload, "params": params}))
+                    sent += 1
+                message = json.loads(ws.recv())
+                rid = message.get("id") if isinstance(message, dict) else None
+                if isinstance(rid, int) and first <= rid < first + len(calls):
+                    received += 1
+                    if "error" in message:
+                        failed.append(f"{calls[rid - first][0]}: {message['error']}")
+                    else:
+                        results[rid - first] = message.get("result")
+                elif queue is not None:
+                    queue.append(message)
+        if failed:
+            raise ChainError(f"{len(failed)} request(s) to {self.url} failed: {failed[0]}")
+        return results
+
+    def read_blocks(
+        self,
+        hashes: Sequence[str],
+        *,
+        parent_hash: str | None = None,
+        want_extrinsics: Callable[[list[dict]], bool] | None = None,
+    ) -> list[tuple[list[dict], list | None]] | None:
+        """(events, extrinsics or None) of consecutive blocks ``hashes``, fetched in one
+        pipelined round and decoded with the one runtime they share; the extrinsics only of
+        blocks whose events ``want_extrinsics``. None when a runtime upgrade falls among them
+        (read those with `events` and `extrinsics`, block by block).
+
+        A block's events are written by its parent's runtime: ``parent_hash`` is the first
+        block's parent, None when it must not be read (a block before ``--from-block``); then
+        the first block's own runtime stands for it (the same unless that very block enacts an
+        upgrade). Identical events (an idle chain's blocks) are decoded once."""
+        from scalecodec.base import ScaleBytes
+        from substrateinterface.utils.hasher import xxh128
+
+        if not hashes:
+            return []
+        key = "0x" + (xxh128(b"System") + xxh128(b"Events")).hex()
+        first = parent_hash or hashes[0]
+        last = hashes[-2] if len(hashes) > 1 else first  # the last block's parent
+        probes = [first] if last == first else [first, last]
+        with self._lock:
+            replies = self._rpc_many(
+                [("state_getRuntimeVersion", [h]) for h in probes]
+                + [("state_getStorage", [key, h]) for h in hashes]
+            )
+            specs = {r["specVersion"] for r in replies[: len(probes)]}
+            raws = replies[len(probes) :]
+            if len(specs) != 1:
+                return None
+            spec = specs.pop()
+            sub = self.substrate
+            if sub.runtime_version != spec:
+                if len(hashes) < 2:
+                    return None
+                sub.init_runtime(block_hash=hashes[1])  # its parent, hashes[0], has ``spec``
+                if sub.runtime_version != spec:
+                    return None
+            events = [self._decode_events(spec, raw, ScaleBytes) for raw in raws]
+            wanted = [i for i, ev in enumerate(events) if want_extrinsics and want_extrinsics(ev)]
+            extrinsics: dict[int, list] = {}
+            if wanted:
+                blocks = self._rpc_many([("chain_getBlock", [hashes[i]]) for i in wanted])
+                extrinsic_cls = sub.runtime_config.get_decoder_class("Extrinsic")
+                strict = sub.config.get("strict_scale_decode")
+                for i, block in zip(wanted, blocks, strict=True):
+                    decoded = []
+                    for data in block["block"]["extrinsics"]:
+                        x = extrinsic_cls(
+                            data=ScaleBytes(data),
+                            metadata=sub.metadata,
+                            runtime_config=sub.runtime_config,
+                        )
+                        x.decode(check_remaining=strict)
+                        decoded.append(x)
+                    extrinsics[i] = decoded
+        return [(ev, extrinsics.get(i)) for i, ev in enumerate(events)]
+
+    def _decode_events(self, spec: int, raw: str | None, scale_bytes) -> list[dict]:
+        if raw is None:  # no events stored: the storage item's default, an empty list
+            return []
+        cached = self._decoded_events.get((spec, raw))
+        if cached is None:
+            sub = self.substrate
+            item = sub.metadata.get_metadata_pallet("System").get_storage_function("Events")
+            obj = sub.runtime_config.create_scale_object(
+                type_string=item.get_value_type_string(),
+                data=scale_bytes(raw),
+                metadata=sub.metadata,
+            )
+            obj.decode(check_remaining=sub.config.get("strict_scale_decode"))
+            cached = [_event_dict(e) for e in obj.elements]
+            if len(self._decoded_events) >= 256:
+                self._decoded_events.clear()
+            self._decoded_events[(spec, raw)] = cached
+        return list(cached)
 
     def runtime(self) -> dict:
         v = self._rpc("state_getRuntimeVersion")
@@ -647,19 +820,43 @@ class Chain:
         return None
 
 
+def token_properties(props: dict | None) -> tuple[int, str, int]:
+    """(ss58 format, token symbol, token decimals) from a chain's ``system_properties``: the
+    first token where a chain lists several; the generic format 42, "UNIT" and 12 decimals
+    (Substrate's defaults) for what it does not declare."""
+
+    def first(value):
+        return value[0] if isinstance(value, list | tuple) and value else value
+
+    props = props or {}
+    fmt = first(props.get("ss58Format"))
+    symbol = first(props.get("tokenSymbol"))
+    decimals = first(props.get("tokenDecimals"))
+    return (
+        SS58_FORMAT if fmt is None else int(fmt),
+        "UNIT" if not symbol else str(symbol),
+        12 if decimals is None else int(decimals),
+    )
+
+
 def address_of(who: str | Keypair, ss58_format: int = SS58_FORMAT) -> str:
-    """An SS58 address from an address, a dev name (Alice, Dev3), or a key spec (no chain
-    needed)."""
+    """An SS58 address (in ``ss58_format``) from an address in any format, a dev name
+    (Alice, Dev3), or a key spec (no chain needed)."""
     if isinstance(who, Keypair):
-        return who.ss58_address
+        if who.ss58_format == ss58_format:
+            return who.ss58_address
+        from scalecodec.utils.ss58 import ss58_encode
+
+        return ss58_encode(who.public_key, ss58_format)
     uri = _dev_name_uri(who)
     if uri:
         return load_keypair(uri, ss58_format=ss58_format).ss58_address
     try:
-        from scalecodec.utils.ss58 import is_valid_ss58_address
+        from scalecodec.utils.ss58 import is_valid_ss58_address, ss58_decode, ss58_encode
 
         if is_valid_ss58_address(who):
-            return who
+            public = ss58_decode(who)
+            return ss58_encode(public, ss58_format) if len(public) == 64 else who
     except Exception:
         pass
     if who.startswith("0x") and len(who) == 66:

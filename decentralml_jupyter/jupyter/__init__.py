@@ -19,6 +19,7 @@ _LAZY = {
     "ProposalsWidget": ".widgets",
     "ModelCard": ".widgets",
     "RoundDashboard": ".widgets",
+    "ParticipantWidget": ".widgets",
 }
 
 __all__ = [*_LAZY, "load_ipython_extension", "unload_ipython_extension"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
-from traitlets import Bool, Unicode, default, observe, validate
+from traitlets import Bool, Integer, Unicode, default, observe, validate
 
 from .. import config
 from ..errors import DfmlError, UsageError
@@ -62,6 +62,12 @@ class DFMLMagics(Magics):
     key = Unicode(
         help="signing key: dev URI (//Alice), mnemonic or key file (default: $DFML_KEY); hidden"
     ).tag(config=True)
+    from_block = Integer(
+        None,
+        allow_none=True,
+        help="the protocol's first block on this chain: nothing before it is read or applied "
+        "(default: $DFML_FROM_BLOCK, or genesis)",
+    ).tag(config=True)
     progress = Bool(True, help="show a progress bar for long work (installs, uploads)").tag(
         config=True
     )
@@ -82,6 +88,14 @@ class DFMLMagics(Magics):
     def _key_default(self) -> str:
         return Secret(config.default_key())
 
+    @default("from_block")
+    def _from_block_default(self) -> int | None:
+        return config.default_from_block()
+
+    @validate("from_block")
+    def _check_from_block(self, proposal) -> int | None:
+        return config.parse_from_block(proposal["value"], "DFMLMagics.from_block")
+
     @validate("key")
     def _hide_key(self, proposal) -> str:
         return Secret(proposal["value"])
@@ -90,7 +104,7 @@ class DFMLMagics(Magics):
     def _json_display_changed(self, change) -> None:
         results.JSON_DISPLAY = change["new"]
 
-    @observe("url", "storage", "key")
+    @observe("url", "storage", "key", "from_block")
     def _endpoints_changed(self, change) -> None:
         session, self._session = getattr(self, "_session", None), None
         if session is not None:
@@ -103,15 +117,27 @@ class DFMLMagics(Magics):
         if session is None:
             from ..session import Session
 
-            session = Session(self.url, self.storage, str.__str__(self.key))
+            session = Session(
+                self.url, self.storage, str.__str__(self.key), from_block=self._first_block()
+            )
             self._session = session
         return session
 
     def _parser(self):
         from .. import cli
 
-        defaults = {"url": self.url, "storage": self.storage, "key": str.__str__(self.key)}
+        defaults = {
+            "url": self.url,
+            "storage": self.storage,
+            "key": str.__str__(self.key),
+            "from_block": self._first_block(),
+        }
         return cli.parser_for(PROG, defaults)
+
+    def _first_block(self) -> int:
+        """The configured first block; 0 (genesis) for None, so that a Session does not read
+        DFML_FROM_BLOCK again behind `%config`."""
+        return 0 if self.from_block is None else self.from_block
 
     # -- the magic ------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
-from traitlets import Unicode, default
+from traitlets import Integer, Unicode, default, validate
 from traitlets.config import Configurable
 
 from .. import config
@@ -41,6 +41,12 @@ class DFMLServer(Configurable):
     key = Unicode(help="key that signs the panel's votes (default: $DFML_KEY); never shown").tag(
         config=True
     )
+    from_block = Integer(
+        None,
+        allow_none=True,
+        help="the protocol's first block on this chain: nothing before it is read or applied "
+        "(default: $DFML_FROM_BLOCK, or genesis)",
+    ).tag(config=True)
 
     @default("url")
     def _url(self) -> str:
@@ -53,6 +59,14 @@ class DFMLServer(Configurable):
     @default("key")
     def _key(self) -> str:
         return config.default_key()
+
+    @default("from_block")
+    def _from_block(self) -> int | None:
+        return config.default_from_block()
+
+    @validate("from_block")
+    def _check_from_block(self, proposal) -> int | None:
+        return config.parse_from_block(proposal["value"], "DFMLServer.from_block")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -67,7 +81,8 @@ class DFMLServer(Configurable):
         if self._session is None:
             from ..session import Session
 
-            self._session = Session(self.url, self.storage, self.key)
+            first = 0 if self.from_block is None else self.from_block  # None: genesis
+            self._session = Session(self.url, self.storage, self.key, from_block=first)
         return self._session
 
     async def call(self, fn: Callable[[Session], Any]) -> Any:

@@ -1,5 +1,8 @@
 """Addresses for the protocol: SS58 (format 42) strings, and model pools.
 
+Addresses in any SS58 format are accepted and normalised to format 42, the protocol's one
+spelling of an account; what a chain shows (its ``ss58Format``) is a matter of display.
+
 A pool is the Substrate ``Multisig`` account of a model's validators, derived purely here
 (the same bytes as ``pallet_multisig::multi_account_id``) so no chain connection is needed.
 """
@@ -20,7 +23,8 @@ _MULTISIG_PREFIX = b"modlpy/utilisuba"
 
 @lru_cache(maxsize=4096)
 def account_id(address: str) -> bytes:
-    """The 32 raw bytes of an SS58 (format 42) address or a 0x-prefixed hex account id."""
+    """The 32 raw bytes of an SS58 address (of any network's format: a chain may show its
+    own, e.g. 2 or 0, and it is the same account) or a 0x-prefixed hex account id."""
     if not isinstance(address, str):
         raise ValueError("an address must be a string")
     if address.startswith("0x"):
@@ -30,9 +34,9 @@ def account_id(address: str) -> bytes:
             raise ValueError(f"invalid hex account id {address!r}") from e
     else:
         try:
-            raw = bytes.fromhex(ss58_decode(address, valid_ss58_format=SS58_FORMAT))
+            raw = bytes.fromhex(ss58_decode(address))
         except Exception as e:  # noqa: BLE001 - base58 and checksum errors vary in type
-            raise ValueError(f"invalid SS58 (format {SS58_FORMAT}) address {address!r}") from e
+            raise ValueError(f"invalid SS58 address {address!r}") from e
     if len(raw) != 32:
         raise ValueError(f"account ids are 32 bytes, got {len(raw)}")
     return raw
@@ -45,7 +49,8 @@ def ss58(raw: bytes) -> str:
 
 
 def normalize_address(address: str) -> str:
-    """One spelling per account: SS58 format 42. Raises ValueError when invalid."""
+    """One spelling per account: SS58 format 42, whatever format it came in (the protocol's
+    internal spelling, whatever the chain shows). Raises ValueError when invalid."""
     return ss58(account_id(address))
 
 

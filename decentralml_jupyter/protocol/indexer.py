@@ -5,6 +5,20 @@ event) and the value that really moved (transfer, dust and burn events: never a 
 which may hold calls that never ran), feeds them to the state extrinsic by extrinsic and
 ticks the block. A snapshot after each sync lets it resume
 without re-reading from genesis; a chain that no longer has the indexed block is re-indexed.
+
+``from_block`` (``--from-block``, DFML_FROM_BLOCK) is the protocol's first block on a chain
+with a history of its own: nothing before it is read or applied, so a first sync costs the
+blocks since it, not since genesis. The index records it; an index built from another block
+is refused (a UsageError saying which block it was built from and what to do),
+never silently reused, because its state would be the fold of other blocks.
+
+Blocks are read in chunks (`CHUNK`): the hashes of a chunk in one request, then its events
+(and, for the few blocks that hold a remark, its extrinsics) pipelined on the one socket and
+decoded with the chunk's one runtime (`Chain.read_blocks`). A chain object without those
+methods (or a chunk spanning a runtime upgrade) is read block by block; substrate-interface
+then decodes each block with its parent's runtime, so only a runtime upgrade within the first
+chunk after ``from_block`` may have it ask the runtime version (never the contents) of block
+``from_block - 1``.
 """
 
 from __future__ import annotations
@@ -18,7 +32,7 @@ from pathlib import Path
 
 from .. import config
 from ..chain import Chain
-from ..errors import ChainNotReachable
+from ..errors import ChainNotReachable, UsageError
 from .accounts import normalize_address
 from .calls import is_protocol_remark
 from .errors import SnapshotError
@@ -26,6 +40,13 @@ from .state import State
 from .values import CallContext, ProtocolParams, Transfer
 
 SNAPSHOT_EVERY = 500  # blocks; a long first sync survives an interruption
+CHUNK = 256  # blocks read per round of requests (hashes in one, events pipelined)
+
+
+def first_block(from_block: int | None) -> int:
+    """The first block an indexer reads for ``from_block``: unset or 0 mean from genesis,
+    whose first block with extrinsics is block 1."""
+    return max(1, int(from_block or 0))
 
 
 @dataclass(frozen=True)
@@ -183,7 +204,9 @@ def fold_block(state: State, values: list[ExtrinsicValue], block_number: int, bl
 class Indexer:
     """Follows one chain and keeps its protocol `State` in a SQLite file.
 
-    ``db_path`` None keeps it in memory (a replay from genesis on every start).
+    ``db_path`` None keeps it in memory (a replay from ``from_block`` on every start).
+    ``from_block``: the protocol's first block on this chain (None: from genesis); no block
+    before it is ever requested. A database built from another block raises UsageError.
     """
 
     def __init__(
@@ -191,35 +214,54 @@ class Indexer:
         chain: Chain,
         db_path: str | Path | None = None,
         params: ProtocolParams | None = None,
+        *,
+        from_block: int | None = None,
     ):
         self.chain = chain
         self.params = params
+        self.from_block = first_block(from_block)
+        self.path = str(db_path) if db_path else None
         # used by one thread at a time, not always the one that opened it (a Session's
         # callers take turns on its lock; a widget polls from its own thread)
-        self.db = sqlite3.connect(str(db_path) if db_path else ":memory:", check_same_thread=False)
+        self.db = sqlite3.connect(self.path or ":memory:", check_same_thread=False)
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1), "
             "block_number INTEGER, block_hash TEXT, state BLOB)"
         )
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
         self.state = State(params)
-        self.block_number = 0  # last block folded into the state
+        self.block_number = self.from_block - 1  # last block folded into the state
         self.block_hash: str | None = None
         row = self.db.execute("SELECT block_number, block_hash, state FROM snapshot").fetchone()
+        state = None
         if row:
             try:
                 state = State.from_bytes(row[2])
             except SnapshotError:  # written by another version of the protocol: replay
                 state = None
-            if state is not None:
-                self.block_number, self.block_hash, self.state = row[0], row[1], state
+        if state is not None:
+            stored = self.db.execute("SELECT value FROM meta WHERE key = 'from_block'").fetchone()
+            built_from = int(stored[0]) if stored else 1  # indexes older than the option: 1
+            if built_from != self.from_block:
+                self.db.close()
+                raise _mismatch(self.path, built_from, self.from_block)
+            self.block_number, self.block_hash, self.state = row[0], row[1], state
+        with self.db:  # an empty or unreadable index is rebuilt from our first block
+            self.db.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('from_block', ?)", (str(self.from_block),)
+            )
 
     @classmethod
-    def for_chain(cls, chain: Chain) -> Indexer:
-        """An indexer whose database lives in the project's cache, one file per endpoint."""
+    def for_chain(cls, chain: Chain, from_block: int | None = None) -> Indexer:
+        """An indexer whose database lives in the project's cache: one file per endpoint and
+        first block, so that switching ``from_block`` (a notebook's `%config`) uses an index
+        of its own instead of tripping over another's."""
         d = config.home() / "index"
         d.mkdir(parents=True, exist_ok=True)
         name = chain.url.replace("://", "_").replace(":", "_").replace("/", "_")
-        return cls(chain, d / f"{name}.sqlite")
+        first = first_block(from_block)
+        suffix = "" if first == 1 else f"-from-{first}"
+        return cls(chain, d / f"{name}{suffix}.sqlite", from_block=first)
 
     def close(self) -> None:
         self.db.close()
@@ -232,10 +274,11 @@ class Indexer:
             )
 
     def reset(self) -> None:
-        """Forget everything: the next sync replays from genesis."""
+        """Forget everything: the next sync replays from the first block."""
         with self.db:
             self.db.execute("DELETE FROM snapshot")
-        self.state, self.block_number, self.block_hash = State(self.params), 0, None
+        self.state, self.block_hash = State(self.params), None
+        self.block_number = self.from_block - 1
 
     def _still_on_chain(self) -> bool:
         """False only on proof that the indexed history is not this chain's: the chain answers
@@ -267,33 +310,92 @@ class Indexer:
 
         ``check`` first asks the chain whether the indexed block is still its own (one
         request); a caller that knows the connection and the chain are the ones it indexed
-        (a `Session` following heads on one socket) may skip it."""
+        (a `Session` following heads on one socket) may skip it. ``progress(done, total)``
+        is called after each block."""
         if check and not self._still_on_chain():
             self.reset()  # a restarted dev chain, or a different chain at the same URL
         target = self.finalized_number() if to is None else to
-        start = self.block_number + 1
-        for n in range(start, target + 1):
-            block_hash = self.chain.block_hash(n)
-            events = self.chain.events(block_hash)
-            extrinsics = None
-            if needs_extrinsics(events):
-                extrinsics = self.chain.extrinsics(block_hash)
-            fold_block(self.state, extract_values(extrinsics, events, n, block_hash), n, block_hash)
-            self.block_number, self.block_hash = n, block_hash
-            if progress:
-                progress(n - start + 1, target - start + 1)
-            if (n - start + 1) % SNAPSHOT_EVERY == 0:
-                self._save()
-        if target >= start:
+        start = self.block_number + 1  # never below from_block: block_number starts there
+        total = target - start + 1
+        n = start
+        while n <= target:
+            end = min(target, n + CHUNK - 1)
+            blocks = self._read_chunk(n, end)
+            complete = len(blocks) == end - n + 1
+            for block_hash, events, extrinsics in blocks:
+                values = extract_values(extrinsics, events, n, block_hash)
+                fold_block(self.state, values, n, block_hash)
+                self.block_number, self.block_hash = n, block_hash
+                if progress:
+                    progress(n - start + 1, total)
+                if (n - start + 1) % SNAPSHOT_EVERY == 0:
+                    self._save()
+                n += 1
+            if not complete:  # the chain has no block n (yet): stop at the last it has
+                break
+        if self.block_number >= start:
             self._save()
         return self.state
 
+    def _read_chunk(self, start: int, end: int) -> list[tuple[str, list[dict], list | None]]:
+        """(hash, events, extrinsics or None) of blocks ``start..end``, as far as the chain
+        has them: in one round of requests where the chain allows, else block by block."""
+        chain = self.chain
+        if hasattr(chain, "block_hashes"):
+            hashes = chain.block_hashes(start, end)
+        else:
+            hashes = [chain.block_hash(n) for n in range(start, end + 1)]
+        if None in hashes:
+            hashes = hashes[: hashes.index(None)]
+        if not hashes:
+            return []
+        # the parent of the first block, only if it is ours (never a block before from_block)
+        parent = self.block_hash if self.block_number == start - 1 else None
+        if hasattr(chain, "read_blocks"):
+            read = chain.read_blocks(hashes, parent_hash=parent, want_extrinsics=needs_extrinsics)
+            if read is not None:
+                return [(h, ev, xs) for h, (ev, xs) in zip(hashes, read, strict=True)]
+        out = []
+        for block_hash in hashes:  # a chunk across a runtime upgrade, or a minimal chain
+            events = chain.events(block_hash)
+            extrinsics = chain.extrinsics(block_hash) if needs_extrinsics(events) else None
+            out.append((block_hash, events, extrinsics))
+        return out
+
     def wait_for(self, block_number: int, timeout: float = 30.0) -> State:
-        """Sync until ``block_number`` is folded in (it may not be finalized yet)."""
+        """Sync until ``block_number`` is folded in (it may not be finalized yet). A block
+        before the protocol's first block is never applied: UsageError says so."""
+        if block_number < self.from_block:
+            raise UsageError(
+                f"block {block_number} is before the protocol's first block {self.from_block} "
+                "on this chain: it was included, but the protocol ignores it",
+                hint="the protocol starts at --from-block (DFML_FROM_BLOCK); send calls from "
+                f"block {self.from_block} on, or start it earlier",
+            )
         deadline = time.monotonic() + timeout
         while self.finalized_number() < block_number and time.monotonic() < deadline:
             time.sleep(0.1)
         return self.sync(max(block_number, self.finalized_number()))
 
 
-__all__ = ["ExtrinsicValue", "Indexer", "extract_calls", "extract_values", "fold_block"]
+def _mismatch(path: str | None, built_from: int, asked: int) -> UsageError:
+    def option(first: int) -> str:
+        return "no --from-block" if first == 1 else f"--from-block {first}"
+
+    return UsageError(
+        f"the index {path} was built from block {built_from}, not from block {asked}: "
+        "its state is the fold of other blocks, so it is not reused",
+        hint=f"use {option(built_from)} (DFML_FROM_BLOCK) to resume it, or delete {path} "
+        f"to index again from block {asked}",
+    )
+
+
+__all__ = [
+    "CHUNK",
+    "ExtrinsicValue",
+    "Indexer",
+    "extract_calls",
+    "extract_values",
+    "first_block",
+    "fold_block",
+]

@@ -1,0 +1,127 @@
+"""Participants' own data on the real dev network: three workers and two validators, each
+reading its own CSV file (`devnet up --data DIR --target target`), a regression model with a
+Normalization layer compiled with Adam, five rounds in one plan: the model's error falls by
+far more than half, and every round's aggregate is exactly what the same rounds give when run
+in-process from the same files, seeds and setup."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from decentralml_jupyter.cli import run
+from tests.conftest import free_port, require, wait_until
+
+UNIT = 10**12
+WORKERS, VALIDATORS, ROUNDS = 3, 2, 5
+
+
+def _files(folder):
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True).frame.sample(frac=1.0, random_state=0)
+    cuts = np.linspace(0, len(frame), WORKERS + 2).astype(int)
+    names = [*(f"worker-{i}.csv" for i in range(WORKERS)), "validator.csv"]
+    for name, a, b in zip(names, cuts[:-1], cuts[1:], strict=True):
+        frame.iloc[a:b].to_csv(folder / name, index=False)
+    return [c for c in frame.columns if c != "target"]
+
+
+def _model(folder, features, path):
+    import pandas as pd
+
+    keras = require("keras")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(len(features),), name="features")
+    norm = keras.layers.Normalization(name="norm")
+    # the owner's own sample sets the scaling; it travels in the model, so all apply the same
+    norm.adapt(pd.read_csv(folder / "validator.csv")[features].to_numpy(dtype=np.float32))
+    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(norm(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1, name="out")(hidden), name="diabetes")
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse", metrics=["mae"])
+    model.save(path)
+
+
+@pytest.mark.chain
+def test_a_regression_trained_on_participants_csv_files(tmp_path):
+    from decentralml_jupyter import Session, fl
+
+    data = tmp_path / "data"
+    data.mkdir()
+    features = _files(data)
+    _model(data, features, tmp_path / "diabetes.keras")
+    url, storage = f"ws://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+
+    def dfml(*args, key="//Alice"):
+        return run(["--url", url, "--storage", storage, "--key", key, *args])
+
+    info = dfml(
+        "devnet", "up", "--workers", str(WORKERS), "--validators", str(VALIDATORS),
+        "--data", str(data), "--target", "target", "--clock", "1",
+    )  # fmt: skip
+    try:
+        assert len(info["workers"]) == WORKERS and len({w["pid"] for w in info["workers"]}) == 3
+        feature_args = [a for f in features for a in ("--feature", f)]
+        sub = dfml(
+            "model", "submit", str(tmp_path / "diabetes.keras"), "--metric", "mae", *feature_args
+        )
+        mid = str(sub["model_id"])
+        shown = dfml("model", "show", mid)
+        assert shown["data"] == {
+            "input_shape": [10], "dtype": "float32", "label": "regression:1",
+            "features": features,
+        }  # fmt: skip
+        assert shown["training"]["optimizer"] == "Adam" and shown["training"]["loss"] == "mse"
+        wait_until(lambda: len(dfml("stakes", "--model", mid)) == WORKERS, 180, "stakes")
+        pid = dfml("propose", mid, "ApproveModel", "--deadline", "12")["proposal_id"]
+        dfml("vote", str(pid), "aye", key=f"//Dev{VALIDATORS + 1}")
+        dfml("chain", "advance", "13")
+        wait_until(lambda: dfml("model", "show", mid)["status"] == "approved", 60, "approval")
+        dfml("model", "start", mid)
+        first = dfml(
+            "round", "start", mid, "--clients", str(WORKERS), "--epochs", "5",
+            "--rounds", str(ROUNDS), "--deadline", "60", "--aggregate-deadline", "60",
+        )["round_id"]  # fmt: skip
+        last = dfml("round", "watch", str(first), "--plan", "--timeout", "900")
+        assert [step["status"] for step in last["plan"]] == ["finalized"] * ROUNDS, last
+
+        # the same rounds in-process: same files, same seeds, same setup, same bits
+        with Session(url, storage) as s:
+            spec = s.spec(sub["architecture_cid"])
+            contract = fl.spec_contract(spec)
+            mine = {
+                w["address"]: fl.load_data(data / f"worker-{i}.csv", "target", contract)
+                for i, w in enumerate(info["workers"])
+            }
+            held_x, held_y = fl.load_data(data / "validator.csv", "target", contract)
+            weights = fl.weights_from_bytes(s.store.get(sub["weights_cid"]))
+            start_mae = fl.evaluate(spec, weights, held_x, held_y)["mae"]
+            rounds = sorted(s.rounds(int(mid)), key=lambda r: r.round_id)
+            assert len(rounds) == ROUNDS
+            for rnd in rounds:
+                updates = []
+                for worker in sorted(rnd.submitted):
+                    x, y = mine[worker]
+                    seed = hashlib.sha256(f"{rnd.seed}:{worker}".encode()).digest()[:4]
+                    new, n, _ = fl.train_local(
+                        spec, weights, x, y, epochs=5, batch_size=32, seed=int.from_bytes(seed)
+                    )
+                    updates.append(fl.ClientUpdate(worker, new, n))
+                weights = fl.FedAvg().aggregate(weights, updates)
+                on_chain = fl.weights_from_bytes(s.store.get(rnd.aggregate_cid))
+                for a, b in zip(weights, on_chain, strict=True):
+                    np.testing.assert_array_equal(a, b)
+                # the validators' attested metric is the model's own (mae), on their file
+                mine_mae = fl.evaluate(spec, weights, held_x, held_y, "mae")["mae"]
+                assert rnd.metrics["mae"] == pytest.approx(mine_mae, abs=1e-6)
+            end_mae = fl.evaluate(spec, weights, held_x, held_y)["mae"]
+        assert end_mae < 0.5 * start_mae, (start_mae, end_mae)
+        # round status reports the model's metric by its Keras name, and the loss (MSE)
+        history = dfml("round", "history", mid)
+        assert history[-1]["metrics"]["mae"] == pytest.approx(end_mae, abs=1e-6)
+        losses = [r["metrics"]["loss"] for r in history]
+        assert losses[-1] < 0.5 * losses[0], losses
+    finally:
+        dfml("devnet", "down")
