@@ -476,8 +476,42 @@ def cmd_devnet_down(s: Session, args, progress):
 
 
 def cmd_agent(s: Session, args, progress):
+    if args.agent_args and args.agent_args[0] in ("join", "status", "leave"):
+        return _participant(s, args)
     s.run_agent(args.verb, args.agent_args)
     return {"stopped": True}
+
+
+def _participant(s: Session, args):
+    """``worker|validator join MODEL --data X [--target COL] [--stake AMOUNT]``, ``status``,
+    ``leave [MODEL]``: a participant inside a notebook's kernel (see participants.py)."""
+    role, action, rest = args.verb, args.agent_args[0], args.agent_args[1:]
+    if args.prog != "%dfml" and action == "join":
+        raise UsageError(
+            f"{role} join runs a {role} inside a notebook's kernel, in the background",
+            hint=f"in a shell, run one in the foreground: dfml {role} --data FILE --model ID",
+        )
+    p = _Parser(prog=f"{args.prog} {role} {action}", add_help=False)
+    if action == "join":
+        p.add_argument("model", type=_model_id)
+        p.add_argument("--data", required=True, help="a variable of the kernel, or a path")
+        p.add_argument("--target", default=None)
+        if role == "worker":
+            p.add_argument("--stake", type=_amount, default=None)
+    elif action == "leave":
+        p.add_argument("model", type=_model_id, nargs="?", default=None)
+    else:
+        p.add_argument("--model", type=_model_id, default=None)
+    opts = p.parse_args(rest)
+    if action == "join":
+        data = getattr(args, "join_data", None)
+        data = opts.data if data is None else data
+        if role == "worker":
+            return s.join_worker(opts.model, data, target=opts.target, stake=opts.stake)
+        return s.join_validator(opts.model, data, target=opts.target)
+    if action == "leave":
+        return s.leave(role, opts.model)
+    return [x.status() for x in s.participants(role, opts.model)]
 
 
 # -- parser -----------------------------------------------------------------------------------
@@ -841,6 +875,7 @@ def execute(
         )
     for name, value in (bind or {}).items():
         setattr(args, name, value)
+    args.prog = prog
     from .session import Session
 
     own = session is None or not session.same_endpoints(

@@ -959,6 +959,43 @@ class Session:
         self._forget_chain()
         return devnet.down(self.url)
 
+    # -- taking part from this process ------------------------------------------------------
+
+    def join_worker(
+        self,
+        model_id: int,
+        data: Any,
+        *,
+        target: str | None = None,
+        stake: int | None = None,
+    ):
+        """Run a worker of ``model_id`` in this process, in the background, signing with this
+        session's key, on ``data`` (a DataFrame with ``target``, an (x, y) pair, a
+        tf.data.Dataset, or a file or folder): checked against the model's data contract
+        first (DataMismatch: nothing is staked), then it stakes ``stake`` (default: the
+        model's minimum) and trains whenever a round selects it. Its `Participant`."""
+        from . import participants
+
+        return participants.start(self, "worker", model_id, data, target=target, stake=stake)
+
+    def join_validator(self, model_id: int, data: Any, *, target: str | None = None):
+        """Run a validator of ``model_id`` (this session's key must be one of the model's
+        validators) in this process, judging on its held-out ``data``."""
+        from . import participants
+
+        return participants.start(self, "validator", model_id, data, target=target)
+
+    def participants(self, role: str | None = None, model_id: int | None = None) -> list:
+        """The workers and validators this process runs (see `join_worker`)."""
+        from . import participants
+
+        return participants.running(role, model_id)
+
+    def leave(self, role: str = "worker", model_id: int | None = None) -> list:
+        """Stop this process's participants of ``role`` (of one model, or all) and unstake
+        the workers' stakes; their final status."""
+        return [p.leave() for p in self.participants(role, model_id)]
+
     def run_agent(self, role: str, args: Sequence[str]) -> None:
         """Run a worker or validator in this process until interrupted (the key never
         reaches a command line)."""

@@ -32,7 +32,7 @@ from ..protocol.accounts import pool_threshold
 from ..protocol.client import ProtocolRejected
 from ..protocol.state import State
 from ..storage.store import StorageTimeout, StorageUnavailable
-from .base import LIVE_MODEL, Agent, agent_keys, run_agent
+from .base import LIVE_MODEL, Agent, add_from_block_option, agent_keys, run_agent
 
 # An accepted update may move the model at most this many times the median update's distance:
 # scaled (boosted) updates stand out, honest non-IID ones stay well inside.
@@ -565,6 +565,7 @@ def build_parser(prog: str = "dfml validator") -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--index-db", default=None)
     p.add_argument("--poll", type=float, default=2.0, help="longest wait between steps (s)")
+    add_from_block_option(p)
     p.add_argument(
         "--backup-grace",
         type=float,
@@ -587,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=a.seed,
         index_db=a.index_db,
         poll=a.poll,
+        from_block=a.from_block,
         backup_grace=a.backup_grace,
     )
     return run_agent(v)

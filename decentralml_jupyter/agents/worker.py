@@ -23,7 +23,7 @@ from substrateinterface import Keypair
 from ..errors import DfmlError
 from ..protocol import encoders
 from ..protocol.state import State
-from .base import LIVE_MODEL, Agent, agent_keys, run_agent
+from .base import LIVE_MODEL, Agent, add_from_block_option, agent_keys, run_agent
 
 ATTACKS = ("none", "label_flip", "scale")
 # A proxied remark weighs ~0.4 G of the runtime's 350 G per extrinsic: 870 fit in one batch
@@ -490,6 +490,7 @@ def build_parser(prog: str = "dfml worker") -> argparse.ArgumentParser:
     )
     p.add_argument("--index-db", default=None)
     p.add_argument("--poll", type=float, default=2.0, help="longest wait between steps (s)")
+    add_from_block_option(p)
     return p
 
 
@@ -519,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         max_slash_permill=a.max_slash_permill,
         index_db=a.index_db,
         poll=a.poll,
+        from_block=a.from_block,
     )
     return run_agent(worker)
 

@@ -204,7 +204,14 @@ class DFMLMagics(Magics):
 
     def _objects(self, cmd: Command) -> dict[str, Any]:
         """Python objects of the kernel the verb takes as they are: `model submit my_model`
-        passes the Keras model (named after its variable unless --name is given)."""
+        passes the Keras model (named after its variable unless --name is given), `worker
+        join MODEL --data df` the DataFrame (or arrays, or tf.data.Dataset) itself."""
+        if cmd.path in (["worker"], ["validator"]):
+            for i, tok in enumerate(cmd.argv[:-1]):
+                name = cmd.argv[i + 1]
+                if tok == "--data" and name.isidentifier() and name in self.shell.user_ns:
+                    return {"join_data": self.shell.user_ns[name]}
+            return {}
         if cmd.path != ["model", "submit"]:
             return {}
         indexes = positional_indexes(cmd)
