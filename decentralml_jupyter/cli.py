@@ -861,7 +861,11 @@ def execute(
             "key": session._key,
             "from_block": session.from_block,
         }
-    args = parser_for(prog, defaults).parse_args(list(argv))
+    parser = parser_for(prog, defaults)
+    head, agent_args = _agent_split(parser, list(argv))
+    args = parser.parse_args(head)
+    if agent_args is not None:  # the agent's own options, read by the agent's parser
+        args.agent_args = agent_args
     if getattr(args, "key_file", None):
         from .chain.keys import check_key_file
 
@@ -888,6 +892,22 @@ def execute(
     finally:
         if own:
             s.close()
+
+
+def _agent_split(parser, argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """``[global options] worker|validator [agent options]``: the line up to the verb, and
+    the agent's own arguments after it (argparse cannot hand a positional remainder that
+    starts with an option such as ``--data``); None for any other verb."""
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if tok in ("worker", "validator"):
+            return argv[: i + 1], argv[i + 1 :]
+        if not tok.startswith("-"):
+            return argv, None  # another verb
+        action = parser.options.get(tok.split("=", 1)[0])
+        i += 2 if action is not None and action.nargs != 0 and "=" not in tok else 1
+    return argv, None
 
 
 def run(argv: Sequence[str], prog: str = "dfml", **kwargs: Any) -> Any:

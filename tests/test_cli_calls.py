@@ -90,3 +90,16 @@ def test_a_call_sent_by_its_declaration_does_what_its_verb_does(devchain_url):
     assert staked["created"] == {} and staked["receipt"]["success"]
     rows = cli.run([*base[:2], "stakes", "--model", str(mid), "--account", "Eve"])
     assert [r["amount"] for r in rows] == [UNIT]  # the transfer travelled with it, as `stake` does
+
+
+def test_an_agents_own_options_pass_through_to_it():
+    parser = cli.build_parser("dfml")
+    line = ["--key", "//Dev5", "worker", "--data", "mine.csv", "--target", "y", "--model", "3"]
+    head, rest = cli._agent_split(parser, line)
+    assert head == ["--key", "//Dev5", "worker"]
+    assert rest == ["--data", "mine.csv", "--target", "y", "--model", "3"]
+    assert cli._agent_split(parser, ["--url=ws://x", "validator", "--data", "v.npz"])[1] == [
+        "--data",
+        "v.npz",
+    ]
+    assert cli._agent_split(parser, ["model", "list"]) == (["model", "list"], None)

@@ -100,7 +100,7 @@ def up(
     # on its own data runs in a process of its own
     cores = os.cpu_count() or 1
     hosts = min(workers, cores) if worker_processes is None else worker_processes
-    if sources is not None:
+    if sources is not None or workers == 0:
         hosts = workers
     if workers and not 1 <= hosts <= workers:
         raise UsageError(
@@ -153,7 +153,7 @@ def up(
                 {"name": name, **_start(cmd, logs / f"validator-{name}.log")}
             )
         # consecutive workers share a host process: sizes differ by at most one
-        bounds = [workers * h // hosts for h in range(hosts + 1)]
+        bounds = [workers * h // hosts for h in range(hosts + 1)] if hosts else [0]
         for h in range(hosts):
             members = range(bounds[h], bounds[h + 1])
             names = [f"Dev{validators + 1 + j}" for j in members]

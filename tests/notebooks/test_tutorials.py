@@ -95,3 +95,16 @@ def test_07_other_chain_and_storage_by_url(run_notebook):
     assert summary["remark_included"] is True
     assert summary["round_trip"] is True and summary["cid"].startswith("Qm")
     assert summary["models"] == 0  # a fresh chain
+
+
+def test_08_your_own_data_three_participants_and_a_validator(run_notebook):
+    nb, summary = run_notebook("08-your-own-data", validators=2, rounds=5, epochs=5)
+    assert [r["status"] for r in summary["rounds"]] == ["finalized"] * 5
+    assert summary["data"]["label"] == "regression:1" and len(summary["data"]["features"]) == 10
+    assert summary["training"]["optimizer"] == "Adam" and summary["training"]["loss"] == "mse"
+    mae = summary["mae"]  # the initial model, then every round, on the validator's file
+    assert mae[-1] < 0.5 * mae[0], mae
+    assert len(summary["rewards"]) == 3 and all(v > 0 for v in summary["rewards"].values())
+    assert [s["running"] for s in summary["left"]] == [False, False]
+    text = outputs_text(nb)
+    assert "lacks the model's feature column(s) bmi" in text  # refused before any stake
