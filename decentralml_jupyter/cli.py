@@ -742,7 +742,13 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
     _add(d_sub, "down", cmd_devnet_down, "stop every process of the dev network")
     for role in ("worker", "validator"):
         ag = _add(verbs, role, cmd_agent, f"run a {role} in the foreground (Ctrl-C stops)")
-        ag.add_argument("agent_args", nargs=argparse.REMAINDER, help="--dataset, --index, ...")
+        ag.add_argument(
+            "agent_args",
+            nargs=argparse.REMAINDER,
+            help=f"the {role}'s own options: --data PATH [--target COL] (its own data), "
+            f"--model ID, ... (all of them: dfml {role} -- --help); in a notebook also "
+            f"`{role} join MODEL --data VAR`, `{role} status`, `{role} leave [MODEL]`",
+        )
 
     st = _add(verbs, "stake", cmd_stake, "stake on a model (a transfer into its pool)")
     st.add_argument("model", type=_model_id)
@@ -902,7 +908,10 @@ def _agent_split(parser, argv: list[str]) -> tuple[list[str], list[str] | None]:
     while i < len(argv):
         tok = argv[i]
         if tok in ("worker", "validator"):
-            return argv[: i + 1], argv[i + 1 :]
+            rest = argv[i + 1 :]
+            if rest in (["-h"], ["--help"]):
+                return argv, None  # the verb's help; `VERB -- --help` is the agent's
+            return argv[: i + 1], rest[1:] if rest[:1] == ["--"] else rest
         if not tok.startswith("-"):
             return argv, None  # another verb
         action = parser.options.get(tok.split("=", 1)[0])

@@ -123,6 +123,16 @@ class DFMLMagics(Magics):
             self._session = session
         return session
 
+    def _token(self, result: Any) -> Any:
+        """The chain's token, to show a result's amounts in (None when it holds none, or the
+        chain cannot say)."""
+        if not results.has_amounts(result):
+            return None
+        try:
+            return self.session.token()
+        except DfmlError:
+            return None
+
     def _parser(self):
         from .. import cli
 
@@ -162,7 +172,7 @@ class DFMLMagics(Magics):
         result = self._run(cmd, self._objects(cmd))
         if result is _HELP:
             return None
-        value = results.wrap(result)
+        value = results.wrap(result, self._token(result))
         if cmd.out:
             self.shell.user_ns[cmd.out] = value
         return value

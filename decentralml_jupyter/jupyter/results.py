@@ -54,30 +54,69 @@ def receipt_html(receipt: Mapping[str, Any]) -> str:
     )
 
 
-def value_html(value: Any) -> str:
+# Fields that hold amounts of the chain's token (integers of its smallest unit); with the
+# token known, tables show them in tokens (the data itself keeps the integers).
+AMOUNT_KEYS = frozenset(
+    {
+        "free", "reserved", "amount", "total_stake", "stake", "reward", "rewards", "slashes",
+        "fee", "ayes", "nays", "escrow", "on_chain", "held", "owed", "budget", "round_reward",
+        "min_stake",
+    }
+)  # fmt: skip
+
+
+def tokens(value: int, token: Mapping[str, Any]) -> str:
+    """``value`` smallest units as tokens, exactly (``12.5 ROC``): no float in between."""
+    from decimal import Decimal
+
+    amount = Decimal(value).scaleb(-int(token["decimals"]))
+    text = format(amount.normalize(), "f") if amount else "0"
+    whole, _, frac = text.partition(".")
+    whole = f"{int(whole):,}".replace(",", "\u202f") if whole.lstrip("-").isdigit() else whole
+    return f"{whole}{'.' + frac if frac else ''} {html.escape(str(token['symbol']))}"
+
+
+def value_html(value: Any, token: Mapping[str, Any] | None = None, amount: bool = False) -> str:
+    """``value`` as HTML; an ``amount`` (with ``token`` known) in tokens, its integer in the
+    tooltip."""
     if is_receipt(value):
         return receipt_html(value)
     if isinstance(value, Mapping):
-        return dict_html(value)
+        return dict_html(value, token, amount)
     if isinstance(value, list | tuple):
         if value and all(isinstance(v, Mapping) for v in value):
-            return table_html(value)
+            return table_html(value, token)
         return html.escape(", ".join(str(v) for v in value)) if value else "—"
     if value is None:
         return "—"
     if isinstance(value, int) and not isinstance(value, bool):
+        if amount and token is not None:
+            return f'<span title="{value}">{tokens(value, token)}</span>'
         return f'<span title="{value}">{value:,}</span>'.replace(",", "\u202f")
     return html.escape(str(value))
 
 
-def dict_html(data: Mapping[str, Any]) -> str:
+def dict_html(
+    data: Mapping[str, Any], token: Mapping[str, Any] | None = None, amount: bool = False
+) -> str:
     rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{value_html(v)}</td></tr>" for k, v in data.items()
+        f"<tr><th>{html.escape(str(k))}</th>"
+        f"<td>{value_html(v, token, amount or k in AMOUNT_KEYS)}</td></tr>"
+        for k, v in data.items()
     )
     return f'<table class="dfml-t">{rows}</table>'
 
 
-def table_html(rows: list | tuple) -> str:
+def has_amounts(value: Any) -> bool:
+    """Whether a result holds a field of AMOUNT_KEYS (at its top level or in its rows)."""
+    if isinstance(value, Mapping):
+        return any(k in AMOUNT_KEYS for k in value)
+    if isinstance(value, list | tuple):
+        return any(has_amounts(v) for v in value[:1])
+    return False
+
+
+def table_html(rows: list | tuple, token: Mapping[str, Any] | None = None) -> str:
     if not rows:
         return "<em>no rows</em>"
     columns: list[str] = []
@@ -87,17 +126,22 @@ def table_html(rows: list | tuple) -> str:
                 columns.append(k)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{value_html(row.get(c))}</td>" for c in columns) + "</tr>"
+        "<tr>"
+        + "".join(f"<td>{value_html(row.get(c), token, c in AMOUNT_KEYS)}</td>" for c in columns)
+        + "</tr>"
         for row in rows
     )
     return f'<table class="dfml-t"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 class Record(dict):
-    """One result object (a dict): a key/value table in a notebook."""
+    """One result object (a dict): a key/value table in a notebook (amounts in the chain's
+    token when ``token`` is known; the dict keeps the integers)."""
+
+    token: Mapping[str, Any] | None = None
 
     def _repr_html_(self) -> str:
-        return _CSS + dict_html(self)
+        return _CSS + dict_html(self, self.token)
 
     def _repr_json_(self) -> dict | None:
         return plain(self) if JSON_DISPLAY else None
@@ -109,10 +153,12 @@ class Record(dict):
 class Records(list):
     """A list of result objects: one table with a column per field."""
 
+    token: Mapping[str, Any] | None = None
+
     def _repr_html_(self) -> str:
         if self and all(isinstance(r, Mapping) for r in self):
-            return _CSS + table_html(self)
-        return _CSS + value_html(list(self))
+            return _CSS + table_html(self, self.token)
+        return _CSS + value_html(list(self), self.token)
 
     def _repr_json_(self) -> list | None:
         return plain(self) if JSON_DISPLAY else None
@@ -121,10 +167,14 @@ class Records(list):
         return plain(self)
 
 
-def wrap(value: Any) -> Any:
-    """Give a verb's top-level dict or list its notebook rendering; leave scalars alone."""
+def wrap(value: Any, token: Mapping[str, Any] | None = None) -> Any:
+    """Give a verb's top-level dict or list its notebook rendering (amounts in ``token``,
+    ``{"symbol", "decimals"}``, when given); leave scalars alone."""
     if isinstance(value, Mapping):
-        return Record(value)
-    if isinstance(value, list | tuple):
-        return Records(value)
-    return value
+        out: Any = Record(value)
+    elif isinstance(value, list | tuple):
+        out = Records(value)
+    else:
+        return value
+    out.token = token
+    return out

@@ -16,7 +16,7 @@ import ipywidgets as w
 from ..errors import DfmlError, UsageError
 from . import svg
 from .kernel import current_session
-from .results import _CSS, receipt_html, table_html, value_html
+from .results import _CSS, AMOUNT_KEYS, receipt_html, table_html, value_html
 
 if TYPE_CHECKING:
     from ..protocol.values import ModelInfo, ProposalInfo, RoundInfo, StakeInfo
@@ -46,6 +46,13 @@ class _Widget(w.VBox):
         """The widget's Session: the one it was given, else the kernel's at each call (so
         `%config DFMLMagics.key = "//Bob"` makes a vote button vote as Bob)."""
         return self._session if self._session is not None else current_session()
+
+    def token(self) -> Any:
+        """The chain's token ({"symbol", "decimals"}) to show amounts in, or None."""
+        try:
+            return self.session.token()
+        except DfmlError:
+            return None
 
     def call(self, fn: Callable[[Session], Any]) -> Any:
         """``fn(session)``; on failure show the error (message and hint) and return None."""
@@ -87,9 +94,10 @@ class AccountsWidget(_Widget):
     ) -> None:
         self.accounts = [a.to_json() for a in accounts]
         self.stakes = None if stakes is None else [s.to_json() for s in stakes]
-        self.table.value = _CSS + "<b>Accounts</b>" + table_html(self.accounts)
+        token = self.token() if self._session is not None or self.accounts else None
+        self.table.value = _CSS + "<b>Accounts</b>" + table_html(self.accounts, token)
         self.stakes_table.value = (
-            "" if self.stakes is None else _CSS + "<b>Stakes</b>" + table_html(self.stakes)
+            "" if self.stakes is None else _CSS + "<b>Stakes</b>" + table_html(self.stakes, token)
         )
 
 
@@ -125,11 +133,12 @@ class ProposalsWidget(_Widget):
 
     def set_data(self, proposals: Sequence[ProposalInfo]) -> None:
         self.proposals = [p.to_json() for p in proposals]
+        token = self.token() if self.proposals else None
         self.buttons = {}
         columns = ("id", "kind", "target", "status", "ayes", "nays", "deadline")
         cells: list[w.Widget] = [w.HTML(f"<b>{c}</b>") for c in columns] + [w.HTML("<b>vote</b>")]
         for p in self.proposals:
-            cells += [w.HTML(value_html(p.get(c))) for c in columns]
+            cells += [w.HTML(value_html(p.get(c), token, c in AMOUNT_KEYS)) for c in columns]
             pid = str(p.get("id"))
             if p.get("status") == "open":
                 aye = w.Button(description="Aye", button_style="success", tooltip=f"aye on {pid}")
@@ -204,9 +213,17 @@ class ModelCard(_Widget):
         if model is None:
             return
         history = self.call(lambda s: s.round_history(self.model_number))
-        self.set_data(model, history)
+        setup = self.call(lambda s: s.model_setup(self.model_number))
+        self.set_data(model, history, setup)
 
-    def set_data(self, model: ModelInfo, history: Sequence[RoundInfo] | None = None) -> None:
+    def set_data(
+        self,
+        model: ModelInfo,
+        history: Sequence[RoundInfo] | None = None,
+        setup: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Render ``model``, its rounds and (``setup``: `Session.model_setup`) the data it
+        takes and how it trains."""
         from ..cli import round_json
 
         self.model = model.to_json()
@@ -223,10 +240,29 @@ class ModelCard(_Widget):
             "pool": m.get("pool"),
             "validators": m.get("validators"),
             "total stake": m.get("total_stake"),
+            "metric": m.get("metric"),
         }
-        rows = "".join(f"<tr><th>{k}</th><td>{value_html(v)}</td></tr>" for k, v in fields.items())
+        if setup:
+            data, training = setup.get("data") or {}, setup.get("training") or {}
+            fields["takes"] = (
+                f"{tuple(data.get('input_shape', ()))} {data.get('dtype', '')}, "
+                f"labels {data.get('label')}"
+            )
+            fields["features"] = data.get("features") or None
+            lr = training.get("learning_rate")
+            fields["trains with"] = (
+                f"{training.get('optimizer')}"
+                + (f" (learning rate {lr:g})" if isinstance(lr, int | float) else "")
+                + (f", loss {training['loss']}" if training.get("loss") else "")
+            )
+        token = self.token() if self._session is not None else None
+        rows = "".join(
+            f"<tr><th>{k}</th><td>{value_html(v, token, k == 'total stake')}</td></tr>"
+            for k, v in fields.items()
+        )
         title = html.escape(f"{model.name} (#{model.id})")
         hist = ""
+        metric = m.get("metric") or "accuracy"  # the model's own, by its Keras name
         if self.history:
             keep = ("number", "round_id", "status", "aggregate_cid")
             rows_h = [
@@ -236,7 +272,7 @@ class ModelCard(_Widget):
             hist = (
                 "<h4>History</h4>"
                 + table_html(rows_h)
-                + svg.line_chart(_metric_points(self.history, "accuracy"), "accuracy")
+                + svg.line_chart(_metric_points(self.history, metric), metric)
             )
         self.card.value = (
             f'{_CSS}<div class="dfml-card"><h3>{title}</h3>'

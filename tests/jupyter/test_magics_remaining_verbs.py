@@ -50,6 +50,7 @@ def test_install_and_agent_verbs(proto_ip, capsys):
     # persistence (--base-path) needs: the verb must say so
     assert m("dfml", "chain install")["persistence"] is True
     assert m("dfml", "worker --help") is None  # help is printed, nothing is started
-    assert "run a worker in the foreground" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "run a worker in the foreground" in shown and "--data PATH" in shown
     with pytest.raises(DfmlError, match="no dev network"):
         m("dfml", "devnet status")

@@ -76,6 +76,9 @@ class Recorder:
         self.answers, self.calls = answers, []
 
     def __getattr__(self, name):
+        if name == "token":  # how amounts are shown, not a call the tests follow
+            return lambda: {"symbol": "ROC", "decimals": 12, "ss58_format": 42}
+
         def method(*args, **kwargs):
             self.calls.append((name, *args, *kwargs.values()))
             answer = self.answers[name]
@@ -104,7 +107,12 @@ def test_accounts_widget_shows_balances_and_refreshes(chain_ip, devchain_url):
     widget.refresh_button.click()
     after = next(a["free"] for a in widget.accounts if a["name"] == "Dev2")
     assert after == before + 12345
-    assert f"{after:,}".replace(",", "\u202f") in widget.table.value
+    # in the chain's own token, exactly, with the integer amount as its tooltip
+    from decentralml_jupyter.jupyter.results import tokens
+
+    token = widget.session.token()
+    assert token["symbol"] and token["decimals"] == 12
+    assert f'title="{after}">{tokens(after, token)}</span>' in widget.table.value
 
 
 def test_accounts_widget_shows_errors_instead_of_raising():
@@ -219,12 +227,20 @@ HISTORY = [
 
 
 def test_model_card_shows_owner_licence_jurisdictions_cid_and_history():
-    session = Recorder({"model": MODEL, "round_history": HISTORY})
+    setup = {
+        "data": {"input_shape": [64], "dtype": "float32", "label": "classes:10", "features": []},
+        "training": {"optimizer": "Adam", "learning_rate": 0.01, "loss": "sparse_ce"},
+    }
+    session = Recorder({"model": MODEL, "round_history": HISTORY, "model_setup": setup})
     card = ModelCard(3, session=session)
-    assert session.calls == [("model", 3), ("round_history", 3)]
+    assert session.calls == [("model", 3), ("round_history", 3), ("model_setup", 3)]
     html = card.card.value
     for text in ("digits-mlp (#3)", ALICE, "Apache-2.0", "EU, CH", "bafkreiglobal", "fedavg"):
         assert text in html
+    # what it takes and how it trains, and its stake in the chain's token
+    assert "(64,) float32, labels classes:10" in html
+    assert "Adam (learning rate 0.01), loss sparse_ce" in html and "5e-09 ROC" not in html
+    assert 'title="5000">0.000000005 ROC' in html
     assert "<h4>History</h4>" in html and "bafk2" in html and "0.83" in html
     assert "<svg" in html and "accuracy: 0.83" in html
 
