@@ -138,7 +138,19 @@ class DFMLHandler(APIHandler):
 class StatusHandler(DFMLHandler):
     @tornado.web.authenticated
     async def get(self) -> None:
-        await self.answer(lambda s: {"chain": s.chain_status(), "storage": s.storage_status()})
+        await self.answer(
+            lambda s: {"chain": s.chain_status(), "storage": s.storage_status(), "token": _token(s)}
+        )
+
+
+def _token(session: Session) -> dict | None:
+    """The chain's token (symbol, decimals) for the panel to show amounts in; None while no
+    chain answers."""
+    try:
+        token = session.token()
+    except DfmlError:
+        return None
+    return {"symbol": token["symbol"], "decimals": token["decimals"]}
 
 
 class AccountsHandler(DFMLHandler):

@@ -15,9 +15,10 @@ import { Widget } from '@lumino/widgets';
 const PLUGIN_ID = 'decentralml-jupyter:panel';
 const PANEL_ID = 'decentralml-panel';
 const POLL_MS = 3000;
-// The dev chain's runtime (Rococo Asset Hub) counts 12 decimals; amounts arrive in its
-// smallest unit, which is unreadable at 10^18.
-const DECIMALS = 12;
+// Amounts arrive as integers of the chain's smallest unit; the server's status says the
+// chain's token (symbol and decimals, from the chain's own properties). Until it has, show
+// the dev chain's.
+const DEFAULT_TOKEN: IToken = { symbol: 'UNIT', decimals: 12 };
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
 <g class="jp-icon3" fill="#616161"><circle cx="12" cy="4" r="2.6"/><circle cx="4.5" cy="18" r="2.6"/>
@@ -33,16 +34,25 @@ interface IChainStatus {
   spec_version: number | null;
 }
 
+interface IToken {
+  symbol: string;
+  decimals: number;
+}
+
 interface IStatus {
   chain: IChainStatus;
   storage: { url: string; running: boolean };
+  token?: IToken | null;
 }
+
+/** An amount as it arrived: a number, or (beyond 2^53) the exact integer as a BigInt. */
+type Amount = number | bigint;
 
 interface IAccount {
   name: string;
   address: string;
-  free: number;
-  reserved: number;
+  free: Amount;
+  reserved: Amount;
 }
 
 interface IModel {
@@ -51,7 +61,7 @@ interface IModel {
   status: string;
   round: number;
   strategy: string;
-  total_stake: number;
+  total_stake: Amount;
 }
 
 interface IProposal {
@@ -59,8 +69,8 @@ interface IProposal {
   kind: string;
   target: number | string;
   status: string;
-  ayes: number;
-  nays: number;
+  ayes: Amount;
+  nays: Amount;
   deadline: number;
 }
 
@@ -96,7 +106,7 @@ export async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
   const text = await response.text();
   let body: any = null;
   try {
-    body = text ? JSON.parse(text) : null;
+    body = text ? parseJson(text) : null;
   } catch {
     body = null;
   }
@@ -128,9 +138,35 @@ function describe(error: unknown): string {
   return `${err?.message ?? String(error)}${hint}`;
 }
 
-function tokens(amount: number): string {
-  const value = amount / 10 ** DECIMALS;
-  return value.toLocaleString(undefined, { maximumFractionDigits: 2 });
+/**
+ * JSON with integers too large for a JS number kept exact as BigInts (u128 balances), where
+ * the browser gives a reviver the number's source text (Chromium 114+, Firefox 135+); elsewhere
+ * such a number stays a (rounded) number.
+ */
+export function parseJson(text: string): unknown {
+  const revive = (_key: string, value: unknown, context?: { source?: string }): unknown => {
+    if (
+      typeof value === 'number' &&
+      !Number.isSafeInteger(value) &&
+      context?.source !== undefined &&
+      /^-?\d+$/.test(context.source)
+    ) {
+      return BigInt(context.source);
+    }
+    return value;
+  };
+  return JSON.parse(text, revive as (key: string, value: unknown) => unknown);
+}
+
+/** An amount in the chain's token, exactly (integer arithmetic), to 4 decimals at most. */
+export function tokens(amount: Amount, token: IToken = DEFAULT_TOKEN): string {
+  const units = typeof amount === 'bigint' ? amount : BigInt(Math.round(amount));
+  const base = BigInt(10) ** BigInt(token.decimals);
+  const negative = units < BigInt(0);
+  const abs = negative ? -units : units;
+  const whole = (abs / base).toLocaleString();
+  const frac = (abs % base).toString().padStart(token.decimals, '0').slice(0, 4).replace(/0+$/, '');
+  return `${negative ? '-' : ''}${whole}${frac ? `.${frac}` : ''} ${token.symbol}`;
 }
 
 function table(headers: string[], rows: (Node | string)[][], empty: string): HTMLElement {
@@ -150,6 +186,7 @@ export class DecentralMLPanel extends Widget {
   private timer: number | null = null;
   private lastBlock: number | null | undefined = undefined;
   private busy = false;
+  private token: IToken = DEFAULT_TOKEN; // the chain's, once the status says it
   private again = false;
   private message: HTMLElement | null = null;
   private notice: HTMLElement | null = null;
@@ -211,6 +248,7 @@ export class DecentralMLPanel extends Widget {
     this.busy = true;
     try {
       const status = await api<IStatus>('status');
+      this.token = status.token ?? this.token;
       this.renderStatus(status);
       const block = status.chain.running ? status.chain.block : null;
       if (force || block !== this.lastBlock) {
@@ -255,8 +293,8 @@ export class DecentralMLPanel extends Widget {
         ['account', 'free', 'reserved'],
         rows.map(a => [
           h('span', { title: a.address }, a.name),
-          tokens(a.free),
-          tokens(a.reserved)
+          tokens(a.free, this.token),
+          tokens(a.reserved, this.token)
         ]),
         'no dev accounts'
       )
@@ -269,7 +307,7 @@ export class DecentralMLPanel extends Widget {
           h('span', { class: 'dfml-wrap' }, m.name),
           m.status,
           String(m.round),
-          tokens(m.total_stake)
+          tokens(m.total_stake, this.token)
         ]),
         'no models yet'
       )
@@ -346,8 +384,8 @@ export class DecentralMLPanel extends Widget {
         'div',
         { class: 'dfml-muted' },
         'ayes ',
-        h('span', { 'data-dfml': `ayes-${p.id}` }, tokens(p.ayes)),
-        ` · nays ${tokens(p.nays)} · ends #${p.deadline}`
+        h('span', { 'data-dfml': `ayes-${p.id}` }, tokens(p.ayes, this.token)),
+        ` · nays ${tokens(p.nays, this.token)} · ends #${p.deadline}`
       ),
       this.voteButtons(p)
     );

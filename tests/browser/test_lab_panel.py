@@ -75,7 +75,15 @@ def test_side_panel_shows_the_dev_chain_and_votes(page, proposal, dfml, screensh
     tally = next(p for p in dfml("proposals") if p["id"] == pid)
     assert tally["ayes"] == 25 * UNIT
     ayes = panel.locator(f'[data-dfml="ayes-{pid}"]')
-    ayes.filter(has_text="25").wait_for(timeout=15_000)  # the panel reloads after its vote
+    # the panel reloads after its vote; amounts in the chain's own token
+    ayes.filter(has_text="25 ROC").wait_for(timeout=15_000)
+    # u128 balances beyond 2^53 exactly: integer arithmetic on the exact digits, 4 decimals
+    alice = next(a for a in dfml("account", "list") if a["name"] == "Alice")
+    whole, frac = divmod(alice["free"], 10**12)
+    frac_text = f"{frac:012d}"[:4].rstrip("0")
+    expected = f"{whole:,}" + (f".{frac_text}" if frac_text else "") + " ROC"
+    accounts = panel.locator('[data-dfml="accounts"]')
+    accounts.filter(has_text=expected).wait_for(timeout=15_000)
     screenshot(page, "lab-panel-voted")
     assert not [e for e in page.page_errors if "decentralml" in e.lower()]
 

@@ -136,6 +136,12 @@ def test_status_reports_chain_and_storage(server, devchain_url, storage_url, dfm
     assert 0 <= chain["block"] <= dfml("chain", "status")["block"]
     assert body["storage"]["running"] is True
     assert body["storage"]["url"].endswith(f":{storage_url.rsplit(':', 1)[1]}")
+    # the chain's token, from its properties, for the panel to show amounts in
+    from decentralml_jupyter import Session
+
+    with Session(devchain_url) as s:
+        token = s.token()
+    assert body["token"] == {"symbol": token["symbol"], "decimals": token["decimals"]}
 
 
 def test_accounts_are_the_dev_accounts_with_balances(server, dfml):
