@@ -66,6 +66,21 @@ def test_a_worker_joins_from_the_kernel_and_leaves(kernel):
     assert stake_of("Dev4", "unbonding") == 3 * UNIT
     assert kernel.run_line_magic("dfml", "worker status") == []
 
+    # a validator of the model joins with its held-out data; anyone else is told why not
+    with pytest.raises(IPythonUsageError, match="is not a validator of model"):
+        kernel.run_line_magic("dfml", f"--key //Dev5 validator join {mid} --data mine --target y")
+    judge = kernel.run_line_magic(
+        "dfml", f"--key //Dev1 validator join {mid} --data mine --target y"
+    )
+    try:
+        status = kernel.run_line_magic("dfml", "validator status")
+        assert [(s["role"], s["model_id"], s["running"]) for s in status] == [
+            ("validator", mid, True)
+        ]
+    finally:
+        kernel.run_line_magic("dfml", "validator leave")
+    assert not judge.running
+
 
 def test_joining_is_for_a_kernel_a_shell_runs_a_worker_in_the_foreground():
     from decentralml_jupyter import cli
