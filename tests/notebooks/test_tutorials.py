@@ -1,6 +1,6 @@
 """Each tutorial in notebooks/ runs top to bottom against its own fresh dev network.
 
-The whole set takes about 8.5 minutes on the 2-core CI machine; all seven run in `make test`,
+The whole set takes about 9.5 minutes on the 2-core CI machine; all eight run in `make test`,
 since CI has room for them and every tutorial must keep working.
 """
 
