@@ -57,6 +57,7 @@ def training_model(
     workers=WORKERS[:4],
     policy: RewardPolicy | None = None,
     worker_stake: int = 100,
+    metric: str = "accuracy",
 ) -> int:
     """A model in training with ``validators`` and ``workers`` staked on it."""
     policy = policy or RewardPolicy("proportional", 0, 100_000)
@@ -64,7 +65,7 @@ def training_model(
         sim,
         "alice",
         encoders.register_model(
-            "digits", CID_A, CID_W, validators=validators, reward_policy=policy
+            "digits", CID_A, CID_W, validators=validators, reward_policy=policy, metric=metric
         ),
     ).entity_id
     stake(sim, "alice", mid, 1000)
@@ -104,6 +105,44 @@ def attest(sim: Sim, who: str, rid: int, contributions, rejected_=None, cid=CID_
         rid, cid, accuracy=acc, loss=0.25, contributions=contributions, rejected=rejected_
     )
     return sim.call(who, encode_call(call))
+
+
+def test_a_quorum_on_the_models_own_metric_reports_it_by_its_name(sim: Sim) -> None:
+    """A regression's validators attest its MAE (an AttestMetric): the round's metrics carry
+    it as "mae". An Attest and an AttestMetric of the same verdict are different verdicts, so
+    a quorum agrees on the metric too; an AttestMetric never overwrites accuracy or loss."""
+    mid = training_model(sim, metric="mae")
+    rid = start(sim, mid)
+    selected = submit_all(sim, rid)
+    shares = {w: 1.0 for w in selected}
+
+    def att(who: str, mae: float | None):
+        call = encoders.attest(
+            rid, CID_AGG, accuracy=0.0, loss=2.5, contributions=shares, metric=mae
+        )
+        assert type(call).__name__ == ("Attest" if mae is None else "AttestMetric")
+        return sim.call(who, encode_call(call))
+
+    att(VALIDATORS[0], None)
+    att(VALIDATORS[1], 41.5)  # two validators, two verdicts: no quorum of 2 yet
+    assert sim.state.round(rid).status == "aggregating"
+    att(VALIDATORS[2], 41.5)
+    rnd = sim.state.round(rid)
+    assert rnd.status == "finalized" and rnd.metrics["mae"] == 41.5
+    assert rnd.metrics["loss"] == 2.5 and rnd.metrics["accuracy"] == 0.0
+    # replayed from its snapshot, the same
+    assert State.from_bytes(sim.state.to_bytes()).round(rid).metrics == rnd.metrics
+    # on a model whose metric is accuracy, a quorum's AttestMetric leaves accuracy as attested
+    acc_model = training_model(sim, workers=WORKERS[:4])
+    rid2 = start(sim, acc_model)
+    picked = submit_all(sim, rid2)
+    for v in VALIDATORS[:2]:
+        call = encoders.attest(
+            rid2, CID_AGG, accuracy=0.9, loss=0.3, contributions={w: 1.0 for w in picked},
+            metric=7.0,
+        )  # fmt: skip
+        sim.call(v, encode_call(call))
+    assert sim.state.round(rid2).metrics["accuracy"] == 0.9
 
 
 # ------------------------------------------------------------------------------- lifecycle

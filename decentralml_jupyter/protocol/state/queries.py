@@ -357,8 +357,9 @@ class Queries(StateCore):
                 "loss": r.metrics["loss_ppm"] / C.PERMILL,
                 **r.metrics,
             }
-            if "metric_ppm" in r.metrics:  # the model's own metric, by its Keras name
-                name = self._models[r.model_id].metric
+            name = self._models[r.model_id].metric
+            if "metric_ppm" in r.metrics and name not in ("accuracy", "loss"):
+                # the model's own metric, by its Keras name (never in place of those two)
                 metrics[name] = r.metrics["metric_ppm"] / C.PERMILL
         spec = r.spec
         dp = spec["dp"]
