@@ -73,19 +73,6 @@ class _BlockByBlock:
         return self.chain.finalized_number()
 
 
-def _capture(chain) -> list[dict]:
-    ws = chain.substrate.transport.websocket
-    sent: list[dict] = []
-    send = ws.send
-
-    def recording(payload, *args, **kwargs):
-        sent.append(json.loads(payload))
-        return send(payload, *args, **kwargs)
-
-    ws.send = recording
-    return sent
-
-
 def _catch_up(url: str, first: int, *, memo: bool = True, chunked: bool = True, capture=None):
     """(seconds, indexer) of a fresh in-memory indexer's sync from ``first`` on a new
     connection."""
@@ -95,7 +82,7 @@ def _catch_up(url: str, first: int, *, memo: bool = True, chunked: bool = True, 
     chain = Chain(url)
     if not memo:
         chain._decoded_events = _NoMemo()
-    sent = _capture(chain) if capture is not None else []
+    sent = chain.record_requests() if capture is not None else []
     source = chain if chunked else _BlockByBlock(chain)
     idx = Indexer(source, None, from_block=first)
     start = time.perf_counter()

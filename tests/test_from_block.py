@@ -185,20 +185,6 @@ def test_a_catch_up_reports_when_it_starts_as_it_goes_and_at_its_end(monkeypatch
 # -- on the dev chain -------------------------------------------------------------------------
 
 
-def _capture_requests(chain) -> list[dict]:
-    """Every JSON-RPC request ``chain``'s socket sends from now on, pipelined ones included."""
-    ws = chain.substrate.transport.websocket
-    sent: list[dict] = []
-    send = ws.send
-
-    def recording(payload, *args, **kwargs):
-        sent.append(json.loads(payload))
-        return send(payload, *args, **kwargs)
-
-    ws.send = recording
-    return sent
-
-
 @pytest.mark.chain
 def test_from_block_reads_no_earlier_block_and_applies_only_calls_from_it(devchain_url, tmp_path):
     from decentralml_jupyter.chain import Chain
@@ -216,7 +202,7 @@ def test_from_block_reads_no_earlier_block_and_applies_only_calls_from_it(devcha
         early = set(chain.block_hashes(1, first - 1)) | {chain.block_hash(0)}
 
         reader_chain = Chain(devchain_url)
-        sent = _capture_requests(reader_chain)
+        sent = reader_chain.record_requests()
         reader = Indexer(reader_chain, tmp_path / "i.sqlite", from_block=first)
         state = reader.sync()
         assert reader.block_number == head

@@ -512,6 +512,20 @@ class Chain:
                 out.append(Balance(a, int(data["free"]), int(data["reserved"])))
         return out
 
+    def record_requests(self) -> list[dict]:
+        """Every JSON-RPC request this connection sends from now on (pipelined ones too), as
+        the list returned, which grows: for measurements and tests that count requests."""
+        ws = self.substrate.transport.websocket
+        sent: list[dict] = []
+        send = ws.send
+
+        def recording(payload, *args, **kwargs):
+            sent.append(json.loads(payload))
+            return send(payload, *args, **kwargs)
+
+        ws.send = recording
+        return sent
+
     def existential_deposit(self) -> int:
         """The native token's existential deposit (a runtime constant: read once)."""
         if self._existential is None:
