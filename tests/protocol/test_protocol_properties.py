@@ -323,6 +323,11 @@ def step(draw, sim: Sim, ledger: dict[int, int]) -> None:
                     encode_call(
                         encoders.attest(model_id, CID_A, accuracy=1, loss=1, contributions={who: 1})
                     ),
+                    encode_call(
+                        encoders.attest(
+                            model_id, CID_A, accuracy=1, loss=1, contributions={who: 1}, metric=2.5
+                        )
+                    ),
                 )
             )
         )
@@ -357,8 +362,16 @@ def drive_round(draw, sim: Sim, go, rid: int) -> None:
             call = C.Attest(rid, CID_A, 1, 1, scores, ())
         else:
             cid = CID_A if accepted else r.base_cid
+            # odd verdicts carry the model's own metric (an AttestMetric: the same handler, its
+            # own digest), so quorums form on both kinds and never across them
             call = encoders.attest(
-                rid, cid, accuracy=0.5, loss=0.1, contributions=accepted, rejected=rejected
+                rid,
+                cid,
+                accuracy=0.5,
+                loss=0.1,
+                contributions=accepted,
+                rejected=rejected,
+                metric=float(verdict) if verdict % 2 else None,
             )
         go(encode_call(call), signer=v)
 
