@@ -7,12 +7,15 @@ cross-entropy for binary and multi-label, mean squared error for regression). An
 FedProx proximal term pulls towards the starting weights.
 
 Built models and their compiled train steps are cached per spec, so a simulation that trains
-many clients on one architecture traces the TensorFlow graph once.
+many clients on one architecture traces the TensorFlow graph once. A cached model holds one
+set of weights and optimizer variables, so its users take turns on its lock: two workers in
+one kernel (threads) training the same model must never interleave their steps.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -25,6 +28,7 @@ from decentralml_jupyter.fl.types import FlError, Weights
 
 _CACHE_SIZE = 4
 _cache: OrderedDict[str, _Runner] = OrderedDict()
+_cache_lock = threading.Lock()
 DEFAULT_LR = 0.05  # plain SGD's learning rate when neither the model nor the round sets one
 
 
@@ -43,6 +47,7 @@ class _Runner:
     """One built model plus a traced train step; weights are swapped in per call."""
 
     def __init__(self, spec: bytes):
+        self.lock = threading.RLock()  # one user of its model and optimizer at a time
         t = tf()
         k = keras()
         self.model = model_from_spec(spec)
@@ -150,14 +155,15 @@ class _Runner:
 
 def _runner(spec: bytes) -> _Runner:
     key = hashlib.sha256(spec).hexdigest()
-    runner = _cache.get(key)
-    if runner is None:
-        runner = _Runner(spec)
-        _cache[key] = runner
-        if len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    _cache.move_to_end(key)
-    return runner
+    with _cache_lock:
+        runner = _cache.get(key)
+        if runner is None:
+            runner = _Runner(spec)
+            _cache[key] = runner
+            if len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+        _cache.move_to_end(key)
+        return runner
 
 
 def _check_xy(
@@ -199,6 +205,22 @@ def train_local(
     t = tf()
     r = _runner(spec)
     x, y = _check_xy(x, y, r.contract)
+    with r.lock:
+        return _train(t, r, weights, x, y, epochs, batch_size, lr, proximal_mu, seed)
+
+
+def _train(
+    t: Any,
+    r: _Runner,
+    weights: Weights,
+    x: np.ndarray,
+    y: np.ndarray,
+    epochs: int,
+    batch_size: int,
+    lr: float | None,
+    proximal_mu: float,
+    seed: int,
+) -> tuple[Weights, int, dict[str, float]]:
     for i, sg in enumerate(r.seed_generators):
         sg.state.assign(np.array([seed % 2**31, i], dtype=sg.state.dtype))
     r.set_weights(weights)
@@ -238,8 +260,9 @@ def _set_learning_rate(optimizer: Any, lr: float) -> None:
 def predict(spec: bytes, weights: Weights, x: np.ndarray) -> np.ndarray:
     """The model's outputs for ``x`` (class probabilities for a classifier)."""
     r = _runner(spec)
-    r.set_weights(weights)
-    return np.asarray(r.model(np.asarray(x, dtype=np.float32), training=False))
+    with r.lock:
+        r.set_weights(weights)
+        return np.asarray(r.model(np.asarray(x, dtype=np.float32), training=False))
 
 
 def evaluate(
