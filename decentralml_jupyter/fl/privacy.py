@@ -149,14 +149,20 @@ def unmask_sum(masked: Sequence[MaskedUpdate], frac_bits: int = FRAC_BITS) -> li
     return [decode_fixed(s, frac_bits) for s in sums]
 
 
+def secure_mean(masked: Sequence[MaskedUpdate], frac_bits: int = FRAC_BITS) -> Weights:
+    """The example-weighted mean (float64) of updates masked with ``weight=num_examples``:
+    all that secure aggregation reveals, and what a linear strategy steps from."""
+    total = math.fsum(m.weight for m in masked)
+    if total <= 0:
+        raise FlError("masked updates carry zero total weight", "mask with weight=num_examples")
+    return [s / total for s in unmask_sum(masked, frac_bits)]
+
+
 def secure_fedavg(
     global_weights: Weights, masked: Sequence[MaskedUpdate], frac_bits: int = FRAC_BITS
 ) -> Weights:
     """FedAvg from masked updates made with ``weight=num_examples``."""
-    total = math.fsum(m.weight for m in masked)
-    if total <= 0:
-        raise FlError("masked updates carry zero total weight", "mask with weight=num_examples")
-    sums = unmask_sum(masked, frac_bits)
     return [
-        (s / total).astype(np.asarray(g).dtype) for s, g in zip(sums, global_weights, strict=True)
+        np.asarray(m).astype(np.asarray(g).dtype)
+        for m, g in zip(secure_mean(masked, frac_bits), global_weights, strict=True)
     ]

@@ -21,9 +21,9 @@ from decentralml_jupyter.fl.privacy import (
     clip_and_noise,
     mask_update,
     pairwise_seeds,
-    secure_fedavg,
+    secure_mean,
 )
-from decentralml_jupyter.fl.strategies import FedAvg, Strategy, make_strategy
+from decentralml_jupyter.fl.strategies import Strategy, make_strategy
 from decentralml_jupyter.fl.training import evaluate, train_local
 from decentralml_jupyter.fl.types import ClientUpdate, FlError
 
@@ -86,7 +86,8 @@ def simulate(
     ``poisoners`` is a count (the first client ids) or explicit ids; ``attack`` is
     ``label_flip`` (train on flipped labels) or ``scale`` (send global + attack_scale * delta).
     ``dp=(clip_norm, noise_multiplier)`` privatises every update on the client;
-    ``secure_aggregation`` masks updates pairwise (FedAvg/FedProx only).
+    ``secure_aggregation`` masks updates pairwise (linear strategies only: FedAvg, FedProx,
+    FedAvgM and the server optimizers, which step from the revealed mean).
     ``clients_per_round``: train only this many clients each round, drawn at random (seeded by
     ``seed`` and the round), as the protocol selects at most 64 workers per round.
     """
@@ -104,10 +105,10 @@ def simulate(
         if isinstance(strategy, Strategy)
         else make_strategy(strategy, **(strategy_kwargs or {}))
     )
-    if secure_aggregation and not isinstance(strat, FedAvg):
+    if secure_aggregation and not strat.LINEAR:
         raise FlError(
             f"secure aggregation only reveals the sum; {strat.name} needs each update",
-            "use fedavg or fedprox with secure_aggregation",
+            "use a linear strategy (fedavg, fedprox, fedavgm, fedadam, fedyogi)",
         )
     ds = _dataset(dataset, seed)
     ids = client_ids(n_clients)
@@ -167,7 +168,7 @@ def simulate(
                     mask_update(u.client_id, u.weights, seeds[u.client_id], u.num_examples)
                     for u in accepted
                 ]
-                global_w = secure_fedavg(global_w, masked)
+                global_w = strat.step(global_w, secure_mean(masked))
             else:
                 global_w = strat.aggregate(global_w, accepted)
         row.update(evaluate(spec, global_w, ds.x_test, ds.y_test))

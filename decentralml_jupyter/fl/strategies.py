@@ -3,13 +3,22 @@
 Updates are sorted by client id and accumulated in float64 in that fixed order, so any
 validator, given the same updates in any arrival order, produces identical bytes. Results are
 cast back to the global model's dtypes. Formulas follow Flower's reference strategies.
+
+A strategy is an object configured once per model: its parameters (``PARAMS``: FedProx's
+``mu``, Krum's ``f`` and ``keep``, trimmed mean's ``beta``, the server optimizers' ``eta``,
+``beta_1``, ``beta_2``, ``tau``, FedAvgM's ``momentum``) are what the model registers on chain
+(``check_params`` is the rule the protocol applies), and a stateful one (the server optimizers)
+carries its state from round to round as bytes (``state_bytes``/``restore``), which validators
+store by CID beside the global weights, so that rounds on the network equal rounds in-process.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -203,33 +212,116 @@ def _sorted_blocks(
     return shape, size, blocks()
 
 
+@dataclass(frozen=True)
+class Param:
+    """One setting of a strategy: its short name on chain and in ``--strategy-param``, the
+    constructor argument it sets, its bounds, and its default (None: chosen each round from
+    the number of updates, e.g. Krum's ``f``)."""
+
+    name: str
+    arg: str
+    default: float | int | None
+    low: float
+    high: float
+    integer: bool = False
+    low_open: bool = False  # low itself not allowed
+    high_open: bool = False  # high itself not allowed
+    help: str = ""
+
+    def bounds(self) -> str:
+        return (
+            f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+            f"{')' if self.high_open else ']'}"
+        )
+
+    def parse(self, raw: Any) -> float | int:
+        """The value of ``raw`` (text or a number), checked against the bounds."""
+        what = "an integer" if self.integer else "a number"
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            value: float | int = int(str(raw)) if self.integer else float(str(raw))
+        except ValueError:
+            raise FlError(
+                f"strategy parameter {self.name} must be {what}, got {raw!r}",
+                f"{self.name}: {self.help} in {self.bounds()}",
+            ) from None
+        ok = math.isfinite(value) and (
+            (value > self.low if self.low_open else value >= self.low)
+            and (value < self.high if self.high_open else value <= self.high)
+        )
+        if not ok:
+            raise FlError(
+                f"strategy parameter {self.name}={raw} is out of range {self.bounds()}",
+                f"{self.name}: {self.help}",
+            )
+        return value
+
+
 class Strategy(ABC):
-    """``aggregate(global_weights, updates) -> new global weights``."""
+    """``aggregate(global_weights, updates) -> new global weights``.
+
+    ``PARAMS`` declares its settings; ``STATEFUL`` ones carry state across rounds (read it
+    with ``state_bytes``, put it back with ``restore``); ``LINEAR`` ones see the updates only
+    through their example-weighted mean (``step``), so they also work on a securely
+    aggregated sum, where no single update is visible.
+    """
 
     name: str = "strategy"
+    PARAMS: ClassVar[tuple[Param, ...]] = ()
+    STATEFUL: ClassVar[bool] = False
+    LINEAR: ClassVar[bool] = False
 
     @abstractmethod
     def aggregate(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         """Combine accepted client updates into the next global weights."""
 
+    def step(self, global_weights: Weights, average: Weights) -> Weights:
+        """For a LINEAR strategy: the next global weights from the updates' mean."""
+        raise FlError(
+            f"{self.name} needs each update, not only their mean",
+            "use a linear strategy (fedavg, fedprox, fedavgm, fedadam, fedyogi) for secure "
+            "aggregation",
+        )
+
     def client_config(self) -> dict[str, Any]:
         """Settings workers must train with (e.g. FedProx's mu)."""
         return {}
+
+    def params(self) -> dict[str, float | int | None]:
+        """The strategy's settings by their short names (None: chosen each round)."""
+        return {p.name: getattr(self, p.arg) for p in self.PARAMS}
+
+    def state_bytes(self) -> bytes | None:
+        """The state carried to the next round, as deterministic bytes (None: none yet, or a
+        stateless strategy)."""
+        return None
+
+    def restore(self, data: bytes | None) -> None:
+        """Take up the state ``state_bytes`` gave after an earlier round (None: start
+        afresh)."""
+        if data is not None:
+            raise FlError(f"{self.name} carries no state across rounds", "pass None")
 
 
 class FedAvg(Strategy):
     """Mean of client weights weighted by their number of examples (McMahan et al. 2017)."""
 
     name = "fedavg"
+    LINEAR = True
 
     def aggregate(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         return _weighted_mean(updates, [np.asarray(g).dtype for g in global_weights])
+
+    def step(self, global_weights: Weights, average: Weights) -> Weights:
+        return _cast_like(average, global_weights)
 
 
 class FedProx(FedAvg):
     """FedProx (Li et al. 2020): clients add a proximal term; the server side is FedAvg."""
 
     name = "fedprox"
+    PARAMS = (Param("mu", "proximal_mu", 0.01, 0.0, 1000.0, help="weight of the proximal term"),)
 
     def __init__(self, proximal_mu: float = 0.01):
         if proximal_mu < 0:
@@ -240,8 +332,84 @@ class FedProx(FedAvg):
         return {"proximal_mu": self.proximal_mu}
 
 
-class _FedOpt(Strategy):
+def _server_lr(default: float) -> Param:
+    return Param("eta", "eta", default, 0.0, 100.0, low_open=True, help="server learning rate")
+
+
+class _Stateful(Strategy):
+    """A strategy whose state is float64 arrays plus a round counter, kept between rounds."""
+
+    STATEFUL = True
+    LINEAR = True
+
+    def __init__(self) -> None:
+        self.round = 0
+        self._arrays: list[list[np.ndarray]] | None = None  # one list of layers per slot
+        self._slots = 1
+
+    def aggregate(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
+        return self.step(global_weights, weighted_average(updates))
+
+    def state_bytes(self) -> bytes | None:
+        from decentralml_jupyter.fl.serialize import weights_to_bytes
+
+        if self._arrays is None:
+            return None
+        flat = [np.asarray(self.round, dtype=np.int64)]
+        for slot in self._arrays:
+            flat.extend(np.asarray(a, dtype=np.float64) for a in slot)
+        return weights_to_bytes(flat)
+
+    def restore(self, data: bytes | None) -> None:
+        from decentralml_jupyter.fl.serialize import weights_from_bytes
+
+        if data is None:
+            self.round, self._arrays = 0, None
+            return
+        try:
+            flat = weights_from_bytes(data)
+        except FlError as err:
+            raise FlError(
+                f"not a {self.name} server state: {err}",
+                "pass bytes its state_bytes() returned",
+            ) from err
+        rest = flat[1:]
+        ok = (
+            flat
+            and flat[0].dtype == np.int64
+            and flat[0].shape == ()
+            and len(rest) % self._slots == 0
+            and all(a.dtype == np.float64 for a in rest)
+        )
+        if not ok:
+            raise FlError(
+                f"not a {self.name} server state", "pass bytes its state_bytes() returned"
+            )
+        per = len(rest) // self._slots
+        self.round = int(flat[0])
+        self._arrays = [list(rest[i * per : (i + 1) * per]) for i in range(self._slots)]
+
+    def _state_for(self, delta: list[np.ndarray]) -> list[list[np.ndarray]]:
+        if self._arrays is None:
+            self._arrays = [[np.zeros_like(d) for d in delta] for _ in range(self._slots)]
+        shapes = [np.shape(d) for d in delta]
+        if any([np.shape(a) for a in slot] != shapes for slot in self._arrays):
+            raise FlError(
+                f"the {self.name} server state does not fit the model's weights",
+                "start the strategy afresh (restore(None)) for a new architecture",
+            )
+        return self._arrays
+
+
+class _FedOpt(_Stateful):
     """Adaptive server optimisers (Reddi et al. 2021): the FedAvg delta is a pseudo-gradient."""
+
+    PARAMS = (
+        _server_lr(0.1),
+        Param("beta_1", "beta_1", 0.9, 0.0, 1.0, high_open=True, help="first-moment decay"),
+        Param("beta_2", "beta_2", 0.99, 0.0, 1.0, high_open=True, help="second-moment decay"),
+        Param("tau", "tau", 1e-9, 0.0, 1.0, low_open=True, help="adaptivity (epsilon)"),
+    )
 
     def __init__(
         self, eta: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.99, tau: float = 1e-9
@@ -252,10 +420,17 @@ class _FedOpt(Strategy):
                 f"tau={tau}",
                 "eta > 0, 0 <= beta < 1, tau > 0",
             )
+        super().__init__()
+        self._slots = 2
         self.eta, self.beta_1, self.beta_2, self.tau = eta, beta_1, beta_2, tau
-        self.m: list[np.ndarray] | None = None
-        self.v: list[np.ndarray] | None = None
-        self.round = 0
+
+    @property
+    def m(self) -> list[np.ndarray] | None:
+        return None if self._arrays is None else self._arrays[0]
+
+    @property
+    def v(self) -> list[np.ndarray] | None:
+        return None if self._arrays is None else self._arrays[1]
 
     def _second_moment(self, v: np.ndarray, d2: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -263,22 +438,16 @@ class _FedOpt(Strategy):
     def _step_size(self) -> float:
         return self.eta
 
-    def aggregate(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
-        avg = weighted_average(updates)
+    def step(self, global_weights: Weights, average: Weights) -> Weights:
         x = [np.asarray(g, dtype=np.float64) for g in global_weights]
-        delta = [a - g for a, g in zip(avg, x, strict=True)]
-        if self.m is None or self.v is None:
-            self.m = [np.zeros_like(d) for d in delta]
-            self.v = [np.zeros_like(d) for d in delta]
+        delta = [np.asarray(a, dtype=np.float64) - g for a, g in zip(average, x, strict=True)]
+        m, v = self._state_for(delta)
         self.round += 1
-        self.m = [
-            self.beta_1 * m + (1 - self.beta_1) * d for m, d in zip(self.m, delta, strict=True)
-        ]
-        self.v = [self._second_moment(v, d * d) for v, d in zip(self.v, delta, strict=True)]
+        m = [self.beta_1 * a + (1 - self.beta_1) * d for a, d in zip(m, delta, strict=True)]
+        v = [self._second_moment(a, d * d) for a, d in zip(v, delta, strict=True)]
+        self._arrays = [m, v]
         eta = self._step_size()
-        new = [
-            g + eta * m / (np.sqrt(v) + self.tau) for g, m, v in zip(x, self.m, self.v, strict=True)
-        ]
+        new = [g + eta * a / (np.sqrt(b) + self.tau) for g, a, b in zip(x, m, v, strict=True)]
         return _cast_like(new, global_weights)
 
     def state(self) -> dict[str, Any]:
@@ -304,6 +473,9 @@ class FedYogi(_FedOpt):
     """Yogi on the server: second moment moves additively, which is steadier than Adam's."""
 
     name = "fedyogi"
+    PARAMS = (_server_lr(0.01), *_FedOpt.PARAMS[1:3], Param(
+        "tau", "tau", 1e-3, 0.0, 1.0, low_open=True, help="adaptivity (epsilon)"
+    ))  # fmt: skip
 
     def __init__(
         self, eta: float = 0.01, beta_1: float = 0.9, beta_2: float = 0.99, tau: float = 1e-3
@@ -312,6 +484,37 @@ class FedYogi(_FedOpt):
 
     def _second_moment(self, v: np.ndarray, d2: np.ndarray) -> np.ndarray:
         return v - (1 - self.beta_2) * d2 * np.sign(v - d2)
+
+
+class FedAvgM(_Stateful):
+    """FedAvg with server momentum (Hsu et al. 2019, Flower's FedAvgM): the pseudo-gradient
+    ``x - mean`` feeds a momentum buffer, and the server steps ``eta`` along it."""
+
+    name = "fedavgm"
+    PARAMS = (
+        _server_lr(1.0),
+        Param("momentum", "momentum", 0.9, 0.0, 1.0, high_open=True, help="server momentum"),
+    )
+
+    def __init__(self, eta: float = 1.0, momentum: float = 0.9):
+        if eta <= 0 or not 0 <= momentum < 1:
+            raise FlError(
+                f"bad FedAvgM settings: eta={eta}, momentum={momentum}",
+                "eta > 0, 0 <= momentum < 1",
+            )
+        super().__init__()
+        self.eta, self.momentum = eta, momentum
+
+    def step(self, global_weights: Weights, average: Weights) -> Weights:
+        x = [np.asarray(g, dtype=np.float64) for g in global_weights]
+        grad = [g - np.asarray(a, dtype=np.float64) for a, g in zip(average, x, strict=True)]
+        [buf] = self._state_for(grad)
+        if self.round > 0:
+            grad = [self.momentum * b + d for b, d in zip(buf, grad, strict=True)]
+        self.round += 1
+        self._arrays = [grad]
+        new = [g - self.eta * d for g, d in zip(x, grad, strict=True)]
+        return _cast_like(new, global_weights)
 
 
 class FedMedian(Strategy):
@@ -336,6 +539,12 @@ class FedTrimmedAvg(Strategy):
     """Coordinate-wise mean after dropping the ``beta`` fraction of lowest and highest values."""
 
     name = "trimmed_mean"
+    PARAMS = (
+        Param(
+            "beta", "beta", 0.2, 0.0, 0.5, high_open=True,
+            help="fraction trimmed at each end",
+        ),
+    )  # fmt: skip
 
     def __init__(self, beta: float = 0.2):
         if not 0 <= beta < 0.5:
@@ -367,20 +576,33 @@ class FedTrimmedAvg(Strategy):
 class Krum(Strategy):
     """Krum (Blanchard et al. 2017): pick the update closest to its n-f-2 nearest neighbours.
 
-    ``num_to_keep > 0`` is Multi-Krum: the example-weighted mean of that many best-scored
-    updates. Ties go to the smaller client id.
+    ``f`` (``num_malicious``) is how many attackers it tolerates; None (the default) takes the
+    most Krum can for the round's n updates, (n - 3) // 2. ``keep`` (``num_to_keep``) > 0 is
+    Multi-Krum: the example-weighted mean of that many best-scored updates. Ties go to the
+    smaller client id.
     """
 
     name = "krum"
+    PARAMS = (Param("f", "num_malicious", None, 0, 64, integer=True, help="attackers to tolerate"),)
 
-    def __init__(self, num_malicious: int = 0, num_to_keep: int = 0):
-        if num_malicious < 0 or num_to_keep < 0:
+    def __init__(self, num_malicious: int | None = None, num_to_keep: int = 0):
+        if (num_malicious is not None and num_malicious < 0) or (
+            num_to_keep is not None and num_to_keep < 0
+        ):
             raise FlError(
                 f"bad Krum settings: num_malicious={num_malicious}, num_to_keep={num_to_keep}",
                 "both >= 0",
             )
         self.num_malicious = num_malicious
         self.num_to_keep = num_to_keep
+
+    def tolerated(self, n: int) -> int:
+        """f for a round of ``n`` updates."""
+        return max(0, (n - 3) // 2) if self.num_malicious is None else self.num_malicious
+
+    def kept(self, n: int) -> int:
+        """How many updates are averaged in a round of ``n`` (1: plain Krum)."""
+        return 1 if not self.num_to_keep else min(n, self.num_to_keep)
 
     def scores(self, updates: Sequence[ClientUpdate]) -> dict[str, float]:
         """Krum score per client id (lower is more central)."""
@@ -407,7 +629,7 @@ class Krum(Strategy):
             for j in range(i + 1, n):
                 np.subtract(flat[i], flat[j], out=d)
                 dist[i, j] = dist[j, i] = float(np.dot(d, d))
-        k = max(1, n - self.num_malicious - 2)
+        k = max(1, n - self.tolerated(n) - 2)
         out = {}
         for i, u in enumerate(ordered):
             others = np.sort(np.delete(dist[i], i))
@@ -415,41 +637,97 @@ class Krum(Strategy):
         return out
 
     def select(self, updates: Sequence[ClientUpdate]) -> list[ClientUpdate]:
-        """The updates Krum keeps (one, or ``num_to_keep`` for Multi-Krum), by client id."""
+        """The updates Krum keeps (one, or ``keep`` for Multi-Krum), by client id."""
         ordered = _sorted(updates)
         scores = self.scores(ordered)
-        keep = self.num_to_keep if self.num_to_keep > 0 else 1
+        keep = self.kept(len(ordered))
         # Stable sort on (score, id): deterministic choice among equal scores.
         ranked = sorted(ordered, key=lambda u: (scores[u.client_id], u.client_id))
         return sorted(ranked[:keep], key=lambda u: u.client_id)
 
     def aggregate(self, global_weights: Weights, updates: Sequence[ClientUpdate]) -> Weights:
         chosen = self.select(updates)
-        if self.num_to_keep > 0:
+        if self.num_to_keep != 0:
             return _cast_like(weighted_average(chosen), global_weights)
         return _cast_like(chosen[0].weights, global_weights)
 
 
 class MultiKrum(Krum):
-    """Multi-Krum: average of the ``num_to_keep`` most central updates."""
+    """Multi-Krum: the example-weighted mean of the ``keep`` most central updates; by default
+    (None) of n - f of the round's n updates, all but as many as it tolerates attackers."""
 
     name = "multikrum"
+    PARAMS = (
+        *Krum.PARAMS,
+        Param("keep", "num_to_keep", None, 1, 64, integer=True, help="updates averaged"),
+    )
 
-    def __init__(self, num_malicious: int = 0, num_to_keep: int = 1):
-        if num_to_keep < 1:
+    def __init__(self, num_malicious: int | None = None, num_to_keep: int | None = None):
+        if num_to_keep is not None and num_to_keep < 1:
             raise FlError(f"num_to_keep must be >= 1, got {num_to_keep}", "e.g. n - f")
-        super().__init__(num_malicious=num_malicious, num_to_keep=num_to_keep)
+        super().__init__(num_malicious=num_malicious, num_to_keep=0)
+        self.num_to_keep = num_to_keep  # type: ignore[assignment]
+
+    def kept(self, n: int) -> int:
+        keep = n - self.tolerated(n) if self.num_to_keep is None else self.num_to_keep
+        return max(1, min(n, keep))
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
-    for cls in (FedAvg, FedProx, FedAdam, FedYogi, FedMedian, FedTrimmedAvg, Krum, MultiKrum)
-}
+    for cls in (
+        FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedMedian, FedTrimmedAvg, Krum, MultiKrum
+    )
+}  # fmt: skip
+SECURE = ":secure"  # a strategy name's suffix: updates are masked, only their sum is seen
+
+
+def _class(name: str) -> type[Strategy]:
+    base = name.removesuffix(SECURE)
+    cls = STRATEGIES.get(base)
+    if cls is None:
+        raise FlError(
+            f"unknown strategy {base!r}",
+            f"choose one of {', '.join(STRATEGIES)} (a linear one may end in {SECURE})",
+        )
+    if name.endswith(SECURE) and not cls.LINEAR:
+        linear = ", ".join(n for n, c in STRATEGIES.items() if c.LINEAR)
+        raise FlError(
+            f"{base} cannot run on secure aggregation: it needs each update, and secure "
+            "aggregation reveals only their sum",
+            f"use one of {linear} with {SECURE}",
+        )
+    return cls
+
+
+def check_params(name: str, params: Mapping[str, Any]) -> dict[str, float | int]:
+    """``params`` (text or numbers, by short name) of strategy ``name`` checked and parsed:
+    the protocol's rule for a model's strategy. Raises FlError naming what is wrong."""
+    cls = _class(name)
+    known = {p.name: p for p in cls.PARAMS}
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        takes = ", ".join(known) or "no parameters"
+        raise FlError(
+            f"strategy {cls.name} has no parameter {', '.join(unknown)}", f"it takes {takes}"
+        )
+    out = {k: known[k].parse(v) for k, v in sorted(params.items())}
+    make_strategy(cls.name, **{known[k].arg: v for k, v in out.items()})  # cross-checks
+    return out
+
+
+def strategy_for(name: str, params: Mapping[str, Any] | None = None) -> Strategy:
+    """The strategy a model registered (``name`` may end in ``:secure``) with its ``params``
+    by short name, checked as ``check_params`` does."""
+    cls = _class(name)
+    values = check_params(name, params or {})
+    known = {p.name: p for p in cls.PARAMS}
+    return make_strategy(cls.name, **{known[k].arg: v for k, v in values.items()})
 
 
 def make_strategy(name: str, **kwargs: Any) -> Strategy:
-    """Strategy by name (``fedavg``, ``fedprox``, ``fedadam``, ``fedyogi``, ``fedmedian``,
-    ``trimmed_mean``, ``krum``, ``multikrum``) with its keyword settings."""
+    """Strategy by name (``fedavg``, ``fedprox``, ``fedavgm``, ``fedadam``, ``fedyogi``,
+    ``fedmedian``, ``trimmed_mean``, ``krum``, ``multikrum``) with its keyword settings."""
     cls = STRATEGIES.get(name)
     if cls is None:
         raise FlError(f"unknown strategy {name!r}", f"choose one of {', '.join(STRATEGIES)}")
