@@ -157,6 +157,7 @@ def cmd_model_submit(s: Session, args, progress):
         description=args.description,
         metric=args.metric,
         strategy=args.strategy,
+        strategy_params=_key_values(args.strategy_param, "--strategy-param", "f=1"),
         license=args.license,
         jurisdictions=args.jurisdiction,
         validators=args.validator,
@@ -219,13 +220,19 @@ def cmd_stakes(s: Session, args, progress):
     return s.stakes(model_id=args.model, account=args.account)
 
 
-def cmd_propose(s: Session, args, progress):
-    params = {}
-    for item in args.param:
+def _key_values(items: list[str], option: str, example: str) -> dict[str, str]:
+    """``K=V`` option values as a dict; a malformed one is a usage error."""
+    out = {}
+    for item in items:
         if "=" not in item:
-            raise UsageError(f"--param {item!r} is not K=V", hint="e.g. --param account=Dev1")
+            raise UsageError(f"{option} {item!r} is not K=V", hint=f"e.g. {option} {example}")
         k, v = item.split("=", 1)
-        params[k] = v
+        out[k.strip()] = v.strip()
+    return out
+
+
+def cmd_propose(s: Session, args, progress):
+    params = _key_values(args.param, "--param", "account=Dev1")
     target = None if args.target == "protocol" else _model_id(args.target)
     return s.propose(target, args.kind, params, deadline=args.deadline)
 
@@ -637,7 +644,21 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
         default=[],
         help="a table's column, in the model's input order (repeat for each)",
     )
-    sub.add_argument("--strategy", default="fedavg", help="aggregation strategy")
+    sub.add_argument(
+        "--strategy",
+        default="fedavg",
+        help="aggregation strategy: fedavg, fedprox, fedavgm, fedadam, fedyogi, fedmedian, "
+        "trimmed_mean, krum, multikrum (a linear one may end in :secure)",
+    )
+    sub.add_argument(
+        "--strategy-param",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="a strategy parameter, repeatable: mu (fedprox); eta, beta_1, beta_2, tau "
+        "(fedadam, fedyogi); eta, momentum (fedavgm); beta (trimmed_mean); f, keep (krum, "
+        "multikrum)",
+    )
     sub.add_argument("--license", default="proprietary")
     sub.add_argument("--jurisdiction", action="append", default=[], help="repeatable")
     sub.add_argument("--validator", action="append", default=[], help="repeatable")

@@ -462,6 +462,7 @@ class Session:
         description: str = "",
         metric: str = "accuracy",
         strategy: str = "fedavg",
+        strategy_params: Mapping[str, Any] | None = None,
         license: str = "proprietary",
         jurisdictions: Sequence[str] = (),
         validators: Sequence[str] = (),
@@ -478,9 +479,13 @@ class Session:
         "multilabel:N", "regression") overrides what the output layer implies; ``features``
         names a table's columns in the model's input order. A model compiled before is
         trained by every worker with its optimizer and loss. With no ``validators`` on a dev
-        network, its validators judge the model."""
+        network, its validators judge the model. ``strategy_params`` sets the strategy's
+        parameters by short name (e.g. ``{"eta": 0.05}`` for fedadam, ``{"f": 1, "keep":
+        3}`` for multikrum); they are checked before anything is stored or sent."""
+        from .fl.strategies import check_params
         from .protocol import RewardPolicy
 
+        params = check_params(strategy, strategy_params or {})  # a clear error, and no fee
         spec, weights, default_name = _model_artifacts(model, label, features)
         arch_cid, weights_cid = self.store.put(spec), self.store.put(weights)
 
@@ -501,6 +506,7 @@ class Session:
                 licence=license,
                 jurisdictions=list(jurisdictions),
                 strategy=strategy,
+                strategy_params=params,
                 stake_asset=stake_asset,
                 validators=chosen,
                 reward_policy=RewardPolicy(reward_policy, round_reward, slash_permill),

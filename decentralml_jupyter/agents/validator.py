@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from ..errors import DataMismatch, DfmlError
+from ..errors import DataMismatch, DfmlError, FlError
 from ..fl.checks import delta_norm
 from ..fl.privacy import MaskedUpdate
 from ..protocol import calls as C
@@ -184,14 +184,42 @@ class Validator(Agent):
         x, y = self.held_out(spec)
         return fl.evaluate(spec, weights, x, y, metric)
 
+    def strategy(self, model, rnd, limit: int):
+        """A maker of the model's strategy as it stood when ``rnd`` opened: configured with
+        the model's parameters and, for a stateful one, holding the server state the round
+        started from (read by its CID). Every call makes a fresh one, so an aggregation that
+        must be redone, or leave-one-out's re-aggregations, start from the same state."""
+        from .. import fl
+
+        made = fl.strategy_for(model.strategy, model.strategy_params)
+        data = None
+        if made.STATEFUL and rnd.base_state_cid is not None:
+            # a float64 moment or two per float32 weight: at most 4x the weights
+            data = self.store.get(rnd.base_state_cid, max_bytes=4 * limit)
+
+        def make():
+            fresh = fl.strategy_for(model.strategy, model.strategy_params)
+            if fresh.STATEFUL:
+                fresh.restore(data)
+            return fresh
+
+        make()  # a state that does not fit the strategy fails here, before any work
+        return make
+
     def judge(self, state: State, rnd):
-        """(aggregate weights, metrics, contributions, rejections) of a closed round, or None
-        when a secure round cannot be unmasked (the validator then abstains)."""
+        """(aggregate weights, metrics, contributions, rejections, server state bytes or
+        None) of a closed round, or None when a secure round cannot be unmasked or the
+        round's server state cannot be read (the validator then abstains)."""
 
         try:
             return self._judge(state, rnd)
         except DataMismatch as err:  # its held-out data cannot judge this model: it abstains
             self.log.warning("round %d: abstaining: held-out data: %s", rnd.round_id, err)
+            return None
+        except StorageUnavailable:
+            raise  # storage is down: judge nobody now, retry later
+        except FlError as err:  # e.g. a server state that is not the strategy's
+            self.log.warning("round %d: abstaining: %s", rnd.round_id, err)
             return None
 
     def _judge(self, state: State, rnd):
@@ -206,9 +234,10 @@ class Validator(Agent):
 
         limit = self.weights_limit(model)
         base = fl.weights_from_bytes(self.store.get(rnd.base_cid, max_bytes=limit))
+        make = self.strategy(model, rnd, limit)
         if model.strategy.endswith(":secure"):
             return self.judge_secure(
-                rnd, spec, base, self.weights_limit(model, masked=True), metric
+                rnd, spec, base, self.weights_limit(model, masked=True), metric, make
             )
         accepted, rejected, norms = [], {}, {}
         missing = self.unavailable([u.cid for u in rnd.updates])
@@ -240,8 +269,8 @@ class Validator(Agent):
                         f"({NORM_OUTLIER_FACTOR:g}x the median)"
                     )
         if not accepted:
-            return base, ev(base), {}, rejected
-        strategy = fl.make_strategy(model.strategy.split(":")[0])
+            return base, ev(base), {}, rejected, None
+        strategy = make()
         weights = strategy.aggregate(base, accepted)
         metrics = ev(weights)
         if not _finite(metrics):
@@ -252,7 +281,8 @@ class Validator(Agent):
                     accepted.remove(u)
                     rejected[u.client_id] = fit_reason("update makes the model's loss non-finite")
             if not accepted:
-                return base, ev(base), {}, rejected
+                return base, ev(base), {}, rejected, None
+            strategy = make()
             weights = strategy.aggregate(base, accepted)
             metrics = ev(weights)
             if not _finite(metrics):
@@ -263,9 +293,9 @@ class Validator(Agent):
                 )
                 return None
         contributions = fl.leave_one_out(
-            strategy, base, accepted, ev, metric=metric if metric in metrics else "loss"
+            make(), base, accepted, ev, metric=metric if metric in metrics else "loss"
         )
-        return weights, metrics, contributions, rejected
+        return weights, metrics, contributions, rejected, strategy.state_bytes()
 
     def unavailable(self, cids: list[str]) -> dict[str, str]:
         """The CIDs storage cannot find, with why: asked all at once, each for at most
@@ -291,7 +321,9 @@ class Validator(Agent):
             found = dict(zip(unique, pool.map(stat, unique), strict=True))
         return {cid: why for cid, why in found.items() if why is not None}
 
-    def judge_secure(self, rnd, spec: bytes, base, limit: int | None = None, metric=None):
+    def judge_secure(
+        self, rnd, spec: bytes, base, limit: int | None = None, metric=None, make=None
+    ):
         from .. import fl
 
         if set(rnd.submitted) != set(rnd.selected):
@@ -319,13 +351,16 @@ class Validator(Agent):
                 self.log.warning("round %d: malformed masked update: abstaining", rnd.round_id)
                 return None
             masked.append(MaskedUpdate(u.worker, layers, float(u.num_examples)))
-        weights = fl.secure_fedavg(base, masked)
+        # the revealed mean, stepped from by the model's (linear) strategy
+        strategy = make() if make is not None else fl.FedAvg()
+        weights = strategy.step(base, fl.secure_mean(masked))
         if not all(np.all(np.isfinite(w)) for w in weights):
             self.log.warning("round %d: the unmasked sum is not finite: abstaining", rnd.round_id)
             return None
         # only the sum is visible, so contributions follow the (public) example counts
         contributions = {u.worker: float(u.num_examples) for u in rnd.updates}
-        return weights, self.evaluate(spec, weights, metric), contributions, {}
+        metrics = self.evaluate(spec, weights, metric)
+        return weights, metrics, contributions, {}, strategy.state_bytes()
 
     def attest(self, state: State, rnd) -> str:
         from .. import fl
@@ -335,8 +370,10 @@ class Validator(Agent):
         if judged is None:
             self.attested.add(rnd.round_id)
             return ""
-        weights, metrics, contributions, rejected = judged
+        weights, metrics, contributions, rejected, server_state = judged
         cid = self.store.put(fl.weights_to_bytes(weights))
+        # a stateful strategy's state goes beside the aggregate, attested with it
+        state_cid = None if server_state is None else self.store.put(server_state)
         judged_s = time.perf_counter() - started
         metric = state.model(rnd.model_id).metric
         remark = encoders.attest_remark(
@@ -348,6 +385,7 @@ class Validator(Agent):
             rejected=rejected,
             # the model's own metric, when it is neither of those (an AttestMetric)
             metric=None if metric in ("accuracy", "loss") else metrics.get(metric),
+            state_cid=state_cid,
         )
         now_state = self.proto.state()
         now = now_state.round(rnd.round_id)

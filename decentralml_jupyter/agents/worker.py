@@ -347,6 +347,8 @@ class Worker(Agent):
             return None
         seed = int.from_bytes(hashlib.sha256(f"{rnd.seed}:{ident.address}".encode()).digest()[:4])
         lr = float(hints.get("learning_rate", 0))
+        # what the model's strategy asks of its workers (FedProx's mu, as the model set it)
+        client = fl.strategy_for(model.strategy, model.strategy_params).client_config()
         new, n, metrics = fl.train_local(
             spec,
             base,
@@ -355,7 +357,7 @@ class Worker(Agent):
             epochs=int(hints.get("epochs", 1)),
             batch_size=int(hints.get("batch_size", 32)),
             lr=lr if lr > 0 else None,  # 0: the model's own (its owner's optimizer)
-            proximal_mu=0.01 if model.strategy == "fedprox" else 0.0,
+            proximal_mu=float(client.get("proximal_mu", 0.0)),
             seed=seed,
         )
         if rnd.dp:

@@ -705,6 +705,7 @@ def check_params(name: str, params: Mapping[str, Any]) -> dict[str, float | int]
     the protocol's rule for a model's strategy. Raises FlError naming what is wrong."""
     cls = _class(name)
     known = {p.name: p for p in cls.PARAMS}
+    params = {k: v for k, v in params.items() if v is not None}  # None: the default
     unknown = sorted(set(params) - set(known))
     if unknown:
         takes = ", ".join(known) or "no parameters"

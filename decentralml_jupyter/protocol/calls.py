@@ -25,6 +25,7 @@ from .scale import (
     Struct,
     StructField,
     Text,
+    Trailing,
     UInt,
     Variant,
     Vec,
@@ -62,6 +63,8 @@ IDENT = Text(32, r"[a-z0-9][a-z0-9_.:-]{0,31}", min_bytes=1)
 LICENCE = Text(64, r"[A-Za-z0-9][A-Za-z0-9_.:+()-]{0,63}", min_bytes=1)
 JURISDICTIONS = Vec(Text(16, r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,15}", min_bytes=1), 32, unique=True)
 ACCOUNTS = Vec(Account(), MAX_VALIDATORS, unique=True)
+MAX_STRATEGY_PARAMS = 8
+NUMBER = Text(24, r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]{1,3})?", min_bytes=1)
 
 
 class Call(Struct):
@@ -205,6 +208,19 @@ class RoundSpec(Struct):
     reward: int = wire(AMOUNT, 0, help="budget paid to contributors (per round)")
 
 
+@struct
+class StrategyParam(Struct):
+    """One setting of a model's strategy by its short name (``mu``, ``f``, ``keep``, ``beta``,
+    ``eta``, ``beta_1``, ``beta_2``, ``tau``, ``momentum``) and its value as a decimal number;
+    which names a strategy takes and their ranges are ``fl.strategies.check_params``'."""
+
+    name: str = wire(Text(16, r"[a-z][a-z0-9_]{0,15}", min_bytes=1), help="the parameter")
+    value: str = wire(NUMBER, help="its value, a decimal number")
+
+
+STRATEGY_PARAMS = Vec(StructField(StrategyParam), MAX_STRATEGY_PARAMS, unique=True)
+
+
 # Proposal actions: the kind and its typed parameters.
 class Action(Struct):
     INDEX: ClassVar[int]
@@ -301,6 +317,16 @@ class StartRoundProposal(Action):
         return self.spec.reward
 
 
+@struct
+class ConfigureStrategy(Action):
+    """SetStrategy with the strategy's parameters (absent ones take their defaults)."""
+
+    strategy: str = wire(IDENT, "fedavg", help="aggregation strategy (e.g. fedadam:secure)")
+    params: tuple[StrategyParam, ...] = wire(STRATEGY_PARAMS, (), help="its parameters")
+    INDEX = 11
+    NAME = "ConfigureStrategy"
+
+
 ACTIONS = (
     ApproveModel,
     RetireModel,
@@ -313,6 +339,7 @@ ACTIONS = (
     SetJurisdictions,
     SetProtocolParam,
     StartRoundProposal,
+    ConfigureStrategy,
 )
 ACTION = Variant(*ACTIONS, what="proposal kind")
 
@@ -336,6 +363,9 @@ class RegisterModel(Call):
         ASSET, None, help="Assets id stakes and budgets are paid in (None: native)"
     )
     validators: tuple[str, ...] = wire(ACCOUNTS, (), help="the initial validators")
+    strategy_params: tuple[StrategyParam, ...] = wire(
+        Trailing(STRATEGY_PARAMS, ()), (), help="the strategy's parameters (none: defaults)"
+    )
     INDEX = 0
     NAME = "register_model"
 
@@ -543,12 +573,9 @@ class Rejection(Struct):
 
 
 @struct
-class Attest(Call):
-    """A validator's verdict on a round: the aggregate, its metrics and every update judged.
-
-    ``accuracy_ppm`` and ``loss_ppm`` are the new global model's metrics on the validator's
-    held-out data, times 10^6. Scores of ``accepted`` sum to 10^6 (when any is accepted).
-    """
+class _Verdict(Call):
+    """What every attestation holds: a validator's verdict on a round, the aggregate, its
+    metrics and every update judged."""
 
     round_id: int = wire(ID, help="the round")
     aggregate_cid: str = wire(CID, help="the new global model's CID")
@@ -560,8 +587,6 @@ class Attest(Call):
     rejected: tuple[Rejection, ...] = wire(
         Vec(StructField(Rejection), MAX_CLIENTS, unique=True), (), help="rejected updates"
     )
-    INDEX = 34
-    NAME = "attest"
 
     def result_digest(self) -> str:
         """The digest of the attested result, independent of list order: validators reach
@@ -584,14 +609,34 @@ class Attest(Call):
         return None
 
 
+STATE_CID = Trailing(CID, None)
+STATE_HELP = "CID of the strategy's server state after the round (stateful strategies)"
+
+
 @struct
-class AttestMetric(Attest):
+class Attest(_Verdict):
+    """A validator's verdict on a round: the aggregate, its metrics and every update judged.
+
+    ``accuracy_ppm`` and ``loss_ppm`` are the new global model's metrics on the validator's
+    held-out data, times 10^6. Scores of ``accepted`` sum to 10^6 (when any is accepted).
+    ``state_cid``: the server state a stateful strategy (FedAdam, FedYogi, FedAvgM) carries
+    into the next round, stored beside the aggregate and agreed on with it.
+    """
+
+    state_cid: str | None = wire(STATE_CID, None, help=STATE_HELP)
+    INDEX = 34
+    NAME = "attest"
+
+
+@struct
+class AttestMetric(_Verdict):
     """An attestation that also carries the model's own metric (its Keras name is the
     model's ``metric``: mae, auc, ...) on the validator's held-out data, times 10^6; for
     models whose metric is neither accuracy nor the loss. Its digest differs from an
     ``Attest``'s, so a quorum agrees on the metric too."""
 
     metric_ppm: int = wire(UInt(64), 0, help="the model's own metric (ppm)")
+    state_cid: str | None = wire(STATE_CID, None, help=STATE_HELP)
     INDEX = 37
     NAME = "attest_metric"
 

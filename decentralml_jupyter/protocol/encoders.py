@@ -29,7 +29,24 @@ def registration(
             fields[key] = tuple(fields[key])
     if fields.get("reward_policy", ...) is None:
         del fields["reward_policy"]
+    if "strategy_params" in fields:
+        fields["strategy_params"] = strategy_params(fields["strategy_params"])
     return C.RegisterModel(name, architecture_cid, weights_cid, **fields)
+
+
+def strategy_params(params: Mapping[str, Any] | Any) -> tuple[C.StrategyParam, ...]:
+    """A strategy's parameters (a mapping of short name to number or text, or already
+    ``StrategyParam``s) as the wire's sorted tuple; numbers are written as decimal text that
+    reads back as the same float (``repr``)."""
+    if not isinstance(params, Mapping):
+        return tuple(params)
+    out = []
+    for name, value in sorted(params.items()):
+        if isinstance(value, bool):
+            raise CodecError(f"strategy parameter {name} must be a number, got {value!r}")
+        text = repr(value) if isinstance(value, float) else str(value).strip()
+        out.append(C.StrategyParam(str(name), text))
+    return tuple(out)
 
 
 def register_model(name: str, architecture_cid: str, weights_cid: str, **fields: Any) -> bytes:
@@ -172,12 +189,14 @@ def attest(
     contributions: Mapping[str, float],
     rejected: Mapping[str, str] | None = None,
     metric: float | None = None,
-) -> C.Attest:
+    state_cid: str | None = None,
+) -> C.Attest | C.AttestMetric:
     """A validator's attestation (encode it with ``encode_call``; ``.result_digest()`` is
     what the quorum compares). ``contributions`` maps each accepted update's worker to a
     non-negative weight, normalised by ``contribution_scores``; ``rejected`` maps each other
     submitted update's worker to a short reason (that worker is slashed). ``metric``, the
-    model's own metric when it is neither accuracy nor the loss, makes it an AttestMetric."""
+    model's own metric when it is neither accuracy nor the loss, makes it an AttestMetric.
+    ``state_cid``: the stateful strategy's server state after the round."""
     scores = contribution_scores(contributions) if contributions else {}
     fields = (
         round_id,
@@ -188,8 +207,8 @@ def attest(
         tuple(C.Rejection(a, why) for a, why in sorted((rejected or {}).items())),
     )
     if metric is None:
-        return C.Attest(*fields)
-    return C.AttestMetric(*fields, ppm(max(0.0, metric)))
+        return C.Attest(*fields, state_cid=state_cid)
+    return C.AttestMetric(*fields, ppm(max(0.0, metric)), state_cid=state_cid)
 
 
 def attest_remark(
@@ -201,6 +220,7 @@ def attest_remark(
     contributions: Mapping[str, float],
     rejected: Mapping[str, str] | None = None,
     metric: float | None = None,
+    state_cid: str | None = None,
 ) -> bytes:
     """The remark bytes of ``attest(...)``."""
     return C.encode_call(
@@ -212,6 +232,7 @@ def attest_remark(
             contributions=contributions,
             rejected=rejected,
             metric=metric,
+            state_cid=state_cid,
         )
     )
 
@@ -281,8 +302,15 @@ def action_from_params(kind: str, params: Mapping[str, str] | None = None) -> C.
                 p.pop("kind", "proportional"), number("round_reward", 0), number("slash_permill", 0)
             )
         )
-    elif cls is C.SetStrategy:
-        action = cls(take("strategy"))
+    elif cls in (C.SetStrategy, C.ConfigureStrategy):
+        strategy = take("strategy")
+        # the rest are the strategy's parameters: with any, the action that carries them
+        params, p = strategy_params(p), {}
+        action = (
+            C.ConfigureStrategy(strategy, params)
+            if params or cls is C.ConfigureStrategy
+            else C.SetStrategy(strategy)
+        )
     elif cls in (C.AddValidator, C.RemoveValidator):
         action = cls(take("account"))
     elif cls is C.SetEligibleWorkers:

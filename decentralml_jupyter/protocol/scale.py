@@ -262,6 +262,35 @@ class Vec(Field):
         return self.check([self.inner.decode(r) for _ in range(n)], "list")
 
 
+class Trailing(Field):
+    """A field added to a call after its first version, last on the wire and absent there
+    when it holds its default: remarks written before it existed decode as before (the
+    default), and a call that leaves it at its default encodes to the very same bytes. Its
+    default written out explicitly is refused as non-canonical, so one call has one
+    encoding. Only the last field of a top-level call may be one (checked by ``struct``)."""
+
+    def __init__(self, inner: Field, default: Any):
+        self.inner = inner
+        self.default = default
+
+    def check(self, value: Any, name: str) -> Any:
+        return self.default if value == self.default else self.inner.check(value, name)
+
+    def encode(self, value: Any) -> bytes:
+        return b"" if value == self.default else self.inner.encode(value)
+
+    def decode(self, r: Reader) -> Any:
+        if r.pos == len(r.data):
+            return self.default
+        value = self.inner.decode(r)
+        if value == self.default:
+            raise CodecError("non-canonical call: a trailing field holds its default")
+        return value
+
+    def from_json(self, value: Any) -> Any:
+        return self.default if value == self.default else self.inner.from_json(value)
+
+
 class Struct:
     """Base of frozen dataclasses declared with :func:`struct`, each field with :func:`wire`.
 
@@ -331,6 +360,9 @@ def struct(cls: S) -> S:
             raise TypeError(f"{cls.__name__}.{f.name}: declare the field with wire(TYPE)")
         schema.append((f.name, f.metadata[_WIRE]))
         helps[f.name] = f.metadata[_HELP]
+    trailing = [i for i, (_, kind) in enumerate(schema) if isinstance(kind, Trailing)]
+    if trailing and trailing != [len(schema) - 1]:
+        raise TypeError(f"{cls.__name__}: only its last field may be Trailing")
     cls.SCHEMA = tuple(schema)  # type: ignore[attr-defined]
     cls.HELP = MappingProxyType(helps)  # type: ignore[attr-defined]
     return cls
@@ -346,6 +378,8 @@ def _jsonable(value: Any) -> Any:
 
 class StructField(Field):
     def __init__(self, cls: type[Struct]):
+        if any(isinstance(kind, Trailing) for _, kind in cls.SCHEMA):
+            raise TypeError(f"{cls.__name__} ends in a Trailing field: it cannot be nested")
         self.cls = cls
 
     def check(self, value: Any, name: str) -> Struct:

@@ -135,6 +135,10 @@ class ModelInfo(_Json):
     pool_threshold: int
     created_block: int
     created_extrinsic: int
+    # the strategy's settings in effect by short name (None: chosen each round), and a
+    # stateful strategy's server state beside global_cid
+    strategy_params: dict[str, Any] = field(default_factory=dict)
+    state_cid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -264,6 +268,7 @@ class AttestationInfo(_Json):
     accepted: tuple[tuple[str, int], ...]  # (worker, contribution ppm)
     rejected: tuple[tuple[str, str], ...]  # (worker, reason)
     block_number: int
+    state_cid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -337,3 +342,6 @@ class RoundInfo(_Json):
     attestations: tuple[AttestationInfo, ...] = field(default_factory=tuple)
     rounds_left: int = 0  # rounds of its StartRounds plan still to open after it
     next_round_id: int | None = None  # the round its plan opened as it ended, if any
+    # a stateful strategy's server state: the one it starts from, and the attested one after
+    base_state_cid: str | None = None
+    state_cid: str | None = None

@@ -524,7 +524,14 @@ def test_snapshots_of_an_older_format_are_refused_and_the_indexer_replays(
     start(sim, mid)
     current = sim.state.to_bytes()
     d = json.loads(current)
-    assert d["format"] == 4
+    assert d["format"] == 5
+    # format 4 lacks the strategies' parameters and server state
+    d4 = json.loads(current)
+    d4["format"] = 4
+    for m in d4["models"]:
+        del m["strategy_params"], m["state_cid"]
+    with pytest.raises(SnapshotError, match="unsupported snapshot format 4"):
+        State.from_bytes(json.dumps(d4).encode())
     d3 = json.loads(current)
     d3["format"] = 3
     with pytest.raises(SnapshotError, match="unsupported snapshot format 3"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from .. import calls as C
 from ..accounts import account_id
 from ..values import CallContext
+from .models import _strategy_params
 from .records import MIN_POOL_SIGNATORIES, _Model, _Proposal, _Reject, _require
 from .rounds import RoundHandlers
 
@@ -117,6 +118,12 @@ class GovernanceHandlers(RoundHandlers):
                 )
         if isinstance(a, C.StartRoundProposal):
             return self._spec_problem(m, a.spec)
+        if isinstance(a, C.SetStrategy | C.ConfigureStrategy):
+            params = a.params if isinstance(a, C.ConfigureStrategy) else ()
+            try:
+                _strategy_params(a.strategy, params)
+            except _Reject as e:
+                return e.reason
         return None
 
     def _tally_due(self, block: int, block_hash: str) -> None:
@@ -181,8 +188,11 @@ class GovernanceHandlers(RoundHandlers):
             policy = a.policy.to_json()
             del policy["type"]
             m.reward_policy = policy
-        elif isinstance(a, C.SetStrategy):
+        elif isinstance(a, C.SetStrategy | C.ConfigureStrategy):
+            params = a.params if isinstance(a, C.ConfigureStrategy) else ()
+            m.strategy_params = _strategy_params(a.strategy, params)
             m.strategy = a.strategy
+            m.state_cid = None  # a new strategy (or new settings) starts its state afresh
         elif isinstance(a, C.SetLicence):
             m.licence = a.licence
         elif isinstance(a, C.SetJurisdictions):

@@ -9,7 +9,7 @@ from .. import calls as C
 from ..accounts import account_id, pool_threshold
 from ..values import CallContext
 from .payouts import Books
-from .records import MIN_POOL_SIGNATORIES, _Model, _require
+from .records import MIN_POOL_SIGNATORIES, _Model, _Reject, _require
 
 
 class ModelHandlers(Books):
@@ -41,6 +41,7 @@ class ModelHandlers(Books):
             info["models"].sort()
 
     def _register_model(self, ctx: CallContext, c: C.RegisterModel) -> tuple[str, int]:
+        params = _strategy_params(c.strategy, c.strategy_params)
         mid = self._take_id("model")
         policy = c.reward_policy.to_json()
         del policy["type"]
@@ -64,6 +65,7 @@ class ModelHandlers(Books):
             round=0,
             created_block=ctx.block_number,
             created_extrinsic=ctx.extrinsic_index,
+            strategy_params=params,
         )
         self._record_pool(self._models[mid])
         return ("model", mid)
@@ -78,3 +80,18 @@ class ModelHandlers(Books):
             f"{MIN_POOL_SIGNATORIES} (its pool must be a multisig)",
         )
         m.status = "training"
+
+
+def _strategy_params(strategy: str, params: tuple[C.StrategyParam, ...]) -> dict:
+    """A model's strategy and parameters checked by the rules of ``fl.strategies`` (a known
+    strategy, ``:secure`` only on a linear one, each parameter known and in range, none
+    twice); refused with the reason otherwise."""
+    from ...errors import FlError
+    from ...fl.strategies import check_params
+
+    names = [p.name for p in params]
+    _require(len(set(names)) == len(names), "a strategy parameter is given twice")
+    try:
+        return check_params(strategy, {p.name: p.value for p in params})
+    except FlError as err:
+        raise _Reject(f"{err}; {err.hint}") from err

@@ -84,6 +84,8 @@ class Queries(StateCore):
             pool_threshold=pool_threshold(len(m.validators)) if len(m.validators) > 1 else 1,
             created_block=m.created_block,
             created_extrinsic=m.created_extrinsic,
+            strategy_params=_effective_params(m),
+            state_cid=m.state_cid,
         )
 
     def stakes(self, model_id: int | None = None, account: str | None = None) -> list[StakeInfo]:
@@ -346,6 +348,7 @@ class Queries(StateCore):
                 tuple((acc, score) for acc, score in a.accepted),
                 tuple((acc, why) for acc, why in a.rejected),
                 a.block_number,
+                a.state_cid,
             )
             for _, a in sorted(self._attestations.items())
             if a.round_id == r.id
@@ -406,6 +409,8 @@ class Queries(StateCore):
             attestations=attestations,
             rounds_left=r.follow,
             next_round_id=r.next_round_id,
+            base_state_cid=r.base_state_cid,
+            state_cid=r.state_cid,
         )
 
     def errors(self, account: str | None = None) -> list[ErrorRecord]:
@@ -451,3 +456,10 @@ class Queries(StateCore):
                 if (s.block_number, s.extrinsic_index) == (block_number, extrinsic_index):
                     out.append((kind, i))
         return out
+
+
+def _effective_params(m: _Model) -> dict[str, Any]:
+    """The settings of a model's strategy in effect: its recorded ones over the defaults."""
+    from ...fl.strategies import strategy_for
+
+    return strategy_for(m.strategy, m.strategy_params).params()

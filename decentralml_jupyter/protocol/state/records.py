@@ -8,7 +8,7 @@ books (``_akey``/``_asset``) and the custody minimum ``MIN_POOL_SIGNATORIES``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -72,6 +72,9 @@ class _Model:
     round: int
     created_block: int
     created_extrinsic: int
+    # the strategy's parameters by short name, as checked (absent ones: their defaults)
+    strategy_params: dict[str, Any] = field(default_factory=dict)
+    state_cid: str | None = None  # a stateful strategy's server state beside global_cid
 
     @property
     def pool(self) -> str:
@@ -183,6 +186,8 @@ class _Round:
     follow: int = 0  # rounds of a StartRounds plan still to open after this one
     reserve: int = 0  # their reward budget, held in the pool meanwhile
     next_round_id: int | None = None  # the round its plan opened as it ended
+    base_state_cid: str | None = None  # the server state beside base_cid (stateful strategies)
+    state_cid: str | None = None  # the server state the quorum attested, once finalized
 
 
 @dataclass
@@ -213,6 +218,7 @@ class _Attestation:
     block_number: int
     extrinsic_index: int
     metric_ppm: int | None = None  # the model's own metric (an AttestMetric's)
+    state_cid: str | None = None  # the strategy's server state after the round
 
 
 @dataclass

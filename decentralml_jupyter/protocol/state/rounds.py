@@ -90,6 +90,7 @@ class RoundHandlers(ModelHandlers):
             proposal_id=proposal_id,
             spec=spec_json,
             base_cid=m.global_cid,
+            base_state_cid=m.state_cid,
             seed="0x" + seed.hex(),
             eligible=len(workers),
             selected=ranked[: spec.clients],
@@ -243,6 +244,7 @@ class RoundHandlers(ModelHandlers):
             ctx.block_number,
             ctx.extrinsic_index,
             c.metric_value(),
+            c.state_cid,
         )
         self._attestations[aid] = att
         agreeing = sum(
@@ -280,6 +282,7 @@ class RoundHandlers(ModelHandlers):
         # slashed stake joins the pot, so honest contributors gain what poisoners lose
         pot, r.escrow = r.escrow + slashed, 0
         r.aggregate_cid = att.aggregate_cid
+        r.state_cid = att.state_cid
         r.metrics = {"accuracy_ppm": att.accuracy_ppm, "loss_ppm": att.loss_ppm}
         if att.metric_ppm is not None:
             r.metrics["metric_ppm"] = att.metric_ppm
@@ -303,6 +306,7 @@ class RoundHandlers(ModelHandlers):
             rid = self._take_id("reward")
             self._rewards[rid] = _Reward(rid, r.id, m.id, account, amount, score, payout)
         m.global_cid = att.aggregate_cid
+        m.state_cid = att.state_cid
         m.round += 1
         r.number = m.round
         r.status = "finalized"
