@@ -666,7 +666,11 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
     sub.add_argument("--reward-policy", choices=C.REWARD_KINDS, default="proportional")
     sub.add_argument("--round-reward", type=int, default=0, help="minimum budget of a round")
     sub.add_argument(
-        "--slash-permill", type=int, default=0, help="stake share slashed for a bad update"
+        "--slash-permill",
+        type=int,
+        default=C.DEFAULT_SLASH_PPM,
+        help="share of a worker's stake slashed for a rejected update, in millionths "
+        f"(default {C.DEFAULT_SLASH_PPM}: 10%%; 0: none)",
     )
     _add(m_sub, "list", cmd_model_list, "every model")
     show = _add(m_sub, "show", cmd_model_show, "one model")

@@ -39,6 +39,7 @@ from urllib.parse import urlparse
 
 from . import config
 from .errors import ChainNotReachable, DfmlError, NotFound, UsageError
+from .protocol.calls import DEFAULT_SLASH_PPM
 from .receipts import (
     AccountBalance,
     CallSent,
@@ -469,7 +470,7 @@ class Session:
         stake_asset: int | None = None,
         reward_policy: str = "proportional",
         round_reward: int = 0,
-        slash_permill: int = 0,
+        slash_permill: int = DEFAULT_SLASH_PPM,
         label: str | None = None,
         features: Sequence[str] = (),
     ) -> ModelSubmitted:

@@ -137,6 +137,11 @@ PARAM_NAMES = (
 )
 
 
+# What a model registered from the CLI or a Session slashes a rejected update's worker by
+# default: 10% of its stake on the model (the wire itself has no default: a policy states it).
+DEFAULT_SLASH_PPM = 100_000
+
+
 @struct
 class RewardPolicy(Struct):
     """How a model rewards contributions (used by rounds): kind, per-round reward, slash rate."""

@@ -6,6 +6,7 @@ in-process from the same files, seeds and setup."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 import numpy as np
@@ -44,10 +45,11 @@ def _model(folder, features, path):
     model.save(path)
 
 
-@pytest.mark.chain
-def test_a_regression_trained_on_participants_csv_files(tmp_path):
-    from decentralml_jupyter import Session, fl
-
+@contextlib.contextmanager
+def own_data_network(tmp_path):
+    """Three workers' and a validator's CSV files, the owner's model saved beside them
+    (``diabetes.keras``) and a dev network reading them; yields ``(data, features, dfml,
+    info, url, storage)`` with ``dfml(*args, key=...)`` the CLI; brings it down at the end."""
     data = tmp_path / "data"
     data.mkdir()
     features = _files(data)
@@ -62,6 +64,31 @@ def test_a_regression_trained_on_participants_csv_files(tmp_path):
         "--data", str(data), "--target", "target", "--clock", "1",
     )  # fmt: skip
     try:
+        yield data, features, dfml, info, url, storage
+    finally:
+        dfml("devnet", "down")
+
+
+def train_round(fl, spec, weights, rnd, mine, epochs, proximal_mu=0.0):
+    """What the round's workers sent, recomputed in-process from their data and the round's
+    seed: one ``ClientUpdate`` per submitted worker, in account order."""
+    updates = []
+    for worker in sorted(rnd.submitted):
+        x, y = mine[worker]
+        seed = hashlib.sha256(f"{rnd.seed}:{worker}".encode()).digest()[:4]
+        new, n, _ = fl.train_local(
+            spec, weights, x, y, epochs=epochs, batch_size=32, proximal_mu=proximal_mu,
+            seed=int.from_bytes(seed),
+        )  # fmt: skip
+        updates.append(fl.ClientUpdate(worker, new, n))
+    return updates
+
+
+@pytest.mark.chain
+def test_a_regression_trained_on_participants_csv_files(tmp_path):
+    from decentralml_jupyter import Session, fl
+
+    with own_data_network(tmp_path) as (data, features, dfml, info, url, storage):
         assert len(info["workers"]) == WORKERS and len({w["pid"] for w in info["workers"]}) == 3
         feature_args = [a for f in features for a in ("--feature", f)]
         sub = dfml(
@@ -101,14 +128,7 @@ def test_a_regression_trained_on_participants_csv_files(tmp_path):
             rounds = sorted(s.rounds(int(mid)), key=lambda r: r.round_id)
             assert len(rounds) == ROUNDS
             for rnd in rounds:
-                updates = []
-                for worker in sorted(rnd.submitted):
-                    x, y = mine[worker]
-                    seed = hashlib.sha256(f"{rnd.seed}:{worker}".encode()).digest()[:4]
-                    new, n, _ = fl.train_local(
-                        spec, weights, x, y, epochs=5, batch_size=32, seed=int.from_bytes(seed)
-                    )
-                    updates.append(fl.ClientUpdate(worker, new, n))
+                updates = train_round(fl, spec, weights, rnd, mine, epochs=5)
                 weights = fl.FedAvg().aggregate(weights, updates)
                 on_chain = fl.weights_from_bytes(s.store.get(rnd.aggregate_cid))
                 for a, b in zip(weights, on_chain, strict=True):
@@ -123,5 +143,3 @@ def test_a_regression_trained_on_participants_csv_files(tmp_path):
         assert history[-1]["metrics"]["mae"] == pytest.approx(end_mae, abs=1e-6)
         losses = [r["metrics"]["loss"] for r in history]
         assert losses[-1] < 0.5 * losses[0], losses
-    finally:
-        dfml("devnet", "down")

@@ -6,14 +6,11 @@ bit, what one strategy object kept in memory gives when the same rounds run in-p
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 
-from decentralml_jupyter.cli import run
-from tests.agents.test_own_data_devnet import _files, _model
-from tests.conftest import free_port, wait_until
+from tests.agents.test_own_data_devnet import own_data_network, train_round
+from tests.conftest import wait_until
 
 WORKERS, VALIDATORS, ROUNDS, EPOCHS = 3, 2, 3, 2
 STRATEGIES = {
@@ -44,15 +41,7 @@ def _replay(s, fl, sub, data, info, mid, strategy, params):
     rounds = sorted(s.rounds(mid), key=lambda r: r.round_id)
     assert [r.status for r in rounds] == ["finalized"] * ROUNDS, (strategy, rounds[-1].note)
     for rnd in rounds:
-        updates = []
-        for worker in sorted(rnd.submitted):
-            x, y = mine[worker]
-            seed = hashlib.sha256(f"{rnd.seed}:{worker}".encode()).digest()[:4]
-            new, n, _ = fl.train_local(
-                spec, weights, x, y, epochs=EPOCHS, batch_size=32, proximal_mu=mu,
-                seed=int.from_bytes(seed),
-            )  # fmt: skip
-            updates.append(fl.ClientUpdate(worker, new, n))
+        updates = train_round(fl, spec, weights, rnd, mine, EPOCHS, proximal_mu=mu)
         if strategy.endswith(":secure"):
             # masks cancel exactly: any masks reveal the same fixed-point mean
             ids = [u.client_id for u in updates]
@@ -78,20 +67,7 @@ def _replay(s, fl, sub, data, info, mid, strategy, params):
 def test_every_strategy_on_the_network_equals_it_in_process(tmp_path):
     from decentralml_jupyter import Session, fl
 
-    data = tmp_path / "data"
-    data.mkdir()
-    features = _files(data)
-    _model(data, features, tmp_path / "diabetes.keras")
-    url, storage = f"ws://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
-
-    def dfml(*args, key="//Alice"):
-        return run(["--url", url, "--storage", storage, "--key", key, *args])
-
-    info = dfml(
-        "devnet", "up", "--workers", str(WORKERS), "--validators", str(VALIDATORS),
-        "--data", str(data), "--target", "target", "--clock", "1",
-    )  # fmt: skip
-    try:
+    with own_data_network(tmp_path) as (data, features, dfml, info, url, storage):
         feature_args = [a for f in features for a in ("--feature", f)]
         subs = {}
         for strategy, params in STRATEGIES.items():
@@ -140,5 +116,3 @@ def test_every_strategy_on_the_network_equals_it_in_process(tmp_path):
                 if fl.strategy_for(strategy).STATEFUL:
                     assert s.model(mid).state_cid == rounds[-1].state_cid
                     assert rounds[1].base_state_cid == rounds[0].state_cid
-    finally:
-        dfml("devnet", "down")
