@@ -165,6 +165,8 @@ def cmd_model_submit(s: Session, args, progress):
         reward_policy=args.reward_policy,
         round_reward=args.round_reward,
         slash_permill=args.slash_permill,
+        improvement_tolerance=args.improvement_tolerance,
+        unimproved=args.unimproved,
         label=args.label,
         features=args.feature,
     )
@@ -671,6 +673,20 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
         default=C.DEFAULT_SLASH_PPM,
         help="share of a worker's stake slashed for a rejected update, in millionths "
         f"(default {C.DEFAULT_SLASH_PPM}: 10%%; 0: none)",
+    )
+    sub.add_argument(
+        "--improvement-tolerance",
+        type=float,
+        default=0.0,
+        help="a round pays only if its model is no worse than its base on the model's metric "
+        "by more than this (in the metric's unit; default 0: not worse)",
+    )
+    sub.add_argument(
+        "--unimproved",
+        choices=C.UNIMPROVED,
+        default="adopt",
+        help="a round that does not improve: adopt its model without rewards (default) or "
+        "reject it; either way its budget goes back",
     )
     _add(m_sub, "list", cmd_model_list, "every model")
     show = _add(m_sub, "show", cmd_model_show, "one model")

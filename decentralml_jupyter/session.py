@@ -471,6 +471,8 @@ class Session:
         reward_policy: str = "proportional",
         round_reward: int = 0,
         slash_permill: int = DEFAULT_SLASH_PPM,
+        improvement_tolerance: float = 0.0,
+        unimproved: str = "adopt",
         label: str | None = None,
         features: Sequence[str] = (),
     ) -> ModelSubmitted:
@@ -482,11 +484,19 @@ class Session:
         trained by every worker with its optimizer and loss. With no ``validators`` on a dev
         network, its validators judge the model. ``strategy_params`` sets the strategy's
         parameters by short name (e.g. ``{"eta": 0.05}`` for fedadam, ``{"f": 1, "keep":
-        3}`` for multikrum); they are checked before anything is stored or sent."""
+        3}`` for multikrum); they are checked before anything is stored or sent. A round
+        pays its contributors only if its model is no worse on the model's ``metric`` than
+        the one it started from by more than ``improvement_tolerance`` (in the metric's
+        unit); otherwise its budget goes back and ``unimproved`` says whether its model is
+        adopted (``adopt``) or not (``reject``)."""
         from .fl.strategies import check_params
         from .protocol import RewardPolicy
 
         params = check_params(strategy, strategy_params or {})  # a clear error, and no fee
+        from .protocol import calls as C
+        from .protocol import encoders
+
+        rule = encoders.improvement_rule(improvement_tolerance, unimproved)
         spec, weights, default_name = _model_artifacts(model, label, features)
         arch_cid, weights_cid = self.store.put(spec), self.store.put(weights)
 
@@ -508,6 +518,7 @@ class Session:
                 jurisdictions=list(jurisdictions),
                 strategy=strategy,
                 strategy_params=params,
+                improvement=None if rule == C.DEFAULT_IMPROVEMENT else rule,
                 stake_asset=stake_asset,
                 validators=chosen,
                 reward_policy=RewardPolicy(reward_policy, round_reward, slash_permill),

@@ -20,6 +20,7 @@ import hashlib
 import statistics
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,6 +34,18 @@ from ..protocol.client import ProtocolRejected
 from ..protocol.state import State
 from ..storage.store import StorageTimeout, StorageUnavailable
 from .base import LIVE_MODEL, Agent, add_from_block_option, agent_keys, run_agent
+
+
+class Judged(NamedTuple):
+    """A validator's verdict on a round, before it is attested."""
+
+    weights: list  # the new global weights (the base when nothing was accepted)
+    metrics: dict[str, float]  # theirs on the validator's held-out data
+    contributions: dict[str, float]  # accepted worker -> non-negative share
+    rejected: dict[str, str]  # rejected worker -> reason
+    server_state: bytes | None = None  # a stateful strategy's state after the round
+    base_metric: float | None = None  # the model's metric of the round's base, same data
+
 
 # An accepted update may move the model at most this many times the median update's distance:
 # scaled (boosted) updates stand out, honest non-IID ones stay well inside.
@@ -269,7 +282,8 @@ class Validator(Agent):
                         f"({NORM_OUTLIER_FACTOR:g}x the median)"
                     )
         if not accepted:
-            return base, ev(base), {}, rejected, None
+            return Judged(base, ev(base), {}, rejected)
+        accepted = fl.bound_examples(accepted)  # a claim buys at most 3x the median weight
         strategy = make()
         weights = strategy.aggregate(base, accepted)
         metrics = ev(weights)
@@ -281,7 +295,7 @@ class Validator(Agent):
                     accepted.remove(u)
                     rejected[u.client_id] = fit_reason("update makes the model's loss non-finite")
             if not accepted:
-                return base, ev(base), {}, rejected, None
+                return Judged(base, ev(base), {}, rejected)
             strategy = make()
             weights = strategy.aggregate(base, accepted)
             metrics = ev(weights)
@@ -295,7 +309,9 @@ class Validator(Agent):
         contributions = fl.leave_one_out(
             make(), base, accepted, ev, metric=metric if metric in metrics else "loss"
         )
-        return weights, metrics, contributions, rejected, strategy.state_bytes()
+        # the model's metric of the round's base: whether the round improved the model
+        before = ev(base).get(metric if metric in metrics else "loss")
+        return Judged(weights, metrics, contributions, rejected, strategy.state_bytes(), before)
 
     def unavailable(self, cids: list[str]) -> dict[str, str]:
         """The CIDs storage cannot find, with why: asked all at once, each for at most
@@ -357,10 +373,15 @@ class Validator(Agent):
         if not all(np.all(np.isfinite(w)) for w in weights):
             self.log.warning("round %d: the unmasked sum is not finite: abstaining", rnd.round_id)
             return None
-        # only the sum is visible, so contributions follow the (public) example counts
-        contributions = {u.worker: float(u.num_examples) for u in rnd.updates}
+        # only the sum is visible, so contributions follow the (public) example counts, each
+        # capped as in a plain round; the masked sum itself carries each worker's own claim
+        claims = fl.bound_examples(
+            [fl.ClientUpdate(u.worker, [], u.num_examples) for u in rnd.updates]
+        )
+        contributions = {u.client_id: float(u.num_examples) for u in claims}
         metrics = self.evaluate(spec, weights, metric)
-        return weights, metrics, contributions, {}, strategy.state_bytes()
+        before = self.evaluate(spec, base, metric).get(metric if metric in metrics else "loss")
+        return Judged(weights, metrics, contributions, {}, strategy.state_bytes(), before)
 
     def attest(self, state: State, rnd) -> str:
         from .. import fl
@@ -370,7 +391,7 @@ class Validator(Agent):
         if judged is None:
             self.attested.add(rnd.round_id)
             return ""
-        weights, metrics, contributions, rejected, server_state = judged
+        weights, metrics, contributions, rejected, server_state, before = judged
         cid = self.store.put(fl.weights_to_bytes(weights))
         # a stateful strategy's state goes beside the aggregate, attested with it
         state_cid = None if server_state is None else self.store.put(server_state)
@@ -386,6 +407,7 @@ class Validator(Agent):
             # the model's own metric, when it is neither of those (an AttestMetric)
             metric=None if metric in ("accuracy", "loss") else metrics.get(metric),
             state_cid=state_cid,
+            base_metric=before,
         )
         now_state = self.proto.state()
         now = now_state.round(rnd.round_id)

@@ -37,6 +37,7 @@ _EXPORTS = {
     "Krum": "strategies",
     "MultiKrum": "strategies",
     "make_strategy": "strategies",
+    "bound_examples": "checks",
     "FedAvgM": "strategies",
     "strategy_for": "strategies",
     "check_params": "strategies",

@@ -6,6 +6,7 @@ the delta (update - global) must stay within a bound. Failing updates are slashe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -61,3 +62,23 @@ def check_update(
             False, f"delta L2 norm {norm:.4g} exceeds the bound {max_delta_norm:.4g}", norm
         )
     return CheckResult(True, "", norm)
+
+
+# A claim of examples counts for at most this many times the round's median claim.
+EXAMPLES_BOUND = 3
+
+
+def bound_examples(updates: list[ClientUpdate], factor: int = EXAMPLES_BOUND) -> list[ClientUpdate]:
+    """The updates with each claimed example count capped at ``factor`` times the round's
+    (lower) median claim. ``num_examples`` is what a worker says; it weights FedAvg and
+    contribution by examples, so an unbounded claim would buy weight. Capped, a worker that
+    lies gains at most ``factor`` times a typical worker's weight, and honest workers keep
+    their own counts unless theirs is that far above the median. Deterministic integers, so
+    every validator caps alike."""
+    if not updates:
+        return []
+    claims = sorted(u.num_examples for u in updates)
+    cap = factor * claims[(len(claims) - 1) // 2]
+    return [
+        u if u.num_examples <= cap else dataclasses.replace(u, num_examples=cap) for u in updates
+    ]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from decentralml_jupyter.fl.checks import check_update
+from decentralml_jupyter.fl.checks import bound_examples, check_update
 from decentralml_jupyter.fl.contribution import leave_one_out
 from decentralml_jupyter.fl.data import Dataset, load_dataset
 from decentralml_jupyter.fl.data import partition as make_partition
@@ -154,6 +154,7 @@ def simulate(
             else:
                 rejected[u.client_id] = verdict.reason
         row: dict[str, Any] = {"round": rnd}
+        accepted = bound_examples(accepted)  # as validators do on the network
         if accepted:
             if contributions:
                 row["contributions"] = leave_one_out(

@@ -29,6 +29,7 @@ from .scale import (
     UInt,
     Variant,
     Vec,
+    encode_compact,
     struct,
     wire,
 )
@@ -155,6 +156,29 @@ class RewardPolicy(Struct):
     slash_permill: int = wire(
         PERMILL_FIELD, 0, help="share of a worker's stake slashed for a rejected update (ppm)"
     )
+
+
+UNIMPROVED = ("adopt", "reject")
+
+
+@struct
+class ImprovementRule(Struct):
+    """When a round's new model counts as an improvement, and what a round that is not one
+    does. The model's metric of the new model and of the round's base model, both on the
+    validators' held-out data, are compared in the metric's direction (higher accuracy, lower
+    loss or mae): a gain of at least ``-tolerance_ppm`` (in millionths of the metric's unit;
+    0: not worse) is an improvement, and only then are contributors rewarded and rejected
+    updates slashed. Otherwise the round pays nobody, slashes nobody and its budget goes back
+    to its starter; ``unimproved`` says whether its model is adopted anyway (``adopt``) or not
+    (``reject``: the round fails and the model stays where it was)."""
+
+    tolerance_ppm: int = wire(UInt(64), 0, help="worsening still counted as no loss (ppm)")
+    unimproved: str = wire(
+        Enum(*UNIMPROVED), "adopt", help="a round without improvement: adopt or reject its model"
+    )
+
+
+DEFAULT_IMPROVEMENT = ImprovementRule()
 
 
 # Eligible workers of a model: anyone, an allow-list, or a minimum stake on the model.
@@ -332,6 +356,17 @@ class ConfigureStrategy(Action):
     NAME = "ConfigureStrategy"
 
 
+@struct
+class SetImprovementRule(Action):
+    """Change when a round of the model counts as an improvement (see ImprovementRule)."""
+
+    rule: ImprovementRule = wire(
+        StructField(ImprovementRule), DEFAULT_IMPROVEMENT, help="the new rule"
+    )
+    INDEX = 12
+    NAME = "SetImprovementRule"
+
+
 ACTIONS = (
     ApproveModel,
     RetireModel,
@@ -345,6 +380,7 @@ ACTIONS = (
     SetProtocolParam,
     StartRoundProposal,
     ConfigureStrategy,
+    SetImprovementRule,
 )
 ACTION = Variant(*ACTIONS, what="proposal kind")
 
@@ -370,6 +406,11 @@ class RegisterModel(Call):
     validators: tuple[str, ...] = wire(ACCOUNTS, (), help="the initial validators")
     strategy_params: tuple[StrategyParam, ...] = wire(
         Trailing(STRATEGY_PARAMS, ()), (), help="the strategy's parameters (none: defaults)"
+    )
+    improvement: ImprovementRule | None = wire(
+        Trailing(Option(StructField(ImprovementRule)), None),
+        None,
+        help="when a round improves the model (None: the default rule, tolerance 0, adopt)",
     )
     INDEX = 0
     NAME = "register_model"
@@ -594,19 +635,27 @@ class _Verdict(Call):
     )
 
     def result_digest(self) -> str:
-        """The digest of the attested result, independent of list order: validators reach
-        quorum when k of them attest the same digest."""
-        import dataclasses
-
+        """The digest of what the quorum must agree on exactly: the round, the aggregate's
+        CID, which updates were accepted, which rejected and why, and the server state's CID,
+        independent of list order. Validators reach quorum when k of them attest the same
+        digest. Everything computed by evaluating a model (metrics, contribution scores, the
+        base model's metric) is reported beside it and not compared bit for bit, because
+        machines differ in the last bits of a float: the quorum's reports are combined by
+        their median (see the state's rounds)."""
         from .accounts import account_id
 
-        canonical = dataclasses.replace(
-            self,
-            accepted=tuple(sorted(self.accepted, key=lambda c: account_id(c.account))),
-            rejected=tuple(sorted(self.rejected, key=lambda r: account_id(r.account))),
+        accepted = sorted(account_id(c.account) for c in self.accepted)
+        rejected = sorted(self.rejected, key=lambda r: account_id(r.account))
+        exact = (
+            b"dfml-verdict/2"
+            + ID.encode(self.round_id)
+            + CID.encode(self.aggregate_cid)
+            + encode_compact(len(accepted))
+            + b"".join(accepted)
+            + Vec(StructField(Rejection), MAX_CLIENTS).encode(tuple(rejected))
+            + Option(CID).encode(self.state_cid)  # type: ignore[attr-defined]
         )
-        tag = b"" if type(self) is Attest else bytes([self.INDEX])
-        return "0x" + blake2b(tag + canonical.encode(), digest_size=32).hexdigest()
+        return "0x" + blake2b(exact, digest_size=32).hexdigest()
 
     def metric_value(self) -> int | None:
         """The model's own metric (ppm), for models whose metric is neither accuracy nor
@@ -614,8 +663,10 @@ class _Verdict(Call):
         return None
 
 
-STATE_CID = Trailing(CID, None)
+STATE_CID = Trailing(Option(CID), None)
 STATE_HELP = "CID of the strategy's server state after the round (stateful strategies)"
+BASE_METRIC = Trailing(Option(UInt(64)), None)
+BASE_HELP = "the model's metric of the round's base model on the same data (ppm)"
 
 
 @struct
@@ -629,6 +680,7 @@ class Attest(_Verdict):
     """
 
     state_cid: str | None = wire(STATE_CID, None, help=STATE_HELP)
+    base_metric_ppm: int | None = wire(BASE_METRIC, None, help=BASE_HELP)
     INDEX = 34
     NAME = "attest"
 
@@ -637,11 +689,12 @@ class Attest(_Verdict):
 class AttestMetric(_Verdict):
     """An attestation that also carries the model's own metric (its Keras name is the
     model's ``metric``: mae, auc, ...) on the validator's held-out data, times 10^6; for
-    models whose metric is neither accuracy nor the loss. Its digest differs from an
-    ``Attest``'s, so a quorum agrees on the metric too."""
+    models whose metric is neither accuracy nor the loss. Like every metric, it is reported
+    beside the digest and combined by the quorum's median."""
 
     metric_ppm: int = wire(UInt(64), 0, help="the model's own metric (ppm)")
     state_cid: str | None = wire(STATE_CID, None, help=STATE_HELP)
+    base_metric_ppm: int | None = wire(BASE_METRIC, None, help=BASE_HELP)
     INDEX = 37
     NAME = "attest_metric"
 

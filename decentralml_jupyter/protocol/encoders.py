@@ -31,6 +31,8 @@ def registration(
         del fields["reward_policy"]
     if "strategy_params" in fields:
         fields["strategy_params"] = strategy_params(fields["strategy_params"])
+    if isinstance(fields.get("improvement"), Mapping):
+        fields["improvement"] = improvement_rule(**fields["improvement"])
     return C.RegisterModel(name, architecture_cid, weights_cid, **fields)
 
 
@@ -47,6 +49,13 @@ def strategy_params(params: Mapping[str, Any] | Any) -> tuple[C.StrategyParam, .
         text = repr(value) if isinstance(value, float) else str(value).strip()
         out.append(C.StrategyParam(str(name), text))
     return tuple(out)
+
+
+def improvement_rule(tolerance: float = 0.0, unimproved: str = "adopt") -> C.ImprovementRule:
+    """An ImprovementRule from a tolerance in the metric's own unit (e.g. 0.01 accuracy)."""
+    if not tolerance >= 0:
+        raise CodecError(f"the improvement tolerance must be >= 0, got {tolerance}")
+    return C.ImprovementRule(ppm(tolerance), unimproved)
 
 
 def register_model(name: str, architecture_cid: str, weights_cid: str, **fields: Any) -> bytes:
@@ -190,13 +199,16 @@ def attest(
     rejected: Mapping[str, str] | None = None,
     metric: float | None = None,
     state_cid: str | None = None,
+    base_metric: float | None = None,
 ) -> C.Attest | C.AttestMetric:
     """A validator's attestation (encode it with ``encode_call``; ``.result_digest()`` is
     what the quorum compares). ``contributions`` maps each accepted update's worker to a
     non-negative weight, normalised by ``contribution_scores``; ``rejected`` maps each other
     submitted update's worker to a short reason (that worker is slashed). ``metric``, the
     model's own metric when it is neither accuracy nor the loss, makes it an AttestMetric.
-    ``state_cid``: the stateful strategy's server state after the round."""
+    ``state_cid``: the stateful strategy's server state after the round. ``base_metric``:
+    the model's metric of the round's base model on the same data (for the improvement
+    rule)."""
     scores = contribution_scores(contributions) if contributions else {}
     fields = (
         round_id,
@@ -206,9 +218,10 @@ def attest(
         tuple(C.Contribution(a, s) for a, s in sorted(scores.items())),
         tuple(C.Rejection(a, why) for a, why in sorted((rejected or {}).items())),
     )
+    base = None if base_metric is None else ppm(max(0.0, base_metric))
     if metric is None:
-        return C.Attest(*fields, state_cid=state_cid)
-    return C.AttestMetric(*fields, ppm(max(0.0, metric)), state_cid=state_cid)
+        return C.Attest(*fields, state_cid=state_cid, base_metric_ppm=base)
+    return C.AttestMetric(*fields, ppm(max(0.0, metric)), state_cid=state_cid, base_metric_ppm=base)
 
 
 def attest_remark(
@@ -221,6 +234,7 @@ def attest_remark(
     rejected: Mapping[str, str] | None = None,
     metric: float | None = None,
     state_cid: str | None = None,
+    base_metric: float | None = None,
 ) -> bytes:
     """The remark bytes of ``attest(...)``."""
     return C.encode_call(
@@ -233,6 +247,7 @@ def attest_remark(
             rejected=rejected,
             metric=metric,
             state_cid=state_cid,
+            base_metric=base_metric,
         )
     )
 
@@ -311,6 +326,13 @@ def action_from_params(kind: str, params: Mapping[str, str] | None = None) -> C.
             if params or cls is C.ConfigureStrategy
             else C.SetStrategy(strategy)
         )
+    elif cls is C.SetImprovementRule:
+        raw = p.pop("tolerance", "0")
+        try:
+            tolerance = float(raw)
+        except ValueError as e:
+            raise CodecError(f"--param tolerance must be a number, got {raw!r}") from e
+        action = cls(improvement_rule(tolerance, p.pop("unimproved", "adopt")))
     elif cls in (C.AddValidator, C.RemoveValidator):
         action = cls(take("account"))
     elif cls is C.SetEligibleWorkers:

@@ -263,13 +263,16 @@ class Vec(Field):
 
 
 class Trailing(Field):
-    """A field added to a call after its first version, last on the wire and absent there
-    when it holds its default: remarks written before it existed decode as before (the
-    default), and a call that leaves it at its default encodes to the very same bytes. Its
-    default written out explicitly is refused as non-canonical, so one call has one
-    encoding. Only the last field of a top-level call may be one (checked by ``struct``)."""
+    """A field added to a call after its first version. Trailing fields are the last fields
+    of a top-level call; the encoding leaves out the longest run of them at the end that hold
+    their defaults, so remarks written before they existed decode as before (the defaults)
+    and a call that leaves them at their defaults encodes to the very same bytes. A last
+    encoded one holding its default is refused as non-canonical, so one call has one
+    encoding. ``struct`` checks where they stand; ``Struct`` does the leaving out."""
 
     def __init__(self, inner: Field, default: Any):
+        # a trailing field before a later one that is not at its default is written out,
+        # default included, so its type must hold the default (an Option for None)
         self.inner = inner
         self.default = default
 
@@ -277,15 +280,10 @@ class Trailing(Field):
         return self.default if value == self.default else self.inner.check(value, name)
 
     def encode(self, value: Any) -> bytes:
-        return b"" if value == self.default else self.inner.encode(value)
+        return self.inner.encode(value)
 
     def decode(self, r: Reader) -> Any:
-        if r.pos == len(r.data):
-            return self.default
-        value = self.inner.decode(r)
-        if value == self.default:
-            raise CodecError("non-canonical call: a trailing field holds its default")
-        return value
+        return self.inner.decode(r)
 
     def from_json(self, value: Any) -> Any:
         return self.default if value == self.default else self.inner.from_json(value)
@@ -307,11 +305,29 @@ class Struct:
             object.__setattr__(self, name, field.check(getattr(self, name), name))
 
     def encode(self) -> bytes:
-        return b"".join(f.encode(getattr(self, n)) for n, f in self.SCHEMA)
+        fields = list(self.SCHEMA)
+        # trailing fields at their defaults, at the end, are left out (see Trailing)
+        while fields and isinstance(fields[-1][1], Trailing):
+            name, kind = fields[-1]
+            if getattr(self, name) != kind.default:  # type: ignore[attr-defined]
+                break
+            fields.pop()
+        return b"".join(f.encode(getattr(self, n)) for n, f in fields)
 
     @classmethod
     def decode_fields(cls, r: Reader) -> Struct:
-        return cls(**{n: f.decode(r) for n, f in cls.SCHEMA})
+        values: dict[str, Any] = {}
+        last = None
+        for n, f in cls.SCHEMA:
+            if isinstance(f, Trailing):
+                if r.pos == len(r.data):
+                    values[n] = f.default
+                    continue
+                last = (n, f)
+            values[n] = f.decode(r)
+        if last is not None and values[last[0]] == last[1].default:
+            raise CodecError("non-canonical call: a trailing field holds its default")
+        return cls(**values)
 
     @classmethod
     def from_json(cls, data: Any) -> Struct:
@@ -361,8 +377,8 @@ def struct(cls: S) -> S:
         schema.append((f.name, f.metadata[_WIRE]))
         helps[f.name] = f.metadata[_HELP]
     trailing = [i for i, (_, kind) in enumerate(schema) if isinstance(kind, Trailing)]
-    if trailing and trailing != [len(schema) - 1]:
-        raise TypeError(f"{cls.__name__}: only its last field may be Trailing")
+    if trailing and trailing != list(range(len(schema) - len(trailing), len(schema))):
+        raise TypeError(f"{cls.__name__}: Trailing fields must be its last fields")
     cls.SCHEMA = tuple(schema)  # type: ignore[attr-defined]
     cls.HELP = MappingProxyType(helps)  # type: ignore[attr-defined]
     return cls

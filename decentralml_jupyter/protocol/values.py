@@ -139,6 +139,8 @@ class ModelInfo(_Json):
     # stateful strategy's server state beside global_cid
     strategy_params: dict[str, Any] = field(default_factory=dict)
     state_cid: str | None = None
+    # when a round counts as an improvement: {"tolerance" (metric units), "unimproved"}
+    improvement: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -345,3 +347,6 @@ class RoundInfo(_Json):
     # a stateful strategy's server state: the one it starts from, and the attested one after
     base_state_cid: str | None = None
     state_cid: str | None = None
+    # whether the new model was no worse than the base on the model's metric (None: not
+    # judged: no update accepted, or validators that report no base metric)
+    improved: bool | None = None

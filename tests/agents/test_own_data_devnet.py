@@ -71,7 +71,7 @@ def own_data_network(tmp_path):
 
 def train_round(fl, spec, weights, rnd, mine, epochs, proximal_mu=0.0):
     """What the round's workers sent, recomputed in-process from their data and the round's
-    seed: one ``ClientUpdate`` per submitted worker, in account order."""
+    seed: one ``ClientUpdate`` per submitted worker, in account order, claims bounded."""
     updates = []
     for worker in sorted(rnd.submitted):
         x, y = mine[worker]
@@ -81,7 +81,37 @@ def train_round(fl, spec, weights, rnd, mine, epochs, proximal_mu=0.0):
             seed=int.from_bytes(seed),
         )  # fmt: skip
         updates.append(fl.ClientUpdate(worker, new, n))
-    return updates
+    return fl.bound_examples(updates)  # as the validators bound the claims
+
+
+def train_plans(dfml, mids, epochs, rounds, deadline=60):
+    """Approve each model (every worker staked on it, a worker's vote), start its training
+    and a plan of ``rounds`` rounds side by side; wait until every plan has run, each of its
+    rounds finalized."""
+    wait_until(
+        lambda: all(len(dfml("stakes", "--model", m)) == WORKERS for m in mids), 240, "stakes"
+    )
+    for m in mids:
+        pid = dfml("propose", m, "ApproveModel", "--deadline", "12")["proposal_id"]
+        dfml("vote", str(pid), "aye", key=f"//Dev{VALIDATORS + 1}")
+    dfml("chain", "advance", "13")
+    wait_until(
+        lambda: all(dfml("model", "show", m)["status"] == "approved" for m in mids), 60, "ok"
+    )
+    firsts = []
+    for m in mids:
+        dfml("model", "start", m)
+        firsts.append(
+            dfml(
+                "round", "start", m, "--clients", str(WORKERS), "--epochs", str(epochs),
+                "--rounds", str(rounds), "--deadline", str(deadline),
+                "--aggregate-deadline", str(deadline),
+            )["round_id"]
+        )  # fmt: skip
+    for m, first in zip(mids, firsts, strict=True):
+        last = dfml("round", "watch", str(first), "--plan", "--timeout", "900")
+        steps = [step["status"] for step in last["plan"]]
+        assert steps == ["finalized"] * rounds, (m, last)
 
 
 @pytest.mark.chain
@@ -101,18 +131,7 @@ def test_a_regression_trained_on_participants_csv_files(tmp_path):
             "features": features,
         }  # fmt: skip
         assert shown["training"]["optimizer"] == "Adam" and shown["training"]["loss"] == "mse"
-        wait_until(lambda: len(dfml("stakes", "--model", mid)) == WORKERS, 180, "stakes")
-        pid = dfml("propose", mid, "ApproveModel", "--deadline", "12")["proposal_id"]
-        dfml("vote", str(pid), "aye", key=f"//Dev{VALIDATORS + 1}")
-        dfml("chain", "advance", "13")
-        wait_until(lambda: dfml("model", "show", mid)["status"] == "approved", 60, "approval")
-        dfml("model", "start", mid)
-        first = dfml(
-            "round", "start", mid, "--clients", str(WORKERS), "--epochs", "5",
-            "--rounds", str(ROUNDS), "--deadline", "60", "--aggregate-deadline", "60",
-        )["round_id"]  # fmt: skip
-        last = dfml("round", "watch", str(first), "--plan", "--timeout", "900")
-        assert [step["status"] for step in last["plan"]] == ["finalized"] * ROUNDS, last
+        train_plans(dfml, [mid], epochs=5, rounds=ROUNDS)
 
         # the same rounds in-process: same files, same seeds, same setup, same bits
         with Session(url, storage) as s:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.agents.test_own_data_devnet import own_data_network, train_round
-from tests.conftest import wait_until
+from tests.agents.test_own_data_devnet import own_data_network, train_plans, train_round
 
 WORKERS, VALIDATORS, ROUNDS, EPOCHS = 3, 2, 3, 2
 STRATEGIES = {
@@ -87,28 +86,7 @@ def test_every_strategy_on_the_network_equals_it_in_process(tmp_path):
                 "--strategy-param", "beta_1=1.5",
             )  # fmt: skip
         ids = [str(sub["model_id"]) for sub in subs.values()]
-        wait_until(
-            lambda: all(len(dfml("stakes", "--model", m)) == WORKERS for m in ids), 240, "stakes"
-        )
-        voter = f"//Dev{VALIDATORS + 1}"
-        for m in ids:
-            pid = dfml("propose", m, "ApproveModel", "--deadline", "12")["proposal_id"]
-            dfml("vote", str(pid), "aye", key=voter)
-        dfml("chain", "advance", "13")
-        wait_until(
-            lambda: all(dfml("model", "show", m)["status"] == "approved" for m in ids), 60, "ok"
-        )
-        firsts = {}
-        for strategy, m in zip(STRATEGIES, ids, strict=True):
-            dfml("model", "start", m)
-            firsts[strategy] = dfml(
-                "round", "start", m, "--clients", str(WORKERS), "--epochs", str(EPOCHS),
-                "--rounds", str(ROUNDS), "--deadline", "90", "--aggregate-deadline", "90",
-            )["round_id"]  # fmt: skip
-        for strategy, first in firsts.items():
-            last = dfml("round", "watch", str(first), "--plan", "--timeout", "900")
-            steps = [step["status"] for step in last["plan"]]
-            assert steps == ["finalized"] * ROUNDS, (strategy, last)
+        train_plans(dfml, ids, epochs=EPOCHS, rounds=ROUNDS, deadline=90)
         with Session(url, storage) as s:
             for strategy, params in STRATEGIES.items():
                 mid = subs[strategy]["model_id"]

@@ -202,7 +202,7 @@ def test_storage_down_judges_nobody_while_a_missing_update_is_rejected():
     gone = [NS(worker="5W", cid="QmGone", num_examples=5)]
     rnd = NS(base_cid="QmBase", base_state_cid=None, model_id=1, updates=gone)
     state = NS(model=lambda mid: model)
-    _, _, accepted, rejected, _ = v.judge(state, rnd)
+    _, _, accepted, rejected, *_ = v.judge(state, rnd)
     assert accepted == {} and rejected["5W"].startswith("update not in storage: QmGone")
     down["now"] = True  # the same update while storage is down: not the worker's fault
     with pytest.raises(StorageUnavailable):
@@ -248,19 +248,19 @@ def test_an_extreme_but_finite_update_in_a_small_round_is_rejected_not_fatal():
         NS(worker="5Extreme", cid="QmExtreme", num_examples=10),
     ]
     rnd = NS(round_id=3, base_cid="QmBase", base_state_cid=None, model_id=1, updates=updates)
-    weights, metrics, contributions, rejected, _ = v.judge(state, rnd)
+    weights, metrics, contributions, rejected, *_ = v.judge(state, rnd)
     assert set(contributions) == {"5Honest"} and set(rejected) == {"5Extreme"}
     assert "non-finite" in rejected["5Extreme"]
     assert np.isfinite(metrics["loss"]) and np.allclose(weights[0], 0.1)
     # a round of the extreme update alone: rejected, the model stays at its base
     rnd.updates = updates[1:]
-    weights, metrics, contributions, rejected, _ = v.judge(state, rnd)
+    weights, metrics, contributions, rejected, *_ = v.judge(state, rnd)
     assert contributions == {} and set(rejected) == {"5Extreme"}
     assert np.array_equal(weights[0], base[0])
     # an update far larger than the model's weights is refused unread, not loaded
     blobs["QmHuge"] = [np.zeros((4,), np.float32), np.zeros((1 << 18,), np.float32)]
     rnd.updates = [*updates[:1], NS(worker="5Huge", cid="QmHuge", num_examples=10)]
-    _, _, contributions, rejected, _ = v.judge(state, rnd)
+    _, _, contributions, rejected, *_ = v.judge(state, rnd)
     assert set(contributions) == {"5Honest"}
     assert rejected["5Huge"].startswith("unreadable update: QmHuge holds")
 

@@ -133,3 +133,18 @@ def test_linear_strategies_step_on_a_secure_sum():
         a = strategy_for(name).aggregate(current, ups)
         b = strategy_for(name).step(current, weighted_average(ups))
         np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_a_claim_of_examples_buys_at_most_three_times_the_median_weight():
+    """num_examples is what a worker says: a liar claiming a million examples against honest
+    workers' hundred gets 3x a typical weight in FedAvg, not 10,000x; honest counts stay."""
+    from decentralml_jupyter.fl import FedAvg, bound_examples
+
+    g = [np.zeros((1,), np.float32)]
+    honest = [ClientUpdate(f"h{i}", [np.full((1,), 1.0, np.float32)], 100 + i) for i in range(4)]
+    liar = ClientUpdate("liar", [np.full((1,), 100.0, np.float32)], 1_000_000)
+    bounded = bound_examples([*honest, liar])
+    assert [u.num_examples for u in bounded] == [100, 101, 102, 103, 306]
+    mean = FedAvg().aggregate(g, bounded)[0][0]
+    assert mean < 100 * 306 / (406 + 306) + 1  # the liar's pull is bounded
+    assert bound_examples(honest) == honest

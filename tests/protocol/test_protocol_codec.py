@@ -122,7 +122,7 @@ def _body(call: C.Call) -> bytes:
         (PREFIX + b"\x01\x02\x04\x04\x02", "invalid option tag"),
         (PREFIX + b"\x01\x06\x04\x08\xff\xfe", "not valid UTF-8"),
         (PREFIX + b"\x01\x06\x04\x08Q!", "does not match"),
-        (PREFIX + b"\x01\x09\x00\x0c\x28", "unknown proposal kind index 12"),
+        (PREFIX + b"\x01\x09\x00\x0d\x28", "unknown proposal kind index 13"),
         (PREFIX + b"\x01\x26", "unknown call index 38"),
         (PREFIX + b"\x01\x20\x04" + encode_compact(65) + bytes(20), "out of range 0..64"),
         (PREFIX + b"\x01\x21\x04\x08Q!\x00", "does not match"),
@@ -246,11 +246,27 @@ def test_round_encoders_and_result_digest() -> None:
         )
         == att
     )
-    # the digest ignores list order and changes with any part of the result
+    # the digest ignores list order and changes with any part of the exact result...
+    CID_B = "QmOther" + "b" * 40
     flipped = C.Attest(2, CID_A, 900_000, 300_000, att.accepted[::-1], att.rejected)
     assert flipped.result_digest() == att.result_digest()
-    other = C.Attest(2, CID_A, 900_001, 300_000, att.accepted, att.rejected)
-    assert other.result_digest() != att.result_digest()
+    for other in (
+        C.Attest(2, CID_B, 900_000, 300_000, att.accepted, att.rejected),
+        C.Attest(2, CID_A, 900_000, 300_000, att.accepted[:1], att.rejected),
+        C.Attest(2, CID_A, 900_000, 300_000, att.accepted, ()),
+        C.Attest(2, CID_A, 900_000, 300_000, att.accepted, att.rejected, state_cid=CID_B),
+        C.Attest(3, CID_A, 900_000, 300_000, att.accepted, att.rejected),
+    ):
+        assert other.result_digest() != att.result_digest()
+    # ...but not with what evaluating a model reports (metrics, scores): machines differ in
+    # a float's last bits, so those are combined by the quorum's median instead
+    scores = tuple(C.Contribution(c.account, 10**6 - c.score) for c in att.accepted)
+    for same in (
+        C.Attest(2, CID_A, 900_001, 300_002, att.accepted, att.rejected),
+        C.Attest(2, CID_A, 900_000, 300_000, scores, att.rejected, base_metric_ppm=5),
+        C.AttestMetric(2, CID_A, 900_000, 300_000, att.accepted, att.rejected, 41),
+    ):
+        assert same.result_digest() == att.result_digest()
     with pytest.raises(CodecError, match="more than 4096"):
         reasons = {ACCOUNTS[n]: "r" * 64 for n in ACCOUNTS}
         many = {f"0x{i:064x}": "r" * 64 for i in range(58)}

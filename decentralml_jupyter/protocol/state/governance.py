@@ -8,7 +8,7 @@ from __future__ import annotations
 from .. import calls as C
 from ..accounts import account_id
 from ..values import CallContext
-from .models import _strategy_params
+from .models import _rule_json, _strategy_params
 from .records import MIN_POOL_SIGNATORIES, _Model, _Proposal, _Reject, _require
 from .rounds import RoundHandlers
 
@@ -193,6 +193,8 @@ class GovernanceHandlers(RoundHandlers):
             m.strategy_params = _strategy_params(a.strategy, params)
             m.strategy = a.strategy
             m.state_cid = None  # a new strategy (or new settings) starts its state afresh
+        elif isinstance(a, C.SetImprovementRule):
+            m.improvement = _rule_json(a.rule)
         elif isinstance(a, C.SetLicence):
             m.licence = a.licence
         elif isinstance(a, C.SetJurisdictions):

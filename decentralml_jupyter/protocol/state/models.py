@@ -66,6 +66,7 @@ class ModelHandlers(Books):
             created_block=ctx.block_number,
             created_extrinsic=ctx.extrinsic_index,
             strategy_params=params,
+            improvement=_rule_json(c.improvement),
         )
         self._record_pool(self._models[mid])
         return ("model", mid)
@@ -95,3 +96,11 @@ def _strategy_params(strategy: str, params: tuple[C.StrategyParam, ...]) -> dict
         return check_params(strategy, {p.name: p.value for p in params})
     except FlError as err:
         raise _Reject(f"{err}; {err.hint}") from err
+
+
+def _rule_json(rule: C.ImprovementRule | None) -> dict | None:
+    if rule is None:
+        return None
+    out = rule.to_json()
+    del out["type"]
+    return out

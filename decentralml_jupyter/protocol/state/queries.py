@@ -86,6 +86,7 @@ class Queries(StateCore):
             created_extrinsic=m.created_extrinsic,
             strategy_params=_effective_params(m),
             state_cid=m.state_cid,
+            improvement=_improvement_rule(m),
         )
 
     def stakes(self, model_id: int | None = None, account: str | None = None) -> list[StakeInfo]:
@@ -364,6 +365,9 @@ class Queries(StateCore):
             if "metric_ppm" in r.metrics and name not in ("accuracy", "loss"):
                 # the model's own metric, by its Keras name (never in place of those two)
                 metrics[name] = r.metrics["metric_ppm"] / C.PERMILL
+            if "base_metric_ppm" in r.metrics:
+                # the same metric of the model the round started from (the improvement rule)
+                metrics[f"base_{name}"] = r.metrics["base_metric_ppm"] / C.PERMILL
         spec = r.spec
         dp = spec["dp"]
         return RoundInfo(
@@ -411,6 +415,7 @@ class Queries(StateCore):
             next_round_id=r.next_round_id,
             base_state_cid=r.base_state_cid,
             state_cid=r.state_cid,
+            improved=r.improved,
         )
 
     def errors(self, account: str | None = None) -> list[ErrorRecord]:
@@ -463,3 +468,11 @@ def _effective_params(m: _Model) -> dict[str, Any]:
     from ...fl.strategies import strategy_for
 
     return strategy_for(m.strategy, m.strategy_params).params()
+
+
+def _improvement_rule(m: _Model) -> dict[str, Any]:
+    """The model's improvement rule in effect, its tolerance in the metric's unit."""
+    from .rounds import _DEFAULT_RULE
+
+    rule = m.improvement or _DEFAULT_RULE
+    return {"tolerance": rule["tolerance_ppm"] / C.PERMILL, "unimproved": rule["unimproved"]}

@@ -75,6 +75,8 @@ class _Model:
     # the strategy's parameters by short name, as checked (absent ones: their defaults)
     strategy_params: dict[str, Any] = field(default_factory=dict)
     state_cid: str | None = None  # a stateful strategy's server state beside global_cid
+    # ImprovementRule.to_json() without "type"; None: the default rule
+    improvement: dict[str, Any] | None = None
 
     @property
     def pool(self) -> str:
@@ -188,6 +190,7 @@ class _Round:
     next_round_id: int | None = None  # the round its plan opened as it ended
     base_state_cid: str | None = None  # the server state beside base_cid (stateful strategies)
     state_cid: str | None = None  # the server state the quorum attested, once finalized
+    improved: bool | None = None  # whether it improved the model's metric (None: not judged)
 
 
 @dataclass
@@ -219,6 +222,7 @@ class _Attestation:
     extrinsic_index: int
     metric_ppm: int | None = None  # the model's own metric (an AttestMetric's)
     state_cid: str | None = None  # the strategy's server state after the round
+    base_metric_ppm: int | None = None  # the model's metric of the round's base model
 
 
 @dataclass

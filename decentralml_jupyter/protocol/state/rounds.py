@@ -12,7 +12,7 @@ from typing import Any
 from .. import calls as C
 from ..accounts import account_id, pool_threshold
 from ..values import CallContext
-from .models import ModelHandlers
+from .models import ModelHandlers, _rule_json
 from .records import _Attestation, _Model, _Reject, _require, _Reward, _Round, _Slash, _Update
 
 _SEED_TAG = b"dfml/round-selection"
@@ -245,19 +245,28 @@ class RoundHandlers(ModelHandlers):
             ctx.extrinsic_index,
             c.metric_value(),
             c.state_cid,
+            c.base_metric_ppm,
         )
         self._attestations[aid] = att
-        agreeing = sum(
-            1 for a in (*mine, att) if a.digest == att.digest and a.validator in m.validators
-        )
-        if agreeing >= pool_threshold(len(m.validators)):
-            self._finalize(r, m, att, ctx.block_number)
+        agreeing = [
+            a for a in (*mine, att) if a.digest == att.digest and a.validator in m.validators
+        ]
+        if len(agreeing) >= pool_threshold(len(m.validators)):
+            self._finalize(r, m, _combined(agreeing), ctx.block_number)
             self._continue_plan(r, ctx.block_number, ctx.extrinsic_index, ctx.block_hash)
         return ("attestation", aid)
 
     def _finalize(self, r: _Round, m: _Model, att: _Attestation, block: int) -> None:
-        """Apply a quorum's verdict: slash rejected updates, reward accepted ones, advance."""
+        """Apply a quorum's verdict (its reports combined): slash rejected updates, reward
+        accepted ones, advance; a round that does not improve the model's metric pays and
+        slashes nobody and gives its budget back, its model adopted or not by the model's
+        improvement rule."""
         updates = {u.worker: u for u in self._round_updates(r.id)}
+        improved, why = _improvement(m, att)
+        r.improved = improved if att.accepted else None
+        if att.accepted and not improved:
+            self._unimproved(r, m, att, updates, block, why)
+            return
         # when every update fails, the round itself was bad (e.g. hostile hints): nobody is
         # slashed, and the starter cannot profit from a round nobody could pass
         permill = m.reward_policy["slash_permill"] if att.accepted else 0
@@ -281,13 +290,7 @@ class RoundHandlers(ModelHandlers):
             updates[account].status, updates[account].reason = "rejected", reason
         # slashed stake joins the pot, so honest contributors gain what poisoners lose
         pot, r.escrow = r.escrow + slashed, 0
-        r.aggregate_cid = att.aggregate_cid
-        r.state_cid = att.state_cid
-        r.metrics = {"accuracy_ppm": att.accuracy_ppm, "loss_ppm": att.loss_ppm}
-        if att.metric_ppm is not None:
-            r.metrics["metric_ppm"] = att.metric_ppm
-        r.digest = att.digest
-        r.ended_block = block
+        self._record_verdict(r, att, block)
         if not att.accepted:
             r.status, r.note = "failed", "validators rejected every update"
             self._new_payout(m.id, r.starter, pot, "round_refund", block)
@@ -310,6 +313,39 @@ class RoundHandlers(ModelHandlers):
         m.round += 1
         r.number = m.round
         r.status = "finalized"
+
+    def _record_verdict(self, r: _Round, att: _Attestation, block: int) -> None:
+        r.aggregate_cid = att.aggregate_cid
+        r.state_cid = att.state_cid
+        r.metrics = {"accuracy_ppm": att.accuracy_ppm, "loss_ppm": att.loss_ppm}
+        if att.metric_ppm is not None:
+            r.metrics["metric_ppm"] = att.metric_ppm
+        if att.base_metric_ppm is not None:
+            r.metrics["base_metric_ppm"] = att.base_metric_ppm
+        r.digest = att.digest
+        r.ended_block = block
+
+    def _unimproved(self, r: _Round, m: _Model, att: _Attestation, updates, block, why):
+        """A round whose model is no better than its base: nobody is paid or slashed (a
+        slash would only enrich the starter), the budget goes back; the model advances only
+        if its rule adopts such rounds."""
+        self._record_verdict(r, att, block)
+        accepted = {account for account, _ in att.accepted}
+        for account, u in updates.items():
+            u.status = "accepted" if account in accepted else "rejected"
+            if account not in accepted:
+                u.reason = dict(att.rejected)[account]
+        pot, r.escrow = r.escrow, 0
+        self._new_payout(m.id, r.starter, pot, "round_refund", block)
+        rule = m.improvement or _DEFAULT_RULE
+        if rule["unimproved"] == "reject":
+            r.status, r.note = "failed", f"{why}: not adopted, budget refunded"
+            return
+        m.global_cid = att.aggregate_cid
+        m.state_cid = att.state_cid
+        m.round += 1
+        r.number = m.round
+        r.status, r.note = "finalized", f"{why}: adopted without rewards, budget refunded"
 
     def _fail_round(self, r: _Round, block: int, note: str) -> None:
         r.status, r.note, r.ended_block = "failed", note, block
@@ -337,3 +373,91 @@ class RoundHandlers(ModelHandlers):
         elif r.status == "aggregating" and b + 1 >= r.aggregate_deadline:
             self._fail_round(r, b, "no quorum of validators attested one result in time")
             self._continue_plan(r, b, -1, block_hash)
+
+
+_DEFAULT_RULE = _rule_json(C.DEFAULT_IMPROVEMENT)
+
+
+def _lower_median(values: list[int]) -> int:
+    """The lower median: an integer every indexer computes alike, and one of the values."""
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def _optional_median(values: list[int | None]) -> int | None:
+    present = [v for v in values if v is not None]
+    return _lower_median(present) if present else None
+
+
+def _normalized(scores: dict[str, int]) -> list[list[Any]]:
+    """Scores rescaled to sum to exactly PERMILL (largest remainders first, ties by account
+    id); all zero: equal shares the same way. In account-id order."""
+    accounts = sorted(scores, key=account_id)
+    total = sum(scores.values())
+    weights = {a: scores[a] for a in accounts} if total > 0 else dict.fromkeys(accounts, 1)
+    total = sum(weights.values())
+    shares = {a: weights[a] * C.PERMILL // total for a in accounts}
+    left = C.PERMILL - sum(shares.values())
+    by_remainder = sorted(
+        accounts, key=lambda a: (-(weights[a] * C.PERMILL % total), account_id(a))
+    )
+    for a in by_remainder[:left]:
+        shares[a] += 1
+    return [[a, shares[a]] for a in accounts]
+
+
+def _combined(agreeing: list[_Attestation]) -> _Attestation:
+    """One verdict from the k attestations that agree on the exact result (the digest):
+    that result, with each reported number (metrics, the base model's metric, each accepted
+    update's score) the lower median of the reports, the scores then rescaled to PERMILL. A
+    validator whose last float bits differ still agrees; a minority cannot move a median
+    outside what the others reported."""
+    first = agreeing[0]
+    if len(agreeing) == 1:
+        return first
+    accepted = sorted(account for account, _ in first.accepted)
+    reported = [dict(a.accepted) for a in agreeing]
+    scores = {acc: _lower_median([r[acc] for r in reported]) for acc in accepted}
+    return _Attestation(
+        first.id,
+        first.round_id,
+        first.validator,
+        first.digest,
+        first.aggregate_cid,
+        _lower_median([a.accuracy_ppm for a in agreeing]),
+        _lower_median([a.loss_ppm for a in agreeing]),
+        _normalized(scores) if scores else [],
+        [list(x) for x in first.rejected],
+        first.block_number,
+        first.extrinsic_index,
+        _optional_median([a.metric_ppm for a in agreeing]),
+        first.state_cid,
+        _optional_median([a.base_metric_ppm for a in agreeing]),
+    )
+
+
+def _improvement(m: _Model, att: _Attestation) -> tuple[bool, str]:
+    """Whether the quorum's new model is no worse than the round's base by more than the
+    model's tolerance, on the model's metric in its direction; and a note saying so. Without
+    a reported base metric (validators of before), it counts as improved."""
+    from ...fl.contract import LOWER_IS_BETTER
+
+    metric = m.metric
+    if metric == "accuracy":
+        new: int | None = att.accuracy_ppm
+    elif metric == "loss":
+        new = att.loss_ppm
+    else:
+        new = att.metric_ppm
+    base = att.base_metric_ppm
+    if new is None or base is None:
+        return True, ""
+    rule = m.improvement or _DEFAULT_RULE
+    lower = metric.lower() in LOWER_IS_BETTER
+    gain = base - new if lower else new - base
+    if gain >= -int(rule["tolerance_ppm"]):
+        return True, ""
+    return False, (
+        f"no improvement: {metric} {base / C.PERMILL:.6g} -> {new / C.PERMILL:.6g} "
+        f"(tolerance {int(rule['tolerance_ppm']) / C.PERMILL:g})"
+    )
