@@ -35,6 +35,13 @@ from decentralml_jupyter.protocol import (
     encoders,
 )
 from decentralml_jupyter.protocol import calls as C
+from decentralml_jupyter.protocol.calls import (
+    UNIMPROVED,
+    ConfigureStrategy,
+    ImprovementRule,
+    SetImprovementRule,
+    StrategyParam,
+)
 from decentralml_jupyter.protocol.state import PARAM_BOUNDS
 
 # short locks and votes, so that a few dozen steps see many tallies and payouts
@@ -114,7 +121,16 @@ def random_action(draw, n_models: int):
     if kind == 3:
         return target, RemoveValidator(draw(st.sampled_from(WHO)))
     if kind == 4:
-        return target, SetStrategy(draw(st.sampled_from(("fedavg", "krum"))))
+        choice = draw(st.integers(0, 3))
+        if choice == 0:
+            return target, SetStrategy(draw(st.sampled_from(("fedavg", "krum", "bogus"))))
+        if choice == 1:  # with parameters, some out of range or unknown: refused
+            name, value = draw(
+                st.sampled_from((("eta", "0.05"), ("eta", "-1"), ("momentum", "1"), ("f", "2")))
+            )
+            return target, ConfigureStrategy("fedavgm", (StrategyParam(name, value),))
+        rule = ImprovementRule(draw(st.integers(0, 300_000)), draw(st.sampled_from(UNIMPROVED)))
+        return target, SetImprovementRule(rule)
     if kind == 5:
         elig = draw(
             st.sampled_from((Anyone(), AllowList(WHO[:3]), MinStake(draw(st.integers(0, 50)))))
@@ -362,16 +378,20 @@ def drive_round(draw, sim: Sim, go, rid: int) -> None:
             call = C.Attest(rid, CID_A, 1, 1, scores, ())
         else:
             cid = CID_A if accepted else r.base_cid
-            # odd verdicts carry the model's own metric (an AttestMetric: the same handler, its
-            # own digest), so quorums form on both kinds and never across them
+            # odd verdicts carry the model's own metric (an AttestMetric: the same handler);
+            # reports beside the verdict differ from validator to validator (metrics, the
+            # base's metric: sometimes worse than the new model, so some rounds improve and
+            # some do not), and some verdicts carry a server state, part of the exact result
             call = encoders.attest(
                 rid,
                 cid,
-                accuracy=0.5,
+                accuracy=draw(st.sampled_from((0.4, 0.5, 0.6))),
                 loss=0.1,
                 contributions=accepted,
                 rejected=rejected,
                 metric=float(verdict) if verdict % 2 else None,
+                base_metric=draw(st.sampled_from((None, 0.3, 0.5, 0.7))),
+                state_cid=CID_W if verdict == 2 else None,
             )
         go(encode_call(call), signer=v)
 
@@ -447,8 +467,16 @@ def check_invariants(state: State, ledger: dict[int, int], log: list[tuple] = ()
             assert r.escrow == r.reward
         else:
             assert r.escrow == 0
-        if r.status == "finalized":
+        if r.status == "finalized" and r.improved is not False:
             assert sum(r.rewards.values()) == r.reward + sum(r.slashes.values()), r
+        if r.improved is False:  # no improvement: nobody paid or slashed, the budget back
+            assert r.rewards == {} and r.slashes == {}, r
+            refunds = [
+                p for p in state.payouts()
+                if p.reason == "round_refund" and p.created_block == r.ended_block
+                and p.dest == r.starter and p.model_id == r.model_id
+            ]  # fmt: skip
+            assert r.reward == 0 or any(p.amount == r.reward for p in refunds), r
         assert all(v >= 0 for v in (*r.rewards.values(), *r.slashes.values()))
         if r.next_round_id is not None:  # a plan's next round: opened by it, as it ended
             nxt = state.round(r.next_round_id)
