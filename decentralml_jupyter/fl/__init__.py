@@ -48,6 +48,7 @@ _EXPORTS = {
     "unmask_sum": "privacy",
     "secure_fedavg": "privacy",
     "secure_mean": "privacy",
+    "dp_epsilon": "privacy",
     "pairwise_seeds": "privacy",
     "x25519_shared_seed": "privacy",
     "Dataset": "data",

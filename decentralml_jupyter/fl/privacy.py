@@ -17,6 +17,34 @@ import numpy as np
 from decentralml_jupyter.fl.checks import delta_norm
 from decentralml_jupyter.fl.types import DpRecord, FlError, Weights
 
+DEFAULT_DELTA = 1e-5  # the delta every reported epsilon is at, unless one is asked for
+
+
+def dp_epsilon(noise_multipliers: Sequence[float], delta: float = DEFAULT_DELTA) -> float:
+    """The epsilon, at ``delta``, of releasing one after another updates clipped and noised
+    with these noise multipliers (each a Gaussian mechanism of sensitivity the clip norm and
+    noise ``z * clip_norm``), composed by the RDP accountant of Google's ``dp-accounting``.
+    Every update a worker sends in a DP round is one such release; no amplification by
+    sampling is claimed (the protocol's selection of workers is public). A multiplier of 0
+    (clipping without noise) gives no guarantee: infinity."""
+    if not 0 < delta < 1:
+        raise FlError(f"delta must be in (0, 1), got {delta}", "e.g. 1e-5")
+    if not noise_multipliers:
+        return 0.0
+    if min(noise_multipliers) <= 0:
+        return math.inf
+    import dp_accounting
+    from dp_accounting import rdp
+
+    accountant = rdp.RdpAccountant()
+    counts: dict[float, int] = {}
+    for z in noise_multipliers:
+        counts[float(z)] = counts.get(float(z), 0) + 1
+    for z, k in sorted(counts.items()):
+        accountant.compose(dp_accounting.GaussianDpEvent(z), k)
+    return float(accountant.get_epsilon(delta))
+
+
 # ---------------------------------------------------------------- clipping + Gaussian noise
 
 

@@ -186,6 +186,38 @@ def _metric_points(history: Sequence[Mapping], metric: str) -> list[tuple[float,
     return points
 
 
+def _strategy_text(m: Mapping[str, Any]) -> str | None:
+    """``fedadam (eta 0.05, beta_1 0.9, ...)``: the strategy with its settings in effect."""
+    params = {k: v for k, v in (m.get("strategy_params") or {}).items() if v is not None}
+    settings = ", ".join(f"{k} {v:g}" for k, v in params.items())
+    return f"{m.get('strategy')} ({settings})" if settings else m.get("strategy")
+
+
+def _improvement_text(m: Mapping[str, Any]) -> str | None:
+    rule = m.get("improvement") or {}
+    if not rule:
+        return None
+    metric = m.get("metric", "metric")
+    tolerance = rule.get("tolerance", 0)
+    worse = f"worse by at most {tolerance:g}" if tolerance else "no worse"
+    otherwise = "adopted unpaid" if rule.get("unimproved") == "adopt" else "not adopted"
+    return f"the new model's {metric} is {worse} than before (else: {otherwise})"
+
+
+def _privacy_text(privacy: Mapping[str, Any] | None) -> str | None:
+    """The DP budget spent, e.g. ``epsilon 3.2 at delta 1e-05 (the most any of 4 workers
+    spent)``."""
+    if not privacy:
+        return None
+    workers = len(privacy.get("workers") or {})
+    if privacy.get("epsilon") is None:
+        return f"no guarantee: a DP round without noise ({workers} workers)"
+    return (
+        f"epsilon {privacy['epsilon']:.3g} at delta {privacy['delta']:g} "
+        f"(the most any of {workers} workers spent)"
+    )
+
+
 class ModelCard(_Widget):
     """Owner, licence, jurisdictions, global CID and round history of one model."""
 
@@ -236,7 +268,9 @@ class ModelCard(_Widget):
             "status": m.get("status"),
             "global CID": m.get("global_cid"),
             "round": m.get("round"),
-            "strategy": m.get("strategy"),
+            "strategy": _strategy_text(m),
+            "rewards when": _improvement_text(m),
+            "privacy": _privacy_text(m.get("privacy")),
             "pool": m.get("pool"),
             "validators": m.get("validators"),
             "total stake": m.get("total_stake"),

@@ -141,6 +141,8 @@ class ModelInfo(_Json):
     state_cid: str | None = None
     # when a round counts as an improvement: {"tolerance" (metric units), "unimproved"}
     improvement: dict[str, Any] = field(default_factory=dict)
+    # the DP budget spent: {"delta", "epsilon" (the largest), "workers": {account: epsilon}}
+    privacy: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -330,7 +332,7 @@ class RoundInfo(_Json):
     reward: int  # the budget
     escrow: int  # the budget still held (0 once ended)
     hints: dict[str, Any]  # epochs, batch_size, learning_rate
-    dp: dict[str, float] | None  # clip_norm, noise_multiplier
+    dp: dict[str, Any] | None  # clip_norm, noise_multiplier, epsilon (of one update), delta
     seed: str
     start_block: int
     submit_deadline: int

@@ -115,3 +115,30 @@ def test_a_minority_cannot_move_a_median_outside_the_others_reports(sim: Sim) ->
     # each score is the lower of the two reports, then rescaled: never the hostile extreme
     assert got[a] < 999_998 and got[b] > 1 and sum(got.values()) == 10**6
     assert r.metrics["accuracy"] == 0.9 and r.metrics["base_accuracy"] == 0.1
+
+
+def test_dp_rounds_report_the_budget_each_worker_spent(sim: Sim) -> None:
+    """Each update sent in a DP round is one Gaussian release of its worker's data: round
+    status shows what one costs, the model what every contributor spent in all (the most of
+    them is the model's epsilon), at delta 1e-5."""
+    from decentralml_jupyter.fl.privacy import DEFAULT_DELTA, dp_epsilon
+
+    mid = training_model(sim)
+    assert sim.state.model(mid).privacy is None  # no DP round yet
+    spent = {}
+    for z in (1.5, 1.5, 3.0):
+        rid = start(sim, mid, clip_norm=1.0, noise_multiplier=z)
+        for w in submit_all(sim, rid):
+            spent.setdefault(w, []).append(z)
+        r = sim.state.round(rid)
+        assert r.dp["epsilon"] == round(dp_epsilon([z]), 4) and r.dp["delta"] == DEFAULT_DELTA
+        for v in VALIDATORS[:2]:
+            _attest(sim, v, rid, dict.fromkeys(r.submitted, 1))
+    privacy = sim.state.model(mid).privacy
+    expected = {w: round(dp_epsilon(zs), 4) for w, zs in spent.items()}
+    assert privacy["workers"] == expected and privacy["delta"] == DEFAULT_DELTA
+    assert privacy["epsilon"] == max(expected.values())
+    # a DP round without noise gives no guarantee, and says so
+    rid = start(sim, mid, clip_norm=1.0, noise_multiplier=0.0)
+    submit_all(sim, rid)
+    assert sim.state.model(mid).privacy["epsilon"] is None

@@ -5,7 +5,9 @@ tables are never handed out.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 from typing import Any
 
 from .. import calls as C
@@ -87,7 +89,33 @@ class Queries(StateCore):
             strategy_params=_effective_params(m),
             state_cid=m.state_cid,
             improvement=_improvement_rule(m),
+            privacy=self._privacy(m),
         )
+
+    def _privacy(self, m: _Model) -> dict[str, Any] | None:
+        """The model's differential-privacy budget spent: for each worker that sent updates
+        in DP rounds, the epsilon (at the reported delta) of all of them composed, and the
+        model's epsilon, the largest (the guarantee every contributor has). None: no DP
+        round had an update; an epsilon of None: a round without noise, no guarantee."""
+        spent: dict[str, dict[int, int]] = {}
+        for r in self._rounds.values():
+            dp = r.spec["dp"]
+            if r.model_id != m.id or dp is None:
+                continue
+            for u in self._round_updates(r.id):
+                mine = spent.setdefault(u.worker, {})
+                z = dp["noise_multiplier_ppm"]
+                mine[z] = mine.get(z, 0) + 1
+        if not spent:
+            return None
+        workers = {w: _epsilon(tuple(sorted(zs.items()))) for w, zs in sorted(spent.items())}
+        finite = [e for e in workers.values() if e is not None]
+        unbounded = len(finite) < len(workers)
+        return {
+            "delta": _delta(),
+            "epsilon": None if unbounded else max(finite),
+            "workers": workers,
+        }
 
     def stakes(self, model_id: int | None = None, account: str | None = None) -> list[StakeInfo]:
         """Active stakes, then unbonding ones (each with the block it is paid out at)."""
@@ -399,6 +427,9 @@ class Queries(StateCore):
             else {
                 "clip_norm": dp["clip_norm_ppm"] / C.PERMILL,
                 "noise_multiplier": dp["noise_multiplier_ppm"] / C.PERMILL,
+                # what one update of the round spends of its worker's privacy budget
+                "epsilon": _epsilon(((dp["noise_multiplier_ppm"], 1),)),
+                "delta": _delta(),
             },
             seed=r.seed,
             start_block=r.start_block,
@@ -476,3 +507,20 @@ def _improvement_rule(m: _Model) -> dict[str, Any]:
 
     rule = m.improvement or _DEFAULT_RULE
     return {"tolerance": rule["tolerance_ppm"] / C.PERMILL, "unimproved": rule["unimproved"]}
+
+
+def _delta() -> float:
+    from ...fl.privacy import DEFAULT_DELTA
+
+    return DEFAULT_DELTA
+
+
+@functools.lru_cache(maxsize=4096)
+def _epsilon(releases: tuple[tuple[int, int], ...]) -> float | None:
+    """Epsilon of updates released with these (noise multiplier ppm, count) pairs, rounded
+    to 4 decimals; None when one had no noise (no guarantee)."""
+    from ...fl.privacy import dp_epsilon
+
+    zs = [z / C.PERMILL for z, k in releases for _ in range(k)]
+    eps = dp_epsilon(zs)
+    return None if math.isinf(eps) else round(eps, 4)

@@ -1,0 +1,44 @@
+"""The differential-privacy budget: epsilon of a worker's noised updates, composed by
+dp-accounting's RDP accountant, checked against the textbook RDP bound of the Gaussian
+mechanism and against the same library's tighter privacy-loss-distribution accountant."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from decentralml_jupyter.fl import FlError
+from decentralml_jupyter.fl.privacy import DEFAULT_DELTA, dp_epsilon
+
+
+def _textbook(zs, delta):
+    """Gaussian RDP alpha / (2 z^2), composed by adding, converted with
+    eps = rdp + log(1/delta) / (alpha - 1), best over alpha (Mironov 2017)."""
+    orders = [1 + x / 10 for x in range(1, 100)] + list(range(12, 512))
+    return min(sum(a / (2 * z * z) for z in zs) + math.log(1 / delta) / (a - 1) for a in orders)
+
+
+@pytest.mark.parametrize("zs", [[1.0], [1.1] * 10, [0.8, 2.0, 2.0], [4.0] * 50])
+def test_epsilon_is_within_the_textbook_bound_and_above_the_tightest(zs):
+    import dp_accounting
+    from dp_accounting.pld import pld_privacy_accountant
+
+    ours = dp_epsilon(zs, DEFAULT_DELTA)
+    assert 0 < ours <= _textbook(zs, DEFAULT_DELTA) + 1e-9
+    pld = pld_privacy_accountant.PLDAccountant()
+    for z in zs:
+        pld.compose(dp_accounting.GaussianDpEvent(z))
+    tightest = pld.get_epsilon(DEFAULT_DELTA)
+    assert tightest <= ours * 1.0001  # RDP is an upper bound of the exact loss
+    assert ours < 1.6 * tightest  # and not a loose one
+
+
+def test_more_rounds_and_less_noise_spend_more():
+    assert dp_epsilon([1.0] * 4) > dp_epsilon([1.0] * 2) > dp_epsilon([1.0]) > 0
+    assert dp_epsilon([0.7]) > dp_epsilon([1.5])
+    assert dp_epsilon([1.0], delta=1e-7) > dp_epsilon([1.0], delta=1e-3)
+    assert dp_epsilon([]) == 0.0
+    assert math.isinf(dp_epsilon([1.0, 0.0]))  # a round without noise: no guarantee
+    with pytest.raises(FlError, match="delta"):
+        dp_epsilon([1.0], delta=0)
