@@ -58,6 +58,7 @@ bench: setup
 	$(PY) benchmarks/bench_load_ext.py
 	$(PY) benchmarks/bench_session.py
 	$(PY) benchmarks/bench_from_block.py
+	$(PY) benchmarks/bench_learning.py
 	$(PY) benchmarks/bench_chain.py
 	$(PY) benchmarks/bench_batching.py
 	$(PY) benchmarks/bench_model_size.py

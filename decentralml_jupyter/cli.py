@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__, config
 from .errors import DfmlError, UsageError
+from .fl.types import DEFAULT_LOCAL_EPOCHS
 
 if TYPE_CHECKING:
     from .session import Progress, Session
@@ -710,7 +711,12 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
     rs.add_argument("--min-clients", type=int, default=None, help="default: --clients")
     rs.add_argument("--deadline", type=int, default=0, help="blocks to submit (0: protocol's)")
     rs.add_argument("--aggregate-deadline", type=int, default=0, help="blocks to attest")
-    rs.add_argument("--epochs", type=int, default=1)
+    rs.add_argument(
+        "--epochs",
+        type=int,
+        default=DEFAULT_LOCAL_EPOCHS,
+        help=f"local epochs per update (default {DEFAULT_LOCAL_EPOCHS})",
+    )
     rs.add_argument("--batch-size", type=int, default=32)
     rs.add_argument(
         "--lr",

@@ -39,6 +39,7 @@ from urllib.parse import urlparse
 
 from . import config
 from .errors import ChainNotReachable, DfmlError, NotFound, UsageError
+from .fl.types import DEFAULT_LOCAL_EPOCHS
 from .protocol.calls import DEFAULT_SLASH_PPM
 from .receipts import (
     AccountBalance,
@@ -777,7 +778,7 @@ class Session:
         min_clients: int | None = None,
         deadline: int = 0,
         aggregate_deadline: int = 0,
-        epochs: int = 1,
+        epochs: int = DEFAULT_LOCAL_EPOCHS,
         batch_size: int = 32,
         lr: float | None = None,
         clip_norm: float | None = None,

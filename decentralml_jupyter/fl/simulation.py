@@ -25,7 +25,7 @@ from decentralml_jupyter.fl.privacy import (
 )
 from decentralml_jupyter.fl.strategies import Strategy, make_strategy
 from decentralml_jupyter.fl.training import evaluate, train_local
-from decentralml_jupyter.fl.types import ClientUpdate, FlError
+from decentralml_jupyter.fl.types import DEFAULT_LOCAL_EPOCHS, ClientUpdate, FlError
 
 ATTACKS = ("label_flip", "scale")
 
@@ -63,7 +63,7 @@ def simulate(
     partition: str = "iid",
     strategy: str | Strategy = "fedavg",
     rounds: int = 10,
-    epochs: int = 1,
+    epochs: int = DEFAULT_LOCAL_EPOCHS,
     batch_size: int = 32,
     lr: float = 0.05,
     alpha: float = 0.5,
