@@ -342,6 +342,9 @@ def round_json(rnd) -> dict:
     out["start_block"], out["ended_block"] = rnd.start_block, rnd.ended_block
     out["number"], out["note"] = rnd.number, rnd.note
     out["rounds_left"] = rnd.rounds_left  # of its plan (round start --rounds), after it
+    # whether it improved the model's metric over its base (None: not judged), its DP
+    # settings with what one update spent (epsilon at delta), a stateful strategy's state
+    out["improved"], out["dp"], out["state_cid"] = rnd.improved, rnd.dp, rnd.state_cid
     return out
 
 
