@@ -654,7 +654,7 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
         "--strategy",
         default="fedavg",
         help="aggregation strategy: fedavg, fedprox, fedavgm, fedadam, fedyogi, fedmedian, "
-        "trimmed_mean, krum, multikrum (a linear one may end in :secure)",
+        "trimmed_mean, krum, multikrum, proxyfl (a linear one may end in :secure)",
     )
     sub.add_argument(
         "--strategy-param",
@@ -663,7 +663,7 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
         metavar="K=V",
         help="a strategy parameter, repeatable: mu (fedprox); eta, beta_1, beta_2, tau "
         "(fedadam, fedyogi); eta, momentum (fedavgm); beta (trimmed_mean); f, keep (krum, "
-        "multikrum)",
+        "multikrum); alpha, beta (proxyfl)",
     )
     sub.add_argument("--license", default="proprietary")
     sub.add_argument("--jurisdiction", action="append", default=[], help="repeatable")

@@ -499,6 +499,10 @@ class Session:
 
         rule = encoders.improvement_rule(improvement_tolerance, unimproved)
         spec, weights, default_name = _model_artifacts(model, label, features)
+        if strategy.removesuffix(":secure") == "proxyfl":
+            from .fl.proxyfl import check_model
+
+            check_model(spec)  # before anything is stored or sent
         arch_cid, weights_cid = self.store.put(spec), self.store.put(weights)
 
         def send() -> ModelSubmitted:

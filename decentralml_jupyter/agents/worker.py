@@ -108,6 +108,8 @@ class Worker(Agent):
         self.stake_amount = stake
         self.models = None if models is None else set(models)
         self.max_slash_permill = max_slash_permill
+        # ProxyFL: each identity's private model per model id, kept here and never sent
+        self._private: dict[tuple[str, int], list] = {}
         sources: list[object] = [data]
         if data is None:  # partitions of a bundled dataset
             bundled = fl.load_dataset(dataset, seed=seed)
@@ -349,17 +351,27 @@ class Worker(Agent):
         lr = float(hints.get("learning_rate", 0))
         # what the model's strategy asks of its workers (FedProx's mu, as the model set it)
         client = fl.strategy_for(model.strategy, model.strategy_params).client_config()
-        new, n, metrics = fl.train_local(
-            spec,
-            base,
-            x,
-            y,
-            epochs=int(hints.get("epochs", 1)),
-            batch_size=int(hints.get("batch_size", 32)),
-            lr=lr if lr > 0 else None,  # 0: the model's own (its owner's optimizer)
-            proximal_mu=float(client.get("proximal_mu", 0.0)),
-            seed=seed,
-        )
+        epochs, batch_size = int(hints.get("epochs", 1)), int(hints.get("batch_size", 32))
+        if client.get("proxyfl"):
+            # ProxyFL: the private model never leaves this process; only the proxy is sent
+            key = (ident.address, model.id)
+            new, self._private[key], n = fl.train_proxyfl(
+                spec, base, self._private.get(key), x, y, epochs, batch_size,
+                lr if lr > 0 else None, alpha=client["alpha"], beta=client["beta"], seed=seed,
+            )  # fmt: skip
+            metrics: dict[str, float] = {}
+        else:
+            new, n, metrics = fl.train_local(
+                spec,
+                base,
+                x,
+                y,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr if lr > 0 else None,  # 0: the model's own (its owner's optimizer)
+                proximal_mu=float(client.get("proximal_mu", 0.0)),
+                seed=seed,
+            )
         if rnd.dp:
             # the noise seed stays secret: whoever knew it could subtract the noise
             new, _ = fl.clip_and_noise(

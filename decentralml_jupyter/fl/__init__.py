@@ -39,6 +39,8 @@ _EXPORTS = {
     "make_strategy": "strategies",
     "bound_examples": "checks",
     "FedAvgM": "strategies",
+    "ProxyFL": "strategies",
+    "train_proxyfl": "proxyfl",
     "strategy_for": "strategies",
     "check_params": "strategies",
     "STRATEGIES": "strategies",

@@ -78,6 +78,7 @@ def simulate(
     contributions: bool = False,
     strategy_kwargs: dict[str, Any] | None = None,
     clients_per_round: int | None = None,
+    local_test: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Run ``rounds`` federated rounds; returns one dict per round.
 
@@ -90,6 +91,11 @@ def simulate(
     FedAvgM and the server optimizers, which step from the revealed mean).
     ``clients_per_round``: train only this many clients each round, drawn at random (seeded by
     ``seed`` and the round), as the protocol selects at most 64 workers per round.
+    ``local_test``: hold out this fraction of each client's data; each round then reports
+    ``local_accuracy``, the mean over clients of the accuracy, on their own held-out data, of
+    the model each would use (the global model; with ``proxyfl``, its private model).
+    With ``strategy="proxyfl"`` each client keeps a private model across rounds and shares
+    only its proxy (``fl.proxyfl``); ``accuracy`` is then the global proxy's.
     """
     if rounds < 1:
         raise FlError(f"rounds must be >= 1, got {rounds}", "e.g. rounds=10")
@@ -118,7 +124,18 @@ def simulate(
         raise FlError(f"unknown poisoner ids {sorted(bad - set(ids))}", f"ids are {ids[0]}...")
     spec = model_to_spec(mlp(ds.input_dim, ds.num_classes, hidden))
     global_w = init_weights(spec, seed)
-    mu = float(strat.client_config().get("proximal_mu", 0.0))
+    config = strat.client_config()
+    mu = float(config.get("proximal_mu", 0.0))
+    if not 0 <= local_test < 1:
+        raise FlError(f"local_test must be in [0, 1), got {local_test}", "e.g. 0.2")
+    held: dict[int, Any] = {}
+    if local_test:
+        cut = np.random.default_rng([seed, 7])
+        for k in range(n_clients):
+            idx = cut.permutation(parts[k])
+            n_test = int(round(local_test * len(idx)))
+            held[k], parts[k] = idx[:n_test], idx[n_test:]
+    privates: dict[int, Any] = {}  # ProxyFL: each client's own model, kept across rounds
 
     history: list[dict[str, Any]] = []
     for rnd in range(1, rounds + 1):
@@ -134,9 +151,18 @@ def simulate(
             if cid in bad and attack == "label_flip":
                 y = ds.num_classes - 1 - y
             client_seed = seed * 1_000_003 + rnd * 1009 + k
-            w, n, metrics = train_local(
-                spec, global_w, x, y, epochs, batch_size, lr, mu, seed=client_seed
-            )
+            if config.get("proxyfl"):
+                from decentralml_jupyter.fl.proxyfl import train_proxyfl
+
+                w, privates[k], n = train_proxyfl(
+                    spec, global_w, privates.get(k), x, y, epochs, batch_size, lr,
+                    alpha=config["alpha"], beta=config["beta"], seed=client_seed,
+                )  # fmt: skip
+                metrics: dict[str, float] = {}
+            else:
+                w, n, metrics = train_local(
+                    spec, global_w, x, y, epochs, batch_size, lr, mu, seed=client_seed
+                )
             if cid in bad and attack == "scale":
                 w = [
                     (g + attack_scale * (a - g)).astype(g.dtype)
@@ -173,6 +199,18 @@ def simulate(
             else:
                 global_w = strat.aggregate(global_w, accepted)
         row.update(evaluate(spec, global_w, ds.x_test, ds.y_test))
+        if held:
+            row["local_accuracy"] = float(
+                np.mean(
+                    [
+                        evaluate(spec, privates.get(k, global_w), ds.x_train[idx], ds.y_train[idx])[
+                            "accuracy"
+                        ]
+                        for k, idx in sorted(held.items())
+                        if len(idx)
+                    ]
+                )
+            )
         row["accepted"] = [u.client_id for u in accepted]
         row["rejected"] = rejected
         row["seconds"] = time.perf_counter() - t0

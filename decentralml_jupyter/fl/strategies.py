@@ -332,6 +332,27 @@ class FedProx(FedAvg):
         return {"proximal_mu": self.proximal_mu}
 
 
+class ProxyFL(FedAvg):
+    """ProxyFL (Kalra et al. 2023): workers keep private models and share proxies trained by
+    mutual distillation (``fl.proxyfl``); the server side averages the proxies as FedAvg.
+    ``alpha``: the private model's weight on the proxy's predictions; ``beta``: the proxy's
+    on the private model's."""
+
+    name = "proxyfl"
+    PARAMS = (
+        Param("alpha", "alpha", 0.5, 0.0, 1.0, help="private model's distillation weight"),
+        Param("beta", "beta", 0.5, 0.0, 1.0, help="proxy's distillation weight"),
+    )
+
+    def __init__(self, alpha: float = 0.5, beta: float = 0.5):
+        if not (0 <= alpha <= 1 and 0 <= beta <= 1):
+            raise FlError(f"alpha and beta must be in [0, 1], got {alpha}, {beta}", "e.g. 0.5")
+        self.alpha, self.beta = alpha, beta
+
+    def client_config(self) -> dict[str, Any]:
+        return {"proxyfl": True, "alpha": self.alpha, "beta": self.beta}
+
+
 def _server_lr(default: float) -> Param:
     return Param("eta", "eta", default, 0.0, 100.0, low_open=True, help="server learning rate")
 
@@ -676,7 +697,8 @@ class MultiKrum(Krum):
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
     for cls in (
-        FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedMedian, FedTrimmedAvg, Krum, MultiKrum
+        FedAvg, FedProx, FedAvgM, FedAdam, FedYogi, FedMedian, FedTrimmedAvg, Krum, MultiKrum,
+        ProxyFL,
     )
 }  # fmt: skip
 SECURE = ":secure"  # a strategy name's suffix: updates are masked, only their sum is seen
@@ -728,7 +750,8 @@ def strategy_for(name: str, params: Mapping[str, Any] | None = None) -> Strategy
 
 def make_strategy(name: str, **kwargs: Any) -> Strategy:
     """Strategy by name (``fedavg``, ``fedprox``, ``fedavgm``, ``fedadam``, ``fedyogi``,
-    ``fedmedian``, ``trimmed_mean``, ``krum``, ``multikrum``) with its keyword settings."""
+    ``fedmedian``, ``trimmed_mean``, ``krum``, ``multikrum``, ``proxyfl``) with its keyword
+    settings."""
     cls = STRATEGIES.get(name)
     if cls is None:
         raise FlError(f"unknown strategy {name!r}", f"choose one of {', '.join(STRATEGIES)}")
