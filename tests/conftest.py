@@ -130,3 +130,21 @@ def stop_process_tree(proc: subprocess.Popen) -> None:
             child.kill()
         except psutil.NoSuchProcess:
             pass
+
+
+@contextlib.contextmanager
+def dev_network(*up_args: str):
+    """A dev network on free ports (`devnet up ARGS`), brought down at the end; yields
+    ``(dfml, info, url, storage)`` with ``dfml(*args, key="//Alice")`` the CLI against it."""
+    from decentralml_jupyter.cli import run
+
+    url, storage = f"ws://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+
+    def dfml(*args: str, key: str = "//Alice"):
+        return run(["--url", url, "--storage", storage, "--key", key, *args])
+
+    info = dfml("devnet", "up", *up_args)
+    try:
+        yield dfml, info, url, storage
+    finally:
+        dfml("devnet", "down")

@@ -35,6 +35,8 @@ from ..protocol.state import State
 from ..storage.store import StorageTimeout, StorageUnavailable
 from .base import LIVE_MODEL, Agent, add_from_block_option, agent_keys, run_agent
 
+WAIT = object()  # judge(): the round cannot be judged yet, but will be
+
 
 class Judged(NamedTuple):
     """A validator's verdict on a round, before it is attested."""
@@ -342,14 +344,26 @@ class Validator(Agent):
     ):
         from .. import fl
 
-        if set(rnd.submitted) != set(rnd.selected):
+        # every update in the sum must have its worker's reveal: its own mask seed, and its
+        # seeds with the selected workers that dropped out (their masks do not cancel)
+        waiting = sorted(set(rnd.submitted) - set(rnd.reveals))
+        if waiting:
             self.log.info(
-                "round %d: secure round with %d of %d updates: masks cannot cancel, abstaining",
+                "round %d: secure round waiting for %d worker(s) to reveal their seeds",
                 rnd.round_id,
-                len(rnd.submitted),
-                len(rnd.selected),
+                len(waiting),
             )
-            return None
+            return WAIT
+
+        def seed(text: str) -> bytes:
+            return bytes.fromhex(text[2:])
+
+        own = {w: seed(rnd.reveals[w]["own"]) for w in rnd.submitted}
+        dropped = {
+            (w, peer): seed(s)
+            for w in rnd.submitted
+            for peer, s in rnd.reveals[w]["dropped"].items()
+        }
         masked = []
         for u in sorted(rnd.updates, key=lambda u: u.worker):
             try:
@@ -369,7 +383,7 @@ class Validator(Agent):
             masked.append(MaskedUpdate(u.worker, layers, float(u.num_examples)))
         # the revealed mean, stepped from by the model's (linear) strategy
         strategy = make() if make is not None else fl.FedAvg()
-        weights = strategy.step(base, fl.secure_mean(masked))
+        weights = strategy.step(base, fl.secure_mean(masked, own_seeds=own, dropped=dropped))
         if not all(np.all(np.isfinite(w)) for w in weights):
             self.log.warning("round %d: the unmasked sum is not finite: abstaining", rnd.round_id)
             return None
@@ -388,6 +402,8 @@ class Validator(Agent):
 
         started = time.perf_counter()
         judged = self.judge(state, rnd)
+        if judged is WAIT:
+            return ""  # not yet judgeable (a secure round's reveals): try again next step
         if judged is None:
             self.attested.add(rnd.round_id)
             return ""

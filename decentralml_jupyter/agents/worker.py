@@ -36,7 +36,12 @@ MAX_BATCH_SIZE = 8192
 MAX_LEARNING_RATE = 1.0
 # The most of its stake a worker risks on one rejected update unless its operator says more.
 MAX_SLASH_PERMILL = 500_000
-PROTOCOL_CALL = {"key": "announce_key", "stake": "stake", "update": "submit_update"}
+PROTOCOL_CALL = {
+    "key": "announce_key",
+    "stake": "stake",
+    "update": "submit_update",
+    "reveal": "reveal_seeds",
+}
 
 
 @dataclass
@@ -56,6 +61,7 @@ class Identity:
     public_key: str
     done: set[int] = field(default_factory=set)
     refused: set[tuple[str, int]] = field(default_factory=set)
+    revealed: set[tuple[str, int]] = field(default_factory=set)  # secure rounds' reveals sent
     fitted: dict[str, object] = field(default_factory=dict)
 
     @property
@@ -215,6 +221,7 @@ class Worker(Agent):
                     call = self.train_update(state, rnd, ident)
                     if call is not None:
                         calls.append((ident, "update", rnd.round_id, call))
+        calls += self.reveals(state)
         if calls:
             self.send(calls)
         staked = {s.model_id for i in self.identities for s in state.stakes(account=i.address)}
@@ -416,6 +423,50 @@ class Worker(Agent):
             self._base = (cid, fl.weights_from_bytes(self.store.get(cid, max_bytes=max_bytes)))
         return self._base[1]
 
+    def reveals(self, state: State) -> list[tuple[Identity, str, int, object]]:
+        """For each secure round that stopped taking updates with this worker's update in
+        it: its own mask seed and its pairwise seeds with the selected workers that did not
+        submit (SecAgg's recovery: validators can then read the sum without them)."""
+        from .. import fl
+
+        out: list[tuple[Identity, str, int, object]] = []
+        for rnd in state.rounds():
+            if rnd.status != "aggregating":
+                continue
+            model = state.model(rnd.model_id)
+            if model is None or not model.strategy.endswith(":secure"):
+                continue
+            dropped = sorted(set(rnd.selected) - set(rnd.submitted))
+            keys = state.public_keys(dropped)
+            for ident in self.identities:
+                if (
+                    ident.address not in rnd.submitted
+                    or ident.address in rnd.reveals
+                    or ("reveal", rnd.round_id) in ident.refused
+                    or ("reveal", rnd.round_id) in ident.revealed
+                ):
+                    continue
+                context = _mask_context(rnd)
+                peers = {
+                    peer: fl.x25519_shared_seed(
+                        bytes(ident.secret), bytes.fromhex(keys[peer][2:]), context
+                    )
+                    for peer in dropped
+                    if peer in keys
+                }
+                own = fl.self_seed(bytes(ident.secret), context)
+                call = self.chain.remark_call(encoders.reveal_seeds(rnd.round_id, own, peers))
+                ident.revealed.add(("reveal", rnd.round_id))
+                if dropped:
+                    self.log.info(
+                        "%s round %d: revealing seeds for %d dropped peer(s)",
+                        ident.address,
+                        rnd.round_id,
+                        len(dropped),
+                    )
+                out.append((ident, "reveal", rnd.round_id, call))
+        return out
+
     def mask(self, state: State, rnd, weights, n: int, ident: Identity):
         """``n × weights`` plus pairwise masks with every other selected worker: only the sum
         of all selected workers' updates can be read, and only once all of them submitted."""
@@ -428,13 +479,19 @@ class Worker(Agent):
                 "round %d: no announced key for %s; cannot mask", rnd.round_id, missing
             )
             return None
-        context = f"dfml-round:{rnd.round_id}:{rnd.seed}".encode()
+        context = _mask_context(rnd)
         seeds = {
             peer: fl.x25519_shared_seed(bytes(ident.secret), bytes.fromhex(key[2:]), context)
             for peer, key in keys.items()
             if peer != ident.address
         }
-        return fl.mask_update(ident.address, weights, seeds, weight=float(n)).layers
+        own = fl.self_seed(bytes(ident.secret), context)  # revealed once the update counts
+        return fl.mask_update(ident.address, weights, seeds, float(n), own_seed=own).layers
+
+
+def _mask_context(rnd) -> bytes:
+    """What binds a round's mask seeds to the round."""
+    return f"dfml-round:{rnd.round_id}:{rnd.seed}".encode()
 
 
 def _what(data: object) -> str:

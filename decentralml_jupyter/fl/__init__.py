@@ -50,6 +50,7 @@ _EXPORTS = {
     "unmask_sum": "privacy",
     "secure_fedavg": "privacy",
     "secure_mean": "privacy",
+    "self_seed": "privacy",
     "dp_epsilon": "privacy",
     "pairwise_seeds": "privacy",
     "x25519_shared_seed": "privacy",

@@ -139,18 +139,28 @@ def decode_fixed(values: np.ndarray, frac_bits: int = FRAC_BITS) -> np.ndarray:
     return np.asarray(values, dtype=np.uint64).view(np.int64).astype(np.float64) / 2.0**frac_bits
 
 
+def self_seed(secret: bytes, context: bytes) -> bytes:
+    """A client's own mask seed for one round (SecAgg's b_i): from its secret key and the
+    round, revealed by the client only once its update is in the round's sum."""
+    return hashlib.sha256(b"dfml-secagg-self/1" + bytes(secret) + context).digest()
+
+
 def mask_update(
     client_id: str,
     weights: Weights,
     peer_seeds: dict[str, bytes],
     weight: float = 1.0,
     frac_bits: int = FRAC_BITS,
+    own_seed: bytes | None = None,
 ) -> MaskedUpdate:
     """Encode ``weight * weights`` and add the pairwise masks shared with every peer.
 
-    For each peer, the client with the smaller id adds the mask and the other subtracts it.
-    Every selected client must submit: a missing client leaves its masks in the sum (this is
-    the basic protocol, without dropout recovery).
+    For each peer, the client with the smaller id adds the mask and the other subtracts it,
+    so among clients that all submit the pairwise masks cancel. ``own_seed`` (SecAgg's double
+    masking) adds a mask of the client's own as well: then a peer that drops out can be
+    recovered from (the survivors reveal their seeds shared with it, see ``unmask_sum``)
+    without ever exposing the update the dropped client may have left in storage, which its
+    own mask, never revealed, still hides.
     """
     layers = []
     for i, w in enumerate(weights):
@@ -161,12 +171,23 @@ def mask_update(
             m = _mask(seed, i, enc.size)
             # uint64 arithmetic wraps modulo 2^64, which is exactly the group we need.
             enc = enc + m if client_id < peer else enc - m
+        if own_seed is not None:
+            enc = enc + _mask(b"self" + own_seed, i, enc.size)
         layers.append(enc.reshape(np.shape(w)))
     return MaskedUpdate(client_id, layers, float(weight))
 
 
-def unmask_sum(masked: Sequence[MaskedUpdate], frac_bits: int = FRAC_BITS) -> list[np.ndarray]:
-    """Sum of all clients' ``weight * weights`` (float64): masks cancel modulo 2^64."""
+def unmask_sum(
+    masked: Sequence[MaskedUpdate],
+    frac_bits: int = FRAC_BITS,
+    own_seeds: dict[str, bytes] | None = None,
+    dropped: dict[tuple[str, str], bytes] | None = None,
+) -> list[np.ndarray]:
+    """Sum of the submitted clients' ``weight * weights`` (float64). Masks between submitted
+    clients cancel modulo 2^64; ``own_seeds`` (each submitted client's, when masked with one)
+    and ``dropped`` (``(submitted client, dropped peer) -> their pairwise seed``, revealed by
+    the submitted client) remove what does not: every peer that dropped out after the masks
+    were made costs one revealed seed per survivor, nothing else."""
     if not masked:
         raise FlError("no masked updates to sum", "collect every selected client's update")
     ordered = sorted(masked, key=lambda m: m.client_id)
@@ -174,16 +195,33 @@ def unmask_sum(masked: Sequence[MaskedUpdate], frac_bits: int = FRAC_BITS) -> li
     for m in ordered:
         for s, layer in zip(sums, m.layers, strict=True):
             s += layer
+    for i, s in enumerate(sums):
+        flat = s.reshape(-1)
+        for seed in (own_seeds or {}).values():
+            flat -= _mask(b"self" + seed, i, flat.size)
+        for (survivor, peer), seed in sorted((dropped or {}).items()):
+            m = _mask(seed, i, flat.size)
+            # undo what the survivor did for this peer: it added m if its id was the smaller
+            if survivor < peer:
+                flat -= m
+            else:
+                flat += m
     return [decode_fixed(s, frac_bits) for s in sums]
 
 
-def secure_mean(masked: Sequence[MaskedUpdate], frac_bits: int = FRAC_BITS) -> Weights:
+def secure_mean(
+    masked: Sequence[MaskedUpdate],
+    frac_bits: int = FRAC_BITS,
+    own_seeds: dict[str, bytes] | None = None,
+    dropped: dict[tuple[str, str], bytes] | None = None,
+) -> Weights:
     """The example-weighted mean (float64) of updates masked with ``weight=num_examples``:
-    all that secure aggregation reveals, and what a linear strategy steps from."""
+    all that secure aggregation reveals, and what a linear strategy steps from (the seeds as
+    ``unmask_sum`` takes them)."""
     total = math.fsum(m.weight for m in masked)
     if total <= 0:
         raise FlError("masked updates carry zero total weight", "mask with weight=num_examples")
-    return [s / total for s in unmask_sum(masked, frac_bits)]
+    return [s / total for s in unmask_sum(masked, frac_bits, own_seeds, dropped)]
 
 
 def secure_fedavg(

@@ -712,6 +712,34 @@ class AnnounceKey(Call):
     NAME = "announce_key"
 
 
+MAX_REVEALED = 56  # dropped peers one reveal may name: 56 seeds keep it within a remark
+
+
+@struct
+class PeerSeed(Struct):
+    """The pairwise mask seed a worker shared with a peer that dropped out of the round."""
+
+    peer: str = wire(Account(), help="the dropped peer")
+    seed: str = wire(Bytes32(), help="their pairwise seed (32 bytes, 0x-hex)")
+
+
+@struct
+class RevealSeeds(Call):
+    """A worker whose masked update is in a secure round reveals, once the round stopped
+    taking updates, what validators need to read the sum: its own mask seed, and its seed
+    shared with each selected worker that did not submit (their masks would not cancel). A
+    dropped worker's own seed is never revealed, so an update it may have left in storage
+    stays hidden."""
+
+    round_id: int = wire(ID, help="the round")
+    own_seed: str = wire(Bytes32(), help="the worker's own mask seed for the round")
+    dropped: tuple[PeerSeed, ...] = wire(
+        Vec(StructField(PeerSeed), MAX_REVEALED, unique=True), (), help="seeds with dropped"
+    )
+    INDEX = 38
+    NAME = "reveal_seeds"
+
+
 CALLS: tuple[type[Call], ...] = (
     RegisterModel,
     StartTraining,
@@ -731,6 +759,7 @@ CALLS: tuple[type[Call], ...] = (
     AnnounceKey,
     StartRounds,
     AttestMetric,
+    RevealSeeds,
 )
 CALL = Variant(*CALLS, what="call")
 

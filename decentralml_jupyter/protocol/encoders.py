@@ -252,6 +252,13 @@ def attest_remark(
     )
 
 
+def reveal_seeds(round_id: int, own_seed: bytes, dropped: Mapping[str, bytes]) -> bytes:
+    """A survivor's reveal in a secure round: its own mask seed and its pairwise seed with
+    each dropped peer."""
+    peers = tuple(C.PeerSeed(peer, seed) for peer, seed in sorted(dropped.items()))
+    return C.encode_call(C.RevealSeeds(round_id, own_seed, peers))
+
+
 def announce_key(public_key: bytes | str) -> bytes:
     """Publish the signer's X25519 public key for secure aggregation's pairwise masks."""
     return C.encode_call(C.AnnounceKey(public_key))

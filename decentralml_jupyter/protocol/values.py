@@ -352,3 +352,5 @@ class RoundInfo(_Json):
     # whether the new model was no worse than the base on the model's metric (None: not
     # judged: no update accepted, or validators that report no base metric)
     improved: bool | None = None
+    # secure rounds: worker -> {"own": seed, "dropped": {peer: seed}} (RevealSeeds)
+    reveals: dict[str, Any] = field(default_factory=dict)

@@ -12,8 +12,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from decentralml_jupyter.cli import run
-from tests.conftest import free_port, require, wait_until
+from tests.conftest import dev_network, require, wait_until
 
 UNIT = 10**12
 WORKERS, VALIDATORS, ROUNDS = 3, 2, 5
@@ -54,19 +53,12 @@ def own_data_network(tmp_path):
     data.mkdir()
     features = _files(data)
     _model(data, features, tmp_path / "diabetes.keras")
-    url, storage = f"ws://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
-
-    def dfml(*args, key="//Alice"):
-        return run(["--url", url, "--storage", storage, "--key", key, *args])
-
-    info = dfml(
-        "devnet", "up", "--workers", str(WORKERS), "--validators", str(VALIDATORS),
-        "--data", str(data), "--target", "target", "--clock", "1",
+    up = dev_network(
+        "--workers", str(WORKERS), "--validators", str(VALIDATORS), "--data", str(data),
+        "--target", "target", "--clock", "1",
     )  # fmt: skip
-    try:
+    with up as (dfml, info, url, storage):
         yield data, features, dfml, info, url, storage
-    finally:
-        dfml("devnet", "down")
 
 
 def train_round(fl, spec, weights, rnd, mine, epochs, proximal_mu=0.0):
@@ -84,12 +76,15 @@ def train_round(fl, spec, weights, rnd, mine, epochs, proximal_mu=0.0):
     return fl.bound_examples(updates)  # as the validators bound the claims
 
 
-def train_plans(dfml, mids, epochs, rounds, deadline=60):
-    """Approve each model (every worker staked on it, a worker's vote), start its training
-    and a plan of ``rounds`` rounds side by side; wait until every plan has run, each of its
-    rounds finalized."""
+def train_plans(
+    dfml, mids, epochs, rounds, deadline=60, workers=WORKERS, extra=(), on_started=None
+):
+    """Approve each model (all ``workers`` staked on it, a worker's vote), start its training
+    and a plan of ``rounds`` rounds side by side (``extra``: more `round start` options, and
+    ``on_started(round ids)`` called once they are); wait until every plan has run, each of
+    its rounds finalized."""
     wait_until(
-        lambda: all(len(dfml("stakes", "--model", m)) == WORKERS for m in mids), 240, "stakes"
+        lambda: all(len(dfml("stakes", "--model", m)) == workers for m in mids), 240, "stakes"
     )
     for m in mids:
         pid = dfml("propose", m, "ApproveModel", "--deadline", "12")["proposal_id"]
@@ -103,11 +98,13 @@ def train_plans(dfml, mids, epochs, rounds, deadline=60):
         dfml("model", "start", m)
         firsts.append(
             dfml(
-                "round", "start", m, "--clients", str(WORKERS), "--epochs", str(epochs),
+                "round", "start", m, "--clients", str(workers), "--epochs", str(epochs),
                 "--rounds", str(rounds), "--deadline", str(deadline),
-                "--aggregate-deadline", str(deadline),
+                "--aggregate-deadline", str(deadline), *extra,
             )["round_id"]
         )  # fmt: skip
+    if on_started is not None:
+        on_started(firsts)
     for m, first in zip(mids, firsts, strict=True):
         last = dfml("round", "watch", str(first), "--plan", "--timeout", "900")
         steps = [step["status"] for step in last["plan"]]

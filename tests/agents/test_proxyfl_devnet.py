@@ -8,9 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from decentralml_jupyter.cli import run
 from tests.agents.test_own_data_devnet import VALIDATORS, WORKERS, train_plans
-from tests.conftest import free_port
+from tests.conftest import dev_network
 
 ROUNDS = 2
 
@@ -21,16 +20,9 @@ def test_proxyfl_rounds_average_the_proxies(tmp_path):
 
     from decentralml_jupyter import Session, fl
 
-    url, storage = f"ws://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
-
-    def dfml(*args, key="//Alice"):
-        return run(["--url", url, "--storage", storage, "--key", key, *args])
-
-    dfml(
-        "devnet", "up", "--workers", str(WORKERS), "--validators", str(VALIDATORS),
-        "--clock", "1",
-    )  # fmt: skip
-    try:
+    with dev_network(
+        "--workers", str(WORKERS), "--validators", str(VALIDATORS), "--clock", "1"
+    ) as (dfml, info, url, storage):  # fmt: skip
         regression = tmp_path / "regression.keras"
         inputs = keras.Input(shape=(64,))
         keras.Model(inputs, keras.layers.Dense(1)(inputs)).save(regression)
@@ -59,5 +51,3 @@ def test_proxyfl_rounds_average_the_proxies(tmp_path):
                 for a, b in zip(expected, got, strict=True):
                     np.testing.assert_array_equal(a, b)
             assert rounds[-1].metrics["accuracy"] > rounds[0].metrics["base_accuracy"]
-    finally:
-        dfml("devnet", "down")

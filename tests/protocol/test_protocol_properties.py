@@ -76,6 +76,7 @@ KINDS = (
     "attest",
     "attest",
     "attest",
+    "reveal",
 )
 MODES = ("exact", "exact", "exact", "none", "amount", "dest", "asset", "source", "extra")
 LOSSY = ("amount", "dest", "asset")  # from a pool, these would take value out beside a payout
@@ -123,7 +124,9 @@ def random_action(draw, n_models: int):
     if kind == 4:
         choice = draw(st.integers(0, 3))
         if choice == 0:
-            return target, SetStrategy(draw(st.sampled_from(("fedavg", "krum", "bogus"))))
+            return target, SetStrategy(
+                draw(st.sampled_from(("fedavg", "krum", "bogus", "fedavg:secure")))
+            )
         if choice == 1:  # with parameters, some out of range or unknown: refused
             name, value = draw(
                 st.sampled_from((("eta", "0.05"), ("eta", "-1"), ("momentum", "1"), ("f", "2")))
@@ -330,6 +333,14 @@ def step(draw, sim: Sim, ledger: dict[int, int]) -> None:
                     )
                 )
             )
+    elif kind == "reveal":  # secure rounds' seeds: from anyone, for any round, any peers
+        rid = pick(draw, [r.round_id for r in s.rounds()])
+        r = s.round(rid)
+        peers = sorted(set(r.selected) - set(r.submitted)) if r is not None else []
+        if peers and draw(st.integers(0, 1)):
+            peers = peers[1:]  # not exactly the dropped: refused
+        seed = bytes(32)
+        go(encoders.reveal_seeds(rid, seed, dict.fromkeys(peers, seed)))
     elif kind == "mutate":
         base = draw(
             st.sampled_from(

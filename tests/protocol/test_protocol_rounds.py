@@ -155,7 +155,12 @@ def test_full_round_lifecycle_with_rewards_and_slashes(sim: Sim) -> None:
     assert r.status == "open" and len(r.selected) == 3 and r.eligible == 5
     assert r.reward == r.escrow == 1000 and r.base_cid == CID_W
     assert r.hints == {"epochs": 2, "batch_size": 32, "learning_rate": 0.01}
-    assert r.dp == {"clip_norm": 1.0, "noise_multiplier": 0.5}
+    from decentralml_jupyter.fl.privacy import dp_epsilon
+
+    assert r.dp == {
+        "clip_norm": 1.0, "noise_multiplier": 0.5,
+        "epsilon": round(dp_epsilon([0.5]), 4), "delta": 1e-5,
+    }  # fmt: skip
     assert (r.submit_deadline, r.aggregate_deadline) == (r.start_block + 5, r.start_block + 10)
     assert sim.state.open_round(mid).round_id == rid
     assert sim.state.created_by(r.start_block, 0) == [("round", rid)]

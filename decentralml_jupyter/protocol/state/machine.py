@@ -47,6 +47,7 @@ _HANDLERS: dict[type[C.Call], Callable[[Any, CallContext, Any], Created]] = {
     C.Attest: RoundHandlers._attest,
     C.AttestMetric: RoundHandlers._attest,
     C.AnnounceKey: RoundHandlers._announce_key,
+    C.RevealSeeds: RoundHandlers._reveal_seeds,
 }
 
 

@@ -447,6 +447,7 @@ class Queries(StateCore):
             base_state_cid=r.base_state_cid,
             state_cid=r.state_cid,
             improved=r.improved,
+            reveals=json.loads(json.dumps(r.reveals)),
         )
 
     def errors(self, account: str | None = None) -> list[ErrorRecord]:

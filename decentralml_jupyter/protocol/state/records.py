@@ -191,6 +191,8 @@ class _Round:
     base_state_cid: str | None = None  # the server state beside base_cid (stateful strategies)
     state_cid: str | None = None  # the server state the quorum attested, once finalized
     improved: bool | None = None  # whether it improved the model's metric (None: not judged)
+    # secure rounds: worker -> {"own": its own mask seed, "dropped": {peer: pairwise seed}}
+    reveals: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

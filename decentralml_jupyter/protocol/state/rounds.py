@@ -165,6 +165,31 @@ class RoundHandlers(ModelHandlers):
         self._keys[ctx.signer] = c.public_key
         return None
 
+    def _reveal_seeds(self, ctx: CallContext, c: C.RevealSeeds) -> None:
+        r = self._rounds.get(c.round_id)
+        _require(r is not None, f"unknown round {c.round_id}")
+        assert r is not None
+        m = self._models[r.model_id]
+        _require(m.strategy.endswith(":secure"), f"model {m.id}'s rounds are not secure")
+        _require(
+            r.status == "aggregating" and ctx.block_number < r.aggregate_deadline,
+            f"round {r.id} takes no reveals: it is {r.status}",
+        )
+        submitted = {u.worker for u in self._round_updates(r.id)}
+        _require(ctx.signer in submitted, f"{ctx.signer} has no update in round {r.id}")
+        _require(ctx.signer not in r.reveals, f"{ctx.signer} already revealed for round {r.id}")
+        dropped = set(r.selected) - submitted
+        named = [x.peer for x in c.dropped]
+        _require(
+            set(named) == dropped,
+            f"a reveal must name exactly the {len(dropped)} selected workers without an update",
+        )
+        r.reveals[ctx.signer] = {
+            "own": c.own_seed,
+            "dropped": {x.peer: x.seed for x in sorted(c.dropped, key=lambda x: x.peer)},
+        }
+        return None
+
     def _submit_update(self, ctx: CallContext, c: C.SubmitUpdate) -> tuple[str, int]:
         r = self._rounds.get(c.round_id)
         _require(r is not None, f"unknown round {c.round_id}")
