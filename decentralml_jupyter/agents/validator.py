@@ -222,9 +222,10 @@ class Validator(Agent):
         return make
 
     def judge(self, state: State, rnd):
-        """(aggregate weights, metrics, contributions, rejections, server state bytes or
-        None) of a closed round, or None when a secure round cannot be unmasked or the
-        round's server state cannot be read (the validator then abstains)."""
+        """The verdict on a closed round (``Judged``); ``WAIT`` while a secure round's
+        reveals are missing (judged again later); None when it cannot be judged at all (its
+        held-out data do not fit, a secure sum cannot be read, the round's server state is
+        not the strategy's): the validator then abstains."""
 
         try:
             return self._judge(state, rnd)
