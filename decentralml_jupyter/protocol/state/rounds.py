@@ -333,6 +333,10 @@ class RoundHandlers(ModelHandlers):
             payout = self._new_payout(m.id, account, amount, "round_reward", block)
             rid = self._take_id("reward")
             self._rewards[rid] = _Reward(rid, r.id, m.id, account, amount, score, payout)
+        self._adopt(r, m, att)
+
+    def _adopt(self, r: _Round, m: _Model, att: _Attestation) -> None:
+        """The quorum's model (and server state) becomes the model's next round."""
         m.global_cid = att.aggregate_cid
         m.state_cid = att.state_cid
         m.round += 1
@@ -366,11 +370,8 @@ class RoundHandlers(ModelHandlers):
         if rule["unimproved"] == "reject":
             r.status, r.note = "failed", f"{why}: not adopted, budget refunded"
             return
-        m.global_cid = att.aggregate_cid
-        m.state_cid = att.state_cid
-        m.round += 1
-        r.number = m.round
-        r.status, r.note = "finalized", f"{why}: adopted without rewards, budget refunded"
+        self._adopt(r, m, att)
+        r.note = f"{why}: adopted without rewards, budget refunded"
 
     def _fail_round(self, r: _Round, block: int, note: str) -> None:
         r.status, r.note, r.ended_block = "failed", note, block
