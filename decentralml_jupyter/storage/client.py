@@ -9,6 +9,7 @@ before reading the rest.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import tempfile
@@ -20,6 +21,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlencode, urlsplit
 
 import requests
 
@@ -34,7 +36,15 @@ from .store import (
     StorageUnavailable,
     Stored,
 )
-from .unixfs import IMPORT_OPTIONS, FileDagBuilder, iter_file, read_root
+from .unixfs import (
+    IMPORT_OPTIONS,
+    FileDagBuilder,
+    is_leaf_content,
+    iter_file,
+    maybe_leaf,
+    node_of,
+    read_root,
+)
 
 DEFAULT_URL = "http://127.0.0.1:5001"
 DEFAULT_TIMEOUT = 30.0
@@ -58,12 +68,16 @@ class KuboStore:
         connect_timeout: float = 5.0,
         prefetch: int = 4,
         max_bytes: int | None = None,
+        stream_reads: bool = True,
     ):
         self.url = url.rstrip("/")
         self.max_bytes = max_bytes
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.prefetch = prefetch  # blocks fetched ahead in parallel while reading a file
+        # Reads take a file's leaves from one ``cat`` stream, each checked against its CID
+        # (see _iter_streamed); False: every block by ``block/get`` (prefetched).
+        self.stream_reads = stream_reads
         self._headers = dict(headers or {})
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
@@ -321,6 +335,10 @@ class KuboStore:
             yield piece
 
     def _iter_file(self, root: CID, root_block: bytes | None) -> Iterator[bytes]:
+        if self.stream_reads:
+            yield from self._iter_streamed(root, root_block)
+            return
+
         def first(fetch: Callable[[CID], bytes]) -> Callable[[CID], bytes]:
             if root_block is None:
                 return fetch
@@ -332,10 +350,56 @@ class KuboStore:
             return fetch_root_once
 
         if self.prefetch <= 1:
-            yield from iter_file(root, first(self.block))
+            yield from map(bytes, iter_file(root, first(self.block)))
             return
         with _Prefetcher(self, self.prefetch) as pf:
-            yield from iter_file(root, first(pf.fetch), pf.announce)
+            yield from map(bytes, iter_file(root, first(pf.fetch), pf.announce))
+
+    def _iter_streamed(self, root: CID, root_block: bytes | None) -> Iterator[bytes]:
+        """A file's bytes with its leaves read from one ``cat`` stream.
+
+        The interior nodes (a few: one per 174 leaves) come by ``block/get``; they name each
+        leaf's CID and size, so the stream is cut into leaves and each is hashed once, in
+        place, against its CID (``is_leaf_content``) before it is yielded. A leaf that is not
+        in the canonical form, a stream that breaks or a node without ``cat`` only make the
+        rest come block by block: never unverified bytes.
+        """
+        with _CatStream(self, root) as stream:
+            block = root_block if root_block is not None else self.block(root)
+            declared = read_root(root, block).size  # a small block, verified again
+            data, children = node_of(root, block)
+            chunk: bytes | bytearray = bytes(data)
+            produced = 0
+            stack = [iter(children)]
+            while True:
+                if chunk:
+                    produced += len(chunk)
+                    if produced > declared:
+                        raise IntegrityError(
+                            f"{root} yields more bytes than its root declares ({declared})"
+                        )
+                    yield chunk
+                chunk = b""
+                link = None
+                while stack and link is None:
+                    link, size = next(stack[-1], (None, None))
+                    if link is None:
+                        stack.pop()
+                if link is None:
+                    break
+                if size is not None and size <= MAX_BLOCK_SIZE and maybe_leaf(link, size):
+                    piece = stream.read_at(produced, size)
+                    if piece is not None and is_leaf_content(link.cid, piece):
+                        chunk = piece
+                        continue
+                data, grandchildren = node_of(link.cid, self.block(link.cid))
+                chunk = bytes(data)
+                stack.append(iter(grandchildren))
+        if produced != declared:
+            raise IntegrityError(
+                f"{root} yielded {produced} bytes but its root declares {declared}",
+                hint="the DAG is inconsistent; re-add the artefact from a good copy",
+            )
 
     def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
         """The verified bytes of ``cid``. ``max_bytes`` (default: the store's ``max_bytes``)
@@ -417,6 +481,80 @@ def _pieces(data: Source) -> Iterator[bytes | memoryview]:
         if isinstance(piece, str):
             raise TypeError("put takes a binary stream; open the file with 'rb'")
         yield piece
+
+
+class _CatStream:
+    """A file's content as one ``cat`` response, read in order; opened at the first read.
+
+    ``read_at(offset, n)`` gives the ``n`` bytes at ``offset`` (skipping what lies before it)
+    (read straight from the socket), or None once the stream cannot give them:
+    it was refused, broke, ended early, or is past that offset. None is final; the caller
+    then reads blocks instead. Its own connection (http.client, which reads a chunk into
+    one bytes object, where a generic response reader copies it again), closed at the end.
+    """
+
+    def __init__(self, store: KuboStore, root: CID):
+        self._store = store
+        self._root = root
+        self._conn: http.client.HTTPConnection | None = None
+        self._response: http.client.HTTPResponse | None = None
+        self._pos = 0
+        self._broken = False
+
+    def __enter__(self) -> _CatStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = self._response = None
+
+    def _open(self) -> http.client.HTTPResponse:
+        store = self._store
+        url = urlsplit(store.url)
+        kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        self._conn = kind(url.hostname or "127.0.0.1", url.port, timeout=store.timeout + 5.0)
+        query = urlencode({"arg": str(self._root), "timeout": f"{store.timeout:g}s"})
+        path = f"{url.path.rstrip('/')}/api/v0/cat?{query}"
+        self._conn.request("POST", path, None, store._headers)
+        response = self._conn.getresponse()
+        if response.status != 200:
+            raise StorageError(f"cat {self._root}: {response.status}")
+        return response
+
+    def _read(self, n: int) -> bytes:
+        # A read of one whole chunk of the response (the dev service sends a leaf per chunk)
+        # is one bytes object filled from the socket: no zeroing and no second copy.
+        assert self._response is not None
+        piece = self._response.read(n)
+        while 0 < len(piece) < n:
+            more = self._response.read(n - len(piece))
+            if not more:
+                break
+            piece += more
+        if len(piece) != n:
+            raise EOFError
+        self._pos += n
+        return piece
+
+    def read_at(self, offset: int, n: int) -> bytes | None:
+        if self._broken or offset < self._pos:
+            self._broken = True
+            self._close()
+            return None
+        try:
+            if self._response is None:
+                self._response = self._open()
+            while self._pos < offset:
+                self._read(min(offset - self._pos, READ_SIZE))
+            return self._read(n)
+        except Exception:  # noqa: BLE001 - refused, cut off, truncated: read blocks instead
+            self._broken = True
+            self._close()
+            return None
 
 
 class _Prefetcher:

@@ -6,6 +6,7 @@ chunks of 262144 bytes, dag-pb leaves (no raw leaves), balanced layout with 174 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -13,6 +14,8 @@ from typing import BinaryIO
 from decentralml_jupyter.errors import IntegrityError, StorageError
 
 from .cid import CID, DAG_PB, RAW, decode_varint, encode_varint
+
+Bytes = bytes | bytearray | memoryview
 
 CHUNK_SIZE = 262144
 MAX_LINKS = 174  # go-unixfs helpers.DefaultLinksPerBlock
@@ -38,13 +41,13 @@ class Link:
 @dataclass(frozen=True)
 class DagNode:
     links: tuple[Link, ...]
-    data: bytes | None
+    data: Bytes | None
 
 
 @dataclass(frozen=True)
 class UnixFSData:
     type: int
-    data: bytes
+    data: Bytes
     filesize: int | None
     blocksizes: tuple[int, ...]
 
@@ -79,8 +82,9 @@ def encode_unixfs_file(data: bytes, filesize: int, blocksizes: Iterable[int] = (
     return bytes(out)
 
 
-def _iter_fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
-    """Yield (field number, wire type, value) of a protobuf message."""
+def _iter_fields(buf: Bytes) -> Iterator[tuple[int, int, int | memoryview]]:
+    """Yield (field number, wire type, value) of a protobuf message; a length-delimited value
+    is a view into ``buf`` (no copy)."""
     pos = 0
     mv = memoryview(buf)
     while pos < len(buf):
@@ -93,23 +97,24 @@ def _iter_fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
             n, pos = decode_varint(mv, pos)
             if pos + n > len(buf):
                 raise ValueError("truncated field")
-            yield num, wt, bytes(mv[pos : pos + n])
+            yield num, wt, mv[pos : pos + n]
             pos += n
         else:
             raise ValueError(f"unsupported protobuf wire type {wt}")
 
 
-def decode_dag_pb(block: bytes) -> DagNode:
+def decode_dag_pb(block: Bytes) -> DagNode:
+    """Links and Data of a dag-pb block; Data is a view into ``block``."""
     links: list[Link] = []
-    data: bytes | None = None
+    data: Bytes | None = None
     for num, wt, val in _iter_fields(block):
         if num == 2 and wt == 2:
             h, name, tsize = None, "", 0
             for lnum, lwt, lval in _iter_fields(val):  # type: ignore[arg-type]
                 if lnum == 1 and lwt == 2:
-                    h = lval
+                    h = bytes(lval)  # type: ignore[arg-type]
                 elif lnum == 2 and lwt == 2:
-                    name = lval.decode()  # type: ignore[union-attr]
+                    name = bytes(lval).decode()  # type: ignore[arg-type]
                 elif lnum == 3 and lwt == 0:
                     tsize = lval  # type: ignore[assignment]
             if h is None:
@@ -122,7 +127,8 @@ def decode_dag_pb(block: bytes) -> DagNode:
     return DagNode(tuple(links), data)
 
 
-def decode_unixfs(data: bytes) -> UnixFSData:
+def decode_unixfs(data: Bytes) -> UnixFSData:
+    """A UnixFS message; its ``data`` is a view into ``data`` (no copy)."""
     typ, payload, filesize, sizes = None, b"", None, []
     for num, wt, val in _iter_fields(data):
         if num == 1 and wt == 0:
@@ -173,9 +179,13 @@ class FileDagBuilder:
             self._sink(cid, block)
         return cid
 
-    def _leaf(self, chunk: bytes) -> None:
-        block = encode_dag_pb((), encode_unixfs_file(chunk, len(chunk)))
+    def _leaf(self, chunk: Bytes) -> None:
         self._chunks += 1
+        if self._sink is None:  # hashed in place: no copy of the chunk
+            cid, size = leaf_cid(chunk)
+            self._push(0, _Built(cid, size, len(chunk)))
+            return
+        block = encode_dag_pb((), encode_unixfs_file(bytes(chunk), len(chunk)))
         self._push(0, _Built(self._emit(block), len(block), len(chunk)))
 
     def _node(self, children: list[_Built]) -> _Built:
@@ -201,17 +211,22 @@ class FileDagBuilder:
             pending = self._levels[level]
         pending.append(item)
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def write(self, data: Bytes) -> None:
         self.size += len(data)
-        self._buf += data
-        if len(self._buf) >= CHUNK_SIZE:
-            mv = memoryview(self._buf)
-            n_full = len(self._buf) // CHUNK_SIZE
-            for i in range(n_full):
-                self._leaf(bytes(mv[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE]))
-            rest = bytes(mv[n_full * CHUNK_SIZE :])
-            mv.release()
-            self._buf = bytearray(rest)
+        mv = memoryview(data).cast("B")
+        if self._buf:  # complete the pending chunk first
+            take = min(CHUNK_SIZE - len(self._buf), len(mv))
+            self._buf += mv[:take]
+            mv = mv[take:]
+            if len(self._buf) < CHUNK_SIZE:
+                return
+            self._leaf(self._buf)
+            self._buf = bytearray()
+        # Whole chunks straight from the caller's buffer (no copy); the rest waits.
+        n_full = len(mv) // CHUNK_SIZE
+        for i in range(n_full):
+            self._leaf(mv[i * CHUNK_SIZE : (i + 1) * CHUNK_SIZE])
+        self._buf += mv[n_full * CHUNK_SIZE :]
 
     def finish(self) -> CID:
         if self._buf or self._chunks == 0:  # an empty input is one empty leaf
@@ -226,6 +241,43 @@ class FileDagBuilder:
             self._levels[level] = []
             self._push(level + 1, self._node(pending))
             level += 1
+
+
+def _leaf_frame(n: int) -> tuple[bytes, bytes]:
+    """What comes before and after ``n`` bytes of content in a UnixFS file leaf (dag-pb)."""
+    head = b"\x08\x02" + (b"\x12" + encode_varint(n) if n else b"")
+    tail = b"\x18" + encode_varint(n)
+    return b"\x0a" + encode_varint(len(head) + n + len(tail)) + head, tail
+
+
+def leaf_cid(chunk: Bytes) -> tuple[CID, int]:
+    """The CID and block size of the dag-pb leaf holding ``chunk``, as ``encode_dag_pb`` and
+    ``encode_unixfs_file`` would make it, hashed without building (copying) the block."""
+    head, tail = _leaf_frame(len(chunk))
+    h = hashlib.sha256(head)
+    h.update(chunk)
+    h.update(tail)
+    return CID(0, DAG_PB, h.digest()), len(head) + len(chunk) + len(tail)
+
+
+def is_leaf_content(cid: CID, chunk: Bytes) -> bool:
+    """Whether ``chunk`` is exactly the content of the leaf block ``cid``: a raw block, or a
+    dag-pb UnixFS file leaf in the canonical encoding (ours and Kubo's). Each byte is hashed
+    once; a False means only that the leaf is not in this form (read its block instead)."""
+    if cid.codec == RAW:
+        return hashlib.sha256(chunk).digest() == cid.digest
+    if cid.codec != DAG_PB:
+        return False
+    return leaf_cid(chunk)[0].digest == cid.digest
+
+
+def maybe_leaf(link: Link, size: int) -> bool:
+    """Whether a link to ``size`` bytes of content looks like a leaf: a raw block, or a block
+    whose total size (``tsize``) leaves no room for a child link (a CID alone takes 34 bytes).
+    Only a guess to plan reads; ``is_leaf_content`` decides."""
+    if link.cid.codec == RAW:
+        return link.tsize == size
+    return 0 <= link.tsize - size <= 32
 
 
 def compute_cid(data: bytes | BinaryIO, *, read_size: int = 1 << 20) -> str:
@@ -284,6 +336,21 @@ def _unixfs_of(cid: CID, node: DagNode) -> UnixFSData:
             hint="only single files (artefacts) can be read; add files, not directories",
         )
     return fs
+
+
+def node_of(cid: CID, block: bytes) -> tuple[Bytes, list[tuple[Link, int | None]]]:
+    """A verified file block's own content and its children, each with the content size its
+    parent declares for it (None where the parent declares none)."""
+    if cid.codec == RAW:
+        return block, []
+    if cid.codec != DAG_PB:
+        raise StorageError(f"{cid} has an unsupported codec")
+    node = _decode_verified(cid, block)
+    fs = _unixfs_of(cid, node)
+    sizes: list[int | None] = list(fs.blocksizes)
+    if len(sizes) != len(node.links):
+        sizes = [None] * len(node.links)
+    return fs.data, list(zip(node.links, sizes, strict=True))
 
 
 def iter_file(

@@ -1,0 +1,90 @@
+"""The fast paths of storage: leaves hashed in place, and reads that take a file's leaves from
+one ``cat`` stream (each checked against its CID) and fall back to blocks for anything else."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from decentralml_jupyter.errors import IntegrityError
+from decentralml_jupyter.storage import CID, KuboStore
+from decentralml_jupyter.storage.cid import RAW
+from decentralml_jupyter.storage.server import flatfs_path
+from decentralml_jupyter.storage.unixfs import (
+    CHUNK_SIZE,
+    T_RAW,
+    Link,
+    encode_dag_pb,
+    encode_unixfs_file,
+    is_leaf_content,
+    leaf_cid,
+)
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, 127, 128, 16383, 16384, CHUNK_SIZE, 2_100_000])
+def test_a_leaf_hashed_in_place_has_the_cid_of_its_encoded_block(size: int) -> None:
+    chunk = random.Random(size).randbytes(size)
+    block = encode_dag_pb((), encode_unixfs_file(chunk, len(chunk)))
+    assert leaf_cid(chunk) == (CID.for_block(block), len(block))
+    assert leaf_cid(memoryview(bytearray(chunk))) == leaf_cid(chunk)
+    assert is_leaf_content(CID.for_block(block), chunk)
+    assert not is_leaf_content(CID.for_block(block), chunk + b"x")
+    assert is_leaf_content(CID.for_block(chunk, version=1, codec=RAW), chunk)
+
+
+def _put_blocks(service, blocks: list[bytes]) -> CID:
+    """Blocks written into the service's repository as another producer's DAG would be."""
+    cid = None
+    for block in blocks:
+        cid = CID.for_block(block)
+        path = flatfs_path(service.repo / "blocks", cid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(block)
+    assert cid is not None
+    return cid
+
+
+def test_leaves_in_another_encoding_are_read_block_by_block(service, store: KuboStore) -> None:
+    # Leaves of UnixFS type Raw (as older importers wrote them) are not in the form that a
+    # stream is checked against: the reader must fall back to their blocks, and get them right.
+    pieces = [os.urandom(1000), os.urandom(2000), os.urandom(10)]
+    leaves = [encode_dag_pb((), _unixfs(T_RAW, p)) for p in pieces]
+    links = [Link(CID.for_block(b), "", len(b)) for b in leaves]
+    sizes = [len(p) for p in pieces]
+    root = encode_dag_pb(links, encode_unixfs_file(b"", sum(sizes), sizes))
+    cid = _put_blocks(service, [*leaves, root])
+    streamed = KuboStore(service.url, timeout=5)
+    blockwise = KuboStore(service.url, timeout=5, stream_reads=False)
+    with streamed, blockwise:
+        assert streamed.get(str(cid)) == blockwise.get(str(cid)) == b"".join(pieces)
+
+
+def _unixfs(kind: int, data: bytes) -> bytes:
+    raw = bytearray(encode_unixfs_file(data, len(data)))
+    raw[1] = kind  # the type field's value (08 <type>)
+    return bytes(raw)
+
+
+def test_streamed_and_blockwise_reads_agree(service) -> None:
+    data = os.urandom(5 * CHUNK_SIZE + 17)
+    with (
+        KuboStore(service.url, timeout=5) as fast,
+        KuboStore(service.url, timeout=5, stream_reads=False) as slow,
+    ):
+        cid = fast.put(data)
+        assert fast.get(cid) == slow.get(cid) == data
+        assert b"".join(fast.iter_bytes(cid)) == data
+
+
+def test_a_leaf_whose_parent_lies_about_its_size_is_an_integrity_error(service, store) -> None:
+    # The root declares a leaf one byte shorter than it is: the stream is cut in the wrong
+    # place, and the block it falls back to does not match the size the root declares.
+    piece = os.urandom(3000)
+    leaf = encode_dag_pb((), encode_unixfs_file(piece, len(piece)))
+    link = Link(CID.for_block(leaf), "", len(leaf))
+    root = encode_dag_pb([link, link], encode_unixfs_file(b"", 5999, [3000, 2999]))
+    cid = _put_blocks(service, [leaf, root])
+    with pytest.raises(IntegrityError):
+        store.get(str(cid))
