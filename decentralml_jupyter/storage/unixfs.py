@@ -157,17 +157,22 @@ class _Built:
 
 
 BlockSink = Callable[[CID, bytes], None]
+# A block as consecutive pieces (a leaf: its frame and a view of the caller's chunk): what
+# writes it out needs no copy of it in one piece.
+PartsSink = Callable[[CID, tuple[Bytes, ...]], None]
 
 
 class FileDagBuilder:
     """Streaming balanced-layout builder: ``write`` bytes, then ``finish`` gives the root CID.
 
     Memory stays at one chunk plus one pending link list per tree level, whatever the size.
-    ``sink`` (optional) receives every block as it is made, in the order Kubo would write it.
+    ``sink`` (optional) receives every block as it is made, in the order Kubo would write it;
+    ``parts_sink`` (instead) the same blocks in pieces, valid only during the call.
     """
 
-    def __init__(self, sink: BlockSink | None = None):
+    def __init__(self, sink: BlockSink | None = None, *, parts_sink: PartsSink | None = None):
         self._sink = sink
+        self._parts_sink = parts_sink
         self._buf = bytearray()
         self._levels: list[list[_Built]] = [[]]
         self._chunks = 0
@@ -177,12 +182,17 @@ class FileDagBuilder:
         cid = CID.for_block(block)
         if self._sink is not None:
             self._sink(cid, block)
+        elif self._parts_sink is not None:
+            self._parts_sink(cid, (block,))
         return cid
 
     def _leaf(self, chunk: Bytes) -> None:
         self._chunks += 1
         if self._sink is None:  # hashed in place: no copy of the chunk
             cid, size = leaf_cid(chunk)
+            if self._parts_sink is not None:
+                head, tail = _leaf_frame(len(chunk))
+                self._parts_sink(cid, (head, chunk, tail))
             self._push(0, _Built(cid, size, len(chunk)))
             return
         block = encode_dag_pb((), encode_unixfs_file(bytes(chunk), len(chunk)))

@@ -21,6 +21,7 @@ from decentralml_jupyter.storage.unixfs import (
     is_leaf_content,
     leaf_cid,
 )
+from tests.storage.test_storage_kubo_cids import kubo_add
 
 
 @pytest.mark.parametrize("size", [0, 1, 100, 127, 128, 16383, 16384, CHUNK_SIZE, 2_100_000])
@@ -88,3 +89,20 @@ def test_a_leaf_whose_parent_lies_about_its_size_is_an_integrity_error(service, 
     cid = _put_blocks(service, [leaf, root])
     with pytest.raises(IntegrityError):
         store.get(str(cid))
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE, 3 * CHUNK_SIZE + 1, 174 * CHUNK_SIZE + 1])
+def test_a_stored_add_gives_kubos_cid_and_kubo_reads_its_blocks(
+    service, store: KuboStore, size: int
+) -> None:
+    # The service builds stored adds itself; Kubo's importer (only-hash) is the reference,
+    # and Kubo's pin (which walks the DAG from the blockstore) proves it reads every block.
+    data = random.Random(size + 7).randbytes(size)
+    cid = store.put(data)
+    assert cid == kubo_add(service.url, data)
+    assert store.is_pinned(cid)
+    assert store.get(cid) == data
+    store.unpin(cid)
+    assert not store.is_pinned(cid)
+    unpinned = store.put(data, pin=False)
+    assert unpinned == cid and not store.is_pinned(cid)

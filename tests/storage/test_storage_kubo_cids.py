@@ -18,10 +18,12 @@ SLOW_SIZES = [
 
 
 def kubo_add(url: str, data: bytes) -> str:
-    """A plain `add` as any Kubo client sends it: the CID is computed by Kubo, not by us."""
+    """A plain `add` as any Kubo client sends it, with ``only-hash``: the dev service then
+    hands the file to Kubo's own importer (a stored add is built by the service itself, and
+    held to these CIDs in test_storage_fast_paths.py). The CID is Kubo's, not ours."""
     r = requests.post(
         f"{url}/api/v0/add",
-        params={"pin": "false"},
+        params={"pin": "false", "only-hash": "true"},
         files={"file": ("blob", data, "application/octet-stream")},
         timeout=120,
     )
