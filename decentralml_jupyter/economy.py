@@ -423,6 +423,7 @@ def simulate(
         "free_rider": _count("free_riders", free_riders),
     }
     _count("rounds", rounds, MAX_ROUNDS)
+    _count("seed", seed, 2**32 - 1)
     if rounds < 1 or sum(counts.values()) < 1:
         raise UsageError("a simulation needs at least one round and one worker")
     kinds = list(kinds)
@@ -451,8 +452,9 @@ def simulate(
         idx = parts[order[i]]
         agent_id = f"agent-{i:03d}"
         child = np.random.default_rng([seed, i])
-        agents[agent_id] = _Agent(agent_id, kind, ds.x_train[idx], ds.y_train[idx], child)
-        agents[agent_id].stake = econ.stake
+        agents[agent_id] = _Agent(
+            agent_id, kind, ds.x_train[idx], ds.y_train[idx], child, stake=econ.stake
+        )
     books = _Books(agents)
     classes, dim = ds.num_classes, ds.input_dim
     weights: Weights = [np.zeros((dim, classes), np.float32), np.zeros(classes, np.float32)]
