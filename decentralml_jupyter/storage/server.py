@@ -210,12 +210,15 @@ class KuboRepo:
     def block_path(self, cid: CID) -> Path:
         return flatfs_path(self.blocks, cid)
 
-    def write_block(self, cid: CID, parts: tuple[bytes | bytearray | memoryview, ...]) -> None:
+    def block_writer(self) -> _BlockWriter:
+        """Where an add puts its blocks (see _BlockWriter); ``finish()`` it before answering."""
+        return _BlockWriter(self)
+
+    def write_block(self, cid: CID, data: bytes) -> None:
         """Store a block in the flatfs blockstore as Kubo's flatfs does (a file per block,
         written under a temporary name and renamed, so that no reader sees half of it); a
         block already there is kept. Not fsynced: a killed process loses nothing, only a
-        crash of the machine could (Kubo's ``sync`` option; it makes adds several times
-        slower here)."""
+        crash of the machine could (Kubo's ``sync`` option made adds several times slower)."""
         path = self.block_path(cid)
         if path.exists():
             return
@@ -223,13 +226,8 @@ class KuboRepo:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._shards.add(path.parent)
         tmp = path.with_name(f".dfml-put-{threading.get_ident()}-{path.name}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            want = sum(len(p) for p in parts)
-            if os.writev(fd, parts) != want:  # a regular file takes it whole, or fails
-                raise OSError(f"short write of block {cid}")
-        finally:
-            os.close(fd)
+        with open(tmp, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
 
     def read_block(self, cid: CID) -> bytes | None:
@@ -270,6 +268,40 @@ class KuboRepo:
                     stack.extend(link.cid for link in decode_dag_pb(block).links)
                 except ValueError as exc:
                     raise RpcError(f"{cid}: not a dag-pb node ({exc})") from None
+
+
+class _BlockWriter:
+    """Writes an add's blocks on ``WRITERS`` threads, at most ``WINDOW`` blocks in flight: a
+    file per block costs more in the filesystem than in this process, so a few files are
+    created while the next blocks are hashed."""
+
+    WRITERS = 2
+    WINDOW = 32
+
+    def __init__(self, kubo: KuboRepo):
+        self._kubo = kubo
+        self._pool = ThreadPoolExecutor(self.WRITERS, thread_name_prefix="dfml-write")
+        self._room = threading.BoundedSemaphore(self.WINDOW)
+        self._errors: list[BaseException] = []
+
+    def __call__(self, cid: CID, parts: tuple[bytes | bytearray | memoryview, ...]) -> None:
+        data = b"".join(parts)  # the parts are views that are only valid during this call
+        self._room.acquire()
+        self._pool.submit(self._write, cid, data)
+
+    def _write(self, cid: CID, data: bytes) -> None:
+        try:
+            self._kubo.write_block(cid, data)
+        except BaseException as exc:  # noqa: BLE001 - raised by finish()
+            self._errors.append(exc)
+        finally:
+            self._room.release()
+
+    def finish(self) -> None:
+        """Wait for every write; raise the first that failed."""
+        self._pool.shutdown(wait=True)
+        if self._errors:
+            raise RpcError(f"could not store a block: {self._errors[0]}")
 
 
 # -- HTTP ------------------------------------------------------------------------------------
@@ -788,9 +820,13 @@ class Handler(BaseHTTPRequestHandler):
             # into Kubo's blockstore (Kubo's importer took several times as long: it hashes
             # again a copy saved first, and syncs every block). Kubo's own importer
             # (``only-hash``, above) is the reference that the tests hold these CIDs to.
-            builder = FileDagBuilder(parts_sink=self.kubo.write_block)
-            size = save_first_file(self.body, boundary.encode(), builder)
-            cid = str(builder.finish())
+            writer = self.kubo.block_writer()
+            try:
+                builder = FileDagBuilder(parts_sink=writer)
+                size = save_first_file(self.body, boundary.encode(), builder)
+                cid = str(builder.finish())
+            finally:
+                writer.finish()
             if _flag(q, "pin", True):
                 self.kubo.pin_written(cid)
         self._send_json({"Name": q.get("file", ["file"])[-1], "Hash": cid, "Size": str(size)})
