@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..errors import DataMismatch, DfmlError, FlError
+from ..errors import DataMismatch, DfmlError, FlError, StorageError
 from ..fl.checks import delta_norm
 from ..fl.privacy import MaskedUpdate
 from ..protocol import calls as C
@@ -84,10 +84,13 @@ class Validator(Agent):
         seed: int = 0,
         backup_grace: float = BACKUP_GRACE,
         max_examples: int | None = None,
+        inline_max: int = C.MAX_INLINE,
         **kw,
     ):
         super().__init__(url, storage, key, **kw)
         self.backup_grace = backup_grace
+        # verdicts judging more updates than this go in a table (parts + storage)
+        self.inline_max = inline_max
         self._waiting: dict[tuple[str, int], float] = {}  # duty -> when this backup saw it
         self._prepared: dict[tuple[int, ...], tuple[str, object]] = {}  # payout approval calls
         self._approved: dict[int, str] = {}  # payout id -> the call hash this validator approved
@@ -414,7 +417,7 @@ class Validator(Agent):
         state_cid = None if server_state is None else self.store.put(server_state)
         judged_s = time.perf_counter() - started
         metric = state.model(rnd.model_id).metric
-        remark = encoders.attest_remark(
+        verdict = encoders.verdict(
             rnd.round_id,
             cid,
             accuracy=metrics.get("accuracy", 0.0),  # a regression has none: 0
@@ -425,7 +428,12 @@ class Validator(Agent):
             metric=None if metric in ("accuracy", "loss") else metrics.get(metric),
             state_cid=state_cid,
             base_metric=before,
+            inline_max=self.inline_max,
         )
+        if verdict.table is not None:  # a large round's verdict: its table goes to storage too
+            stored = self.store.put(verdict.table)
+            if verdict.call.table is None or stored != verdict.call.table.cid:
+                raise StorageError(f"storage named the verdict table {stored}, not its CID")
         now_state = self.proto.state()
         now = now_state.round(rnd.round_id)
         if now is not None and now.status != "aggregating":
@@ -437,7 +445,7 @@ class Validator(Agent):
         riders = self._riders(now_state)
         riding = time.perf_counter() - riding
         try:
-            sent = self.proto.submit_with(self.key, remark, [call for _, call in riders])
+            sent = self.proto.submit_with(self.key, verdict.remarks(), [call for _, call in riders])
         except ProtocolRejected:
             now = self.proto.state().round(rnd.round_id)
             if now is None or now.status == "aggregating":
@@ -448,7 +456,8 @@ class Validator(Agent):
             return cid
         self.attested.add(rnd.round_id)
         failed = sent.receipt.events_of("Utility", "BatchInterrupted")
-        stopped_at = int(failed[0]["attributes"]["index"]) if failed else len(riders) + 1
+        lead = len(verdict.remarks())  # the table's parts and the attestation come first
+        stopped_at = int(failed[0]["attributes"]["index"]) - lead + 1 if failed else len(riders) + 1
         for j, (batch, _) in enumerate(riders, start=1):
             if j < stopped_at:
                 self._log_approved(batch, " with the attestation")
@@ -649,6 +658,13 @@ def build_parser(prog: str = "dfml validator") -> argparse.ArgumentParser:
         default=BACKUP_GRACE,
         help="seconds to leave a round or payout to its primary validators before acting on it",
     )
+    p.add_argument(
+        "--inline-max",
+        type=int,
+        default=C.MAX_INLINE,
+        help="most updates a verdict lists inline; a larger one is sent as a table "
+        f"(table_part remarks, also stored in storage); at most {C.MAX_INLINE}",
+    )
     return p
 
 
@@ -667,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         poll=a.poll,
         from_block=a.from_block,
         backup_grace=a.backup_grace,
+        inline_max=a.inline_max,
     )
     return run_agent(v)
 

@@ -17,6 +17,7 @@ from typing import ClassVar
 from .errors import CodecError
 from .scale import (
     Account,
+    Blob,
     Bool,
     Bytes32,
     Field,
@@ -39,8 +40,12 @@ VERSION = 1
 MAX_REMARK_BYTES = 4096
 MAX_VALIDATORS = 16
 MAX_ALLOW_LIST = 64
-# Clients per round: an attestation lists every submitted update and must fit one remark.
-MAX_CLIENTS = 64
+# Clients per round. An attestation lists at most MAX_INLINE judged updates inline (one
+# remark); a larger verdict goes in a table (VerdictTable) sent in TablePart remarks before it.
+MAX_CLIENTS = 4096
+MAX_INLINE = 64
+MAX_TABLE_PART_BYTES = 4000  # one TablePart's bytes: the part fits one remark
+MAX_TABLE_PARTS = 128  # a table of 4096 rejections with 64-byte reasons takes ~100
 MAX_REASON_BYTES = 64  # a rejection reason in an attestation
 PERMILL = 1_000_000
 # Bounds of single fields, for clients (CLI arguments) that check before encoding.
@@ -628,13 +633,19 @@ class _Verdict(Call):
     accuracy_ppm: int = wire(PERMILL_FIELD, help="its accuracy (ppm)")
     loss_ppm: int = wire(UInt(64), help="its loss (ppm)")
     accepted: tuple[Contribution, ...] = wire(
-        Vec(StructField(Contribution), MAX_CLIENTS, unique=True), (), help="accepted updates"
+        Vec(StructField(Contribution), MAX_INLINE, unique=True), (), help="accepted updates"
     )
     rejected: tuple[Rejection, ...] = wire(
-        Vec(StructField(Rejection), MAX_CLIENTS, unique=True), (), help="rejected updates"
+        Vec(StructField(Rejection), MAX_INLINE, unique=True), (), help="rejected updates"
     )
 
-    def result_digest(self) -> str:
+    def judged(self, table: VerdictTable | None = None):
+        """(accepted, rejected): the call's own lists, or its table's when it has one."""
+        if table is not None:
+            return table.accepted, table.rejected
+        return self.accepted, self.rejected
+
+    def result_digest(self, table: VerdictTable | None = None) -> str:
         """The digest of what the quorum must agree on exactly: the round, the aggregate's
         CID, which updates were accepted, which rejected and why, and the server state's CID,
         independent of list order. Validators reach quorum when k of them attest the same
@@ -644,8 +655,9 @@ class _Verdict(Call):
         their median (see the state's rounds)."""
         from .accounts import account_id
 
-        accepted = sorted(account_id(c.account) for c in self.accepted)
-        rejected = sorted(self.rejected, key=lambda r: account_id(r.account))
+        listed, refused = self.judged(table)
+        accepted = sorted(account_id(c.account) for c in listed)
+        rejected = sorted(refused, key=lambda r: account_id(r.account))
         exact = (
             b"dfml-verdict/2"
             + ID.encode(self.round_id)
@@ -663,10 +675,47 @@ class _Verdict(Call):
         return None
 
 
+@struct
+class VerdictTable(Struct):
+    """Every update a validator judged in a round too large to list inline: its canonical
+    SCALE bytes (both lists sorted by account) are sent in ``TablePart`` remarks before the
+    attestation, in the same batch, and stored in storage; the attestation names them by
+    ``TableRef``."""
+
+    accepted: tuple[Contribution, ...] = wire(
+        Vec(StructField(Contribution), MAX_CLIENTS, unique=True), (), help="accepted updates"
+    )
+    rejected: tuple[Rejection, ...] = wire(
+        Vec(StructField(Rejection), MAX_CLIENTS, unique=True), (), help="rejected updates"
+    )
+
+
+@struct
+class TableRef(Struct):
+    """An attestation's table: its CID in storage and the blake2b-256 of its bytes."""
+
+    cid: str = wire(CID, help="the table's CID in storage")
+    digest: str = wire(Bytes32(), help="blake2b-256 of the table's bytes")
+
+
+@struct
+class TablePart(Call):
+    """A part of a validator's verdict table (``VerdictTable`` bytes, in order), sent in the
+    same batch as, and before, the attestation that names the table. Parts live only until the
+    end of their extrinsic: an attestation takes its signer's parts sent before it there."""
+
+    round_id: int = wire(ID, help="the round")
+    data: str = wire(Blob(MAX_TABLE_PART_BYTES, min_bytes=1), help="the part's bytes (0x-hex)")
+    INDEX = 39
+    NAME = "table_part"
+
+
 STATE_CID = Trailing(Option(CID), None)
 STATE_HELP = "CID of the strategy's server state after the round (stateful strategies)"
 BASE_METRIC = Trailing(Option(UInt(64)), None)
 BASE_HELP = "the model's metric of the round's base model on the same data (ppm)"
+TABLE = Trailing(Option(StructField(TableRef)), None)
+TABLE_HELP = "the verdict's table, sent in table_part remarks before it (large rounds)"
 
 
 @struct
@@ -681,6 +730,7 @@ class Attest(_Verdict):
 
     state_cid: str | None = wire(STATE_CID, None, help=STATE_HELP)
     base_metric_ppm: int | None = wire(BASE_METRIC, None, help=BASE_HELP)
+    table: TableRef | None = wire(TABLE, None, help=TABLE_HELP)
     INDEX = 34
     NAME = "attest"
 
@@ -695,6 +745,7 @@ class AttestMetric(_Verdict):
     metric_ppm: int = wire(UInt(64), 0, help="the model's own metric (ppm)")
     state_cid: str | None = wire(STATE_CID, None, help=STATE_HELP)
     base_metric_ppm: int | None = wire(BASE_METRIC, None, help=BASE_HELP)
+    table: TableRef | None = wire(TABLE, None, help=TABLE_HELP)
     INDEX = 37
     NAME = "attest_metric"
 
@@ -760,6 +811,7 @@ CALLS: tuple[type[Call], ...] = (
     StartRounds,
     AttestMetric,
     RevealSeeds,
+    TablePart,
 )
 CALL = Variant(*CALLS, what="call")
 

@@ -72,16 +72,17 @@ class ProtocolClient:
         receipt = self.chain.submit(key, self.compose(remark, transfers))
         return self._outcome(receipt)
 
-    def submit_with(self, key, remark: bytes, calls: Sequence = ()) -> Submitted:
-        """Submit ``remark`` and then ``calls`` of the signer's own in one extrinsic (a
-        ``Utility.batch``: not atomic, so a failing call after the remark leaves the remark
-        done; the receipt's BatchInterrupted event says which one failed), and check the
-        remark's outcome. Without ``calls``, the same as :meth:`submit`."""
-        if not calls:
-            return self.submit(key, remark)
-        receipt = self.chain.submit(
-            key, self.chain.batch_call([self.chain.remark_call(remark), *calls])
-        )
+    def submit_with(self, key, remark: bytes | Sequence[bytes], calls: Sequence = ()) -> Submitted:
+        """Submit ``remark`` (or several remarks, in order: a verdict table's parts and its
+        attestation) and then ``calls`` of the signer's own in one extrinsic (a
+        ``Utility.batch``: not atomic, so a failing call after the remarks leaves them done;
+        the receipt's BatchInterrupted event says which one failed), and check the remarks'
+        outcome. One remark without ``calls`` is the same as :meth:`submit`."""
+        remarks = [remark] if isinstance(remark, bytes | bytearray) else list(remark)
+        if not calls and len(remarks) == 1:
+            return self.submit(key, remarks[0])
+        batch = [self.chain.remark_call(r) for r in remarks] + list(calls)
+        receipt = self.chain.submit(key, self.chain.batch_call(batch))
         return self._outcome(receipt)
 
     def ensure_provider(self, key, dest: str) -> None:

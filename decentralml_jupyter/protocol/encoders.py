@@ -9,7 +9,9 @@ the batch also holds the matching transfer: the call's ``funds()`` into its mode
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from fractions import Fraction
+from hashlib import blake2b
 from typing import Any
 
 from . import calls as C
@@ -210,18 +212,110 @@ def attest(
     the model's metric of the round's base model on the same data (for the improvement
     rule)."""
     scores = contribution_scores(contributions) if contributions else {}
-    fields = (
+    return _verdict_call(
         round_id,
         aggregate_cid,
-        ppm(accuracy),
-        ppm(loss),
+        accuracy,
+        loss,
         tuple(C.Contribution(a, s) for a, s in sorted(scores.items())),
         tuple(C.Rejection(a, why) for a, why in sorted((rejected or {}).items())),
+        metric,
+        state_cid,
+        base_metric,
     )
+
+
+def _verdict_call(
+    round_id,
+    aggregate_cid,
+    accuracy,
+    loss,
+    accepted,
+    rejected,
+    metric,
+    state_cid,
+    base_metric,
+    table=None,
+) -> C.Attest | C.AttestMetric:
+    fields = (round_id, aggregate_cid, ppm(accuracy), ppm(loss), accepted, rejected)
     base = None if base_metric is None else ppm(max(0.0, base_metric))
+    extra = {"state_cid": state_cid, "base_metric_ppm": base, "table": table}
     if metric is None:
-        return C.Attest(*fields, state_cid=state_cid, base_metric_ppm=base)
-    return C.AttestMetric(*fields, ppm(max(0.0, metric)), state_cid=state_cid, base_metric_ppm=base)
+        return C.Attest(*fields, **extra)
+    return C.AttestMetric(*fields, ppm(max(0.0, metric)), **extra)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A validator's attestation ready to send: ``call``, and for a round too large to list
+    inline, ``table``, the bytes of its ``VerdictTable`` (store them in storage under
+    ``call.table.cid`` and send ``remarks()``: the table's parts, then the attestation, in
+    one batch)."""
+
+    call: C.Attest | C.AttestMetric
+    table: bytes | None = None
+
+    def remarks(self) -> list[bytes]:
+        """The remarks to send in one batch, in order."""
+        step = C.MAX_TABLE_PART_BYTES
+        data = self.table or b""
+        parts = [
+            C.encode_call(C.TablePart(self.call.round_id, data[i : i + step]))
+            for i in range(0, len(data), step)
+        ]
+        return [*parts, C.encode_call(self.call)]
+
+
+def verdict(
+    round_id: int,
+    aggregate_cid: str,
+    *,
+    accuracy: float,
+    loss: float,
+    contributions: Mapping[str, float],
+    rejected: Mapping[str, str] | None = None,
+    metric: float | None = None,
+    state_cid: str | None = None,
+    base_metric: float | None = None,
+    inline_max: int = C.MAX_INLINE,
+) -> Verdict:
+    """``attest(...)`` (same arguments) as a ``Verdict``: inline while it judges at most
+    ``inline_max`` updates and fits one remark, else with its lists in a table, sorted by
+    account id so that one verdict has one table. The quorum's digest is the same either
+    way."""
+    from ..storage.unixfs import compute_cid
+    from .accounts import account_id, normalize_address
+
+    rejected = rejected or {}
+    args = (accuracy, loss)
+    rest = (metric, state_cid, base_metric)
+    if len(contributions) + len(rejected) <= min(inline_max, C.MAX_INLINE):
+        call = attest(
+            round_id,
+            aggregate_cid,
+            accuracy=accuracy,
+            loss=loss,
+            contributions=contributions,
+            rejected=rejected,
+            metric=metric,
+            state_cid=state_cid,
+            base_metric=base_metric,
+        )
+        try:
+            C.encode_call(call)
+            return Verdict(call)
+        except CodecError:
+            pass  # long reasons: more than one remark holds, so a table
+    scores = contribution_scores(contributions) if contributions else {}
+
+    refused = {normalize_address(a): why for a, why in rejected.items()}
+    table = C.VerdictTable(
+        tuple(C.Contribution(a, scores[a]) for a in sorted(scores, key=account_id)),
+        tuple(C.Rejection(a, refused[a]) for a in sorted(refused, key=account_id)),
+    ).encode()
+    ref = C.TableRef(compute_cid(table), "0x" + blake2b(table, digest_size=32).hexdigest())
+    call = _verdict_call(round_id, aggregate_cid, *args, (), (), *rest, table=ref)
+    return Verdict(call, table)
 
 
 def attest_remark(

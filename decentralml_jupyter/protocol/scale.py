@@ -209,6 +209,37 @@ class Bytes32(Field):
         return "0x" + r.take(32).hex()
 
 
+class Blob(Field):
+    """Raw bytes of bounded length (compact length, then the bytes); 0x-hex in Python."""
+
+    def __init__(self, max_bytes: int, min_bytes: int = 0):
+        self.max_bytes = max_bytes
+        self.min_bytes = min_bytes
+
+    def check(self, value: Any, name: str) -> str:
+        if isinstance(value, bytes | bytearray | memoryview):
+            value = "0x" + bytes(value).hex()
+        if not isinstance(value, str) or not value.startswith("0x") or len(value) % 2:
+            raise CodecError(f"{name}: expected bytes as 0x-hex")
+        try:
+            size = len(bytes.fromhex(value[2:]))
+        except ValueError as e:
+            raise CodecError(f"{name}: not hex") from e
+        if not self.min_bytes <= size <= self.max_bytes:
+            raise CodecError(f"{name}: {size} bytes, expected {self.min_bytes} to {self.max_bytes}")
+        return value.lower()
+
+    def encode(self, value: str) -> bytes:
+        raw = bytes.fromhex(value[2:])
+        return encode_compact(len(raw)) + raw
+
+    def decode(self, r: Reader) -> str:
+        n = r.compact()
+        if n > self.max_bytes:
+            raise CodecError(f"{n} bytes exceed {self.max_bytes}")
+        return self.check(r.take(n), "bytes")
+
+
 class Option(Field):
     def from_json(self, value: Any) -> Any:
         return None if value is None else self.inner.from_json(value)

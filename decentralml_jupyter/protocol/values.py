@@ -273,6 +273,7 @@ class AttestationInfo(_Json):
     rejected: tuple[tuple[str, str], ...]  # (worker, reason)
     block_number: int
     state_cid: str | None = None
+    table_cid: str | None = None  # its verdict table in storage, for a large round
 
 
 @dataclass(frozen=True)

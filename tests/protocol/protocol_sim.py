@@ -53,6 +53,18 @@ class Sim:
         self.state.close_extrinsic(ctx.block_number, ctx.extrinsic_index, ctx.transfers)
         return out
 
+    def batch(self, who: str, remarks: list[bytes]) -> list[Outcome]:
+        """Several remarks of one signer in one extrinsic, in order (a batch's calls)."""
+        signer = ACCOUNTS.get(who, who)
+        outs = []
+        for i, remark in enumerate(remarks):
+            ctx = CallContext(self.block, f"0x{self.block:064x}", self.extrinsic, i, signer)
+            self.log.append(("apply", ctx, remark))
+            outs.append(self.state.apply(ctx, remark))
+        self.state.close_extrinsic(self.block, self.extrinsic)
+        self.extrinsic += 1
+        return outs
+
     def pay(self, who: str, dest: str, amount: int, asset: int | None = None) -> Transfer:
         return Transfer(ACCOUNTS.get(who, who), dest, amount, asset)
 
@@ -76,12 +88,19 @@ class Sim:
 
 
 def replay(log: list[tuple], state: State | None = None) -> State:
+    """Feed ``log`` to ``state`` as the indexer would: each extrinsic closed after its last
+    call."""
     state = state or State()
-    for entry in log:
+
+    def where(entry):
+        return (entry[1].block_number, entry[1].extrinsic_index) if entry[0] == "apply" else None
+
+    for i, entry in enumerate(log):
         if entry[0] == "apply":
             ctx = entry[1]
             state.apply(ctx, entry[2])
-            state.close_extrinsic(ctx.block_number, ctx.extrinsic_index, ctx.transfers)
+            if i + 1 == len(log) or where(log[i + 1]) != where(entry):
+                state.close_extrinsic(ctx.block_number, ctx.extrinsic_index, ctx.transfers)
         else:
             state.tick(entry[1], f"0x{entry[1]:064x}")
     return state

@@ -531,7 +531,12 @@ def test_snapshots_of_an_older_format_are_refused_and_the_indexer_replays(
     start(sim, mid)
     current = sim.state.to_bytes()
     d = json.loads(current)
-    assert d["format"] == 5
+    assert d["format"] == 6
+    # format 5 lacks the attestations' verdict tables
+    d5 = json.loads(current)
+    d5["format"] = 5
+    with pytest.raises(SnapshotError, match="unsupported snapshot format 5"):
+        State.from_bytes(json.dumps(d5).encode())
     # format 4 lacks the strategies' parameters and server state
     d4 = json.loads(current)
     d4["format"] = 4

@@ -73,6 +73,9 @@ class StateCore:
         # transfers out of a pool that a settled payout accounted for, in the open extrinsic
         self._debited: set[tuple[Any, ...]] = set()
         self._open_extrinsic: tuple[int, int] | None = None
+        # verdict-table parts sent so far in the open extrinsic, per signer (never saved:
+        # an extrinsic ends before any snapshot)
+        self._table_parts: dict[str, list[tuple[int, bytes]]] = {}
         self._protocol_call_seen = False
         self._errors: list[dict[str, Any]] = []
         self._keys: dict[str, str] = {}  # account -> announced X25519 public key (0x-hex)

@@ -48,6 +48,7 @@ _HANDLERS: dict[type[C.Call], Callable[[Any, CallContext, Any], Created]] = {
     C.AttestMetric: RoundHandlers._attest,
     C.AnnounceKey: RoundHandlers._announce_key,
     C.RevealSeeds: RoundHandlers._reveal_seeds,
+    C.TablePart: RoundHandlers._table_part,
 }
 
 
@@ -82,6 +83,7 @@ class State(GovernanceHandlers, StakeHandlers, TaskHandlers, Queries, Snapshots)
         if self._open_extrinsic != where:
             self._open_extrinsic, self._protocol_call_seen = where, False
             self._debited.clear()
+            self._table_parts.clear()  # a table's parts live only in their extrinsic
         self._protocol_call_seen = True
         try:
             call = C.decode_call(remark)

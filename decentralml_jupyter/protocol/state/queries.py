@@ -378,6 +378,7 @@ class Queries(StateCore):
                 tuple((acc, why) for acc, why in a.rejected),
                 a.block_number,
                 a.state_cid,
+                a.table_cid,
             )
             for _, a in sorted(self._attestations.items())
             if a.round_id == r.id

@@ -225,6 +225,7 @@ class _Attestation:
     metric_ppm: int | None = None  # the model's own metric (an AttestMetric's)
     state_cid: str | None = None  # the strategy's server state after the round
     base_metric_ppm: int | None = None  # the model's metric of the round's base model
+    table_cid: str | None = None  # the verdict's table in storage (large rounds)
 
 
 @dataclass

@@ -11,6 +11,8 @@ from typing import Any
 
 from .. import calls as C
 from ..accounts import account_id, pool_threshold
+from ..errors import CodecError
+from ..scale import Reader
 from ..values import CallContext
 from .models import ModelHandlers, _rule_json
 from .records import _Attestation, _Model, _Reject, _require, _Reward, _Round, _Slash, _Update
@@ -239,15 +241,17 @@ class RoundHandlers(ModelHandlers):
             all(a.validator != ctx.signer for a in mine),
             f"{ctx.signer} already attested round {r.id}",
         )
-        judged = [x.account for x in c.accepted] + [x.account for x in c.rejected]
+        table = self._verdict_table(ctx, c)
+        listed, refused = c.judged(table)
+        judged = [x.account for x in listed] + [x.account for x in refused]
         _require(len(set(judged)) == len(judged), "an update is both accepted and rejected")
         submitted = {u.worker for u in self._round_updates(r.id)}
         _require(
             set(judged) == submitted,
             f"an attestation must judge exactly the {len(submitted)} updates of round {r.id}",
         )
-        if c.accepted:
-            total = sum(x.score for x in c.accepted)
+        if listed:
+            total = sum(x.score for x in listed)
             _require(total == C.PERMILL, f"contribution scores sum to {total}, not {C.PERMILL}")
         else:
             _require(
@@ -260,17 +264,18 @@ class RoundHandlers(ModelHandlers):
             aid,
             r.id,
             ctx.signer,
-            c.result_digest(),
+            c.result_digest(table),
             c.aggregate_cid,
             c.accuracy_ppm,
             c.loss_ppm,
-            [[x.account, x.score] for x in c.accepted],
-            [[x.account, x.reason] for x in c.rejected],
+            [[x.account, x.score] for x in listed],
+            [[x.account, x.reason] for x in refused],
             ctx.block_number,
             ctx.extrinsic_index,
             c.metric_value(),
             c.state_cid,
             c.base_metric_ppm,
+            None if c.table is None else c.table.cid,
         )
         self._attestations[aid] = att
         agreeing = [
@@ -280,6 +285,56 @@ class RoundHandlers(ModelHandlers):
             self._finalize(r, m, _combined(agreeing), ctx.block_number)
             self._continue_plan(r, ctx.block_number, ctx.extrinsic_index, ctx.block_hash)
         return ("attestation", aid)
+
+    def _table_part(self, ctx: CallContext, c: C.TablePart) -> None:
+        """Hold a part of the signer's verdict table until its attestation, later in the
+        same extrinsic, takes it (parts are dropped when the extrinsic ends)."""
+        r = self._rounds.get(c.round_id)
+        _require(r is not None, f"unknown round {c.round_id}")
+        assert r is not None
+        m = self._models[r.model_id]
+        _require(ctx.signer in m.validators, f"{ctx.signer} is not a validator of model {m.id}")
+        parts = self._table_parts.setdefault(ctx.signer, [])
+        _require(len(parts) < C.MAX_TABLE_PARTS, f"a table has at most {C.MAX_TABLE_PARTS} parts")
+        _require(
+            all(rid == c.round_id for rid, _ in parts),
+            "a table's parts must all name the same round",
+        )
+        parts.append((c.round_id, bytes.fromhex(c.data[2:])))
+
+    def _verdict_table(self, ctx: CallContext, c: C.Attest) -> C.VerdictTable | None:
+        """The table an attestation names, assembled from the signer's parts before it in
+        the same extrinsic and checked against its digest and CID; None for an inline one."""
+        parts = self._table_parts.pop(ctx.signer, [])
+        if c.table is None:
+            _require(not parts, "table parts without an attestation naming their table")
+            return None
+        from ...storage.unixfs import compute_cid
+
+        _require(
+            not c.accepted and not c.rejected,
+            "an attestation with a table lists no update inline",
+        )
+        _require(parts, "the table's parts must come before the attestation in its batch")
+        _require(
+            all(rid == c.round_id for rid, _ in parts),
+            f"the table's parts name another round than {c.round_id}",
+        )
+        data = b"".join(part for _, part in parts)
+        digest = "0x" + blake2b(data, digest_size=32).hexdigest()
+        _require(digest == c.table.digest, "the table's parts do not match its digest")
+        _require(compute_cid(data) == c.table.cid, "the table's parts do not match its CID")
+        try:
+            reader = Reader(data)
+            table = C.VerdictTable.decode_fields(reader)
+            reader.done()
+        except CodecError as e:
+            raise _Reject(f"malformed table: {e}") from None
+        assert isinstance(table, C.VerdictTable)
+        for name, rows in (("accepted", table.accepted), ("rejected", table.rejected)):
+            ids = [account_id(x.account) for x in rows]
+            _require(ids == sorted(ids), f"the table's {name} updates are not sorted by account")
+        return table
 
     def _finalize(self, r: _Round, m: _Model, att: _Attestation, block: int) -> None:
         """Apply a quorum's verdict (its reports combined): slash rejected updates, reward

@@ -27,10 +27,10 @@ from .records import (
     _Update,
 )
 
-# 5: strategy parameters and server state CIDs; 4: attestations carry the model's own
-# metric; 3: rounds record next_round_id; 2: books per
-# asset, pools' signatories, losses
-FORMAT = 5
+# 6: attestations' verdict tables; 5: strategy parameters and server state CIDs;
+# 4: attestations carry the model's own metric; 3: rounds record next_round_id; 2: books
+# per asset, pools' signatories, losses
+FORMAT = 6
 _ROUND_RECORDS = (_Round, _Update, _Attestation, _Reward, _Slash)
 
 
