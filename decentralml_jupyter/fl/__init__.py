@@ -58,6 +58,8 @@ _EXPORTS = {
     "load_dataset": "data",
     "partition": "data",
     "leave_one_out": "contribution",
+    "leave_one_out_linear": "contribution",
+    "WeightedSum": "strategies",
     "load_data": "sources",
     "DataContract": "contract",
     "Label": "contract",

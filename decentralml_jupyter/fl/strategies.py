@@ -183,6 +183,113 @@ def weighted_average(updates: Sequence[ClientUpdate]) -> list[np.ndarray]:
     return _weighted_mean(updates, None)
 
 
+class WeightedSum:
+    """The example-weighted sum of updates fed one at a time, in client-id order, into one
+    float64 accumulator per layer: what a LINEAR strategy needs, without holding every update
+    (a validator reads each update, adds it and drops it).
+
+    ``aggregate(strategy, global_weights)`` equals ``strategy.aggregate(global_weights,
+    updates)`` bit for bit: each element is ``0.0 + f0*x0 + f1*x1 + ...`` (products rounded
+    to float64, added in client order) divided by the total, as in ``_weighted_mean``.
+    ``aggregate(..., without=u)`` leaves ``u`` out by subtraction, (S - n_u w_u) / (N - n_u):
+    close to re-aggregating the others, not bit-identical (for contributions, which are
+    medianed across validators, never compared bit for bit).
+    """
+
+    def __init__(self, global_weights: Weights):
+        self._acc = [np.zeros(np.shape(g), dtype=np.float64) for g in global_weights]
+        self.total = 0
+        self.client_ids: list[str] = []
+
+    def _layers(self, update: ClientUpdate) -> list[np.ndarray]:
+        if len(update.weights) != len(self._acc):
+            raise FlError(
+                f"update {update.client_id} has {len(update.weights)} weight tensors, "
+                f"expected {len(self._acc)}",
+                "every update must have the global model's tensors",
+            )
+        rows = []
+        for i, (w, acc) in enumerate(zip(update.weights, self._acc, strict=True)):
+            w = np.asarray(w)
+            if w.shape != acc.shape:
+                raise FlError(
+                    f"update {update.client_id}: tensor {i} has shape {w.shape}, "
+                    f"expected {acc.shape}",
+                    "every update must have the global model's shapes",
+                )
+            rows.append(w.reshape(-1))
+        return rows
+
+    def add(self, update: ClientUpdate) -> None:
+        """Add ``n * float64(w)`` of one more update (client ids strictly increasing)."""
+        if self.client_ids and update.client_id <= self.client_ids[-1]:
+            raise FlError(
+                f"update {update.client_id} added after {self.client_ids[-1]}",
+                "add updates in client-id order, one per client",
+            )
+        f = float(update.num_examples)
+        for acc, row in zip(self._acc, self._layers(update), strict=True):
+            flat = acc.reshape(-1)
+            tmp = np.empty(min(_BLOCK, flat.size), dtype=np.float64)
+            for start in range(0, flat.size, _BLOCK):
+                stop = min(start + _BLOCK, flat.size)
+                t = tmp[: stop - start]
+                t[...] = row[start:stop]  # the same cast as np.asarray(w, dtype=np.float64)
+                np.multiply(t, f, out=t)
+                np.add(flat[start:stop], t, out=flat[start:stop])
+        self.total += update.num_examples
+        self.client_ids.append(update.client_id)
+
+    def mean(self, without: ClientUpdate | None = None, dtypes: Sequence[Any] | None = None):
+        """(S - [n_u w_u]) / (N - [n_u]) per layer, a block at a time, cast to ``dtypes``
+        (None: float64, as ``weighted_average``)."""
+        if not self.client_ids:
+            raise FlError("no updates to aggregate", "wait for at least one accepted update")
+        rows: list[np.ndarray | None] = [None] * len(self._acc)
+        total = self.total
+        if without is not None:
+            if without.client_id not in self.client_ids:
+                raise FlError(
+                    f"update {without.client_id} is not in the sum", "leave out one added"
+                )
+            rows = list(self._layers(without))
+            total -= without.num_examples
+        if total <= 0:
+            raise FlError("updates report zero examples in total", "num_examples must be > 0")
+        f, divisor = float(0 if without is None else without.num_examples), float(total)
+        out: Weights = []
+        for i, acc in enumerate(self._acc):
+            flat, row = acc.reshape(-1), rows[i]
+            res = np.empty(flat.size, dtype=np.float64 if dtypes is None else np.dtype(dtypes[i]))
+            tmp = np.empty(min(_BLOCK, flat.size), dtype=np.float64)
+            for start in range(0, flat.size, _BLOCK):
+                stop = min(start + _BLOCK, flat.size)
+                t = tmp[: stop - start]
+                if row is None:
+                    np.divide(flat[start:stop], divisor, out=t)
+                else:
+                    t[...] = row[start:stop]
+                    np.multiply(t, f, out=t)
+                    np.subtract(flat[start:stop], t, out=t)
+                    np.divide(t, divisor, out=t)
+                res[start:stop] = t  # the same cast as .astype(dtype)
+            out.append(res.reshape(acc.shape))
+        return out
+
+    def aggregate(
+        self, strategy: Strategy, global_weights: Weights, without: ClientUpdate | None = None
+    ) -> Weights:
+        """The LINEAR ``strategy``'s next global weights from this sum (less ``without``)."""
+        if not strategy.LINEAR:
+            raise FlError(
+                f"{strategy.name} needs every update at once, not their sum",
+                "aggregate it with strategy.aggregate(global_weights, updates)",
+            )
+        if isinstance(strategy, FedAvg):  # its step is the cast: done block by block
+            return self.mean(without, [np.asarray(g).dtype for g in global_weights])
+        return strategy.step(global_weights, self.mean(without))
+
+
 def _sorted_blocks(
     ordered: Sequence[ClientUpdate], layer: int
 ) -> tuple[tuple[int, ...], int, Iterator[tuple[int, int, np.ndarray]]]:
