@@ -25,7 +25,6 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import DataMismatch, DfmlError, FlError, StorageError
-from ..fl.checks import delta_norm
 from ..fl.privacy import MaskedUpdate
 from ..protocol import calls as C
 from ..protocol import encoders
@@ -258,7 +257,13 @@ class Validator(Agent):
             return self.judge_secure(
                 rnd, spec, base, self.weights_limit(model, masked=True), metric, make
             )
-        accepted, rejected, norms = [], {}, {}
+        # Pass 1: each update read, checked, its norm and claim recorded, and dropped (a
+        # robust strategy, which needs every update at once, keeps them in memory instead).
+        linear = make().LINEAR
+        kept: dict[str, list] = {}  # worker -> weights (robust strategies only)
+        claims: dict[str, int] = {}  # accepted worker -> examples claimed
+        rejected, norms = {}, {}
+        cids = {u.worker: u.cid for u in rnd.updates}
         missing = self.unavailable([u.cid for u in rnd.updates])
         for u in sorted(rnd.updates, key=lambda u: u.worker):
             if u.cid in missing:
@@ -276,34 +281,57 @@ class Validator(Agent):
             if not check.accepted:
                 rejected[u.worker] = fit_reason(check.reason)
                 continue
-            accepted.append(update)
-            norms[u.worker] = delta_norm(base, weights)
+            claims[u.worker] = u.num_examples
+            norms[u.worker] = check.delta_norm  # delta_norm(base, weights)
+            if not linear:
+                kept[u.worker] = weights
+            del weights, update
+        accepted = sorted(claims)
         if len(accepted) >= 3:
-            bound = NORM_OUTLIER_FACTOR * statistics.median(norms.values())
-            for u in list(accepted):
-                if norms[u.client_id] > bound:
-                    accepted.remove(u)
-                    rejected[u.client_id] = fit_reason(
-                        f"update norm {norms[u.client_id]:.3g} exceeds {bound:.3g} "
+            bound = NORM_OUTLIER_FACTOR * statistics.median(norms[w] for w in accepted)
+            for w in list(accepted):
+                if norms[w] > bound:
+                    accepted.remove(w)
+                    rejected[w] = fit_reason(
+                        f"update norm {norms[w]:.3g} exceeds {bound:.3g} "
                         f"({NORM_OUTLIER_FACTOR:g}x the median)"
                     )
         if not accepted:
             return Judged(base, ev(base), {}, rejected)
-        accepted = fl.bound_examples(accepted)  # a claim buys at most 3x the median weight
-        strategy = make()
-        weights = strategy.aggregate(base, accepted)
+        # a claim buys at most 3x the median weight
+        bounded = fl.bound_examples([fl.ClientUpdate(w, [], claims[w]) for w in accepted])
+        examples = {u.client_id: u.num_examples for u in bounded}
+
+        def read(worker: str):
+            """An accepted update again (the same verified bytes: its CID names them)."""
+            weights = kept.get(worker)
+            if weights is None:
+                weights = fl.weights_from_bytes(self.store.get(cids[worker], max_bytes=limit))
+            return fl.ClientUpdate(worker, weights, examples[worker])
+
+        def aggregate(workers: list[str]):
+            """Pass 2: a linear strategy reads the updates again one at a time, in client-id
+            order, into one float64 sum (the same bits as aggregating them in memory)."""
+            strategy = make()
+            if not linear:
+                return strategy, strategy.aggregate(base, [read(w) for w in workers]), None
+            total = fl.WeightedSum(base)
+            for w in workers:
+                total.add(read(w))
+            return strategy, total.aggregate(strategy, base), total
+
+        strategy, weights, total = aggregate(accepted)
         metrics = ev(weights)
         if not _finite(metrics):
             # an extreme but finite update, in a round too small for the outlier filter, broke
             # the aggregate: judge each update alone and reject those that break the model
-            for u in list(accepted):
-                if not _finite(ev(u.weights)):
-                    accepted.remove(u)
-                    rejected[u.client_id] = fit_reason("update makes the model's loss non-finite")
+            for w in list(accepted):
+                if not _finite(ev(read(w).weights)):
+                    accepted.remove(w)
+                    rejected[w] = fit_reason("update makes the model's loss non-finite")
             if not accepted:
                 return Judged(base, ev(base), {}, rejected)
-            strategy = make()
-            weights = strategy.aggregate(base, accepted)
+            strategy, weights, total = aggregate(accepted)
             metrics = ev(weights)
             if not _finite(metrics):
                 self.log.warning(
@@ -312,11 +340,17 @@ class Validator(Agent):
                     metrics,
                 )
                 return None
-        contributions = fl.leave_one_out(
-            make(), base, accepted, ev, metric=metric if metric in metrics else "loss"
-        )
+        scored = metric if metric in metrics else "loss"
+        if total is not None:  # leave-one-out by subtraction, one update read at a time
+            contributions = fl.leave_one_out_linear(
+                make(), base, total, read, ev, metric=scored, full=weights
+            )
+        else:
+            contributions = fl.leave_one_out(
+                make(), base, [read(w) for w in accepted], ev, metric=scored
+            )
         # the model's metric of the round's base: whether the round improved the model
-        before = ev(base).get(metric if metric in metrics else "loss")
+        before = ev(base).get(scored)
         return Judged(weights, metrics, contributions, rejected, strategy.state_bytes(), before)
 
     def unavailable(self, cids: list[str]) -> dict[str, str]:
