@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -422,8 +423,76 @@ def cmd_call(s: Session, args, progress):
     return s.send(call)
 
 
+_EXTRINSIC_REF = re.compile(r"(\d+):(\d+)(?::(\d+))?")
+
+
 def cmd_decode(s: Session, args, progress):
-    return s.decode(args.remark)
+    where = _EXTRINSIC_REF.fullmatch(args.remark.strip())
+    if where is None:
+        return s.decode(args.remark)
+    block, index, position = where.groups()
+    return decode_extrinsic(s, int(block), int(index), None if position is None else int(position))
+
+
+def decode_extrinsic(s: Session, block: int, index: int, position: int | None = None) -> dict:
+    """The protocol remarks that executed in extrinsic ``index`` of block ``block``, decoded.
+
+    One extrinsic may carry several (a `Utility.batch_all` of remarks, a proxy or multisig
+    around a batch): ``calls`` lists them all in execution order, each with its ``signer`` (the
+    origin the chain gave it) and ``batch_index``; the top-level ``call``, ``fields`` and
+    ``signer`` are the first's, or the ``position``-th's (``BLOCK:EXTRINSIC:POSITION``). Only
+    remarks that executed count, as for the protocol: a failed extrinsic carries none.
+    """
+    from .protocol.indexer import extract_values
+
+    def read() -> tuple[str, list, list[dict]]:
+        chain = s.chain
+        head = chain.block_number()
+        if not 0 <= block <= head:
+            raise UsageError(
+                f"block {block} is not on this chain (its head is #{head})",
+                hint="give BLOCK:EXTRINSIC as an explorer shows it, e.g. 1234:2",
+            )
+        block_hash = chain.block_hash(block)
+        return block_hash, chain.extrinsics(block_hash), chain.events(block_hash)
+
+    block_hash, extrinsics, events = s._read(read)
+    if not 0 <= index < len(extrinsics):
+        raise UsageError(
+            f"block {block} has {len(extrinsics)} extrinsics, no extrinsic {index}",
+            hint="extrinsics count from 0, as explorers number them (BLOCK-INDEX)",
+        )
+    ran = [
+        (ctx, raw)
+        for x in extract_values(extrinsics, events, block, block_hash)
+        if x.index == index
+        for ctx, raw in x.calls
+    ]
+    if not ran:
+        raise UsageError(
+            f"extrinsic {block}:{index} executed no protocol remark",
+            hint="a failed extrinsic changes nothing; decode a remark's bytes: dfml decode HEX",
+        )
+    calls = [
+        {**s.decode(raw), "signer": ctx.signer, "batch_index": ctx.batch_index} for ctx, raw in ran
+    ]
+    if position is not None and not 0 <= position < len(calls):
+        raise UsageError(
+            f"extrinsic {block}:{index} executed {len(calls)} protocol remarks, "
+            f"no remark {position}",
+            hint=f"POSITION counts from 0: {block}:{index}:0 .. {block}:{index}:{len(calls) - 1}",
+        )
+    chosen = calls[position or 0]
+    return {
+        "call": chosen["call"],
+        "fields": chosen["fields"],
+        "signer": chosen["signer"],
+        "block_number": block,
+        "block_hash": block_hash,
+        "extrinsic_index": index,
+        "batch_index": chosen["batch_index"],
+        "calls": calls,
+    }
 
 
 def _add_call_verbs(verbs) -> None:
@@ -861,8 +930,19 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
     remark.add_argument("text", nargs="?", default="", help="text to record")
     remark.add_argument("--hex", default=None, help="record these bytes instead (hex)")
     _add_call_verbs(verbs)
-    dec = _add(verbs, "decode", cmd_decode, "a protocol remark (hex) as JSON")
-    dec.add_argument("remark", help="the remark's bytes as hex (0x...)")
+    dec = _add(
+        verbs,
+        "decode",
+        cmd_decode,
+        "a protocol remark as JSON: its bytes (hex), or the remarks an extrinsic executed",
+    )
+    dec.add_argument(
+        "remark",
+        metavar="HEX|BLOCK:EXTRINSIC[:POSITION]",
+        help="the remark's bytes as hex (0x...), or where it is on chain: block number and "
+        "extrinsic index as an explorer shows them (1234:2; :POSITION picks one remark of a "
+        "batch, from 0)",
+    )
     if defaults:
         parser.set_defaults(**defaults)
     return parser
@@ -896,6 +976,19 @@ def plain(result: Any) -> Any:
     return result
 
 
+def shown(result: Any, session: Session) -> Any:
+    """A verb's typed result as people see it: the JSON data of CLI.md with every address in
+    the chain's own SS58 format (the protocol's state spells them in the generic 42). Only a
+    chain the session is already connected to is asked: spelling never opens a connection."""
+    data = plain(result)
+    fmt = getattr(getattr(session, "_chain", None), "ss58_format", None)
+    if not isinstance(fmt, int):  # not connected (or a stand-in session)
+        return data
+    from .chain.client import in_chain_format
+
+    return in_chain_format(data, fmt)
+
+
 def execute(
     argv: Sequence[str],
     prog: str = "dfml",
@@ -903,8 +996,10 @@ def execute(
     session: Session | None = None,
     progress: Progress | None = _stderr_progress,
     bind: dict[str, Any] | None = None,
+    as_shown: bool = False,
 ) -> Any:
-    """Parse ``argv`` and run the verb; its typed result (a value, a receipt, or a list).
+    """Parse ``argv`` and run the verb; its typed result (a value, a receipt, or a list), or
+    with ``as_shown`` its plain data as `shown` spells it.
 
     With ``session``, the verb runs on it unless the line names other endpoints or another
     key (then on a Session of its own, closed after). ``bind`` replaces parsed arguments by
@@ -944,7 +1039,8 @@ def execute(
     s = Session(args.url, args.storage, args.key, from_block=args.from_block) if own else session
     try:
         with s.reporting(progress):  # a long first catch-up of the index shows its progress
-            return func(s, args, progress)
+            result = func(s, args, progress)
+            return shown(result, s) if as_shown else result
     finally:
         if own:
             s.close()
@@ -970,8 +1066,9 @@ def _agent_split(parser, argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 
 def run(argv: Sequence[str], prog: str = "dfml", **kwargs: Any) -> Any:
-    """Parse ``argv`` and run the verb; its result as plain data (the JSON of CLI.md)."""
-    return plain(execute(argv, prog, **kwargs))
+    """Parse ``argv`` and run the verb; its result as plain data (the JSON of CLI.md), its
+    addresses in the chain's SS58 format."""
+    return execute(argv, prog, as_shown=True, **kwargs)
 
 
 def _human(result) -> str:

@@ -886,6 +886,41 @@ def address_of(who: str | Keypair, ss58_format: int = SS58_FORMAT) -> str:
         ) from None
 
 
+def _generic_address(text: str) -> bytes | None:
+    """The account id of ``text`` when it is an SS58 address in the generic format 42 (how
+    the protocol's state spells every account), else None."""
+    # format 42 addresses of 32-byte accounts are 48 base58 characters starting with 5
+    if len(text) != 48 or text[0] != "5":
+        return None
+    from scalecodec.utils.ss58 import ss58_decode
+
+    try:
+        return bytes.fromhex(ss58_decode(text, valid_ss58_format=SS58_FORMAT))
+    except (ValueError, TypeError):
+        return None
+
+
+def in_chain_format(data: Any, ss58_format: int) -> Any:
+    """``data`` (plain JSON data) with every generic-format (42) address, in values and in
+    keys (rewards map addresses to amounts), spelled in ``ss58_format``: what a person sees is
+    the chain's own spelling, whatever the state keeps. Other strings are left alone."""
+    if ss58_format == SS58_FORMAT:
+        return data
+    from scalecodec.utils.ss58 import ss58_encode
+
+    def one(value: Any) -> Any:
+        if isinstance(value, str):
+            raw = _generic_address(value)
+            return value if raw is None else ss58_encode(raw, ss58_format)
+        if isinstance(value, dict):
+            return {one(k): one(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [one(v) for v in value]
+        return value
+
+    return one(data)
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """Whether ``exc`` says the chain's websocket failed (its classes vary by library)."""
     import websocket

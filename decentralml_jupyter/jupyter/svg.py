@@ -6,6 +6,7 @@ Plain SVG text, so charts render in any front end with no plotting library and n
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Mapping, Sequence
 
 
@@ -19,54 +20,124 @@ def short_address(address: str, keep: int = 6) -> str:
     return address if len(address) <= 2 * keep + 1 else f"{address[:keep]}…{address[-4:]}"
 
 
+# Metrics that live in [0, 1] (Keras names): their axis is always 0..1, so rounds compare at
+# a glance; any other metric (loss, mae, mse, ...) gets 0..a nice bound above its largest value.
+UNIT_METRICS = frozenset(
+    {"accuracy", "auc", "precision", "recall", "f1_score", "prc", "iou", "r2_score"}
+)
+
+
+def is_unit_metric(name: str) -> bool:
+    """Whether metric ``name`` is a fraction in [0, 1] (accuracy, auc, ...)."""
+    return name in UNIT_METRICS or name.endswith("accuracy")
+
+
+def nice_ticks(lo: float, hi: float, most: int = 6) -> list[float]:
+    """At most ``most`` evenly spaced round values (steps of 1, 2, 2.5 or 5 times a power of
+    ten) from at or below ``lo`` to at or above ``hi``."""
+    if hi <= lo:
+        hi = lo + (abs(lo) or 1.0)
+    magnitude = 10 ** math.floor(math.log10((hi - lo) / (most - 1)))
+    for m in (1, 2, 2.5, 5, 10):
+        step = m * magnitude
+        first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+        if last - first <= most - 1:
+            break
+    return [round((first + i) * step, 12) for i in range(last - first + 1)]
+
+
+def round_ticks(x0: int, x1: int, most: int = 8) -> list[int]:
+    """Round numbers to label from ``x0`` to ``x1``: whole, distinct, evenly spaced."""
+    step = 1
+    while (x1 - x0) // step + 1 > most:
+        step = next(s * 10**k for k in range(12) for s in (1, 2, 5) if s * 10**k > step)
+    first = -(-x0 // step) * step
+    return list(range(first, x1 + 1, step))
+
+
+def _tick(v: float) -> str:
+    return f"{v:g}" if abs(v) < 1e5 else _fmt(v)
+
+
 def line_chart(
     points: Sequence[tuple[float, float]],
     title: str,
     color: str = "#1f77b4",
     width: int = 300,
-    height: int = 160,
+    height: int = 170,
 ) -> str:
-    """One metric (y) per round (x), with its range on the axis and the last value in the title."""
-    pad_l, pad_r, pad_t, pad_b = 44, 10, 22, 24
+    """A metric named ``title`` (y) over rounds (x): a line with a dot per round, y ticks at
+    round values (0..1 for a fraction such as accuracy, from 0 otherwise), one label per round
+    number shown; a single round is a dot with its value, in the middle."""
+    pad_l, pad_r, pad_t, pad_b = 40, 12, 24, 34
     w, h = width - pad_l - pad_r, height - pad_t - pad_b
     head = html.escape(title)
+    svg_open = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        f'aria-label="{head} by round" font-family="sans-serif" data-metric="{head}">'
+    )
     if not points:
         return (
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-            f'role="img" aria-label="{head}"><text x="{pad_l}" y="14" font-size="12">{head}</text>'
+            f'{svg_open}<text x="{pad_l}" y="14" font-size="12">{head}</text>'
             f'<text x="{pad_l}" y="{height / 2:.0f}" font-size="11" fill="#888">no rounds yet'
             "</text></svg>"
         )
-    pts = sorted((float(x), float(y)) for x, y in points)
-    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-    x0, x1 = min(xs), max(xs)
-    y0, y1 = min(ys), max(ys)
-    if y0 == y1:  # a flat line still needs a range to be drawn in
-        y0, y1 = y0 - 0.5 if y0 else 0.0, y1 + 0.5 if y1 else 1.0
-    sx = (lambda x: pad_l + (x - x0) / (x1 - x0) * w) if x1 > x0 else (lambda x: pad_l + w / 2)
+    by_round = dict(sorted((int(x), float(y)) for x, y in points))  # one value per round
+    xs, ys = list(by_round), list(by_round.values())
+    if is_unit_metric(title) and all(0.0 <= y <= 1.0 for y in ys):
+        yticks = nice_ticks(0.0, 1.0, 5)
+    else:
+        yticks = nice_ticks(min(0.0, *ys), max(ys), 5)
+    y0, y1 = yticks[0], yticks[-1]
+    xticks = round_ticks(xs[0], xs[-1])
+    # a single round sits in the middle of the axis
+    x0, x1 = (xs[0] - 1, xs[0] + 1) if len(xs) == 1 else (xs[0], xs[-1])
+
+    def sx(x: float) -> float:
+        return pad_l + (x - x0) / (x1 - x0) * w
 
     def sy(y: float) -> float:
         return pad_t + (1 - (y - y0) / (y1 - y0)) * h
 
-    path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
-    dots = "".join(
-        f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}">'
-        f"<title>round {_fmt(x)}: {_fmt(y)}</title></circle>"
-        for x, y in pts
-    )
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="{head}" font-family="sans-serif">'
-        f'<text x="{pad_l}" y="14" font-size="12">{head}: {_fmt(ys[-1])}</text>'
+    parts = [
+        svg_open,
+        f'<text x="{pad_l}" y="14" font-size="12"><tspan font-weight="bold">{head}</tspan>'
+        f" · round {xs[-1]}: {_fmt(ys[-1])}</text>",
+    ]
+    for v in yticks:  # gridlines with their values
+        y = sy(v)
+        parts.append(
+            f'<line x1="{pad_l}" y1="{y:.1f}" x2="{pad_l + w}" y2="{y:.1f}" stroke="#e5e5e5"/>'
+            f'<text class="y-tick" x="{pad_l - 4}" y="{y + 3.5:.1f}" font-size="10" '
+            f'text-anchor="end">{_tick(v)}</text>'
+        )
+    for x in xticks:
+        parts.append(
+            f'<line x1="{sx(x):.1f}" y1="{pad_t + h}" x2="{sx(x):.1f}" y2="{pad_t + h + 4}" '
+            f'stroke="#999"/><text class="x-tick" x="{sx(x):.1f}" y="{pad_t + h + 15}" '
+            f'font-size="10" text-anchor="middle">{x}</text>'
+        )
+    parts.append(
         f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{pad_t + h}" stroke="#999"/>'
         f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" stroke="#999"/>'
-        f'<text x="{pad_l - 4}" y="{pad_t + 4}" font-size="10" text-anchor="end">{_fmt(y1)}</text>'
-        f'<text x="{pad_l - 4}" y="{pad_t + h}" font-size="10" text-anchor="end">{_fmt(y0)}</text>'
-        f'<text x="{pad_l}" y="{height - 6}" font-size="10">round {_fmt(x0)}</text>'
-        f'<text x="{pad_l + w}" y="{height - 6}" font-size="10" text-anchor="end">'
-        f"round {_fmt(x1)}</text>"
-        f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>{dots}</svg>'
+        f'<text class="x-title" x="{pad_l + w / 2:.1f}" y="{height - 3}" font-size="10" '
+        f'text-anchor="middle" fill="#555">round</text>'
     )
+    if len(xs) > 1:
+        line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in by_round.items())
+        parts.append(f'<polyline points="{line}" fill="none" stroke="{color}" stroke-width="2"/>')
+    else:  # one round: its value beside its dot
+        parts.append(
+            f'<text x="{sx(xs[0]) + 7:.1f}" y="{sy(ys[0]) - 6:.1f}" font-size="10" '
+            f'fill="{color}">{_fmt(ys[0])}</text>'
+        )
+    parts.extend(
+        f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}">'
+        f"<title>round {x}: {head} {_fmt(y)}</title></circle>"
+        for x, y in by_round.items()
+    )
+    parts.append("</svg>")
+    return "".join(parts)
 
 
 def bar_chart(

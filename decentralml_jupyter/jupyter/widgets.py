@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
@@ -54,6 +54,13 @@ class _Widget(w.VBox):
         except DfmlError:
             return None
 
+    def shown(self, value: Any) -> Any:
+        """A typed value as the CLI shows it: plain data, every address in the chain's SS58
+        format once the session is connected (the protocol's state spells them in 42)."""
+        from ..cli import shown
+
+        return shown(value, self.session)
+
     def call(self, fn: Callable[[Session], Any]) -> Any:
         """``fn(session)``; on failure show the error (message and hint) and return None."""
         try:
@@ -92,8 +99,8 @@ class AccountsWidget(_Widget):
     def set_data(
         self, accounts: Sequence[AccountBalance], stakes: Sequence[StakeInfo] | None = None
     ) -> None:
-        self.accounts = [a.to_json() for a in accounts]
-        self.stakes = None if stakes is None else [s.to_json() for s in stakes]
+        self.accounts = self.shown(list(accounts))
+        self.stakes = None if stakes is None else self.shown(list(stakes))
         token = self.token() if self._session is not None or self.accounts else None
         self.table.value = _CSS + "<b>Accounts</b>" + table_html(self.accounts, token)
         self.stakes_table.value = (
@@ -132,7 +139,7 @@ class ProposalsWidget(_Widget):
             self.set_data(proposals)
 
     def set_data(self, proposals: Sequence[ProposalInfo]) -> None:
-        self.proposals = [p.to_json() for p in proposals]
+        self.proposals = self.shown(list(proposals))
         token = self.token() if self.proposals else None
         self.buttons = {}
         columns = ("id", "kind", "target", "status", "ayes", "nays", "deadline")
@@ -184,6 +191,27 @@ def _metric_points(history: Sequence[Mapping], metric: str) -> list[tuple[float,
             x = r.get("number") or r.get("round_id") or i + 1
             points.append((float(x), value))
     return points
+
+
+def plotted_metrics(metrics: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The metrics worth a plot among rounds' ``metrics``: each by its Keras name, the model's
+    own first and the loss last; not the ppm integers the chain carries, not the base model's
+    (``base_*``), and not accuracy where the model reports a metric of its own (validators
+    then send 0 for accuracy)."""
+    names: list[str] = []
+    for m in metrics:
+        own = "metric_ppm" in m
+        for k, v in m.items():
+            if (
+                k in names
+                or k.endswith("_ppm")
+                or k.startswith("base_")
+                or (own and k == "accuracy")
+                or not isinstance(v, int | float)
+            ):
+                continue
+            names.append(k)
+    return sorted(names, key=lambda k: (k == "loss", k))
 
 
 def _strategy_text(m: Mapping[str, Any]) -> str | None:
@@ -258,8 +286,8 @@ class ModelCard(_Widget):
         takes and how it trains."""
         from ..cli import round_json
 
-        self.model = model.to_json()
-        self.history = [round_json(h) for h in history or []]
+        self.model = self.shown(model)
+        self.history = self.shown([round_json(h) for h in history or []])
         m = self.model
         fields = {
             "owner": m["owner"],
@@ -439,9 +467,9 @@ class RoundDashboard(_Widget):
         """Render a round (and the model's round history, for the metrics over rounds)."""
         from ..cli import round_json
 
-        status = round_json(rnd)
+        status = self.shown(round_json(rnd))
         status["next_round_id"] = next_round_id
-        self._render(status, [round_json(r) for r in history or []])
+        self._render(status, self.shown([round_json(r) for r in history or []]))
 
     def _render(self, status: Mapping, history: Sequence[Mapping] = ()) -> None:
         self.round = dict(status)
@@ -519,30 +547,25 @@ class RoundDashboard(_Widget):
         )
 
     def _render_plots(self) -> None:
-        """One line over rounds per metric the validators report, by its name (the model's
-        own metric, e.g. mae, and the loss), never the raw ppm fields."""
-
-        def points(metric: str) -> list[tuple[float, float]]:
-            return [
-                (x, m[metric])
-                for x, m in sorted(self.metrics_by_round.items())
-                if isinstance(m.get(metric), int | float)
-            ]
-
-        names: list[str] = []
-        for m in self.metrics_by_round.values():
-            own = "metric_ppm" in m  # a model metric other than accuracy: accuracy is 0 there
-            for k in m:
-                if k.endswith("_ppm") or k in names or (own and k == "accuracy"):
-                    continue
-                names.append(k)
-        names.sort(key=lambda k: (k == "loss", k))  # the model's metric first, then the loss
-        colors = ["#1f77b4", "#2ca02c", "#9467bd", "#d62728"]
+        """One line over rounds per metric the validators report, by its Keras name: the
+        model's own metric (accuracy, mae, ...) first, then the loss; never the raw ppm fields
+        or the base model's metric (the improvement rule's)."""
+        names = plotted_metrics(self.metrics_by_round.values())
+        colors = ["#1f77b4", "#2ca02c", "#9467bd"]
         charts = [
-            svg.line_chart(points(k), k, color="#d62728" if k == "loss" else colors[i % 3])
+            svg.line_chart(
+                _metric_points(self._rounds_seen(), k),
+                k,
+                color="#d62728" if k == "loss" else colors[i % 3],
+            )
             for i, k in enumerate(names or ["accuracy", "loss"])
         ]
-        self.plots.value = '<div style="display:flex;gap:12px">' + "".join(charts) + "</div>"
+        self.plots.value = (
+            '<div class="dfml-plots" style="display:flex;gap:12px">' + "".join(charts) + "</div>"
+        )
+
+    def _rounds_seen(self) -> list[dict]:
+        return [{"round_id": x, "metrics": m} for x, m in sorted(self.metrics_by_round.items())]
 
     def _render_payouts(self) -> None:
         rewards = self.round.get("rewards") or {}

@@ -97,8 +97,9 @@ def lab(devchain_url, storage_url, tmp_path_factory) -> Iterator[Lab]:
 
 
 @contextlib.contextmanager
-def start_lab(tmp: Path, url: str, storage: str) -> Iterator[Lab]:
-    """`jupyter lab` on 127.0.0.1 with the extension pointed at ``url`` and ``storage``."""
+def start_lab(tmp: Path, url: str, storage: str, app: str = "jupyterlab") -> Iterator[Lab]:
+    """`jupyter lab` (or, with ``app="notebook"``, Notebook 7) on 127.0.0.1 with the extension
+    pointed at ``url`` and ``storage``."""
     if not (ROOT / "decentralml_jupyter/labextension/package.json").exists():
         unavailable("the side panel is not built (needs Node.js 20+ and npm): run make setup")
     for d in ("config", "runtime", "root", "settings", "workspaces", "ipython"):
@@ -118,17 +119,21 @@ def start_lab(tmp: Path, url: str, storage: str) -> Iterator[Lab]:
         "DFML_KEY": "//Bob",
     }
     log = open(tmp / "lab.log", "wb")  # noqa: SIM115 - the process writes it until stopped
+    if app == "jupyterlab":
+        # nothing is fetched from outside: no news, no update check, no extension listing
+        own = ["--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]  # fmt: skip
+        cls = "LabApp"
+    else:
+        own, cls = [], "JupyterNotebookApp"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--ServerApp.ip=127.0.0.1",
+        [sys.executable, "-m", app, "--ServerApp.ip=127.0.0.1",
          f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
          f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False",
          f"--ServerApp.root_dir={tmp / 'root'}", "--allow-root",
-         f"--LabApp.user_settings_dir={tmp / 'settings'}",
-         f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
-         # nothing is fetched from outside: no news, no update check, no extension listing
-         "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-         "--LabApp.expose_app_in_browser=True"],
+         f"--{cls}.user_settings_dir={tmp / 'settings'}",
+         f"--{cls}.workspaces_dir={tmp / 'workspaces'}",
+         f"--{cls}.expose_app_in_browser=True", *own],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
     )  # fmt: skip
     try:
@@ -136,7 +141,7 @@ def start_lab(tmp: Path, url: str, storage: str) -> Iterator[Lab]:
         deadline = time.monotonic() + 90
         while True:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"jupyter lab did not start: {(tmp / 'lab.log').read_text()}")
+                raise RuntimeError(f"{app} did not start: {(tmp / 'lab.log').read_text()}")
             try:
                 if requests.get(f"{base}/api/status", params={"token": token}, timeout=2).ok:
                     break
@@ -158,6 +163,7 @@ def screenshot():
         page.screenshot(path=str(path))
         return path
 
+    take.dir = SCREENSHOTS  # for a screenshot of one element
     return take
 
 

@@ -82,3 +82,26 @@ def test_a_cell_starts_a_round_and_the_dashboard_follows_it(page, lab, training_
     screenshot(page, "lab-round-dashboard")
     text = dashboard.inner_text()
     assert "finalized" in text
+
+    # the plots read like plots: the model's metric by its name and the loss, over rounds
+    plots = dashboard.locator(".dfml-plots")
+    plots.scroll_into_view_if_needed()
+    plots.screenshot(path=str(screenshot.dir / "lab-round-plots.png"))
+    charts = plots.locator("svg")
+    assert [charts.nth(i).get_attribute("data-metric") for i in range(charts.count())] == [
+        "accuracy",
+        "loss",
+    ]
+    assert "ppm" not in plots.inner_html()
+    for i in range(charts.count()):
+        chart = charts.nth(i)
+        y_ticks = chart.locator("text.y-tick").all_text_contents()
+        x_ticks = chart.locator("text.x-tick").all_text_contents()
+        assert len(x_ticks) == len(set(x_ticks)) >= 1, x_ticks  # one label per round
+        assert [int(x) for x in x_ticks] == sorted(int(x) for x in x_ticks)
+        assert chart.locator("text.x-title").all_text_contents() == ["round"]
+        values = [float(y) for y in y_ticks]
+        assert values[0] == 0 and values == sorted(values) and len(values) >= 3, y_ticks
+        if i == 0:  # accuracy: a fraction, drawn 0..1 with round ticks
+            assert y_ticks == ["0", "0.25", "0.5", "0.75", "1"]
+        assert chart.locator("circle").count() >= 1

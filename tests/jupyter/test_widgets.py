@@ -242,7 +242,7 @@ def test_model_card_shows_owner_licence_jurisdictions_cid_and_history():
     assert "Adam (learning rate 0.01), loss sparse_ce" in html and "5e-09 ROC" not in html
     assert 'title="5000">0.000000005 ROC' in html
     assert "<h4>History</h4>" in html and "bafk2" in html and "0.83" in html
-    assert "<svg" in html and "accuracy: 0.83" in html
+    assert "<svg" in html and "round 2: accuracy 0.83" in html
 
 
 def test_model_card_without_history_or_licence():
@@ -272,7 +272,8 @@ def test_dashboard_renders_progress_metrics_rewards_and_slashes():
     assert "accuracy 0.9" in board.header.value
     # rounds 1-2 from history plus this one: three points per metric
     assert sorted(board.metrics_by_round) == [1.0, 2.0, 3.0]
-    assert "accuracy: 0.9" in board.plots.value and "loss: 0.3" in board.plots.value
+    assert "round 3: accuracy 0.9" in board.plots.value
+    assert "round 3: loss 0.3" in board.plots.value
     assert board.plots.value.count("<circle") == 6
     assert "rewards" in board.payouts.value and "700" in board.payouts.value
     assert "slashes" in board.payouts.value and "50" in board.payouts.value
