@@ -16,6 +16,7 @@ from decentralml_jupyter.fl.checks import bound_examples, check_update
 from decentralml_jupyter.fl.contribution import leave_one_out
 from decentralml_jupyter.fl.data import Dataset, load_dataset
 from decentralml_jupyter.fl.data import partition as make_partition
+from decentralml_jupyter.fl.influence import EXACT_CONTRIBUTIONS_MAX, first_order_shares
 from decentralml_jupyter.fl.models import init_weights, mlp, model_to_spec
 from decentralml_jupyter.fl.privacy import (
     clip_and_noise,
@@ -24,7 +25,7 @@ from decentralml_jupyter.fl.privacy import (
     secure_mean,
 )
 from decentralml_jupyter.fl.strategies import Strategy, make_strategy
-from decentralml_jupyter.fl.training import evaluate, train_local
+from decentralml_jupyter.fl.training import evaluate, loss_gradient, train_local
 from decentralml_jupyter.fl.types import DEFAULT_LOCAL_EPOCHS, ClientUpdate, FlError
 
 ATTACKS = ("label_flip", "scale")
@@ -90,7 +91,9 @@ def simulate(
     ``secure_aggregation`` masks updates pairwise (linear strategies only: FedAvg, FedProx,
     FedAvgM and the server optimizers, which step from the revealed mean).
     ``clients_per_round``: train only this many clients each round, drawn at random (seeded by
-    ``seed`` and the round), as the protocol selects at most 64 workers per round.
+    ``seed`` and the round), as the protocol selects a round's workers. Rounds of more than
+    ``fl.EXACT_CONTRIBUTIONS_MAX`` accepted updates score contributions to first order
+    (``fl.first_order_shares``), as validators do.
     ``local_test``: hold out this fraction of each client's data; each round then reports
     ``local_accuracy``, the mean over clients of the accuracy, on their own held-out data, of
     the model each would use (the global model; with ``proxyfl``, its private model).
@@ -182,7 +185,8 @@ def simulate(
         row: dict[str, Any] = {"round": rnd}
         accepted = bound_examples(accepted)  # as validators do on the network
         if accepted:
-            if contributions:
+            exact = len(accepted) <= EXACT_CONTRIBUTIONS_MAX
+            if contributions and exact:
                 row["contributions"] = leave_one_out(
                     strat,
                     global_w,
@@ -198,6 +202,9 @@ def simulate(
                 global_w = strat.step(global_w, secure_mean(masked))
             else:
                 global_w = strat.aggregate(global_w, accepted)
+            if contributions and not exact:  # a large round: to first order, as validators do
+                gradient = loss_gradient(spec, global_w, ds.x_val, ds.y_val)
+                row["contributions"] = first_order_shares(gradient, accepted)
         row.update(evaluate(spec, global_w, ds.x_test, ds.y_test))
         if held:
             row["local_accuracy"] = float(

@@ -265,6 +265,27 @@ def predict(spec: bytes, weights: Weights, x: np.ndarray) -> np.ndarray:
         return np.asarray(r.model(np.asarray(x, dtype=np.float32), training=False))
 
 
+def loss_gradient(spec: bytes, weights: Weights, x: np.ndarray, y: np.ndarray) -> Weights:
+    """The gradient of the model's loss (the loss it trains with, averaged over the
+    examples) at ``weights`` on (x, y): one float64 array per weight, zeros for weights that
+    are not trained (a normalization layer's statistics)."""
+    t = tf()
+    r = _runner(spec)
+    x, y = _check_xy(x, y, r.contract)
+    y_in = np.asarray(y, dtype=np.int32 if r.contract.label.integer else np.float32)
+    with r.lock:
+        r.set_weights(weights)
+        variables = r.model.weights
+        with t.GradientTape() as tape:
+            out = r.model(np.asarray(x, dtype=np.float32), training=False)
+            loss = t.reduce_mean(r.loss_fn(y_in, out))
+        grads = tape.gradient(loss, variables)
+    return [
+        np.zeros(tuple(v.shape)) if g is None else np.asarray(g, dtype=np.float64)
+        for v, g in zip(variables, grads, strict=True)
+    ]
+
+
 def evaluate(
     spec: bytes, weights: Weights, x: np.ndarray, y: np.ndarray, metric: str | None = None
 ) -> dict[str, float]:
