@@ -2,10 +2,10 @@
 
 The extension keeps one `Session` in the server's settings (one chain connection, one indexed
 protocol state, the configured key never leaving the process), and each handler is one call on
-it, rendered as the CLI renders it, so the panel, the CLI and the magics share one
-implementation. Calls block on the chain, so they run in a worker thread, never on the loop.
-An error answers ``{"error", "hint"}`` with the HTTP status its class carries
-(`errors.DfmlError.http_status`).
+it, rendered as the CLI renders it (addresses in the chain's SS58 format; amounts as decimal
+strings, `amounts_as_text`), so the panel, the CLI and the magics share one implementation.
+Calls block on the chain, so they run in a worker thread, never on the loop. An error answers
+``{"error", "hint"}`` with the HTTP status its class carries (`errors.DfmlError.http_status`).
 """
 
 from __future__ import annotations
@@ -86,11 +86,12 @@ class DFMLServer(Configurable):
         return self._session
 
     async def call(self, fn: Callable[[Session], Any]) -> Any:
-        """Run ``fn(session)`` in the worker thread; its result as the CLI's plain data."""
-        from ..cli import plain
+        """Run ``fn(session)`` in the worker thread; its result as the CLI's plain data (its
+        addresses in the chain's SS58 format), with amounts as decimal strings."""
+        from ..cli import shown
 
         def work() -> Any:
-            return plain(fn(self.session))
+            return amounts_as_text(shown(fn(self.session), self.session))
 
         return await asyncio.get_running_loop().run_in_executor(self.executor, work)
 
@@ -99,6 +100,28 @@ class DFMLServer(Configurable):
             self.executor.submit(self._session.close).result(timeout=10)
             self._session = None
         self.executor.shutdown(wait=False)
+
+
+ACCOUNT_KEY = 40  # characters: a key at least this long is an address (SS58: 46 to 48)
+
+
+def amounts_as_text(data: Any, amount: bool = False) -> Any:
+    """``data`` with every amount as its decimal string: a field of `results.AMOUNT_KEYS`, or
+    the value of an account in such a field's map (rewards by address). u128 balances exceed
+    what a JavaScript number holds exactly (2^53), and the panel reads them as BigInts. The
+    CLI's JSON keeps integers; this is the REST API's one difference from it."""
+    from .results import AMOUNT_KEYS
+
+    if isinstance(data, dict):
+        return {
+            k: amounts_as_text(v, k in AMOUNT_KEYS or (amount and len(str(k)) >= ACCOUNT_KEY))
+            for k, v in data.items()
+        }
+    if isinstance(data, list | tuple):
+        return [amounts_as_text(v) for v in data]
+    if amount and isinstance(data, int) and not isinstance(data, bool):
+        return str(data)
+    return data
 
 
 def status_code(err: DfmlError) -> int:

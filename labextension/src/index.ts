@@ -1,24 +1,23 @@
 // The DecentralML side panel: chain status, accounts, models, open proposals (with votes) and
 // recent rounds, read from the server extension's REST API under <base_url>/decentralml/.
+// It runs in JupyterLab and in Notebook 7: it needs only the generic shell (never ILabShell);
+// the settings registry and the command palette are used where the front end has them.
 
-import {
-  ILabShell,
-  JupyterFrontEnd,
-  JupyterFrontEndPlugin
-} from '@jupyterlab/application';
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette } from '@jupyterlab/apputils';
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Message } from '@lumino/messaging';
 import { Widget } from '@lumino/widgets';
 
 const PLUGIN_ID = 'decentralml-jupyter:panel';
 const PANEL_ID = 'decentralml-panel';
-const POLL_MS = 3000;
-// Amounts arrive as integers of the chain's smallest unit; the server's status says the
-// chain's token (symbol and decimals, from the chain's own properties). Until it has, show
-// the dev chain's.
-const DEFAULT_TOKEN: IToken = { symbol: 'UNIT', decimals: 12 };
+// The defaults of schema/panel.json, for a front end without the settings registry.
+const DEFAULT_POLL_S = 3;
+const DEFAULT_ROUNDS = 8;
+export const COMMANDS = { show: 'decentralml:show-panel', refresh: 'decentralml:refresh' };
 
 const ICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" width="16" height="16" viewBox="0 0 24 24">
 <g class="jp-icon3" fill="#616161"><circle cx="12" cy="4" r="2.6"/><circle cx="4.5" cy="18" r="2.6"/>
@@ -45,8 +44,11 @@ interface IStatus {
   token?: IToken | null;
 }
 
-/** An amount as it arrived: a number, or (beyond 2^53) the exact integer as a BigInt. */
-type Amount = number | bigint;
+/**
+ * An amount of the chain's smallest unit. The REST API sends amounts as decimal strings
+ * (u128 balances exceed what a JS number holds exactly); numbers are taken as they come.
+ */
+type Amount = string | number | bigint;
 
 interface IAccount {
   name: string;
@@ -80,7 +82,13 @@ interface IRound {
   status: string;
   selected: string[];
   submitted: string[];
-  metrics: { accuracy?: number; loss?: number };
+  metrics: Record<string, number>;
+}
+
+/** The panel's settings (schema/panel.json). */
+export interface IPanelSettings {
+  pollInterval: number; // seconds
+  rounds: number; // rounds listed
 }
 
 /** A failed request in the API's contract: what went wrong and what to do. */
@@ -106,7 +114,7 @@ export async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
   const text = await response.text();
   let body: any = null;
   try {
-    body = text ? parseJson(text) : null;
+    body = text ? JSON.parse(text) : null;
   } catch {
     body = null;
   }
@@ -138,35 +146,58 @@ function describe(error: unknown): string {
   return `${err?.message ?? String(error)}${hint}`;
 }
 
-/**
- * JSON with integers too large for a JS number kept exact as BigInts (u128 balances), where
- * the browser gives a reviver the number's source text (Chromium 114+, Firefox 135+); elsewhere
- * such a number stays a (rounded) number.
- */
-export function parseJson(text: string): unknown {
-  const revive = (_key: string, value: unknown, context?: { source?: string }): unknown => {
-    if (
-      typeof value === 'number' &&
-      !Number.isSafeInteger(value) &&
-      context?.source !== undefined &&
-      /^-?\d+$/.test(context.source)
-    ) {
-      return BigInt(context.source);
-    }
-    return value;
-  };
-  return JSON.parse(text, revive as (key: string, value: unknown) => unknown);
+/** An amount as an exact integer (from its decimal string, never through a float). */
+export function units(amount: Amount): bigint {
+  if (typeof amount === 'bigint') {
+    return amount;
+  }
+  if (typeof amount === 'number') {
+    return BigInt(Math.round(amount));
+  }
+  if (!/^-?\d+$/.test(amount.trim())) {
+    throw new Error(`not an amount: ${amount}`);
+  }
+  return BigInt(amount.trim());
 }
 
-/** An amount in the chain's token, exactly (integer arithmetic), to 4 decimals at most. */
-export function tokens(amount: Amount, token: IToken = DEFAULT_TOKEN): string {
-  const units = typeof amount === 'bigint' ? amount : BigInt(Math.round(amount));
+/**
+ * An amount in the chain's token, exactly: every decimal the chain's `decimals` gives it
+ * (trailing zeros dropped), by integer arithmetic. Before the chain said its token, the
+ * integer of its smallest unit.
+ */
+export function tokens(amount: Amount, token: IToken | null): string {
+  const value = units(amount);
+  if (token === null) {
+    return `${value.toLocaleString('en-US')} units`;
+  }
   const base = BigInt(10) ** BigInt(token.decimals);
-  const negative = units < BigInt(0);
-  const abs = negative ? -units : units;
-  const whole = (abs / base).toLocaleString();
-  const frac = (abs % base).toString().padStart(token.decimals, '0').slice(0, 4).replace(/0+$/, '');
+  const negative = value < BigInt(0);
+  const abs = negative ? -value : value;
+  const whole = (abs / base).toLocaleString('en-US');
+  const frac =
+    token.decimals > 0
+      ? (abs % base).toString().padStart(token.decimals, '0').replace(/0+$/, '')
+      : '';
   return `${negative ? '-' : ''}${whole}${frac ? `.${frac}` : ''} ${token.symbol}`;
+}
+
+/** The metric a round's model is judged by (its Keras name: accuracy, mae, ...) and value. */
+export function roundMetric(metrics: Record<string, number> | undefined): string {
+  const m = metrics ?? {};
+  const own = Object.keys(m).find(
+    k =>
+      !k.endsWith('_ppm') && !k.startsWith('base_') && k !== 'accuracy' && k !== 'loss'
+  );
+  const name = own ?? ('accuracy' in m ? 'accuracy' : undefined);
+  return name === undefined || typeof m[name] !== 'number'
+    ? '–'
+    : `${name} ${Number(m[name].toFixed(3))}`;
+}
+
+/** An amount's cell: exact in the chain's token, the integer in its tooltip; long amounts
+ * wrap within the narrow panel instead of pushing columns out of it. */
+function amount(value: Amount, token: IToken | null): HTMLElement {
+  return h('span', { class: 'dfml-amount', title: `${units(value)} units` }, tokens(value, token));
 }
 
 function table(headers: string[], rows: (Node | string)[][], empty: string): HTMLElement {
@@ -186,7 +217,8 @@ export class DecentralMLPanel extends Widget {
   private timer: number | null = null;
   private lastBlock: number | null | undefined = undefined;
   private busy = false;
-  private token: IToken = DEFAULT_TOKEN; // the chain's, once the status says it
+  private token: IToken | null = null; // the chain's, once the status says it
+  private settings: IPanelSettings = { pollInterval: DEFAULT_POLL_S, rounds: DEFAULT_ROUNDS };
   private again = false;
   private message: HTMLElement | null = null;
   private notice: HTMLElement | null = null;
@@ -218,17 +250,43 @@ export class DecentralMLPanel extends Widget {
     this.node.append(this.notice, this.message);
   }
 
+  /** Apply settings (from the settings registry): a new poll interval takes effect now. */
+  configure(settings: Partial<IPanelSettings>): void {
+    const poll = Number(settings.pollInterval ?? DEFAULT_POLL_S);
+    const rounds = Number(settings.rounds ?? DEFAULT_ROUNDS);
+    this.settings = {
+      pollInterval: Number.isFinite(poll) && poll >= 0.5 ? poll : DEFAULT_POLL_S,
+      rounds: Number.isInteger(rounds) && rounds >= 1 ? rounds : DEFAULT_ROUNDS
+    };
+    this.node.dataset.pollMs = String(Math.round(this.settings.pollInterval * 1000));
+    if (this.timer !== null) {
+      this.stopPolling();
+      this.startPolling();
+    }
+    void this.refresh(true);
+  }
+
   protected onAfterAttach(msg: Message): void {
     super.onAfterAttach(msg);
-    this.timer = window.setInterval(() => void this.refresh(false), POLL_MS);
+    this.startPolling();
   }
 
   protected onBeforeDetach(msg: Message): void {
+    this.stopPolling();
+    super.onBeforeDetach(msg);
+  }
+
+  private startPolling(): void {
+    const ms = Math.round(this.settings.pollInterval * 1000);
+    this.node.dataset.pollMs = String(ms);
+    this.timer = window.setInterval(() => void this.refresh(false), ms);
+  }
+
+  private stopPolling(): void {
     if (this.timer !== null) {
       window.clearInterval(this.timer);
       this.timer = null;
     }
-    super.onBeforeDetach(msg);
   }
 
   protected onAfterShow(msg: Message): void {
@@ -285,7 +343,7 @@ export class DecentralMLPanel extends Widget {
       api<IAccount[]>('accounts'),
       api<IModel[]>('models'),
       api<IProposal[]>('proposals?open=1'),
-      api<IRound[]>('rounds?limit=8')
+      api<IRound[]>(`rounds?limit=${this.settings.rounds}`)
     ]);
     const [accounts, models, proposals, rounds] = results;
     this.fill('accounts', accounts, (rows: IAccount[]) =>
@@ -293,8 +351,8 @@ export class DecentralMLPanel extends Widget {
         ['account', 'free', 'reserved'],
         rows.map(a => [
           h('span', { title: a.address }, a.name),
-          tokens(a.free, this.token),
-          tokens(a.reserved, this.token)
+          amount(a.free, this.token),
+          amount(a.reserved, this.token)
         ]),
         'no dev accounts'
       )
@@ -307,7 +365,7 @@ export class DecentralMLPanel extends Widget {
           h('span', { class: 'dfml-wrap' }, m.name),
           m.status,
           String(m.round),
-          tokens(m.total_stake, this.token)
+          amount(m.total_stake, this.token)
         ]),
         'no models yet'
       )
@@ -319,13 +377,13 @@ export class DecentralMLPanel extends Widget {
     );
     this.fill('rounds', rounds, (rows: IRound[]) =>
       table(
-        ['round', 'model', 'status', 'updates', 'accuracy'],
+        ['round', 'model', 'status', 'updates', 'metric'],
         rows.map(r => [
           String(r.round_id),
           String(r.model_id),
           h('span', { class: `dfml-status dfml-status-${r.status}` }, r.status),
           `${r.submitted.length}/${r.selected.length}`,
-          r.metrics?.accuracy === undefined ? '–' : r.metrics.accuracy.toFixed(3)
+          roundMetric(r.metrics)
         ]),
         'no rounds yet'
       )
@@ -446,14 +504,40 @@ const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'DecentralML side panel: chain, accounts, models, proposals and rounds.',
   autoStart: true,
-  requires: [ILabShell],
-  activate: (app: JupyterFrontEnd, shell: ILabShell) => {
+  optional: [ISettingRegistry, ICommandPalette],
+  activate: (
+    app: JupyterFrontEnd,
+    registry: ISettingRegistry | null,
+    palette: ICommandPalette | null
+  ) => {
     const panel = new DecentralMLPanel();
-    shell.add(panel, 'left', { rank: 900 });
-    app.commands.addCommand('decentralml:show-panel', {
+    // JupyterLab's shell and Notebook 7's both take side panels in 'left' (Notebook 7 shows
+    // it from its View menu, or when the command activates it)
+    app.shell.add(panel, 'left', { rank: 900 });
+    app.commands.addCommand(COMMANDS.show, {
       label: 'Show the DecentralML panel',
-      execute: () => shell.activateById(panel.id)
+      caption: 'Chain, accounts, models, proposals and rounds of DecentralML',
+      execute: () => app.shell.activateById(panel.id)
     });
+    app.commands.addCommand(COMMANDS.refresh, {
+      label: 'Refresh the DecentralML panel',
+      execute: () => panel.refresh(true)
+    });
+    if (palette) {
+      for (const command of [COMMANDS.show, COMMANDS.refresh]) {
+        palette.addItem({ command, category: 'DecentralML' });
+      }
+    }
+    if (registry) {
+      registry
+        .load(PLUGIN_ID)
+        .then(settings => {
+          const read = () => panel.configure(settings.composite as Partial<IPanelSettings>);
+          read();
+          settings.changed.connect(read);
+        })
+        .catch(reason => console.warn(`decentralml: settings not loaded: ${reason}`));
+    }
   }
 };
 

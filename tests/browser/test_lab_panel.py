@@ -77,15 +77,47 @@ def test_side_panel_shows_the_dev_chain_and_votes(page, proposal, dfml, screensh
     ayes = panel.locator(f'[data-dfml="ayes-{pid}"]')
     # the panel reloads after its vote; amounts in the chain's own token
     ayes.filter(has_text="25 ROC").wait_for(timeout=15_000)
-    # u128 balances beyond 2^53 exactly: integer arithmetic on the exact digits, 4 decimals
-    alice = next(a for a in dfml("account", "list") if a["name"] == "Alice")
-    whole, frac = divmod(alice["free"], 10**12)
-    frac_text = f"{frac:012d}"[:4].rstrip("0")
-    expected = f"{whole:,}" + (f".{frac_text}" if frac_text else "") + " ROC"
+    # u128 balances beyond 2^53 exactly, with every decimal the chain's 12 give them: Eve
+    # receives 1.234567890123 ROC, and Alice (beyond 2^53 units) pays a fee
+    dfml("account", "transfer", "Eve", "1234567890123")
+    dfml("chain", "advance", "1")
     accounts = panel.locator('[data-dfml="accounts"]')
-    accounts.filter(has_text=expected).wait_for(timeout=15_000)
+    rows = {a["name"]: a for a in dfml("account", "list")}
+    for name in ("Alice", "Eve"):
+        expected = in_tokens(rows[name]["free"])
+        decimals = expected.split(" ")[0].partition(".")[2]
+        assert name != "Eve" or len(decimals) >= 10, expected  # more than any float keeps
+        accounts.filter(has_text=expected).wait_for(timeout=15_000)
+    assert rows["Alice"]["free"] > 2**53
     screenshot(page, "lab-panel-voted")
     assert not [e for e in page.page_errors if "decentralml" in e.lower()]
+
+
+def in_tokens(amount: int, decimals: int = 12, symbol: str = "ROC") -> str:
+    """How the panel shows an amount: exact, every significant decimal, en-US grouping."""
+    whole, frac = divmod(amount, 10**decimals)
+    frac_text = f"{frac:0{decimals}d}".rstrip("0")
+    return f"{whole:,}" + (f".{frac_text}" if frac_text else "") + f" {symbol}"
+
+
+def test_the_command_palette_opens_and_refreshes_the_panel(page, screenshot):
+    panel = page.locator("#decentralml-panel")
+    page.click('li.lm-TabBar-tab[data-id="filebrowser"]', timeout=TIMEOUT_MS)
+    panel.wait_for(state="hidden", timeout=TIMEOUT_MS)
+    # the palette as its shortcut (Ctrl+Shift+C) opens it: a headless page has no focus to
+    # send the keys to reliably
+    page.evaluate("window.jupyterapp.commands.execute('apputils:activate-command-palette')")
+    search = page.locator(".lm-CommandPalette-input")
+    search.wait_for(state="visible", timeout=TIMEOUT_MS)
+    search.fill("DecentralML")
+    items = page.locator(".lm-CommandPalette-item:not(.lm-mod-hidden)")
+    labels = items.all_inner_texts()
+    assert any("Show the DecentralML panel" in x for x in labels), labels
+    assert any("Refresh the DecentralML panel" in x for x in labels), labels
+    screenshot(page, "lab-palette")
+    items.filter(has_text="Show the DecentralML panel").first.click()
+    panel.wait_for(state="visible", timeout=TIMEOUT_MS)
+    panel.locator('[data-dfml="block"]').wait_for(timeout=TIMEOUT_MS)
 
 
 def test_notebook_runs_dfml_magics(page, lab, devchain_url, screenshot):
@@ -115,3 +147,47 @@ def test_notebook_runs_dfml_magics(page, lab, devchain_url, screenshot):
     text = output.inner_text()
     assert "statemine" in text and re.search(r"\bTrue\b|running", text)
     screenshot(page, "lab-notebook")
+
+
+def test_settings_set_the_poll_interval(browser, lab, screenshot):
+    """The panel's settings (schema/panel.json) through JupyterLab's settings: a 1 s poll
+    interval makes it ask the server's status about every second (3 s by default)."""
+    import time
+
+    import requests
+
+    from tests.browser.conftest import open_lab
+
+    url = f"{lab.base}/lab/api/settings/decentralml-jupyter:panel"
+    auth = {"Authorization": f"token {lab.token}"}
+    schema = requests.get(url, headers=auth, timeout=30).json()["schema"]
+    assert schema["properties"]["pollInterval"]["default"] == 3
+
+    def polls(seconds: float) -> tuple[str | None, int]:
+        page = open_lab(browser, lab)
+        try:
+            page.click('li.lm-TabBar-tab[data-id="decentralml-panel"]', timeout=TIMEOUT_MS)
+            panel = page.locator("#decentralml-panel")
+            panel.locator('[data-dfml="block"]').wait_for(timeout=TIMEOUT_MS)
+            asked: list[float] = []
+            page.on(
+                "request",
+                lambda r: asked.append(time.monotonic()) if "/decentralml/status" in r.url else 0,
+            )
+            page.wait_for_timeout(seconds * 1000)
+            if seconds == 6:
+                screenshot(page, "lab-panel-settings")
+            return panel.get_attribute("data-poll-ms"), len(asked)
+        finally:
+            page.close()
+
+    assert requests.put(
+        url, headers=auth, json={"raw": json.dumps({"pollInterval": 1})}, timeout=30
+    ).status_code in (200, 204)
+    try:
+        every, count = polls(6)
+        assert every == "1000" and count >= 5, (every, count)
+    finally:
+        requests.put(url, headers=auth, json={"raw": "{}"}, timeout=30)
+    every, count = polls(6)
+    assert every == "3000" and count <= 3, (every, count)
