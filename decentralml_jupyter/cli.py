@@ -596,6 +596,46 @@ def _participant(s: Session, args):
     return [x.status() for x in s.participants(role, opts.model)]
 
 
+# -- economics (in-process, no chain) --------------------------------------------------------
+
+
+def _count(text: str) -> int:
+    """How many workers or rounds, or a seed: a whole number, 0 or more."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (0 or more)")
+    return int(text)
+
+
+def cmd_economy_simulate(s: Session, args, progress):
+    import dataclasses
+
+    from . import economy
+
+    defaults = dataclasses.asdict(economy.Economics())
+    settings: dict[str, Any] = _key_values(args.set, "--set", "deposit=10")
+    for name, text in settings.items():
+        if name not in defaults:
+            raise UsageError(f"--set {name}: no such setting", hint=f"one of {', '.join(defaults)}")
+        try:
+            settings[name] = type(defaults[name])(text)
+        except ValueError:
+            raise UsageError(
+                f"--set {name}={text}: not a number", hint="e.g. --set wait=3"
+            ) from None
+    return economy.simulate(
+        args.policy,
+        args.honest,
+        args.adversarial,
+        args.free_riders,
+        args.rounds,
+        args.seed,
+        lazy=args.lazy,
+        noisy=args.noisy,
+        kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
+        economics=economy.Economics(**settings),
+    )
+
+
 # -- parser -----------------------------------------------------------------------------------
 
 
@@ -900,6 +940,42 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
     pay_sub = payout.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
     pa = _add(pay_sub, "approve", cmd_payout_approve, "approve (or execute) a pending payout")
     pa.add_argument("id", type=_model_id)
+
+    from .economy import ADVERSARIAL_KINDS, POLICIES
+
+    economy = verbs.add_parser("economy", help="the economics of rounds, simulated in-process")
+    e_sub = economy.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    es = _add(
+        e_sub,
+        "simulate",
+        cmd_economy_simulate,
+        "honest, lazy, noisy, adversarial workers and free riders under a reward policy, many "
+        "rounds, no chain: each kind's average net balance per round and the model's accuracy",
+    )
+    es.add_argument("--policy", choices=POLICIES, required=True, help="how rounds pay")
+    es.add_argument("--honest", type=_count, default=10, metavar="N", help="honest workers")
+    es.add_argument(
+        "--adversarial", type=_count, default=4, metavar="M", help="malicious workers (--kinds)"
+    )
+    es.add_argument(
+        "--free-riders", type=_count, default=2, metavar="K", help="resubmit the global model"
+    )
+    es.add_argument("--lazy", type=_count, default=0, help="train one epoch on half their data")
+    es.add_argument("--noisy", type=_count, default=0, help="add noise as large as their update")
+    es.add_argument(
+        "--kinds",
+        default=",".join(ADVERSARIAL_KINDS),
+        help="the adversarial kinds, taken in turn (comma-separated)",
+    )
+    es.add_argument("--rounds", type=_count, default=30, metavar="R")
+    es.add_argument("--seed", type=_count, default=0, metavar="S")
+    es.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="an economic setting: round_reward, fee, compute, stake, slash_permill, deposit, wait",
+    )
 
     task = verbs.add_parser("task", help="tasks for data annotators, contributors, engineers")
     t_sub = task.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
