@@ -1,6 +1,8 @@
 """The project's background processes (dev chain, storage service, agents): start them
 detached with a log, tell whether a recorded pid is still the same process, and stop exactly
 that pid. A recycled pid is never signalled: a record names the process's start time too.
+
+Processes are read through psutil, so this works on Linux and macOS alike.
 """
 
 from __future__ import annotations
@@ -12,15 +14,27 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import psutil
+
+# A start time is wall-clock seconds (psutil's create_time), which moves with clock
+# adjustments; a recycled pid within this tolerance of its predecessor's start does not happen.
+_START_TOLERANCE = 1.0
+
 
 def start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (None if there is no such process)."""
+    """When ``pid`` started, as text for a record (None if there is no such process)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except psutil.Error:
         return None
-    # fields after the parenthesised command, which may itself contain spaces or parentheses
-    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _started_at(started: str) -> float:
+    """A recorded start time in seconds since the epoch. Records written before psutil
+    held Linux's clock ticks since boot (no decimal point)."""
+    if "." in started:
+        return float(started)
+    return psutil.boot_time() + int(started) / os.sysconf("SC_CLK_TCK")
 
 
 def is_running(pid: int | None, started: str | None = None) -> bool:
@@ -31,30 +45,26 @@ def is_running(pid: int | None, started: str | None = None) -> bool:
     if not pid:
         return False
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat.rsplit(")", 1)[1].split()
-    if started is not None and fields[19] != started:
-        return False
-    if fields[0] == "Z":
+        proc = psutil.Process(pid)
+        if started is not None and abs(proc.create_time() - _started_at(started)) > (
+            _START_TOLERANCE
+        ):
+            return False
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return True
         # a zombie leader whose other threads still run (node's workers) still holds its
         # sockets: it is gone only when every thread is
-        if any(_state(t) != "Z" for t in Path(f"/proc/{pid}/task").glob("*/stat")):
+        if proc.num_threads() > 1:
             return True
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+    except psutil.ZombieProcess:  # macOS gives no details of a zombie
+        pass
+    except psutil.Error:  # gone, or not ours to inspect
         return False
-    return True
-
-
-def _state(stat_path: Path) -> str:
     try:
-        return stat_path.read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "Z"
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return False
 
 
 def spawn(

@@ -7,7 +7,6 @@ recorded so that `down` stops exactly that process.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import yaml
+from filelock import FileLock
 
 from .. import config, procs
 from ..errors import ChainError, ChainNotReachable, SetupError, UsageError
@@ -130,8 +130,7 @@ def install(progress: Progress | None = None) -> Installation:
     root = install_dir()
     marker = root / "installed.json"
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # two processes may start chains at once
+    with FileLock(root / ".lock"):  # two processes may start chains at once
         if not marker.exists():
             progress(f"installing Chopsticks {CHOPSTICKS_VERSION} (first use, about a minute)")
             (root / "package.json").write_text(

