@@ -63,6 +63,7 @@ bench: setup
 	$(PY) benchmarks/bench_batching.py
 	$(PY) benchmarks/bench_model_size.py
 	$(PY) benchmarks/bench_rounds.py --workers 10,50
+	$(PY) benchmarks/bench_big_model.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
