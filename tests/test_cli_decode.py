@@ -156,3 +156,32 @@ def test_the_rest_api_sends_amounts_as_exact_decimal_strings():
         {"stake": {"model_id": 1, "amount": str(10**21)}, "rewards": {ALICE: str(big)},
          "deadline": 9},
     ]  # fmt: skip
+
+
+@pytest.mark.chain
+def test_a_chain_with_its_own_format_shows_every_address_in_it(devchain_url, tmp_path, monkeypatch):
+    """The dev chain declares no ss58Format; one that declares 2 (Kusama's) gets every
+    address of the CLI's output in format 2, the protocol state's and decoded remarks' too."""
+    from decentralml_jupyter.chain import Chain
+    from decentralml_jupyter.chain import client as client_module
+
+    with Chain(devchain_url) as chain:
+        sent = chain.submit("//Ferdie", chain.remark_call(C.encode_call(C.Vote(9003, True))))
+        assert sent.success, sent.error
+    registered = cli.run(
+        ["--url", devchain_url, "--key", "//Ferdie", "call", "register_model",
+         "--name", "kusama-shown", "--architecture-cid", CID, "--weights-cid", CID,
+         "--validators", "Dev1", "--validators", "Dev2"]
+    )  # fmt: skip
+    mid = registered["created"]["model"]
+    kusama = {"ss58Format": 2, "tokenDecimals": [12], "tokenSymbol": ["KSM"]}
+    monkeypatch.setattr(client_module._Substrate, "properties", property(lambda self: kusama))
+    monkeypatch.setenv("DFML_HOME", str(tmp_path))
+    ferdie = ss58_encode(ss58_decode(address_of("Ferdie", 42)), 2)
+    decoded = cli.run(
+        ["--url", devchain_url, "decode", f"{sent.block_number}:{sent.extrinsic_index}"]
+    )
+    assert decoded["signer"] == ferdie and decoded["calls"][0]["signer"] == ferdie
+    shown = cli.run(["--url", devchain_url, "model", "show", str(mid)])
+    assert shown["owner"] == ferdie  # the state keeps format 42; what is shown is the chain's
+    assert all(ss58_decode(v, valid_ss58_format=2) for v in shown["validators"])
