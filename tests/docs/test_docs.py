@@ -58,6 +58,32 @@ def test_cli_reference_is_generated_from_the_parser(site):
     assert "--noise-multiplier" in text and "--stake-asset" in text
 
 
+def test_python_api_reference_is_generated_from_the_code(site):
+    """Session, every value and receipt class, the widgets and the errors have entries made by
+    autodoc from the code (one anchor per documented object)."""
+    from decentralml_jupyter import errors, receipts
+    from decentralml_jupyter.jupyter import widgets
+    from decentralml_jupyter.protocol import values
+    from decentralml_jupyter.session import Session
+
+    html = (site / "reference" / "api.html").read_text()
+    anchors = set(re.findall(r'<dt class="sig sig-object py" id="([^"]+)"', html))
+    public = [m for m in vars(Session) if not m.startswith("_") and callable(getattr(Session, m))]
+    assert {"submit_model", "start_rounds", "watch_round", "models"} <= set(public)
+    for method in public:
+        assert f"decentralml_jupyter.session.Session.{method}" in anchors, method
+    classes = [n for n, v in vars(values).items() if isinstance(v, type) and n[0] != "_"]
+    classes = [n for n in classes if getattr(values, n).__module__ == values.__name__]
+    assert {"ModelInfo", "RoundInfo", "ProposalInfo"} <= set(classes)
+    for name in classes:
+        assert f"decentralml_jupyter.protocol.values.{name}" in anchors, name
+    for module in (receipts, widgets):
+        for name in module.__all__:
+            assert f"{module.__name__}.{name}" in anchors, name
+    assert "decentralml_jupyter.errors.StorageError" in anchors and errors.StorageError
+    assert "decentralml_jupyter.chain.Receipt" in anchors
+
+
 def test_docs_notebooks_pass_nbval():
     done = subprocess.run(
         [
@@ -91,3 +117,25 @@ def test_tutorial_is_ready_for_papermill(path):
         assert f"\n{name} = " in "\n" + tagged[0].source, name
     # stored clean: outputs belong to runs, not to the repository
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("cwd", ["notebooks", "."])
+def test_tutorial_outputs_land_where_git_ignores_them(cwd):
+    """A tutorial run from notebooks/ (papermill --cwd notebooks, Binder's JupyterLab) or from
+    the repository's root writes under its default out_dir, which git must ignore."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    written = []
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        (params,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        (out_dir,) = re.findall(r'^out_dir = "([^"]+)"', params.source, re.M)
+        written.append(f"{Path(cwd) / out_dir}/summary.json")
+    done = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--verbose", "--non-matching", *written],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    not_ignored = [ln.split("\t")[-1] for ln in done.stdout.splitlines() if ln.startswith("::")]
+    assert not_ignored == [] and len(done.stdout.splitlines()) == len(written), done.stdout
