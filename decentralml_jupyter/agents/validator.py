@@ -281,6 +281,11 @@ class Validator(Agent):
             if not check.accepted:
                 rejected[u.worker] = fit_reason(check.reason)
                 continue
+            if check.delta_norm == 0:
+                # the round's model sent back (a free rider): no work, and left in, a majority
+                # of them would make the median norm 0 and every trained update an outlier
+                rejected[u.worker] = "the update is the round's base model: no training"
+                continue
             claims[u.worker] = u.num_examples
             norms[u.worker] = check.delta_norm  # delta_norm(base, weights)
             if not linear:
@@ -341,7 +346,13 @@ class Validator(Agent):
                 )
                 return None
         scored = metric if metric in metrics else "loss"
-        if total is not None:  # leave-one-out by subtraction, one update read at a time
+        if len(accepted) > fl.EXACT_CONTRIBUTIONS_MAX:
+            # a large round: every client's gain to first order, from one gradient of the
+            # held-out loss and one dot product per update (read once more, then dropped)
+            x, y = self.held_out(spec)
+            gradient = fl.loss_gradient(spec, weights, x, y)
+            contributions = fl.first_order_shares(gradient, (read(w) for w in accepted))
+        elif total is not None:  # leave-one-out by subtraction, one update read at a time
             contributions = fl.leave_one_out_linear(
                 make(), base, total, read, ev, metric=scored, full=weights
             )

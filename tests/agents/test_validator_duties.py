@@ -299,3 +299,94 @@ def test_updates_nobody_stored_are_looked_for_all_at_once():
     v.store = NS(stat=down)
     with pytest.raises(StorageUnavailable):
         v.unavailable(cids)
+
+
+def _judging(v, blobs, evaluate=None):
+    """``v`` reading ``blobs`` (cid -> weights) as its storage, on a FedAvg model."""
+    from types import SimpleNamespace as NS
+
+    from decentralml_jupyter import fl
+
+    def get(cid, max_bytes=None):
+        return fl.weights_to_bytes(blobs[cid])
+
+    v.store = NS(get=get, stat=lambda cid, timeout=None: NS(size=len(get(cid))))
+    v._weights_size = {}
+    v.max_examples = 1000
+    if evaluate is not None:
+        v.evaluate = evaluate
+    model = NS(
+        architecture_cid="QmArch", strategy="fedavg", weights_cid="QmBase", metric="accuracy",
+        strategy_params={},
+    )  # fmt: skip
+    return NS(model=lambda mid: model)
+
+
+def test_free_riders_are_rejected_and_cannot_make_honest_updates_outliers():
+    """Free riders send the round's model back. Three of them and two honest workers: left in,
+    they would make the median norm 0, so the honest updates would be 'outliers' (and slashed);
+    they are rejected instead, and the honest ones aggregated."""
+    from types import SimpleNamespace as NS
+
+    import numpy as np
+
+    base = [np.zeros((4,), np.float32)]
+    blobs = {"QmBase": base, "QmA": [base[0] + 0.1], "QmB": [base[0] + 0.2]}
+    v = _validator(ACCOUNTS[0], 0.0)
+    v.spec = lambda cid: b"spec"
+    state = _judging(v, blobs, lambda spec, weights, metric=None: {"accuracy": 0.5, "loss": 1.0})
+    updates = [
+        NS(worker="5A", cid="QmA", num_examples=10),
+        NS(worker="5B", cid="QmB", num_examples=10),
+    ]
+    updates += [NS(worker=f"5Free{i}", cid="QmBase", num_examples=10) for i in range(3)]
+    rnd = NS(round_id=1, base_cid="QmBase", base_state_cid=None, model_id=1, updates=updates)
+    weights, _, contributions, rejected, *_ = v.judge(state, rnd)
+    assert set(contributions) == {"5A", "5B"}
+    assert all("no training" in rejected[f"5Free{i}"] for i in range(3))
+    assert np.allclose(weights[0], 0.15)
+
+
+def test_a_round_of_more_than_64_updates_is_scored_to_first_order():
+    """70 updates on a real model: contributions from one gradient (not 71 evaluations), the
+    updates that move against the held-out data's labels scoring least."""
+    from types import SimpleNamespace as NS
+
+    import numpy as np
+
+    from decentralml_jupyter import fl
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    model = fl.mlp(4, 2, hidden=(4,))
+    spec = fl.model_to_spec(model)
+    base = fl.init_weights(spec, 0)
+    good, _, _ = fl.train_local(spec, base, x, y, 3, 16, 0.1)
+    blobs = {"QmBase": base}
+    updates = []
+    for i in range(70):
+        towards = 1.0 if i >= 10 else -1.0  # the first ten move the other way
+        noise = [rng.normal(scale=0.01, size=b.shape).astype(b.dtype) for b in base]
+        blobs[f"Qm{i}"] = [
+            b + towards * (g - b) + e for b, g, e in zip(base, good, noise, strict=True)
+        ]
+        updates.append(NS(worker=f"5W{i:02d}", cid=f"Qm{i}", num_examples=10))
+    v = _validator(ACCOUNTS[0], 0.0)
+    v.spec = lambda cid: spec
+    v.held_out = lambda s: (x, y)
+    calls = []
+
+    def evaluate(s, weights, metric=None):
+        calls.append(1)
+        return fl.evaluate(s, weights, x, y)
+
+    state = _judging(v, blobs, evaluate)
+    rnd = NS(round_id=1, base_cid="QmBase", base_state_cid=None, model_id=1, updates=updates)
+    _, _, contributions, rejected, *_ = v.judge(state, rnd)
+    assert len(contributions) + len(rejected) == 70 and len(contributions) > 64
+    assert abs(sum(contributions.values()) - 1) < 1e-9
+    assert len(calls) < 10  # not one evaluation per update
+    against = [contributions.get(f"5W{i:02d}", 0.0) for i in range(10)]
+    along = [contributions[w] for w in contributions if int(w[2:]) >= 10]
+    assert max(against) <= min(along)
