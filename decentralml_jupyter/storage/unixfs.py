@@ -367,8 +367,11 @@ def iter_file(
     root: CID | str,
     fetch: BlockFetcher,
     announce: Callable[[list[CID]], None] | None = None,
+    *,
+    verify: bool = True,
 ) -> Iterator[bytes]:
-    """Yield a UnixFS file's bytes in order, verifying every block before using it.
+    """Yield a UnixFS file's bytes in order, verifying every block before using it (unless
+    ``verify`` is False: a node reading its own blockstore, as Kubo does by default).
 
     A block that does not hash to its CID raises IntegrityError before any of its bytes are
     yielded; the total length is checked against the root's declared size at the end.
@@ -381,7 +384,8 @@ def iter_file(
     while stack:
         cid = stack.pop()
         block = fetch(cid)
-        cid.verify(block)
+        if verify:
+            cid.verify(block)
         if cid.codec == RAW:
             chunk = block
         else:
