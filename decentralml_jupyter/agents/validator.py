@@ -110,8 +110,8 @@ class Validator(Agent):
 
     def step(self, state: State) -> None:
         attested = False
-        for rnd in state.rounds():
-            if rnd.status != "aggregating" or rnd.round_id in self.attested:
+        for rnd in state.rounds(status=("aggregating",)):
+            if rnd.round_id in self.attested:
                 continue
             model = state.model(rnd.model_id)
             if self.address not in model.validators:
@@ -146,7 +146,7 @@ class Validator(Agent):
     def _forget_done_duties(self, state: State) -> None:
         """Drop the backup timers of rounds no longer awaiting attestation and of payouts no
         longer pending (else the map grows by a few entries every round)."""
-        live_rounds = {r.round_id for r in state.rounds() if r.status in ("open", "aggregating")}
+        live_rounds = {r.round_id for r in state.rounds(status=("open", "aggregating"))}
         pending = {p.id for p in state.pending_payouts()}
         for duty in list(self._waiting):
             kind, ident = duty
@@ -576,8 +576,8 @@ class Validator(Agent):
     def attesting_soon(self, state: State) -> bool:
         """Whether a round of a model this validator validates is still open or aggregating
         and not yet attested by it: its payout approvals can ride with that attestation."""
-        for rnd in state.rounds():
-            if rnd.status not in ("open", "aggregating") or rnd.round_id in self.attested:
+        for rnd in state.rounds(status=("open", "aggregating")):
+            if rnd.round_id in self.attested:
                 continue
             model = state.model(rnd.model_id)
             if model is not None and self.address in model.validators:

@@ -209,9 +209,7 @@ class Worker(Agent):
                         [(model.pool, self.stake_amount, model.stake_asset)],
                     )
                     calls.append((ident, "stake", model.id, stake))
-        for rnd in state.rounds():
-            if rnd.status != "open":
-                continue
+        for rnd in state.rounds(status=("open",)):
             for ident in self.identities:
                 if (
                     ident.address in rnd.selected
@@ -430,9 +428,7 @@ class Worker(Agent):
         from .. import fl
 
         out: list[tuple[Identity, str, int, object]] = []
-        for rnd in state.rounds():
-            if rnd.status != "aggregating":
-                continue
+        for rnd in state.rounds(status=("aggregating",)):
             model = state.model(rnd.model_id)
             if model is None or not model.strategy.endswith(":secure"):
                 continue

@@ -102,7 +102,24 @@ class StateCore:
         return None
 
     def _round_updates(self, round_id: int) -> list[_Update]:
-        return [u for _, u in sorted(self._updates.items()) if u.round_id == round_id]
+        """A round's updates in id order, through an index by round (derived, never saved:
+        rebuilt when the updates were loaded otherwise, e.g. from a snapshot), so that a
+        round of a thousand submissions costs no scan of every update ever made."""
+        index = self.__dict__.get("_update_index")
+        if index is None or index[0] != len(self._updates):
+            by_round: dict[int, list[int]] = {}
+            for uid in sorted(self._updates):
+                by_round.setdefault(self._updates[uid].round_id, []).append(uid)
+            index = self._update_index = (len(self._updates), by_round)
+        return [self._updates[uid] for uid in index[1].get(round_id, ())]
+
+    def _add_update(self, u: _Update) -> None:
+        """Record a new update (ids only grow), keeping the index by round current."""
+        self._updates[u.id] = u
+        index = self.__dict__.get("_update_index")
+        if index is not None and index[0] == len(self._updates) - 1:
+            index[1].setdefault(u.round_id, []).append(u.id)
+            self._update_index = (index[0] + 1, index[1])
 
     def _weight(self, account: str, target: int | None) -> int:
         if target is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+from collections.abc import Collection
 from typing import Any
 
 from .. import calls as C
@@ -295,12 +296,16 @@ class Queries(StateCore):
             round_escrow=round_escrow,
         )
 
-    def rounds(self, model_id: int | None = None) -> list[RoundInfo]:
-        """Every round (of one model when given), in id order."""
+    def rounds(
+        self, model_id: int | None = None, status: Collection[str] | None = None
+    ) -> list[RoundInfo]:
+        """Every round (of one model when given; of those statuses when given: agents ask
+        for the live ones only, which stays cheap however long the history), in id order."""
         return [
             self._round_info(r)
             for _, r in sorted(self._rounds.items())
-            if model_id is None or r.model_id == model_id
+            if (model_id is None or r.model_id == model_id)
+            and (status is None or r.status in status)
         ]
 
     def round(self, round_id: int) -> RoundInfo | None:

@@ -208,17 +208,19 @@ class RoundHandlers(ModelHandlers):
             f"{ctx.signer} already submitted an update to round {r.id}",
         )
         uid = self._take_id("update")
-        self._updates[uid] = _Update(
-            uid,
-            r.id,
-            ctx.signer,
-            c.cid,
-            c.num_examples,
-            "submitted",
-            None,
-            "",
-            ctx.block_number,
-            ctx.extrinsic_index,
+        self._add_update(
+            _Update(
+                uid,
+                r.id,
+                ctx.signer,
+                c.cid,
+                c.num_examples,
+                "submitted",
+                None,
+                "",
+                ctx.block_number,
+                ctx.extrinsic_index,
+            )
         )
         if len(done) + 1 == len(r.selected):
             r.status = "aggregating"  # every client is in: validators need not wait
