@@ -19,6 +19,7 @@ _EXPORTS = {
     "Weights": "types",
     "weights_to_bytes": "serialize",
     "weights_from_bytes": "serialize",
+    "weights_from_buffer": "serialize",
     "weights_hash": "serialize",
     "model_to_spec": "models",
     "model_from_spec": "models",

@@ -406,6 +406,21 @@ class KuboStore:
         refuses larger content with ArtifactTooLarge before it is read."""
         return b"".join(self.iter_bytes(cid, max_bytes=max_bytes))
 
+    def get_buffer(self, cid: str, *, max_bytes: int | None = None) -> bytearray:
+        """``get`` into one new bytearray, each verified piece copied in as it arrives: the
+        memory it takes is the content's size plus one block (``get`` joins its pieces, so
+        it holds the content twice for a moment). Limits as ``get``."""
+        limit = self.max_bytes if max_bytes is None else max_bytes
+        size = self.stat(cid).size
+        if limit is not None and size > limit:
+            raise ArtifactTooLarge(str(CID.parse(cid)), size, limit)
+        out = bytearray(size)
+        pos = 0
+        for piece in self.iter_bytes(cid, max_bytes=size):  # the root declared this size
+            out[pos : pos + len(piece)] = piece
+            pos += len(piece)
+        return out
+
     def get_into(self, cid: str, out: BinaryIO, *, max_bytes: int | None = None) -> int:
         """Write ``cid`` into an open binary file; returns the byte count. On an error, what was
         written is verified but incomplete: prefer ``get_file``, which never leaves a partial

@@ -21,6 +21,9 @@ from decentralml_jupyter.fl import (
     leave_one_out,
     leave_one_out_linear,
     strategy_for,
+    weights_from_buffer,
+    weights_from_bytes,
+    weights_to_bytes,
 )
 
 SHAPES = [(3 * 256 + 63,), (2, 256), (64,), (1,), (), (0,), (7, 5)]
@@ -147,3 +150,54 @@ def test_leave_one_out_linear_of_one_update_gives_it_everything():
     total.add(_updates(5, np.float32, "normal", 1)[0])
     shares = leave_one_out_linear(FedAvg(), base, total, lambda c: None, lambda w: {"loss": 0.0})
     assert shares == {"c00": 1.0}
+
+
+def test_weights_read_from_a_buffer_are_views_equal_to_a_copying_read():
+    rng = np.random.default_rng(6)
+    weights = [
+        rng.standard_normal((3, 5)).astype(np.float32),
+        rng.standard_normal(7).astype(np.float16),
+        np.arange(4, dtype=np.uint64),
+        np.zeros((0, 3), np.float64),
+        np.asarray(2.5, np.float32),
+        np.asarray([True, False]),
+    ]
+    data = bytearray(weights_to_bytes(weights))
+    got = weights_from_buffer(data)
+    want = weights_from_bytes(bytes(data))
+    assert _same_bits(got, want) and _same_bits(got, weights)
+    assert all(not a.flags.writeable for a in got)
+    data[-1] ^= 1  # a view: the buffer's bytes, not a copy of them
+    assert not _same_bits(weights_from_buffer(data), want)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated", "header too long", "not json", "gap", "overlap", "wrong size", "bad dtype"],
+)
+def test_a_damaged_weights_buffer_is_refused(damage):
+    import json
+    import struct
+
+    data = weights_to_bytes([np.ones(4, np.float32), np.ones(2, np.float32)])
+    n = struct.unpack("<Q", data[:8])[0]
+    header, body = json.loads(data[8 : 8 + n]), data[8 + n :]
+    if damage == "truncated":
+        raw = data[:-1]
+    elif damage == "header too long":
+        raw = struct.pack("<Q", len(data)) + data[8:]
+    elif damage == "not json":
+        raw = data[:8] + b"{" * n + body
+    else:
+        if damage == "gap":
+            header["w000001"]["data_offsets"] = [20, 28]
+        elif damage == "overlap":
+            header["w000001"]["data_offsets"] = [8, 16]
+        elif damage == "wrong size":
+            header["w000001"]["shape"] = [3]
+        else:
+            header["w000001"]["dtype"] = "Q9"
+        text = json.dumps(header).encode()
+        raw = struct.pack("<Q", len(text)) + text + body
+    with pytest.raises(FlError, match="not a weights file"):
+        weights_from_buffer(bytearray(raw))

@@ -106,3 +106,14 @@ def test_a_stored_add_gives_kubos_cid_and_kubo_reads_its_blocks(
     assert not store.is_pinned(cid)
     unpinned = store.put(data, pin=False)
     assert unpinned == cid and not store.is_pinned(cid)
+
+
+def test_get_buffer_gives_the_bytes_in_one_buffer_within_limits(store: KuboStore) -> None:
+    from decentralml_jupyter.storage import ArtifactTooLarge
+
+    data = os.urandom(3 * CHUNK_SIZE + 5)
+    cid = store.put(data)
+    got = store.get_buffer(cid, max_bytes=len(data))
+    assert isinstance(got, bytearray) and got == data
+    with pytest.raises(ArtifactTooLarge):
+        store.get_buffer(cid, max_bytes=len(data) - 1)
