@@ -51,6 +51,9 @@ class Judged(NamedTuple):
 # An accepted update may move the model at most this many times the median update's distance:
 # scaled (boosted) updates stand out, honest non-IID ones stay well inside.
 NORM_OUTLIER_FACTOR = 4.0
+# a linear strategy's updates kept in memory between passes up to this many bytes; beyond, it
+# reads them again one at a time (a few updates of a 100 M-parameter model stream)
+KEEP_BYTES = 256 << 20
 BACKUP_GRACE = 10.0  # seconds a backup validator leaves a duty to its primaries
 # The most examples one update may claim when the validator judges on its own data (with a
 # bundled dataset: its training split's size)
@@ -260,7 +263,11 @@ class Validator(Agent):
         # Pass 1: each update read, checked, its norm and claim recorded, and dropped (a
         # robust strategy, which needs every update at once, keeps them in memory instead).
         linear = make().LINEAR
-        kept: dict[str, list] = {}  # worker -> weights (robust strategies only)
+        # worker -> weights: every update of a robust strategy (it needs them at once), and
+        # of a linear one while they fit KEEP_BYTES (a round of many small updates is then
+        # read once, not once per pass)
+        kept: dict[str, list] = {}
+        kept_bytes = 0
         claims: dict[str, int] = {}  # accepted worker -> examples claimed
         rejected, norms = {}, {}
         cids = {u.worker: u.cid for u in rnd.updates}
@@ -288,8 +295,10 @@ class Validator(Agent):
                 continue
             claims[u.worker] = u.num_examples
             norms[u.worker] = check.delta_norm  # delta_norm(base, weights)
-            if not linear:
+            size = sum(w.nbytes for w in weights)
+            if not linear or kept_bytes + size <= KEEP_BYTES:
                 kept[u.worker] = weights
+                kept_bytes += size
             del weights, update
         accepted = sorted(claims)
         if len(accepted) >= 3:

@@ -100,6 +100,7 @@ def leave_one_out_linear(
     if full is None:
         full = total.aggregate(copy.deepcopy(strategy), global_weights)
     full_quality = quality(full)
+    del full  # not held while the others are made
     without = {}
     for cid in ids:
         update = read(cid)
