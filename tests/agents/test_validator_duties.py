@@ -90,8 +90,8 @@ class _State:
     def __init__(self, rounds, models, pending):
         self._rounds, self._models, self._pending = rounds, models, pending
 
-    def rounds(self):
-        return self._rounds
+    def rounds(self, model_id=None, status=None):
+        return [r for r in self._rounds if status is None or r.status in status]
 
     def model(self, model_id):
         return self._models.get(model_id)
