@@ -260,6 +260,15 @@ class Validator(Agent):
             return self.judge_secure(
                 rnd, spec, base, self.weights_limit(model, masked=True), metric, make
             )
+
+        def load(cid: str):
+            """An update's weights: views into one buffer where the store reads into one (a
+            400 MB update then takes 400 MB, not twice that while it is decoded)."""
+            get_buffer = getattr(self.store, "get_buffer", None)
+            if get_buffer is None:
+                return fl.weights_from_bytes(self.store.get(cid, max_bytes=limit))
+            return fl.weights_from_buffer(get_buffer(cid, max_bytes=limit))
+
         # Pass 1: each update read, checked, its norm and claim recorded, and dropped (a
         # robust strategy, which needs every update at once, keeps them in memory instead).
         linear = make().LINEAR
@@ -277,7 +286,7 @@ class Validator(Agent):
                 rejected[u.worker] = fit_reason(f"update not in storage: {missing[u.cid]}")
                 continue
             try:
-                weights = fl.weights_from_bytes(self.store.get(u.cid, max_bytes=limit))
+                weights = load(u.cid)
             except StorageUnavailable:
                 raise  # storage is down, not the update: judge nobody now, retry later
             except DfmlError as err:
@@ -320,7 +329,7 @@ class Validator(Agent):
             """An accepted update again (the same verified bytes: its CID names them)."""
             weights = kept.get(worker)
             if weights is None:
-                weights = fl.weights_from_bytes(self.store.get(cids[worker], max_bytes=limit))
+                weights = load(cids[worker])
             return fl.ClientUpdate(worker, weights, examples[worker])
 
         def aggregate(workers: list[str]):
@@ -362,9 +371,10 @@ class Validator(Agent):
             gradient = fl.loss_gradient(spec, weights, x, y)
             contributions = fl.first_order_shares(gradient, (read(w) for w in accepted))
         elif total is not None:  # leave-one-out by subtraction, one update read at a time
-            contributions = fl.leave_one_out_linear(
-                make(), base, total, read, ev, metric=scored, full=weights
-            )
+            del weights  # not held while scoring: made again from the sum after it
+            contributions = fl.leave_one_out_linear(make(), base, total, read, ev, metric=scored)
+            strategy = make()
+            weights = total.aggregate(strategy, base)
         else:
             contributions = fl.leave_one_out(
                 make(), base, [read(w) for w in accepted], ev, metric=scored
