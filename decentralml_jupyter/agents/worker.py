@@ -163,14 +163,19 @@ class Worker(Agent):
         if self._proxied:
             return
         lead = self.address
-        missing = [i for i in self.identities[1:] if lead not in self.chain.proxies(i.address)]
+
+        def without_proxy(idents):  # one read for them all
+            found = self.chain.proxies_of([i.address for i in idents])
+            return [i for i in idents if lead not in found[self.chain.address(i.address)]]
+
+        missing = without_proxy(self.identities[1:])
         for ident in missing:  # all into the pool at once: they share the next block(s)
             self.chain.submit_nowait(self.chain.sign(ident.key, self.chain.add_proxy_call(lead)))
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 120 + len(missing)
         while missing and time.monotonic() < deadline and not self.stopping.is_set():
-            missing = [i for i in missing if lead not in self.chain.proxies(i.address)]
+            missing = without_proxy(missing)
             if missing:
-                time.sleep(0.2)
+                time.sleep(0.5)
         if missing:
             raise DfmlError(
                 f"{len(missing)} workers could not make {lead} their proxy",

@@ -230,7 +230,8 @@ class Chain:
         self._lock = _PROCESS_LOCK
         self._is_dev: bool | None = None
         self._existential: int | None = None
-        self._account_keys: dict[str, Any] = {}  # address -> System.Account storage key
+        # (module, storage, address) -> its storage key (see _read_many)
+        self._storage_keys: dict[tuple[str, str, str], Any] = {}
         self._decoded_events: dict[tuple[int, str], list[dict]] = {}  # (spec, raw) -> events
 
     def token(self) -> dict:
@@ -481,35 +482,50 @@ class Chain:
         return Balance(addr, int(info["data"]["free"]), int(info["data"]["reserved"]))
 
     def balances(self, whos: Sequence[str | Keypair]) -> list[Balance]:
-        """The balances of several accounts, read in one request (``state_queryStorageAt``).
+        """The balances of several accounts, read in one request (see ``_read_many``)."""
+        addrs = [self.address(w) for w in whos]
+        out = []
+        for a, value in zip(addrs, self._read_many("System", "Account", addrs), strict=True):
+            if value is None:  # an account that does not exist holds nothing
+                out.append(Balance(a, 0, 0))
+            else:
+                out.append(Balance(a, int(value["data"]["free"]), int(value["data"]["reserved"])))
+        return out
 
-        Each account's storage key is made once per connection (making one asks the node for
-        its runtime version), so a repeated read is that one request and the decoding."""
+    def proxies_of(self, reals: Sequence[str]) -> dict[str, list[str]]:
+        """The accounts that may act for each of ``reals``, read in one request."""
+        addrs = [self.address(r) for r in reals]
+        out = {}
+        for a, value in zip(addrs, self._read_many("Proxy", "Proxies", addrs), strict=True):
+            entries = value[0] if value else []
+            out[a] = [self.address(e["delegate"]) for e in entries]
+        return out
+
+    def _read_many(self, module: str, storage: str, accounts: list[str]) -> list[Any]:
+        """One storage map's decoded values (None where absent) for several accounts, read in
+        one request (``state_queryStorageAt``). Each storage key is made once per connection
+        (making one asks the node for its runtime version), so a repeated read is that one
+        request and the decoding."""
         from scalecodec.base import ScaleBytes
 
-        addrs = [self.address(w) for w in whos]
-        if not addrs:
+        if not accounts:
             return []
         with self._lock:
             keys = []
-            for a in addrs:
-                key = self._account_keys.get(a)
+            for a in accounts:
+                key = self._storage_keys.get((module, storage, a))
                 if key is None:
-                    key = self.substrate.create_storage_key("System", "Account", [a])
-                    self._account_keys[a] = key
+                    key = self.substrate.create_storage_key(module, storage, [a])
+                    self._storage_keys[(module, storage, a)] = key
                 keys.append(key)
             reply = self.substrate.rpc_request("state_queryStorageAt", [[k.to_hex() for k in keys]])
             if "error" in reply:
                 raise ChainError(f"state_queryStorageAt failed: {reply['error'].get('message')}")
             changes = {k: v for group in reply["result"] for k, v in group["changes"]}
             out = []
-            for a, key in zip(addrs, keys, strict=True):
+            for key in keys:
                 raw = changes.get(key.to_hex())
-                if raw is None:  # an account that does not exist holds nothing
-                    out.append(Balance(a, 0, 0))
-                    continue
-                data = key.decode_scale_value(ScaleBytes(raw)).value["data"]
-                out.append(Balance(a, int(data["free"]), int(data["reserved"])))
+                out.append(None if raw is None else key.decode_scale_value(ScaleBytes(raw)).value)
         return out
 
     def record_requests(self) -> list[dict]:
@@ -600,10 +616,7 @@ class Chain:
 
     def proxies(self, real: str) -> list[str]:
         """The accounts that may act for ``real``."""
-        with self._lock:
-            value = self.substrate.query("Proxy", "Proxies", [self.address(real)]).value
-        entries = value[0] if value else []
-        return [self.address(e["delegate"]) for e in entries]
+        return self.proxies_of([real])[self.address(real)]
 
     def estimate_fee(self, key, call) -> int:
         kp = self.keypair(key)
