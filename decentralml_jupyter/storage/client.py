@@ -355,14 +355,18 @@ class KuboStore:
         with _Prefetcher(self, self.prefetch) as pf:
             yield from map(bytes, iter_file(root, first(pf.fetch), pf.announce))
 
-    def _iter_streamed(self, root: CID, root_block: bytes | None) -> Iterator[bytes]:
+    def _iter_streamed(
+        self, root: CID, root_block: bytes | None, out: memoryview | None = None
+    ) -> Iterator[bytes | memoryview]:
         """A file's bytes with its leaves read from one ``cat`` stream.
 
         The interior nodes (a few: one per 174 leaves) come by ``block/get``; they name each
         leaf's CID and size, so the stream is cut into leaves and each is hashed once, in
         place, against its CID (``is_leaf_content``) before it is yielded. A leaf that is not
         in the canonical form, a stream that breaks or a node without ``cat`` only make the
-        rest come block by block: never unverified bytes.
+        rest come block by block: never unverified bytes. With ``out`` (a view of the
+        content's size), leaves are read straight into their place in it and yielded as
+        views of it; what comes from blocks is yielded to be copied there.
         """
         with _CatStream(self, root) as stream:
             block = root_block if root_block is not None else self.block(root)
@@ -388,7 +392,9 @@ class KuboStore:
                 if link is None:
                     break
                 if size is not None and size <= MAX_BLOCK_SIZE and maybe_leaf(link, size):
-                    piece = stream.read_at(produced, size)
+                    end = produced + size
+                    into = out[produced:end] if out is not None and end <= len(out) else None
+                    piece = stream.read_at(produced, size, into)
                     if piece is not None and is_leaf_content(link.cid, piece):
                         chunk = piece
                         continue
@@ -407,18 +413,27 @@ class KuboStore:
         return b"".join(self.iter_bytes(cid, max_bytes=max_bytes))
 
     def get_buffer(self, cid: str, *, max_bytes: int | None = None) -> bytearray:
-        """``get`` into one new bytearray, each verified piece copied in as it arrives: the
-        memory it takes is the content's size plus one block (``get`` joins its pieces, so
-        it holds the content twice for a moment). Limits as ``get``."""
+        """``get`` into one new bytearray, each leaf read straight into its place (and
+        verified there): the memory it takes is the content's size (``get`` joins its
+        pieces, so it holds the content twice for a moment). Limits as ``get``."""
         limit = self.max_bytes if max_bytes is None else max_bytes
-        size = self.stat(cid).size
+        root = CID.parse(cid)
+        block = self.block(root)
+        size = read_root(root, block).size
         if limit is not None and size > limit:
-            raise ArtifactTooLarge(str(CID.parse(cid)), size, limit)
+            raise ArtifactTooLarge(str(root), size, limit)
         out = bytearray(size)
+        view = memoryview(out)
+        if self.stream_reads:  # leaves are read into their place: only the rest is copied
+            pieces = self._iter_streamed(root, block, view)
+        else:
+            pieces = self._iter_file(root, block)
         pos = 0
-        for piece in self.iter_bytes(cid, max_bytes=size):  # the root declared this size
-            out[pos : pos + len(piece)] = piece
+        for piece in pieces:
+            if not (isinstance(piece, memoryview) and piece.obj is out):
+                view[pos : pos + len(piece)] = piece
             pos += len(piece)
+        view.release()
         return out
 
     def get_into(self, cid: str, out: BinaryIO, *, max_bytes: int | None = None) -> int:
@@ -555,7 +570,21 @@ class _CatStream:
         self._pos += n
         return piece
 
-    def read_at(self, offset: int, n: int) -> bytes | None:
+    def _read_into(self, view: memoryview) -> memoryview:
+        assert self._response is not None
+        got = 0
+        while got < len(view):
+            n = self._response.readinto(view[got:])
+            if not n:
+                raise EOFError
+            got += n
+        self._pos += got
+        return view
+
+    def read_at(
+        self, offset: int, n: int, into: memoryview | None = None
+    ) -> bytes | memoryview | None:
+        """(``into``: a view of ``n`` bytes to read them into, returned.)"""
         if self._broken or offset < self._pos:
             self._broken = True
             self._close()
@@ -565,7 +594,7 @@ class _CatStream:
                 self._response = self._open()
             while self._pos < offset:
                 self._read(min(offset - self._pos, READ_SIZE))
-            return self._read(n)
+            return self._read(n) if into is None else self._read_into(into)
         except Exception:  # noqa: BLE001 - refused, cut off, truncated: read blocks instead
             self._broken = True
             self._close()

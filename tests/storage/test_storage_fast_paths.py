@@ -60,6 +60,8 @@ def test_leaves_in_another_encoding_are_read_block_by_block(service, store: Kubo
     blockwise = KuboStore(service.url, timeout=5, stream_reads=False)
     with streamed, blockwise:
         assert streamed.get(str(cid)) == blockwise.get(str(cid)) == b"".join(pieces)
+        # read into one buffer: the leaves that fall back are copied into their place
+        assert streamed.get_buffer(str(cid)) == blockwise.get_buffer(str(cid)) == b"".join(pieces)
 
 
 def _unixfs(kind: int, data: bytes) -> bytes:
@@ -89,6 +91,8 @@ def test_a_leaf_whose_parent_lies_about_its_size_is_an_integrity_error(service, 
     cid = _put_blocks(service, [leaf, root])
     with pytest.raises(IntegrityError):
         store.get(str(cid))
+    with pytest.raises(IntegrityError):
+        store.get_buffer(str(cid))
 
 
 @pytest.mark.parametrize("size", [0, 1, CHUNK_SIZE, 3 * CHUNK_SIZE + 1, 174 * CHUNK_SIZE + 1])
@@ -117,3 +121,17 @@ def test_get_buffer_gives_the_bytes_in_one_buffer_within_limits(store: KuboStore
     assert isinstance(got, bytearray) and got == data
     with pytest.raises(ArtifactTooLarge):
         store.get_buffer(cid, max_bytes=len(data) - 1)
+
+
+def test_a_flipped_bit_read_into_a_buffer_is_detected(service, store: KuboStore) -> None:
+    from decentralml_jupyter.storage.unixfs import decode_dag_pb
+
+    data = os.urandom(3 * CHUNK_SIZE + 10)
+    cid = store.put(data)
+    leaf = decode_dag_pb(store.block(CID.parse(cid))).links[1].cid
+    path = flatfs_path(service.repo / "blocks", leaf)
+    raw = bytearray(path.read_bytes())
+    raw[100] ^= 0x01
+    path.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError, match="failed verification"):
+        store.get_buffer(cid)
