@@ -364,6 +364,8 @@ class Validator(Agent):
                 )
                 return None
         scored = metric if metric in metrics else "loss"
+        # the model's metric of the round's base: whether the round improved the model
+        before = ev(base).get(scored)
         if len(accepted) > fl.EXACT_CONTRIBUTIONS_MAX:
             # a large round: every client's gain to first order, from one gradient of the
             # held-out loss and one dot product per update (read once more, then dropped)
@@ -371,16 +373,18 @@ class Validator(Agent):
             gradient = fl.loss_gradient(spec, weights, x, y)
             contributions = fl.first_order_shares(gradient, (read(w) for w in accepted))
         elif total is not None:  # leave-one-out by subtraction, one update read at a time
-            del weights  # not held while scoring: made again from the sum after it
+            # Neither the aggregate nor (for FedAvg and its kin, whose step is a cast) the
+            # base is held while scoring: of the base, FedAvg reads only the dtypes.
+            del weights
+            if not strategy.STATEFUL:
+                base = [np.empty(0, np.asarray(g).dtype) for g in base]
             contributions = fl.leave_one_out_linear(make(), base, total, read, ev, metric=scored)
             strategy = make()
-            weights = total.aggregate(strategy, base)
+            weights = total.aggregate(strategy, base)  # made again from the sum
         else:
             contributions = fl.leave_one_out(
                 make(), base, [read(w) for w in accepted], ev, metric=scored
             )
-        # the model's metric of the round's base: whether the round improved the model
-        before = ev(base).get(scored)
         return Judged(weights, metrics, contributions, rejected, strategy.state_bytes(), before)
 
     def unavailable(self, cids: list[str]) -> dict[str, str]:

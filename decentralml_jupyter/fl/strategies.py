@@ -279,7 +279,9 @@ class WeightedSum:
     def aggregate(
         self, strategy: Strategy, global_weights: Weights, without: ClientUpdate | None = None
     ) -> Weights:
-        """The LINEAR ``strategy``'s next global weights from this sum (less ``without``)."""
+        """The LINEAR ``strategy``'s next global weights from this sum (less ``without``).
+        Of ``global_weights`` FedAvg (and FedProx, ProxyFL: a cast is their step) reads only
+        the dtypes; the stateful strategies step from them."""
         if not strategy.LINEAR:
             raise FlError(
                 f"{strategy.name} needs every update at once, not their sum",
