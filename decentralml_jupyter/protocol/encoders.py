@@ -203,40 +203,38 @@ def attest(
     state_cid: str | None = None,
     base_metric: float | None = None,
 ) -> C.Attest | C.AttestMetric:
-    """A validator's attestation (encode it with ``encode_call``; ``.result_digest()`` is
-    what the quorum compares). ``contributions`` maps each accepted update's worker to a
-    non-negative weight, normalised by ``contribution_scores``; ``rejected`` maps each other
-    submitted update's worker to a short reason (that worker is slashed). ``metric``, the
-    model's own metric when it is neither accuracy nor the loss, makes it an AttestMetric.
-    ``state_cid``: the stateful strategy's server state after the round. ``base_metric``:
-    the model's metric of the round's base model on the same data (for the improvement
-    rule)."""
-    scores = contribution_scores(contributions) if contributions else {}
+    """A validator's attestation listing every judged update inline (at most
+    ``calls.MAX_INLINE``; ``verdict`` sends larger ones as a table). Encode it with
+    ``encode_call``; ``.result_digest()`` is what the quorum compares. ``contributions`` maps
+    each accepted update's worker to a non-negative weight, normalised by
+    ``contribution_scores``; ``rejected`` maps each other submitted update's worker to a short
+    reason (that worker is slashed). ``metric``, the model's own metric when it is neither
+    accuracy nor the loss, makes it an AttestMetric. ``state_cid``: the stateful strategy's
+    server state after the round. ``base_metric``: the model's metric of the round's base
+    model on the same data (for the improvement rule)."""
+    accepted, refused = _judged(contributions, rejected)
     return _verdict_call(
-        round_id,
-        aggregate_cid,
-        accuracy,
-        loss,
-        tuple(C.Contribution(a, s) for a, s in sorted(scores.items())),
-        tuple(C.Rejection(a, why) for a, why in sorted((rejected or {}).items())),
-        metric,
-        state_cid,
+        round_id, aggregate_cid, accuracy, loss, accepted, refused, metric, state_cid,
         base_metric,
+    )  # fmt: skip
+
+
+def _judged(contributions: Mapping[str, float], rejected: Mapping[str, str] | None):
+    """(accepted, rejected) as the wire's lists, sorted by account id."""
+    from .accounts import account_id, normalize_address
+
+    scores = contribution_scores(contributions) if contributions else {}
+    refused = {normalize_address(a): why for a, why in (rejected or {}).items()}
+    return (
+        tuple(C.Contribution(a, scores[a]) for a in sorted(scores, key=account_id)),
+        tuple(C.Rejection(a, refused[a]) for a in sorted(refused, key=account_id)),
     )
 
 
 def _verdict_call(
-    round_id,
-    aggregate_cid,
-    accuracy,
-    loss,
-    accepted,
-    rejected,
-    metric,
-    state_cid,
-    base_metric,
+    round_id, aggregate_cid, accuracy, loss, accepted, rejected, metric, state_cid, base_metric,
     table=None,
-) -> C.Attest | C.AttestMetric:
+) -> C.Attest | C.AttestMetric:  # fmt: skip
     fields = (round_id, aggregate_cid, ppm(accuracy), ppm(loss), accepted, rejected)
     base = None if base_metric is None else ppm(max(0.0, base_metric))
     extra = {"state_cid": state_cid, "base_metric_ppm": base, "table": table}
@@ -267,54 +265,29 @@ class Verdict:
 
 
 def verdict(
-    round_id: int,
-    aggregate_cid: str,
-    *,
-    accuracy: float,
-    loss: float,
-    contributions: Mapping[str, float],
-    rejected: Mapping[str, str] | None = None,
-    metric: float | None = None,
-    state_cid: str | None = None,
-    base_metric: float | None = None,
-    inline_max: int = C.MAX_INLINE,
+    round_id: int, aggregate_cid: str, *, inline_max: int = C.MAX_INLINE, **judged: Any
 ) -> Verdict:
-    """``attest(...)`` (same arguments) as a ``Verdict``: inline while it judges at most
-    ``inline_max`` updates and fits one remark, else with its lists in a table, sorted by
-    account id so that one verdict has one table. The quorum's digest is the same either
-    way."""
+    """``attest(round_id, aggregate_cid, **judged)`` as a ``Verdict``: inline while it judges
+    at most ``inline_max`` updates and fits one remark, else with its lists in a table. The
+    quorum's digest is the same either way."""
     from ..storage.unixfs import compute_cid
-    from .accounts import account_id, normalize_address
 
-    rejected = rejected or {}
-    args = (accuracy, loss)
-    rest = (metric, state_cid, base_metric)
-    if len(contributions) + len(rejected) <= min(inline_max, C.MAX_INLINE):
-        call = attest(
-            round_id,
-            aggregate_cid,
-            accuracy=accuracy,
-            loss=loss,
-            contributions=contributions,
-            rejected=rejected,
-            metric=metric,
-            state_cid=state_cid,
-            base_metric=base_metric,
-        )
+    accepted, refused = _judged(judged.pop("contributions"), judged.pop("rejected", None))
+    numbers = (judged.pop("accuracy"), judged.pop("loss"))
+    rest = tuple(judged.pop(k, None) for k in ("metric", "state_cid", "base_metric"))
+    if judged:
+        raise TypeError(f"verdict() got unexpected arguments {sorted(judged)}")
+    lists = (accepted, refused)
+    if len(accepted) + len(refused) <= min(inline_max, C.MAX_INLINE):
+        call = _verdict_call(round_id, aggregate_cid, *numbers, *lists, *rest)
         try:
             C.encode_call(call)
             return Verdict(call)
         except CodecError:
             pass  # long reasons: more than one remark holds, so a table
-    scores = contribution_scores(contributions) if contributions else {}
-
-    refused = {normalize_address(a): why for a, why in rejected.items()}
-    table = C.VerdictTable(
-        tuple(C.Contribution(a, scores[a]) for a in sorted(scores, key=account_id)),
-        tuple(C.Rejection(a, refused[a]) for a in sorted(refused, key=account_id)),
-    ).encode()
+    table = C.VerdictTable(*lists).encode()
     ref = C.TableRef(compute_cid(table), "0x" + blake2b(table, digest_size=32).hexdigest())
-    call = _verdict_call(round_id, aggregate_cid, *args, (), (), *rest, table=ref)
+    call = _verdict_call(round_id, aggregate_cid, *numbers, (), (), *rest, table=ref)
     return Verdict(call, table)
 
 
