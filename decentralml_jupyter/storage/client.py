@@ -262,10 +262,15 @@ class KuboStore:
             yield tail
 
         params = {**IMPORT_OPTIONS, "pin": "true" if pin else "false", "progress": "false"}
+        sent: Any = body()
+        if isinstance(data, bytes | bytearray | memoryview):
+            # A known length: the body goes with a Content-Length, each piece sent as it is
+            # (chunked framing would copy every piece once more to frame it)
+            sent = _Sized(sent, len(head) + memoryview(data).nbytes + len(tail))
         r = self._rpc(
             "add",
             params,
-            data=body(),
+            data=sent,
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
         lines = [json.loads(line) for line in r.text.splitlines() if line.strip()]
@@ -511,6 +516,20 @@ def _pieces(data: Source) -> Iterator[bytes | memoryview]:
         if isinstance(piece, str):
             raise TypeError("put takes a binary stream; open the file with 'rb'")
         yield piece
+
+
+class _Sized:
+    """An iterable request body of a known length (what requests sends with a Content-Length
+    and without chunked framing)."""
+
+    def __init__(self, pieces: Iterator[bytes | memoryview], length: int):
+        self._pieces, self._length = pieces, length
+
+    def __iter__(self) -> Iterator[bytes | memoryview]:
+        return self._pieces
+
+    def __len__(self) -> int:
+        return self._length
 
 
 class _CatStream:
