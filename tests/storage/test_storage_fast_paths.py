@@ -7,6 +7,8 @@ import os
 import random
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from decentralml_jupyter.errors import IntegrityError
 from decentralml_jupyter.storage import CID, KuboStore
@@ -135,3 +137,37 @@ def test_a_flipped_bit_read_into_a_buffer_is_detected(service, store: KuboStore)
     path.write_bytes(bytes(raw))
     with pytest.raises(IntegrityError, match="failed verification"):
         store.get_buffer(cid)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.binary(max_size=300).map(lambda b: b.replace(b"\r\n--bnd", b"")),
+    st.lists(st.integers(1, 90), min_size=1, max_size=20),
+    st.sampled_from([b"", b"\r\n--bn", b"\r\n-", b"\r", b"--bnd", b"\n--bnd"]),
+)
+def test_a_multipart_file_split_anywhere_is_saved_exactly(
+    content: bytes, cuts: list[int], tease: bytes
+) -> None:
+    # The service saves an add's file from views of the pieces as they arrive; wherever the
+    # pieces are cut, and with near-delimiters in the data, the bytes saved are the file's.
+    from decentralml_jupyter.storage.server import save_first_file
+
+    data = content + tease + content  # a delimiter's beginning inside the data
+    assume(b"\r\n--bnd" not in data)  # a sender picks a boundary its data does not hold
+    body = b'--bnd\r\nContent-Disposition: form-data; name="file"\r\n\r\n' + data
+    body += b"\r\n--bnd--\r\n"
+    pieces, pos, i = [], 0, 0
+    while pos < len(body):
+        pieces.append(body[pos : pos + cuts[i % len(cuts)]])
+        pos, i = pos + cuts[i % len(cuts)], i + 1
+
+    class Out:
+        def __init__(self) -> None:
+            self.parts: list[bytes] = []
+
+        def write(self, view: memoryview) -> None:
+            self.parts.append(bytes(view))
+
+    out = Out()
+    assert save_first_file(pieces, b"bnd", out) == len(data)
+    assert b"".join(out.parts) == data
