@@ -376,7 +376,7 @@ class Validator(Agent):
             # Neither the aggregate nor (for FedAvg and its kin, whose step is a cast) the
             # base is held while scoring: of the base, FedAvg reads only the dtypes.
             del weights
-            if not strategy.STATEFUL:
+            if isinstance(strategy, fl.FedAvg):  # its step is the cast to these dtypes
                 base = [np.empty(0, np.asarray(g).dtype) for g in base]
             contributions = fl.leave_one_out_linear(make(), base, total, read, ev, metric=scored)
             strategy = make()
