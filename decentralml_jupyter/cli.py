@@ -543,6 +543,7 @@ def cmd_devnet_up(s: Session, args, progress):
         clock=args.clock,
         block_mode=args.block_mode,
         worker_processes=args.worker_processes,
+        validator_processes=args.validator_processes,
         data=args.data,
         target=args.target,
         progress=progress,
@@ -889,6 +890,14 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
         help="run the workers in this many processes (default: one per CPU core, at most one "
         "per worker); a process of several signs for them as their proxy, one transaction "
         "per block",
+    )
+    dup.add_argument(
+        "--validator-processes",
+        type=int,
+        default=None,
+        help="run the validators in this many processes (default: one each); a process of "
+        "several holds one TensorFlow runtime and judges a round once, and each of its "
+        "validators signs its own attestations",
     )
     dup.add_argument(
         "--data",

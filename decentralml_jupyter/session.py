@@ -1021,13 +1021,16 @@ class Session:
 
     def run_agent(self, role: str, args: Sequence[str]) -> None:
         """Run a worker or validator in this process until interrupted (the key never
-        reaches a command line)."""
+        reaches a command line). Its own ``--key`` options (repeated: several agents in this
+        process) or ``--key-file`` replace this session's key."""
         from .agents import validator, worker
 
         module = {"worker": worker, "validator": validator}[role]
+        own = any(a.split("=", 1)[0] in ("--key", "--key-file") for a in args)
+        keys = [] if own else ["--key", self._key]
         # an agent reads the protocol from DFML_FROM_BLOCK unless its line says otherwise
         with _environ("DFML_FROM_BLOCK", None if self.from_block is None else str(self.from_block)):
-            module.main(["--url", self.url, "--storage", self.storage, "--key", self._key, *args])
+            module.main(["--url", self.url, "--storage", self.storage, *keys, *args])
 
 
 _GENERIC_SS58 = 42  # the generic Substrate address format, until the chain says its own

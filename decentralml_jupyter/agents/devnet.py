@@ -1,11 +1,13 @@
-"""The dev network: the dev chain, the storage service, every validator in its own process,
-the workers in worker processes, and a block clock, with pids and logs in one directory,
-stopped by pid.
+"""The dev network: the dev chain, the storage service, the validators in validator processes
+(default: one each), the workers in worker processes, and a block clock, with pids and logs in
+one directory, stopped by pid.
 
 Validators are the dev accounts Dev1..DevK, workers DevK+1..DevK+N; each worker holds one
 partition of the dataset. ``worker_processes`` processes (default: one per CPU core, at most
 one per worker) share the workers; a process of several signs for them as their proxy, one
-transaction per step.
+transaction per step. ``validator_processes`` processes (default: one per validator) share the
+validators: a process of several holds one TensorFlow runtime and judges each round once, and
+each of its validators signs its own attestations and approvals.
 """
 
 from __future__ import annotations
@@ -42,19 +44,30 @@ def _alive(p: dict) -> bool:
     return procs.is_running(p.get("pid"), p.get("start_time"))
 
 
-def _agent_cmd(module: str, url: str, storage: str, key: str, extra: list[str]) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        f"decentralml_jupyter.agents.{module}",
-        "--url",
-        url,
-        "--storage",
-        storage,
-        "--key",
-        key,
-        *extra,
-    ]
+def _agent_cmd(module: str, url: str, storage: str, keys: list[str], extra: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", f"decentralml_jupyter.agents.{module}"]
+    cmd += ["--url", url, "--storage", storage]
+    for key in keys:  # dev URIs only: a secret never goes on a command line
+        cmd += ["--key", key]
+    return [*cmd, *extra]
+
+
+def _groups(count: int, hosts: int) -> list[range]:
+    """``count`` agents (0..count-1) over ``hosts`` processes, consecutive ones together:
+    sizes differ by at most one."""
+    bounds = [count * h // hosts for h in range(hosts + 1)]
+    return [range(bounds[h], bounds[h + 1]) for h in range(hosts)]
+
+
+def _hosts(role: str, value: int | None, default: int, agents: int) -> int:
+    """How many processes host the ``agents`` of ``role``: ``value`` (its --ROLE-processes)
+    or ``default``, from 1 to ``agents``."""
+    hosts = default if value is None else value
+    if agents and not 1 <= hosts <= agents:
+        raise UsageError(
+            f"--{role}-processes must be between 1 and --{role}s ({agents}), got {hosts}"
+        )
+    return hosts
 
 
 def up(
@@ -72,6 +85,7 @@ def up(
     clock: float = 3.0,
     block_mode: str = "batch",
     worker_processes: int | None = None,
+    validator_processes: int | None = None,
     data: str | None = None,
     target: str | None = None,
     progress=None,
@@ -89,6 +103,9 @@ def up(
     the validators ``DATA/validator.<ext>`` (one held-out set, so that they agree), with
     ``target`` the label column of tables. ``workers`` 0 starts validators only: participants
     join later (``dfml worker``, ``%dfml worker join``) with funded accounts Dev<K+1>...
+
+    ``validator_processes`` (default: ``validators``, one process each) hosts the validators
+    in fewer processes, consecutive ones together (the Binder demo runs them in one).
     """
     if workers < 0 or validators < 1:
         raise UsageError("a dev network needs 0 or more workers and at least 1 validator")
@@ -99,13 +116,11 @@ def up(
     # runtime each (~0.75 GiB) and send one extrinsic each, for no more parallelism; a worker
     # on its own data runs in a process of its own
     cores = os.cpu_count() or 1
-    hosts = min(workers, cores) if worker_processes is None else worker_processes
+    hosts = _hosts("worker", worker_processes, min(workers, cores), workers)
     if sources is not None or workers == 0:
         hosts = workers
-    if workers and not 1 <= hosts <= workers:
-        raise UsageError(
-            f"--worker-processes must be between 1 and --workers ({workers}), got {hosts}"
-        )
+    # one process per validator by default; fewer hold fewer TensorFlow runtimes
+    v_hosts = _hosts("validator", validator_processes, validators, validators)
     port = urlparse(url).port or 9944
     previous = load(port)
     if previous is not None and "params" in previous:
@@ -139,23 +154,21 @@ def up(
         }
         common = ["--dataset", dataset, "--seed", str(seed)]
         tables = ["--target", target] if target else []
-        for i in range(1, validators + 1):
-            name = f"Dev{i}"
-            own = ["--data", sources["validator"], *tables] if sources else []
+        own = ["--data", sources["validator"], *tables] if sources else []
+        for members in _groups(validators, v_hosts):
+            names = [f"Dev{1 + j}" for j in members]
             cmd = _agent_cmd(
                 "validator",
                 url,
                 store["url"],
-                f"//{name}",
-                [*common, *own, "--index-db", str(work / f"index-{name}.sqlite")],
+                [f"//{name}" for name in names],
+                [*common, *own, "--index-db", str(work / f"index-{names[0]}.sqlite")],
             )
-            record["validators"].append(
-                {"name": name, **_start(cmd, logs / f"validator-{name}.log")}
-            )
+            log = f"validator-{names[0]}.log" if len(names) == 1 else f"validators-{names[0]}.log"
+            started = _start(cmd, logs / log)
+            record["validators"] += [{"name": name, **started} for name in names]
         # consecutive workers share a host process: sizes differ by at most one
-        bounds = [workers * h // hosts for h in range(hosts + 1)] if hosts else [0]
-        for h in range(hosts):
-            members = range(bounds[h], bounds[h + 1])
+        for members in _groups(workers, hosts):
             names = [f"Dev{validators + 1 + j}" for j in members]
             attacks = ["none" if j < workers - attackers else attack for j in members]
             extra = [
@@ -169,16 +182,13 @@ def up(
                 "--index-db",
                 str(work / f"index-{names[0]}.sqlite"),
             ]
-            for name in names[1:]:
-                extra += ["--key", f"//{name}"]
             for att in attacks:
                 extra += ["--attack", att]
             if sources:
                 extra += ["--data", sources[f"worker-{members[0]}"], *tables]
             log = f"worker-{names[0]}.log" if len(names) == 1 else f"workers-{names[0]}.log"
-            started = _start(
-                _agent_cmd("worker", url, store["url"], f"//{names[0]}", extra), logs / log
-            )
+            keys = [f"//{name}" for name in names]
+            started = _start(_agent_cmd("worker", url, store["url"], keys, extra), logs / log)
             for j, name, att in zip(members, names, attacks, strict=True):
                 record["workers"].append(
                     {

@@ -6,6 +6,10 @@ the payouts its pool owes, each derived from its own replay of the chain.
 Validators of a model hold the same held-out split and compute deterministically, so honest
 validators attest identical results and k of them finalize the round.
 
+One process may host several validators (``key``: a list; ``dfml validator --key //Dev1 --key
+//Dev2``): they share its chain connection, indexer, storage client, held-out data and
+TensorFlow runtime, and each signs its own attestations and payout approvals with its own key.
+
 Each duty (a round's attestation, a payout's approval) has k primaries, rotating with the
 round or payout id; the other validators are backups that act only if the duty is still undone
 ``backup_grace`` seconds after they first saw it (a primary offline, or disagreeing). Every
@@ -16,7 +20,9 @@ refused (the round finalized with the k-th) is not sent.
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
+import logging
 import statistics
 import sys
 import time
@@ -71,14 +77,30 @@ def primaries(validators, salt: int) -> list[str]:
     return [order[(salt + i) % len(order)] for i in range(k)]
 
 
+class Verdict(NamedTuple):
+    """A round judged and its aggregate stored: what an attestation of it sends."""
+
+    cid: str  # the aggregate's
+    call: object  # encoders.verdict(...): the attestation's remarks
+    metrics: dict[str, float]
+    accepted: int
+    rejected: int
+    judged_s: float  # how long judging and storing took
+
+
 class Validator(Agent):
+    """One validator, or several sharing a process (``key``: a list, one identity per key;
+    ``members``, each a Validator of its own that shares this one's chain connection, indexer,
+    storage client, held-out data and caches). Every identity does its own duties with its
+    own key, in turn, on one step."""
+
     role = "validator"
 
     def __init__(
         self,
         url: str,
         storage: str,
-        key: str,
+        key: str | list[str],
         *,
         dataset: str = "digits",
         data: object = None,
@@ -89,7 +111,10 @@ class Validator(Agent):
         inline_max: int = C.MAX_INLINE,
         **kw,
     ):
-        super().__init__(url, storage, key, **kw)
+        keys = [key] if isinstance(key, str) else list(key)
+        if not keys:
+            raise ValueError("give at least one key")
+        super().__init__(url, storage, keys[0], **kw)
         self.backup_grace = backup_grace
         # verdicts judging more updates than this go in a table (parts + storage)
         self.inline_max = inline_max
@@ -110,8 +135,55 @@ class Validator(Agent):
             self.max_examples = max_examples or DEFAULT_MAX_EXAMPLES
         self._held_out: dict[str, object] = {}  # architecture (spec hash) -> (x, y) or error
         self.attested: set[int] = set()
+        # round id -> this process's Verdict on it (None: it abstains), shared by its members
+        self._verdicts: dict[int, Verdict | None] = {}
+        self.members: list[Validator] = [self]
+        for uri in keys[1:]:
+            self.members.append(self._member(uri))
+        if len({m.address for m in self.members}) != len(self.members):
+            raise ValueError("the same validator key twice")
+        if len(self.members) > 1:  # whose is each line of the log
+            for m in self.members:
+                m.log = logging.getLogger(f"dfml.validator.{m.address[:8]}")
+            self.log.info("%d validators in this process", len(self.members))
+
+    def _member(self, uri: str) -> Validator:
+        """Another validator identity hosted in this process: its own key and duty
+        bookkeeping; this one's chain connection, indexer, storage client, held-out data and
+        caches (the same objects, not copies)."""
+        member = copy.copy(self)
+        member.key = self.chain.keypair(uri)
+        member.address = member.key.ss58_address
+        member.attested = set()
+        member._waiting, member._prepared, member._approved = {}, {}, {}
+        member.members = [member]
+        return member
 
     def step(self, state: State) -> None:
+        """Every identity of this process does its duties in turn, each on the state its
+        predecessors left (one's attestation or approval is on chain for the next). One that
+        fails does not keep the others from theirs; the first failure is raised after."""
+        failed: Exception | None = None
+        for i, member in enumerate(self.members):
+            try:
+                member.duties(state if i == 0 else self.proto.state())
+            except Exception as err:
+                if len(self.members) == 1:
+                    raise
+                if failed is None:
+                    failed = err
+                else:
+                    member.log.warning("step failed too: %s", err)
+        live = {r.round_id for r in state.rounds(status=("aggregating",))}
+        for rid in list(self._verdicts):  # verdicts on rounds done with
+            if rid not in live:
+                del self._verdicts[rid]
+        if failed is not None:
+            raise failed
+
+    def duties(self, state: State) -> None:
+        """This identity's duties on ``state``: attest the rounds due, approve the payouts
+        due, warm up for its models."""
         attested = False
         for rnd in state.rounds(status=("aggregating",)):
             if rnd.round_id in self.attested:
@@ -469,16 +541,28 @@ class Validator(Agent):
         before = self.evaluate(spec, base, metric).get(metric if metric in metrics else "loss")
         return Judged(weights, metrics, contributions, {}, strategy.state_bytes(), before)
 
-    def attest(self, state: State, rnd) -> str:
+    def verdict_on(self, state: State, rnd):
+        """This process's ``Verdict`` on ``rnd`` (its aggregate stored), WAIT, or None (it
+        abstains): judged once for every validator this process hosts, and reused by the
+        others. Each of them would compute exactly the same verdict: judging reads no
+        identity's key or address, only the round (its updates and base, fixed once it
+        aggregates), its model, and this process's held-out data, storage, limits and code,
+        deterministically; judging again per identity would only cost the time again. WAIT
+        is not kept: a secure round is judged again once its reveals are in."""
+        if rnd.round_id in self._verdicts:
+            return self._verdicts[rnd.round_id]
+        made = self._judge_and_store(state, rnd)
+        if made is not WAIT:
+            self._verdicts[rnd.round_id] = made
+        return made
+
+    def _judge_and_store(self, state: State, rnd):
         from .. import fl
 
         started = time.perf_counter()
         judged = self.judge(state, rnd)
-        if judged is WAIT:
-            return ""  # not yet judgeable (a secure round's reveals): try again next step
-        if judged is None:
-            self.attested.add(rnd.round_id)
-            return ""
+        if judged is WAIT or judged is None:
+            return judged
         weights, metrics, contributions, rejected, server_state, before = judged
         cid = self.store.put(fl.weights_to_bytes(weights))
         # a stateful strategy's state goes beside the aggregate, attested with it
@@ -502,6 +586,16 @@ class Validator(Agent):
             stored = self.store.put(verdict.table)
             if verdict.call.table is None or stored != verdict.call.table.cid:
                 raise StorageError(f"storage named the verdict table {stored}, not its CID")
+        return Verdict(cid, verdict, metrics, len(contributions), len(rejected), judged_s)
+
+    def attest(self, state: State, rnd) -> str:
+        made = self.verdict_on(state, rnd)
+        if made is WAIT:
+            return ""  # not yet judgeable (a secure round's reveals): try again next step
+        if made is None:
+            self.attested.add(rnd.round_id)
+            return ""
+        cid, verdict, metrics, accepted, rejected, judged_s = made
         now_state = self.proto.state()
         now = now_state.round(rnd.round_id)
         if now is not None and now.status != "aggregating":
@@ -541,8 +635,8 @@ class Validator(Agent):
             rnd.round_id,
             cid,
             ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
-            len(contributions),
-            len(rejected),
+            accepted,
+            rejected,
             judged_s,
             len(riders),
             "" if len(riders) == 1 else "s",
@@ -705,7 +799,10 @@ def build_parser(prog: str = "dfml validator") -> argparse.ArgumentParser:
     p.add_argument(
         "--key",
         default=None,
-        help="a dev URI (//Dev1) or a key file; a secret only in a key file or DFML_KEY",
+        action="append",
+        help="a dev URI (//Dev1) or a key file; a secret only in a key file or DFML_KEY; "
+        "repeat it to run several validators in this process (one chain connection, index, "
+        "storage client and TensorFlow runtime; each signs with its own key)",
     )
     p.add_argument("--key-file", default=None, help="file holding the key (chmod 600)")
     p.add_argument(
@@ -738,11 +835,10 @@ def build_parser(prog: str = "dfml validator") -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    (key,) = agent_keys(a.key, a.key_file, argv)
     v = Validator(
         a.url,
         a.storage,
-        key,
+        agent_keys(a.key, a.key_file, argv),
         dataset=a.dataset,
         data=a.data,
         target=a.target,
