@@ -23,6 +23,7 @@ import argparse
 import copy
 import hashlib
 import logging
+import os
 import statistics
 import sys
 import time
@@ -826,9 +827,10 @@ def build_parser(prog: str = "dfml validator") -> argparse.ArgumentParser:
     p.add_argument(
         "--inline-max",
         type=int,
-        default=C.MAX_INLINE,
+        default=int(os.environ.get("DFML_INLINE_MAX", C.MAX_INLINE)),
         help="most updates a verdict lists inline; a larger one is sent as a table "
-        f"(table_part remarks, also stored in storage); at most {C.MAX_INLINE}",
+        f"(table_part remarks, also stored in storage); at most {C.MAX_INLINE} "
+        "(default: DFML_INLINE_MAX, else the most)",
     )
     return p
 
