@@ -1,0 +1,106 @@
+"""Validators sharing a process (`devnet up --validator-processes 1`, `dfml validator --key
+//Dev1 --key //Dev2 --key //Dev3`) on the real dev network: one process, one TensorFlow
+runtime, and still three validators, each attesting and approving payouts with its own key.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import dev_network, wait_until
+
+UNIT = 10**12
+
+
+def _signers(chain, block_number: int) -> dict[int, str]:
+    """The signed extrinsics of a block: extrinsic index -> its signer's address."""
+    block = chain.block(block_number)
+    out = {}
+    for i, x in enumerate(chain.extrinsics(block.hash)):
+        address = x.value.get("address")
+        if address:
+            out[i] = chain.address(address)
+    return out
+
+
+@pytest.mark.chain
+def test_three_validators_in_one_process_each_attest_with_their_own_key(tmp_path):
+    from decentralml_jupyter import fl
+    from decentralml_jupyter.agents.validator import primaries
+    from decentralml_jupyter.chain import Chain
+    from decentralml_jupyter.protocol.client import ProtocolClient
+
+    up = dev_network(
+        "--workers", "3", "--validators", "3", "--validator-processes", "1",
+        "--worker-processes", "1", "--clock", "1",
+    )  # fmt: skip
+    with up as (dfml, info, url, _):
+        validators = {v["address"]: v for v in info["validators"]}
+        assert len(validators) == 3
+        assert len({v["pid"] for v in validators.values()}) == 1  # one process hosts them
+        assert all(v["running"] for v in dfml("devnet", "status")["validators"])
+
+        path = tmp_path / "hosted.keras"
+        fl.mlp(64, 10, hidden=(16,)).save(path)
+        mid = str(dfml("model", "submit", str(path))["model_id"])
+        assert set(dfml("model", "show", mid)["validators"]) == set(validators)
+        wait_until(lambda: len(dfml("stakes", "--model", mid)) == 3, 300, "the workers' stakes")
+        pid = dfml("propose", mid, "ApproveModel", "--deadline", "12")["proposal_id"]
+        dfml("vote", str(pid), "aye", key="//Dev4")
+        dfml("chain", "advance", "13")
+        wait_until(lambda: dfml("model", "show", mid)["status"] == "approved", 60, "approval")
+        dfml("model", "start", mid)
+        # two rounds back to back: their primaries (2 of 3, rotating) cover all three
+        start = dfml(
+            "round", "start", mid, "--clients", "3", "--rounds", "2", "--epochs", "2",
+            "--reward", str(10 * UNIT), "--deadline", "40", "--aggregate-deadline", "60",
+        )  # fmt: skip
+        final = dfml("round", "watch", str(start["round_id"]), "--plan", "--timeout", "600")
+        plan = final["plan"]
+        assert [p["status"] for p in plan] == ["finalized", "finalized"], plan
+        assert final["metrics"]["accuracy"] > 0.3
+
+        with ProtocolClient(Chain(url)) as proto:
+            state = proto.state()
+        rounds = [state.round(p["round_id"]) for p in plan]
+        with Chain(url) as chain:
+            attesters = set()
+            for rnd in rounds:
+                mine = [a for a in rnd.attestations if a.round_id == rnd.round_id]
+                who = [a.validator for a in mine]
+                assert len(who) >= 2 and len(set(who)) == len(who), who  # a quorum, each once
+                assert set(who) <= set(validators)
+                # the round's primaries attested (no backup was needed in one process)
+                assert set(primaries(validators, rnd.round_id)) <= set(who)
+                # judged alike: one result, the one the round adopted
+                assert {a.digest for a in mine} == {mine[0].digest}
+                assert {a.aggregate_cid for a in mine} == {rnd.aggregate_cid}
+                for a in mine:
+                    # its attestation's extrinsic is signed by its own account: the events of
+                    # the block name it as the sender of a remark in an extrinsic it signed
+                    signers = _signers(chain, a.block_number)
+                    events = chain.block(a.block_number).events
+                    sent = {
+                        e["extrinsic_index"]
+                        for e in events
+                        if e["module"] == "System"
+                        and e["event"] == "Remarked"
+                        and chain.address(e["attributes"]["sender"]) == a.validator
+                    }
+                    assert sent and all(signers.get(i) == a.validator for i in sent), (a, signers)
+                attesters |= set(who)
+            assert attesters == set(validators)  # every hosted validator attested
+
+            # the rounds' rewards are paid out of the 2-of-3 multisig pool: each payout executed
+            # with the approvals of two validators of this process, each signed with its own key
+            def paid():
+                rows = [p for p in dfml("payouts") if p["reason"] == "round_reward"]
+                return rows if rows and all(p["status"] == "paid" for p in rows) else None
+
+            rewards = wait_until(paid, 180, "the rewards' payouts")
+            approvers = set()
+            for block in {p["paid_block"] for p in rewards}:
+                for e in chain.block(block).events:
+                    if e["module"] == "Multisig" and e["event"] == "MultisigExecuted":
+                        approvers.add(chain.address(e["attributes"]["approving"]))
+            assert approvers and approvers <= set(validators)
