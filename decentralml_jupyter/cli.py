@@ -224,6 +224,10 @@ def cmd_stakes(s: Session, args, progress):
     return s.stakes(model_id=args.model, account=args.account)
 
 
+def cmd_reputation(s: Session, args, progress):
+    return s.reputation(model_id=args.model, account=args.account)
+
+
 def _key_values(items: list[str], option: str, example: str) -> dict[str, str]:
     """``K=V`` option values as a dict; a malformed one is a usage error."""
     out = {}
@@ -925,9 +929,13 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
     ust = _add(verbs, "unstake", cmd_unstake, "release stake after the lock period")
     ust.add_argument("model", type=_model_id)
     ust.add_argument("amount", type=_amount)
-    sts = _add(verbs, "stakes", cmd_stakes, "stakes, by model and account")
-    sts.add_argument("--model", type=_model_id, default=None)
-    sts.add_argument("--account", default=None)
+    for name, fn, what in (
+        ("stakes", cmd_stakes, "stakes, by model and account"),
+        ("reputation", cmd_reputation, "each worker's record per model, derived from the chain"),
+    ):
+        sts = _add(verbs, name, fn, what)
+        sts.add_argument("--model", type=_model_id, default=None)
+        sts.add_argument("--account", default=None)
 
     pr = _add(verbs, "propose", cmd_propose, "propose a governance change")
     pr.add_argument("target", help="a model id, or 'protocol'")

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
         ModelInfo,
         Payout,
         ProposalInfo,
+        ReputationInfo,
         RoundInfo,
         StakeInfo,
         SubmissionInfo,
@@ -637,6 +638,14 @@ class Session:
     def stakes(self, model_id: int | None = None, account: str | None = None) -> list[StakeInfo]:
         who = self._account(account) if account else None
         return self._read(lambda: self._synced().stakes(model_id=model_id, account=who))
+
+    def reputation(
+        self, model_id: int | None = None, account: str | None = None
+    ) -> list[ReputationInfo]:
+        """Each worker's record per model (accepted and rejected updates, contribution scores,
+        rewards, slashes), derived from the chain."""
+        who = self._account(account) if account else None
+        return self._read(lambda: self._synced().reputation(model_id=model_id, account=who))
 
     # -- governance -----------------------------------------------------------------------------
 

@@ -158,6 +158,22 @@ class StakeInfo(_Json):
 
 
 @dataclass(frozen=True)
+class ReputationInfo(_Json):
+    """A worker's record on one model, derived from the chain alone (so every indexer derives
+    the same): its updates a quorum accepted and rejected, the sum of its accepted updates'
+    contribution scores (ppm of a round: 10^6 is one whole round's share), and the tokens it
+    was paid and slashed there (in the smallest unit of the model's stake asset)."""
+
+    account: str
+    model_id: int
+    accepted: int
+    rejected: int
+    score: int
+    rewarded: int
+    slashed: int
+
+
+@dataclass(frozen=True)
 class ProposalInfo(_Json):
     """``ayes``/``nays`` are stake weights: live while open, frozen at the tally."""
 

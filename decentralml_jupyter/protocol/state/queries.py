@@ -12,7 +12,7 @@ from collections.abc import Collection
 from typing import Any
 
 from .. import calls as C
-from ..accounts import pool_threshold
+from ..accounts import account_id, pool_threshold
 from ..values import (
     AssignmentInfo,
     AttestationInfo,
@@ -22,6 +22,7 @@ from ..values import (
     PoolInfo,
     ProposalInfo,
     ProtocolParams,
+    ReputationInfo,
     RewardInfo,
     RoundInfo,
     SlashInfo,
@@ -133,6 +134,33 @@ class Queries(StateCore):
             for s in out
             if (model_id is None or s.model_id == model_id)
             and (account is None or s.account == account)
+        ]
+
+    def reputation(
+        self, model_id: int | None = None, account: str | None = None
+    ) -> list[ReputationInfo]:
+        """Every worker's record per model (see ReputationInfo), by model then account id."""
+        rec: dict[tuple[int, str], list[int]] = {}
+
+        def row(model: int, who: str) -> list[int]:
+            return rec.setdefault((model, who), [0, 0, 0, 0, 0])
+
+        for u in self._updates.values():
+            if u.status == "accepted":
+                r = row(self._rounds[u.round_id].model_id, u.worker)
+                r[0] += 1
+                r[2] += u.contribution or 0
+            elif u.status == "rejected":
+                row(self._rounds[u.round_id].model_id, u.worker)[1] += 1
+        for w in self._rewards.values():
+            row(w.model_id, w.account)[3] += w.amount
+        for x in self._slashes.values():
+            row(x.model_id, x.account)[4] += x.amount
+        order = sorted(rec, key=lambda k: (k[0], account_id(k[1])))
+        return [
+            ReputationInfo(who, model, *rec[(model, who)])
+            for model, who in order
+            if (model_id is None or model == model_id) and (account is None or who == account)
         ]
 
     def proposals(self, open_only: bool = False) -> list[ProposalInfo]:

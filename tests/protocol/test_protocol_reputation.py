@@ -1,0 +1,44 @@
+"""Reputation: each worker's record per model, derived from the chain alone, so that every
+indexer (here: a replay of the same calls into a fresh state, and a snapshot) derives the
+same."""
+
+from __future__ import annotations
+
+from protocol_sim import Sim, replay
+from test_protocol_rounds import VALIDATORS, attest, start, submit_all, training_model
+
+from decentralml_jupyter.protocol import State
+
+
+def test_reputation_counts_verdicts_scores_rewards_and_slashes(sim: Sim) -> None:
+    mid = training_model(sim)
+    records = []
+    for k in range(3):
+        rid = start(sim, mid, clients=3, min_clients=3)
+        picked = submit_all(sim, rid)
+        bad = picked[0] if k < 2 else None  # the first selected is rejected twice
+        shares = {w: 1.0 + i for i, w in enumerate(picked) if w != bad}
+        reasons = {bad: "update norm too large"} if bad else None
+        for v in VALIDATORS[:2]:
+            assert attest(sim, v, rid, shares, reasons).ok
+        records.append((picked, bad, sim.state.round(rid)))
+        sim.settle_all()
+        sim.tick()
+    rep = {r.account: r for r in sim.state.reputation(mid)}
+    for who, r in rep.items():
+        rounds = [rnd for picked, _, rnd in records if who in picked]
+        accepted = [rnd for rnd in rounds if who in rnd.rewards]
+        assert r.accepted == len(accepted) and r.rejected == len(rounds) - len(accepted)
+        assert r.score == sum(
+            u.contribution for rnd in accepted for u in rnd.updates if u.worker == who
+        )
+        assert r.rewarded == sum(rnd.rewards[who] for rnd in accepted)
+        assert r.slashed == sum(rnd.slashes.get(who, 0) for rnd in rounds)
+    assert sum(r.rejected for r in rep.values()) == 2 and sum(r.slashed > 0 for r in rep.values())
+    # one account, another model, no model: filters
+    some = next(iter(rep))
+    assert sim.state.reputation(account=some) == [rep[some]]
+    assert sim.state.reputation(mid + 1) == []
+    # every indexer derives the same: a replay, a restored snapshot
+    assert replay(sim.log).reputation() == sim.state.reputation()
+    assert State.from_bytes(sim.state.to_bytes()).reputation() == sim.state.reputation()
