@@ -186,7 +186,8 @@ class ImprovementRule(Struct):
 DEFAULT_IMPROVEMENT = ImprovementRule()
 
 
-# Eligible workers of a model: anyone, an allow-list, or a minimum stake on the model.
+# Eligible workers of a model: anyone, an allow-list, a minimum stake on the model, or a
+# minimum reputation there (see State.reputation).
 @struct
 class Anyone(Struct):
     INDEX = 0
@@ -209,7 +210,19 @@ class MinStake(Struct):
     NAME = "min_stake"
 
 
-ELIGIBILITY = Variant(Anyone, AllowList, MinStake, what="eligibility")
+@struct
+class MinReputation(Struct):
+    score: int = wire(
+        UInt(64),
+        0,
+        help="the least reputation on the model a worker needs: its accepted updates' "
+        "contribution scores summed (ppm; 10^6 is one whole round's share)",
+    )
+    INDEX = 3
+    NAME = "min_reputation"
+
+
+ELIGIBILITY = Variant(Anyone, AllowList, MinStake, MinReputation, what="eligibility")
 
 
 # Rounds. Real-valued hints are fixed-point millionths (ppm), so state stays integer-only.
@@ -309,7 +322,7 @@ class RemoveValidator(Action):
 @struct
 class SetEligibleWorkers(Action):
     eligibility: Struct = wire(
-        ELIGIBILITY, Anyone(), help="anyone, an allow-list, or a minimum stake"
+        ELIGIBILITY, Anyone(), help="anyone, an allow-list, a minimum stake or reputation"
     )
     INDEX = 6
     NAME = "SetEligibleWorkers"

@@ -414,6 +414,8 @@ def action_from_params(kind: str, params: Mapping[str, str] | None = None) -> C.
             action = cls(C.AllowList(listed(take("allow"))))
         elif "min_stake" in p:
             action = cls(C.MinStake(number("min_stake")))
+        elif "min_reputation" in p:
+            action = cls(C.MinReputation(number("min_reputation")))
         else:
             action = cls(C.Anyone())
     elif cls is C.SetLicence:

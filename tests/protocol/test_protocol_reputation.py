@@ -42,3 +42,29 @@ def test_reputation_counts_verdicts_scores_rewards_and_slashes(sim: Sim) -> None
     # every indexer derives the same: a replay, a restored snapshot
     assert replay(sim.log).reputation() == sim.state.reputation()
     assert State.from_bytes(sim.state.to_bytes()).reputation() == sim.state.reputation()
+
+
+def test_governance_can_require_a_minimum_reputation(sim: Sim) -> None:
+    from protocol_sim import pass_proposal, stake
+    from test_protocol_rounds import WORKERS
+
+    from decentralml_jupyter.protocol import SetEligibleWorkers
+    from decentralml_jupyter.protocol.calls import MinReputation
+
+    mid = training_model(sim, workers=WORKERS[:4])
+    rid = start(sim, mid, clients=3, min_clients=3)
+    picked = submit_all(sim, rid)
+    for v in VALIDATORS[:2]:
+        assert attest(sim, v, rid, {w: 1.0 for w in picked}).ok
+    sim.settle_all()
+    sim.tick()
+    earned = {r.account: r.score for r in sim.state.reputation(mid)}
+    assert set(earned) == set(picked) and all(s > 0 for s in earned.values())
+    stake(sim, WORKERS[5], mid, 100)  # a newcomer: no record
+    floor = min(earned.values())
+    pass_proposal(sim, mid, SetEligibleWorkers(MinReputation(floor)))
+    assert sim.state.model(mid).eligibility == {"type": "min_reputation", "score": floor}
+    assert sorted(sim.state.eligible_workers(mid)) == sorted(picked)
+    # a round now selects among them only; one asking for more is refused with the reason
+    rid2 = start(sim, mid, clients=3, min_clients=3)
+    assert set(sim.state.round(rid2).selected) == set(picked)

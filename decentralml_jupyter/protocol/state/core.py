@@ -135,21 +135,44 @@ class StateCore:
             return sum(v for (_, m), v in self._stakes.items() if m == target)
         return sum(v for (_, m), v in self._stakes.items() if self._models[m].stake_asset is None)
 
-    def _eligible(self, m: _Model, account: str) -> str | None:
+    def _eligible(
+        self, m: _Model, account: str, scores: dict[str, int] | None = None
+    ) -> str | None:
+        """Why ``account`` may not work on ``m``, or None (``scores``: the model's
+        ``_reputation_scores``, when the caller asks for many accounts)."""
         e = m.eligibility
         if e["type"] == "allow_list" and account not in e["accounts"]:
             return f"{account} is not on model {m.id}'s allow-list"
         if e["type"] == "min_stake" and self._stakes.get((account, m.id), 0) < e["amount"]:
             return f"model {m.id} requires a stake of at least {e['amount']} to work on it"
+        if e["type"] == "min_reputation":
+            have = (self._reputation_scores(m.id) if scores is None else scores).get(account, 0)
+            if have < e["score"]:
+                return (
+                    f"model {m.id} requires a reputation of at least {e['score']} (its accepted "
+                    f"updates' contribution scores summed, ppm): {account} has {have}"
+                )
         return None
+
+    def _reputation_scores(self, model_id: int) -> dict[str, int]:
+        """Each worker's accepted updates' contribution scores on a model, summed."""
+        out: dict[str, int] = {}
+        for u in self._updates.values():
+            if u.status == "accepted" and self._rounds[u.round_id].model_id == model_id:
+                out[u.worker] = out.get(u.worker, 0) + (u.contribution or 0)
+        return out
 
     def _round_workers(self, m: _Model) -> list[str]:
         """Eligible clients, in canonical (account id) order: a non-zero active stake on the
         model, not one of its validators (they judge the updates), and passing the model's
-        SetEligibleWorkers rule (anyone with stake / allow-list / min_stake)."""
+        SetEligibleWorkers rule (anyone with stake / allow-list / min_stake / min_reputation)."""
+        scores = self._reputation_scores(m.id) if m.eligibility["type"] == "min_reputation" else {}
         out = [
             a
             for (a, mid), v in self._stakes.items()
-            if mid == m.id and v > 0 and a not in m.validators and self._eligible(m, a) is None
+            if mid == m.id
+            and v > 0
+            and a not in m.validators
+            and self._eligible(m, a, scores) is None
         ]
         return sorted(out, key=account_id)
