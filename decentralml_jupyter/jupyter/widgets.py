@@ -246,6 +246,9 @@ def _privacy_text(privacy: Mapping[str, Any] | None) -> str | None:
     )
 
 
+REPUTATION_ROWS = 10  # workers a model card lists by reputation
+
+
 class ModelCard(_Widget):
     """Owner, licence, jurisdictions, global CID and round history of one model."""
 
@@ -274,16 +277,19 @@ class ModelCard(_Widget):
             return
         history = self.call(lambda s: s.round_history(self.model_number))
         setup = self.call(lambda s: s.model_setup(self.model_number))
-        self.set_data(model, history, setup)
+        reputation = self.call(lambda s: s.reputation(self.model_number))
+        self.set_data(model, history, setup, reputation)
 
     def set_data(
         self,
         model: ModelInfo,
         history: Sequence[RoundInfo] | None = None,
         setup: Mapping[str, Any] | None = None,
+        reputation: Sequence[Any] | None = None,
     ) -> None:
-        """Render ``model``, its rounds and (``setup``: `Session.model_setup`) the data it
-        takes and how it trains."""
+        """Render ``model``, its rounds, (``setup``: `Session.model_setup`) the data it takes
+        and how it trains, and (``reputation``: `Session.reputation`) its workers' records,
+        the best first."""
         from ..cli import round_json
 
         self.model = self.shown(model)
@@ -336,6 +342,9 @@ class ModelCard(_Widget):
                 + table_html(rows_h)
                 + svg.line_chart(_metric_points(self.history, metric), metric)
             )
+        if reputation:
+            best = sorted(self.shown(list(reputation)), key=lambda r: -r["score"])[:REPUTATION_ROWS]
+            hist += f"<h4>Workers by reputation</h4>{table_html(best)}"
         self.card.value = (
             f'{_CSS}<div class="dfml-card"><h3>{title}</h3>'
             f'<table class="dfml-t">{rows}</table>{hist}</div>'

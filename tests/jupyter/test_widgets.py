@@ -231,9 +231,19 @@ def test_model_card_shows_owner_licence_jurisdictions_cid_and_history():
         "data": {"input_shape": [64], "dtype": "float32", "label": "classes:10", "features": []},
         "training": {"optimizer": "Adam", "learning_rate": 0.01, "loss": "sparse_ce"},
     }
-    session = Recorder({"model": MODEL, "round_history": HISTORY, "model_setup": setup})
+    from decentralml_jupyter.protocol.values import ReputationInfo
+
+    reputation = [
+        ReputationInfo(BOB, 3, 1, 1, 200_000, 7, 10),
+        ReputationInfo(ALICE, 3, 2, 0, 1_500_000, 30, 0),
+    ]
+    session = Recorder(
+        {"model": MODEL, "round_history": HISTORY, "model_setup": setup, "reputation": reputation}
+    )
     card = ModelCard(3, session=session)
-    assert session.calls == [("model", 3), ("round_history", 3), ("model_setup", 3)]
+    assert session.calls == [
+        ("model", 3), ("round_history", 3), ("model_setup", 3), ("reputation", 3),
+    ]  # fmt: skip
     html = card.card.value
     for text in ("digits-mlp (#3)", ALICE, "Apache-2.0", "EU, CH", "bafkreiglobal", "fedavg"):
         assert text in html
@@ -243,6 +253,9 @@ def test_model_card_shows_owner_licence_jurisdictions_cid_and_history():
     assert 'title="5000">0.000000005 ROC' in html
     assert "<h4>History</h4>" in html and "bafk2" in html and "0.83" in html
     assert "<svg" in html and "round 2: accuracy 0.83" in html
+    # its workers by reputation, the best first
+    ranked = html[html.index("Workers by reputation") :]
+    assert ranked.index(ALICE) < ranked.index(BOB) and "1500000" in ranked
 
 
 def test_model_card_without_history_or_licence():
