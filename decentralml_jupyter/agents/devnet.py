@@ -54,7 +54,9 @@ def _agent_cmd(module: str, url: str, storage: str, keys: list[str], extra: list
 
 def _groups(count: int, hosts: int) -> list[range]:
     """``count`` agents (0..count-1) over ``hosts`` processes, consecutive ones together:
-    sizes differ by at most one."""
+    sizes differ by at most one. No processes for no agents."""
+    if hosts == 0:
+        return []
     bounds = [count * h // hosts for h in range(hosts + 1)]
     return [range(bounds[h], bounds[h + 1]) for h in range(hosts)]
 

@@ -104,3 +104,35 @@ def test_three_validators_in_one_process_each_attest_with_their_own_key(tmp_path
                     if e["module"] == "Multisig" and e["event"] == "MultisigExecuted":
                         approvers.add(chain.address(e["attributes"]["approving"]))
             assert approvers and approvers <= set(validators)
+
+
+def test_validator_keys_repeat_and_replace_the_sessions_key(monkeypatch):
+    """`dfml validator --key //Dev1 --key //Dev2` hosts exactly those two: the agent's own
+    keys replace the session's (they used to be added to it); without any, the session's."""
+    from decentralml_jupyter import Session
+    from decentralml_jupyter.agents import validator
+
+    a = validator.build_parser().parse_args(
+        ["--url", "ws://x", "--storage", "http://y", "--key", "//Dev1", "--key", "//Dev2"]
+    )
+    assert a.key == ["//Dev1", "//Dev2"]
+    seen = []
+    monkeypatch.setattr(validator, "main", lambda argv: seen.append(argv))
+    s = Session("ws://127.0.0.1:1", "http://127.0.0.1:2", key="//Alice")
+    s.run_agent("validator", ["--key", "//Dev1", "--key", "//Dev2", "--poll", "1"])
+    s.run_agent("validator", ["--poll", "1"])
+    keys = [[v for k, v in zip(argv, argv[1:], strict=False) if k == "--key"] for argv in seen]
+    assert keys == [["//Dev1", "//Dev2"], ["//Alice"]]
+
+
+def test_devnet_groups_consecutive_agents_into_processes():
+    from decentralml_jupyter.agents.devnet import _groups, _hosts
+    from decentralml_jupyter.errors import UsageError
+
+    assert [list(g) for g in _groups(3, 1)] == [[0, 1, 2]]
+    assert [list(g) for g in _groups(5, 3)] == [[0], [1, 2], [3, 4]]
+    assert [list(g) for g in _groups(3, 3)] == [[0], [1], [2]]
+    assert _groups(0, 0) == []  # devnet up --workers 0: no worker process
+    assert _hosts("validator", None, 3, 3) == 3  # default: one process per validator
+    with pytest.raises(UsageError, match="--validator-processes must be between 1 and"):
+        _hosts("validator", 4, 3, 3)
