@@ -12,6 +12,16 @@ from tests.conftest import dev_network, wait_until
 UNIT = 10**12
 
 
+def _events(chain, block_number: int, module: str, event: str, role: str) -> dict[int, str]:
+    """A block's ``module.event`` events: extrinsic index -> the account in ``role``."""
+    found = chain.block(block_number).events
+    return {
+        e["extrinsic_index"]: chain.address(e["attributes"][role])
+        for e in found
+        if (e["module"], e["event"]) == (module, event)
+    }
+
+
 def _signers(chain, block_number: int) -> dict[int, str]:
     """The signed extrinsics of a block: extrinsic index -> its signer's address."""
     block = chain.block(block_number)
@@ -79,14 +89,8 @@ def test_three_validators_in_one_process_each_attest_with_their_own_key(tmp_path
                     # its attestation's extrinsic is signed by its own account: the events of
                     # the block name it as the sender of a remark in an extrinsic it signed
                     signers = _signers(chain, a.block_number)
-                    events = chain.block(a.block_number).events
-                    sent = {
-                        e["extrinsic_index"]
-                        for e in events
-                        if e["module"] == "System"
-                        and e["event"] == "Remarked"
-                        and chain.address(e["attributes"]["sender"]) == a.validator
-                    }
+                    remarks = _events(chain, a.block_number, "System", "Remarked", "sender")
+                    sent = {i for i, who in remarks.items() if who == a.validator}
                     assert sent and all(signers.get(i) == a.validator for i in sent), (a, signers)
                 attesters |= set(who)
             assert attesters == set(validators)  # every hosted validator attested
@@ -100,9 +104,8 @@ def test_three_validators_in_one_process_each_attest_with_their_own_key(tmp_path
             rewards = wait_until(paid, 180, "the rewards' payouts")
             approvers = set()
             for block in {p["paid_block"] for p in rewards}:
-                for e in chain.block(block).events:
-                    if e["module"] == "Multisig" and e["event"] == "MultisigExecuted":
-                        approvers.add(chain.address(e["attributes"]["approving"]))
+                executed = _events(chain, block, "Multisig", "MultisigExecuted", "approving")
+                approvers |= set(executed.values())
             assert approvers and approvers <= set(validators)
 
 
