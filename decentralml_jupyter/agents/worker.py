@@ -29,6 +29,7 @@ ATTACKS = ("none", "label_flip", "scale")
 # A proxied remark weighs ~0.4 G of the runtime's 350 G per extrinsic: 870 fit in one batch
 # (benchmarks/bench_batching.py); stay well below.
 MAX_BATCH = 400
+PROXY_CHUNK = 32  # members made proxies of their host at a time
 # What a worker trains with at most, whatever a round's starter asks: a hostile learning rate
 # makes every honest update non-finite (and so rejected), which must cost the worker nothing.
 MAX_EPOCHS = 100
@@ -169,13 +170,19 @@ class Worker(Agent):
             return [i for i in idents if lead not in found[self.chain.address(i.address)]]
 
         missing = without_proxy(self.identities[1:])
-        for ident in missing:  # all into the pool at once: they share the next block(s)
-            self.chain.submit_nowait(self.chain.sign(ident.key, self.chain.add_proxy_call(lead)))
-        deadline = time.monotonic() + 120 + len(missing)
-        while missing and time.monotonic() < deadline and not self.stopping.is_set():
-            missing = without_proxy(missing)
-            if missing:
-                time.sleep(0.5)
+        # a chunk at a time into the pool (they share the next block(s)): a dev chain checks
+        # each transaction as it arrives, and hundreds at once would leave it deaf to others
+        for i in range(0, len(missing), PROXY_CHUNK):
+            chunk = missing[i : i + PROXY_CHUNK]
+            for ident in chunk:
+                call = self.chain.add_proxy_call(lead)
+                self.chain.submit_nowait(self.chain.sign(ident.key, call))
+            deadline = time.monotonic() + 120
+            while chunk and time.monotonic() < deadline and not self.stopping.is_set():
+                chunk = without_proxy(chunk)
+                if chunk:
+                    time.sleep(0.5)
+        missing = without_proxy(missing)
         if missing:
             raise DfmlError(
                 f"{len(missing)} workers could not make {lead} their proxy",
@@ -187,19 +194,19 @@ class Worker(Agent):
     def step(self, state: State) -> None:
         self.ensure_proxies()
         calls: list[tuple[Identity, str, int, object]] = []  # (who, what, about, call)
+        # read once for every identity: a host of hundreds must not scan the state per member
+        keys = state.public_keys([i.address for i in self.identities])
+        staked: dict[str, set[int]] = {}  # account -> models it has stake on
+        for st in state.stakes():
+            if st.amount > 0:
+                staked.setdefault(st.account, set()).add(st.model_id)
+        models = state.models()
         for ident in self.identities:
-            if (
-                state.public_keys([ident.address]).get(ident.address) != ident.public_key
-                and (
-                    "key",
-                    0,
-                )
-                not in ident.refused
-            ):
+            if keys.get(ident.address) != ident.public_key and ("key", 0) not in ident.refused:
                 announce = self.chain.remark_call(encoders.announce_key(ident.public_key))
                 calls.append((ident, "key", 0, announce))
-            mine = {s.model_id for s in state.stakes(account=ident.address) if s.amount > 0}
-            for model in state.models():
+            mine = staked.get(ident.address, set())
+            for model in models:
                 if (
                     model.status in LIVE_MODEL
                     and model.id not in mine
@@ -215,10 +222,11 @@ class Worker(Agent):
                     )
                     calls.append((ident, "stake", model.id, stake))
         for rnd in state.rounds(status=("open",)):
+            selected, submitted = set(rnd.selected), set(rnd.submitted)
             for ident in self.identities:
                 if (
-                    ident.address in rnd.selected
-                    and ident.address not in rnd.submitted
+                    ident.address in selected
+                    and ident.address not in submitted
                     and rnd.round_id not in ident.done
                 ):
                     call = self.train_update(state, rnd, ident)
@@ -227,10 +235,8 @@ class Worker(Agent):
         calls += self.reveals(state)
         if calls:
             self.send(calls)
-        staked = {s.model_id for i in self.identities for s in state.stakes(account=i.address)}
-        ready = [
-            m for m in state.models() if m.status in LIVE_MODEL and m.id in staked and m.global_cid
-        ]
+        ours = {m for i in self.identities for m in staked.get(i.address, ())}
+        ready = [m for m in models if m.status in LIVE_MODEL and m.id in ours and m.global_cid]
         self.warm_up(ready, self._train_once)
 
     def stake_refusal(self, model) -> str | None:
