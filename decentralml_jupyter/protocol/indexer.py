@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .. import config
 from ..chain import Chain
-from ..errors import ChainNotReachable, UsageError
+from ..errors import ChainError, ChainNotReachable, UsageError
 from .accounts import normalize_address
 from .calls import is_protocol_remark
 from .errors import SnapshotError
@@ -127,6 +127,18 @@ def _value_event(module: str, event: str, a: dict):
         if event == "Burned":
             return "loss", (normalize_address(a["owner"]), int(a["balance"]), int(a["asset_id"]))
     return None
+
+
+def _consistent(events: list[dict], extrinsics: list | None) -> bool:
+    """Whether every remark event names an extrinsic the block's body has (a busy dev chain
+    has been seen answering a block's events and body that do not fit)."""
+    if extrinsics is None:
+        return not needs_extrinsics(events)
+    return all(
+        e["extrinsic_index"] is None or e["extrinsic_index"] < len(extrinsics)
+        for e in events
+        if e["module"] == "System" and e["event"] == "Remarked"
+    )
 
 
 def needs_extrinsics(events: list[dict]) -> bool:
@@ -354,13 +366,25 @@ class Indexer:
         if hasattr(chain, "read_blocks"):
             read = chain.read_blocks(hashes, parent_hash=parent, want_extrinsics=needs_extrinsics)
             if read is not None:
-                return [(h, ev, xs) for h, (ev, xs) in zip(hashes, read, strict=True)]
-        out = []
-        for block_hash in hashes:  # a chunk across a runtime upgrade, or a minimal chain
-            events = chain.events(block_hash)
-            extrinsics = chain.extrinsics(block_hash) if needs_extrinsics(events) else None
-            out.append((block_hash, events, extrinsics))
-        return out
+                return [
+                    (h, ev, xs) if _consistent(ev, xs) else self._read_one(h)
+                    for h, (ev, xs) in zip(hashes, read, strict=True)
+                ]
+        # a chunk across a runtime upgrade, or a minimal chain
+        return [self._read_one(block_hash) for block_hash in hashes]
+
+    def _read_one(self, block_hash: str) -> tuple[str, list[dict], list | None]:
+        """One block's events and (when they name a remark) extrinsics, by themselves; a
+        ChainError if the chain's answers still do not fit together (events naming an
+        extrinsic the block does not have): the block is read again at the next sync."""
+        events = self.chain.events(block_hash)
+        extrinsics = self.chain.extrinsics(block_hash) if needs_extrinsics(events) else None
+        if not _consistent(events, extrinsics):
+            raise ChainError(
+                f"the chain's events of block {block_hash} name extrinsics its body lacks",
+                hint="the index stops before that block and reads it again at the next sync",
+            )
+        return block_hash, events, extrinsics
 
     def wait_for(self, block_number: int, timeout: float = 30.0) -> State:
         """Sync until ``block_number`` is folded in (it may not be finalized yet). A block

@@ -183,3 +183,51 @@ def test_an_index_is_dropped_only_on_proof_of_another_history(tmp_path):
     again.sync()
     assert again.block_number == 0
     again.close()
+
+
+def test_a_block_whose_events_and_body_do_not_fit_is_read_again_alone(tmp_path):
+    """A busy chain answered a chunk with a block's remark events naming an extrinsic its
+    body lacked: the indexer reads that block again by itself, and if the answers still do
+    not fit it stops before the block with a ChainError (read again at the next sync)."""
+    import pytest
+
+    from decentralml_jupyter.errors import ChainError
+    from decentralml_jupyter.protocol.indexer import Indexer
+
+    remarked = {
+        "module": "System", "event": "Remarked", "extrinsic_index": 3,
+        "attributes": {"sender": "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY",
+                       "hash": "0x" + "00" * 32},
+    }  # fmt: skip
+
+    class Chain:
+        url = "ws://127.0.0.1:1"
+
+        def __init__(self, body_ok: bool):
+            self.body_ok, self.alone = body_ok, []
+
+        def finalized_number(self):
+            return 2
+
+        def block_hash(self, n):
+            return f"0x{n:064x}" if 0 <= n <= 2 else None
+
+        def read_blocks(self, hashes, parent_hash=None, want_extrinsics=None):
+            return [([remarked], [object()]) if h.endswith("2") else ([], None) for h in hashes]
+
+        def events(self, h):
+            self.alone.append(int(h, 16))
+            return [remarked]
+
+        def extrinsics(self, h):
+            return [{"call": {}}] * (4 if self.body_ok else 1)
+
+    ok = Chain(body_ok=True)
+    idx = Indexer(ok, tmp_path / "a.sqlite")
+    blocks = idx._read_chunk(1, 2)  # block 2's chunk answer does not fit: read again alone
+    assert ok.alone == [2] and len(blocks[1][2]) == 4 and blocks[0][2] is None
+    bad = Chain(body_ok=False)
+    idx = Indexer(bad, tmp_path / "b.sqlite")
+    with pytest.raises(ChainError, match="name extrinsics its body lacks"):
+        idx.sync()
+    assert idx.block_number == 0  # nothing folded from the chunk
