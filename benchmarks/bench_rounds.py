@@ -26,15 +26,17 @@ import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
 from decentralml_jupyter import fl
 from decentralml_jupyter.cli import run
+from decentralml_jupyter.protocol.calls import MAX_CLIENTS  # most workers a round selects
+from decentralml_jupyter.protocol.values import ProtocolParams
 from decentralml_jupyter.storage import KuboStore
 
 HIDDEN = (32,)
-MAX_CLIENTS = 64  # the protocol selects at most this many workers per round (RoundSpec)
 
 
 def free_port() -> int:
@@ -112,10 +114,18 @@ def dev_network(
         mid = str(dfml("model", "submit", str(path))["model_id"])
         wait_until(lambda: len(dfml("stakes", "--model", mid)) == n)
         setup = time.perf_counter() - t0
-        pid = dfml("propose", mid, "ApproveModel", "--deadline", "30")["proposal_id"]
-        for j in range(n // 10 + 1):  # the quorum is 10 % of the stake: every worker staked
-            dfml("vote", str(pid), "aye", key=f"//Dev{4 + j}")
-        dfml("chain", "advance", "31")
+        # the quorum is a share of the stake (ProtocolParams.quorum_permill): every worker
+        # staked the same, so that share of them vote
+        voters = n * ProtocolParams().quorum_permill // 1_000_000 + 1
+        deadline = 30 + 5 * voters
+        pid = dfml("propose", mid, "ApproveModel", "--deadline", str(deadline))["proposal_id"]
+        with ThreadPoolExecutor(max_workers=8) as pool:  # voters need not wait for each other
+            list(
+                pool.map(
+                    lambda j: dfml("vote", str(pid), "aye", key=f"//Dev{4 + j}"), range(voters)
+                )
+            )
+        dfml("chain", "advance", str(deadline + 1))
         wait_until(lambda: dfml("model", "show", mid)["status"] == "approved")
         dfml("model", "start", mid)
         times, accs, blocks = [], [], []
