@@ -60,10 +60,15 @@ bench: setup
 	$(PY) benchmarks/bench_from_block.py
 	$(PY) benchmarks/bench_learning.py
 	$(PY) benchmarks/bench_chain.py
+	$(PY) benchmarks/bench_protocol.py
+	$(PY) benchmarks/bench_storage.py
 	$(PY) benchmarks/bench_batching.py
 	$(PY) benchmarks/bench_model_size.py
 	$(PY) benchmarks/bench_rounds.py --workers 10,50
 	$(PY) benchmarks/bench_big_model.py
+	@# TensorFlow Federated runs in its own environment (scripts/tff-env.sh); skipped without it
+	if [ -x .tff-venv/bin/python ]; then $(PY) benchmarks/bench_tff.py; \
+	else echo "bench_tff: no .tff-venv (scripts/tff-env.sh), skipped"; fi
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
