@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import mmap
 import os
 import tempfile
 import threading
@@ -417,17 +418,19 @@ class KuboStore:
         refuses larger content with ArtifactTooLarge before it is read."""
         return b"".join(self.iter_bytes(cid, max_bytes=max_bytes))
 
-    def get_buffer(self, cid: str, *, max_bytes: int | None = None) -> bytearray:
-        """``get`` into one new bytearray, each leaf read straight into its place (and
-        verified there): the memory it takes is the content's size (``get`` joins its
-        pieces, so it holds the content twice for a moment). Limits as ``get``."""
+    def get_buffer(self, cid: str, *, max_bytes: int | None = None) -> memoryview:
+        """``get`` into one new writable buffer (a memoryview of it), each leaf read straight
+        into its place and verified there: the memory it takes is the content's size (``get``
+        joins its pieces, so it holds the content twice for a moment). Limits as ``get``."""
         limit = self.max_bytes if max_bytes is None else max_bytes
         root = CID.parse(cid)
         block = self.block(root)
         size = read_root(root, block).size
         if limit is not None and size > limit:
             raise ArtifactTooLarge(str(root), size, limit)
-        out = bytearray(size)
+        # Anonymous memory: its pages are zero until written, with no pass to clear them (a
+        # bytearray is cleared first: a third of a 400 MB read's time here).
+        out: mmap.mmap | bytearray = mmap.mmap(-1, size) if size else bytearray()
         view = memoryview(out)
         if self.stream_reads:  # leaves are read into their place: only the rest is copied
             pieces = self._iter_streamed(root, block, view)
@@ -438,8 +441,7 @@ class KuboStore:
             if not (isinstance(piece, memoryview) and piece.obj is out):
                 view[pos : pos + len(piece)] = piece
             pos += len(piece)
-        view.release()
-        return out
+        return view
 
     def get_into(self, cid: str, out: BinaryIO, *, max_bytes: int | None = None) -> int:
         """Write ``cid`` into an open binary file; returns the byte count. On an error, what was

@@ -120,7 +120,8 @@ def test_get_buffer_gives_the_bytes_in_one_buffer_within_limits(store: KuboStore
     data = os.urandom(3 * CHUNK_SIZE + 5)
     cid = store.put(data)
     got = store.get_buffer(cid, max_bytes=len(data))
-    assert isinstance(got, bytearray) and got == data
+    assert isinstance(got, memoryview) and not got.readonly and got == data
+    assert store.get_buffer(store.put(b"")) == b""
     with pytest.raises(ArtifactTooLarge):
         store.get_buffer(cid, max_bytes=len(data) - 1)
 
