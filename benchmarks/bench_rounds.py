@@ -104,6 +104,18 @@ def dev_network(
         block_mode,
     )
     try:
+        if per_host > 1:
+            # each host first makes its other workers its proxies (a transaction each): wait
+            # for that, or the chain, busy checking hundreds of them, is slow to take the rest
+            from decentralml_jupyter.chain import Chain
+
+            with Chain(url, timeout=120) as chain:
+                names = [f"//Dev{4 + j}" for j in range(n)]  # Dev1-3 are the validators
+
+                def proxied() -> bool:
+                    return sum(1 for v in chain.proxies_of(names).values() if v) >= n - hosts
+
+                wait_until(proxied, 3600)
         # the initial weights of the in-process and Flower runs (init_weights, seed 0)
         data = fl.load_dataset("digits")
         model = fl.mlp(data.input_dim, data.num_classes, hidden=HIDDEN)
