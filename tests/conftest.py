@@ -46,6 +46,17 @@ def wait_until(predicate, timeout: float = 300.0, what: str = "", every: float =
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what or 'a condition'}")
 
 
+def approve_and_start(dfml, mid: str, workers: int, deadline: int = 10, voter="//Dev4") -> None:
+    """Once ``workers`` have staked on model ``mid``: pass its ApproveModel proposal with
+    ``voter``'s vote (the chain advanced past the ``deadline``) and start its training."""
+    wait_until(lambda: len(dfml("stakes", "--model", mid)) == workers, 300, "the workers' stakes")
+    pid = dfml("propose", mid, "ApproveModel", "--deadline", str(deadline))["proposal_id"]
+    dfml("vote", str(pid), "aye", key=voter)
+    dfml("chain", "advance", str(deadline + 1))
+    wait_until(lambda: dfml("model", "show", mid)["status"] == "approved", 60, "approval")
+    dfml("model", "start", mid)
+
+
 @contextlib.contextmanager
 def dead_services():
     """(chain URL, storage URL) of services that are gone: nothing listens at the chain's

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from decentralml_jupyter.cli import run
-from tests.conftest import free_port, wait_until
+from tests.conftest import approve_and_start, free_port, wait_until
 
 UNIT = 10**12
 NET = "10.251"  # only ever inside the namespaces this test makes
@@ -204,12 +204,7 @@ def test_a_round_across_hosts_and_a_validator_that_rejoins(tmp_path):
         fl.mlp(64, 10, hidden=(16,)).save(path)
         validators = [x for v in VALIDATORS for x in ("--validator", v)]
         mid = str(dfml("model", "submit", str(path), *validators)["model_id"])
-        wait_until(lambda: len(dfml("stakes", "--model", mid)) == 3, 300, "the workers' stakes")
-        pid = dfml("propose", mid, "ApproveModel", "--deadline", "10")["proposal_id"]
-        dfml("vote", str(pid), "aye", key="//Dev4")
-        dfml("chain", "advance", "11")
-        wait_until(lambda: dfml("model", "show", mid)["status"] == "approved", 60, "approval")
-        dfml("model", "start", mid)
+        approve_and_start(dfml, mid, 3, deadline=10)
 
         def a_round(what: str) -> dict:
             rid = dfml(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import dev_network, wait_until
+from tests.conftest import approve_and_start, dev_network, wait_until
 
 UNIT = 10**12
 
@@ -54,12 +54,7 @@ def test_three_validators_in_one_process_each_attest_with_their_own_key(tmp_path
         fl.mlp(64, 10, hidden=(16,)).save(path)
         mid = str(dfml("model", "submit", str(path))["model_id"])
         assert set(dfml("model", "show", mid)["validators"]) == set(validators)
-        wait_until(lambda: len(dfml("stakes", "--model", mid)) == 3, 300, "the workers' stakes")
-        pid = dfml("propose", mid, "ApproveModel", "--deadline", "12")["proposal_id"]
-        dfml("vote", str(pid), "aye", key="//Dev4")
-        dfml("chain", "advance", "13")
-        wait_until(lambda: dfml("model", "show", mid)["status"] == "approved", 60, "approval")
-        dfml("model", "start", mid)
+        approve_and_start(dfml, mid, 3, deadline=12)
         # two rounds back to back: their primaries (2 of 3, rotating) cover all three
         start = dfml(
             "round", "start", mid, "--clients", "3", "--rounds", "2", "--epochs", "2",

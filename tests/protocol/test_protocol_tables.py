@@ -11,7 +11,8 @@ import pytest
 from protocol_sim import Sim, check_books, replay, stake
 from test_protocol_rounds import CID_AGG, CID_U, VALIDATORS, start, training_model
 
-from decentralml_jupyter.protocol import State, calls as C, encode_call, encoders
+from decentralml_jupyter.protocol import State, encode_call, encoders
+from decentralml_jupyter.protocol import calls as C
 from decentralml_jupyter.protocol.accounts import account_id, ss58
 from decentralml_jupyter.storage.unixfs import compute_cid
 
