@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from . import config
-from .errors import ChainNotReachable, DfmlError, NotFound, UsageError
+from .errors import ChainError, ChainNotReachable, DfmlError, NotFound, UsageError
 from .fl.types import DEFAULT_LOCAL_EPOCHS
 from .protocol.calls import DEFAULT_SLASH_PPM
 from .receipts import (
@@ -530,7 +530,16 @@ class Session:
                 reward_policy=RewardPolicy(reward_policy, round_reward, slash_permill),
             )
             model_id = sub.created_id("model")
-            pool = proto.indexer.state.model(model_id).pool
+            # the index as of the receipt's block (folded again if it was reset meanwhile: a
+            # busy dev chain may replace its newest block, and the index then replays)
+            found = proto.indexer.wait_for(sub.receipt.block_number).model(model_id)
+            if found is None:
+                raise ChainError(
+                    f"model {model_id}'s registration is no longer on the chain (block "
+                    f"{sub.receipt.block_number} was replaced)",
+                    hint="submit the model again; its artefacts are stored already",
+                )
+            pool = found.pool
             return ModelSubmitted(model_id, arch_cid, weights_cid, pool, sub.receipt)
 
         return self._write(send)
