@@ -66,6 +66,7 @@ bench: setup
 	$(PY) benchmarks/bench_model_size.py
 	$(PY) benchmarks/bench_rounds.py --workers 10,50
 	$(PY) benchmarks/bench_big_model.py
+	$(PY) benchmarks/bench_clients.py --clients 10,1000
 	@# TensorFlow Federated runs in its own environment (scripts/tff-env.sh); skipped without it
 	if [ -x .tff-venv/bin/python ]; then $(PY) benchmarks/bench_tff.py; \
 	else echo "bench_tff: no .tff-venv (scripts/tff-env.sh), skipped"; fi
