@@ -128,7 +128,10 @@ class Enum(Field):
 
 ROLES = ("data_annotator", "model_contributor", "model_engineer")
 VALIDATION = ("auto", "manual")
-REWARD_KINDS = ("proportional", "equal")
+# proportional: by contribution score; equal: the same to each accepted update; reputation: by
+# contribution score weighted by the worker's reputation on the model before the round (its
+# accepted updates' scores summed), which at most doubles a share
+REWARD_KINDS = ("proportional", "equal", "reputation")
 # Protocol parameters that governance can change, in their wire order (append only).
 PARAM_NAMES = (
     "unstake_lock_blocks",

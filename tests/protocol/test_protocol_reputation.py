@@ -68,3 +68,31 @@ def test_governance_can_require_a_minimum_reputation(sim: Sim) -> None:
     # a round now selects among them only; one asking for more is refused with the reason
     rid2 = start(sim, mid, clients=3, min_clients=3)
     assert set(sim.state.round(rid2).selected) == set(picked)
+
+
+def test_the_reputation_reward_policy_weighs_shares_by_prior_reputation(sim: Sim) -> None:
+    from protocol_sim import check_books
+    from test_protocol_rounds import WORKERS
+
+    from decentralml_jupyter.protocol import RewardPolicy
+
+    policy = RewardPolicy("reputation", 0, 100_000)
+    mid = training_model(sim, workers=WORKERS[:3], policy=policy)
+    rid = start(sim, mid, clients=2, min_clients=2)
+    first = submit_all(sim, rid)
+    for v in VALIDATORS[:2]:
+        assert attest(sim, v, rid, {w: 1.0 for w in first}).ok
+    sim.settle_all()
+    sim.tick()
+    rid2 = start(sim, mid, reward=10_000, clients=3, min_clients=3)
+    everyone = submit_all(sim, rid2)
+    for v in VALIDATORS[:2]:
+        assert attest(sim, v, rid2, {w: 1.0 for w in everyone}).ok
+    rnd = sim.state.round(rid2)
+    assert sum(rnd.rewards.values()) == 10_000  # the whole pot, never more
+    (newcomer,) = set(everyone) - set(first)
+    # equal scores: the two with a round's half share each behind them get 1.5x the newcomer's
+    for w in first:
+        assert rnd.rewards[w] >= 1.49 * rnd.rewards[newcomer]
+    sim.settle_all()
+    check_books(sim.state)

@@ -378,8 +378,15 @@ class RoundHandlers(ModelHandlers):
             self._new_payout(m.id, r.starter, pot, "round_refund", block)
             return
         accepted = sorted(att.accepted, key=lambda x: account_id(x[0]))
-        if m.reward_policy["kind"] == "equal":
+        kind = m.reward_policy["kind"]
+        if kind == "equal":
             shares = [pot // len(accepted)] * len(accepted)
+        elif kind == "reputation":
+            # score x (1 + reputation before this round, capped at one whole round's share)
+            before = self._reputation_scores(m.id)
+            weights = [s * (C.PERMILL + min(before.get(a, 0), C.PERMILL)) for a, s in accepted]
+            total = sum(weights)
+            shares = [pot * w // total for w in weights] if total else [0] * len(accepted)
         else:
             shares = [pot * score // C.PERMILL for _, score in accepted]
         # the rounding remainder goes to the largest contributor (first in account order)
