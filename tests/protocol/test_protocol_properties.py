@@ -39,6 +39,7 @@ from decentralml_jupyter.protocol.calls import (
     UNIMPROVED,
     ConfigureStrategy,
     ImprovementRule,
+    MinReputation,
     SetImprovementRule,
     StrategyParam,
 )
@@ -136,7 +137,14 @@ def random_action(draw, n_models: int):
         return target, SetImprovementRule(rule)
     if kind == 5:
         elig = draw(
-            st.sampled_from((Anyone(), AllowList(WHO[:3]), MinStake(draw(st.integers(0, 50)))))
+            st.sampled_from(
+                (
+                    Anyone(),
+                    AllowList(WHO[:3]),
+                    MinStake(draw(st.integers(0, 50))),
+                    MinReputation(draw(st.integers(0, 1_500_000))),
+                )
+            )
         )
         return target, SetEligibleWorkers(elig)
     if kind == 6:
@@ -393,9 +401,7 @@ def drive_round(draw, sim: Sim, go, rid: int) -> None:
             # reports beside the verdict differ from validator to validator (metrics, the
             # base's metric: sometimes worse than the new model, so some rounds improve and
             # some do not), and some verdicts carry a server state, part of the exact result
-            call = encoders.attest(
-                rid,
-                cid,
+            judged = dict(
                 accuracy=draw(st.sampled_from((0.4, 0.5, 0.6))),
                 loss=0.1,
                 contributions=accepted,
@@ -404,6 +410,14 @@ def drive_round(draw, sim: Sim, go, rid: int) -> None:
                 base_metric=draw(st.sampled_from((None, 0.3, 0.5, 0.7))),
                 state_cid=CID_W if verdict == 2 else None,
             )
+            if draw(st.integers(0, 3)) == 0:  # the same verdict as a table, in one batch
+                before = sim.state.state_hash()
+                sent = encoders.verdict(rid, cid, inline_max=0, **judged)
+                outs = sim.batch(v, sent.remarks())
+                if not outs[-1].ok:  # refused: nothing changed but the error log
+                    assert sim.state.state_hash() == before, outs[-1]
+                continue
+            call = encoders.attest(rid, cid, **judged)
         go(encode_call(call), signer=v)
 
 
@@ -414,7 +428,7 @@ def seed(sim: Sim, ledger: dict[int, int]) -> None:
     two validators.)"""
     policies = (
         RewardPolicy(),
-        RewardPolicy("proportional", 0, 200_000),
+        RewardPolicy("reputation", 0, 200_000),
         RewardPolicy("equal", 5, 1_000_000),
     )
     for (vals, byo), policy in zip(
