@@ -533,9 +533,9 @@ class Session:
             # the index as of the receipt's block (folded again if it was reset meanwhile: a
             # busy dev chain may replace its newest block, and the index then replays)
             found = proto.indexer.wait_for(sub.receipt.block_number).model(model_id)
-            if found is None:
+            if found is None:  # its block was replaced after the check above
                 raise ChainError(
-                    f"model {model_id}'s registration is no longer on the chain (block "
+                    f"the model's registration is no longer on the chain (block "
                     f"{sub.receipt.block_number} was replaced)",
                     hint="submit the model again; its artefacts are stored already",
                 )

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from ..chain import Chain, Receipt
-from ..errors import NotFound
+from ..errors import ChainError, NotFound
 from . import calls as C
 from . import encoders
 from .calls import Action, Call, encode_call
@@ -104,6 +104,14 @@ class ProtocolClient:
 
     def _outcome(self, receipt: Receipt) -> Submitted:
         state = self.indexer.wait_for(receipt.block_number)
+        if self.chain.block_hash(receipt.block_number) != receipt.block_hash:
+            # a dev chain under load can build two blocks at one height and keep the other:
+            # the transaction then is in no block the protocol reads
+            raise ChainError(
+                f"block {receipt.block_number}, which included the transaction, was replaced "
+                "by another block at that height: the transaction did not take effect",
+                hint="check the state (a read shows what happened) and submit it again",
+            )
         errors = state.errors_at(receipt.block_number, receipt.extrinsic_index)
         if errors:
             raise ProtocolRejected(

@@ -149,7 +149,12 @@ class FakeChain:
 
     def submit(self, key, call):
         self.submitted.append((key, call))
-        return SimpleNamespace(block_number=1, extrinsic_index=0)
+        return SimpleNamespace(block_number=1, extrinsic_index=0, block_hash="0x01")
+
+    def block_hash(self, number: int) -> str:
+        return self.canonical  # the chain's block at that height now
+
+    canonical = "0x01"
 
 
 @pytest.fixture
@@ -236,3 +241,15 @@ def test_register_model_keeps_its_conveniences(world) -> None:
     assert call == C.RegisterModel("m", CID_A, CID_W, jurisdictions=("EU",), validators=(B, A))
     with pytest.raises(TypeError):
         encoders.register_model("m", CID_A, CID_W, "description given by position")
+
+
+def test_a_transaction_whose_block_was_replaced_is_reported_as_not_taken(world) -> None:
+    """A busy dev chain can build a second block at one height and keep it: the receipt's
+    block is then not the chain's, and the call is reported as not taken (ChainError), never
+    as done or as refused by the protocol."""
+    from decentralml_jupyter.errors import ChainError
+
+    proto, chain, _ = world
+    chain.canonical = "0x02"
+    with pytest.raises(ChainError, match="was replaced"):
+        proto.stake("//Bob", 1, 5)
