@@ -34,7 +34,11 @@ def main() -> int:
     try:
         chain = Chain(f"ws://127.0.0.1:{port}")
         proto = ProtocolClient(chain, Indexer(chain))
-        model_id = proto.register_model("//Alice", "bench", CID, CID).created_id("model")
+        # a model's pool takes funds only as a multisig of two or more validators: with none,
+        # every stake would be refused and refunded
+        validators = [chain.address(n) for n in ("Dev1", "Dev2", "Dev3")]
+        reg = proto.register_model("//Alice", "bench", CID, CID, validators=validators)
+        model_id = reg.created_id("model")
         pool = proto.state().model(model_id).pool
 
         # end to end: signed stake calls (transfer + remark in one batch_all), pipelined
