@@ -44,6 +44,18 @@ def test_reputation_counts_verdicts_scores_rewards_and_slashes(sim: Sim) -> None
     assert State.from_bytes(sim.state.to_bytes()).reputation() == sim.state.reputation()
 
 
+def equal_round(sim: Sim, mid: int, clients: int) -> tuple[str, ...]:
+    """A round of ``clients`` on model ``mid`` whose updates all score the same, finalized by
+    two validators and paid; the workers it selected."""
+    rid = start(sim, mid, clients=clients, min_clients=clients)
+    picked = submit_all(sim, rid)
+    for v in VALIDATORS[:2]:
+        assert attest(sim, v, rid, {w: 1.0 for w in picked}).ok
+    sim.settle_all()
+    sim.tick()
+    return picked
+
+
 def test_governance_can_require_a_minimum_reputation(sim: Sim) -> None:
     from protocol_sim import pass_proposal, stake
     from test_protocol_rounds import WORKERS
@@ -52,12 +64,7 @@ def test_governance_can_require_a_minimum_reputation(sim: Sim) -> None:
     from decentralml_jupyter.protocol.calls import MinReputation
 
     mid = training_model(sim, workers=WORKERS[:4])
-    rid = start(sim, mid, clients=3, min_clients=3)
-    picked = submit_all(sim, rid)
-    for v in VALIDATORS[:2]:
-        assert attest(sim, v, rid, {w: 1.0 for w in picked}).ok
-    sim.settle_all()
-    sim.tick()
+    picked = equal_round(sim, mid, clients=3)
     earned = {r.account: r.score for r in sim.state.reputation(mid)}
     assert set(earned) == set(picked) and all(s > 0 for s in earned.values())
     stake(sim, WORKERS[5], mid, 100)  # a newcomer: no record
@@ -78,12 +85,7 @@ def test_the_reputation_reward_policy_weighs_shares_by_prior_reputation(sim: Sim
 
     policy = RewardPolicy("reputation", 0, 100_000)
     mid = training_model(sim, workers=WORKERS[:3], policy=policy)
-    rid = start(sim, mid, clients=2, min_clients=2)
-    first = submit_all(sim, rid)
-    for v in VALIDATORS[:2]:
-        assert attest(sim, v, rid, {w: 1.0 for w in first}).ok
-    sim.settle_all()
-    sim.tick()
+    first = equal_round(sim, mid, clients=2)
     rid2 = start(sim, mid, reward=10_000, clients=3, min_clients=3)
     everyone = submit_all(sim, rid2)
     for v in VALIDATORS[:2]:
