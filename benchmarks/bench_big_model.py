@@ -2,6 +2,7 @@
 dev network, with every process's peak memory. Ratios measured in one run; printed, not a test.
 
     python benchmarks/bench_big_model.py [--params 100000000] [--workers 10] [--repeat 3]
+    python benchmarks/bench_big_model.py --storage-only   # section 1 alone, no dev network
 
 The model is a dense classifier for the digits data (7 hidden layers of equal width, the width
 chosen for ``--params``): 100 M parameters are 400 MB of float32, the size of every update.
@@ -11,7 +12,7 @@ chosen for ``--params``): 100 M parameters are 400 MB of float32, the size of ev
    call; ``get_buffer``, into one buffer, is what they read updates with) of a 400 MB
    update against ``hashlib.sha256`` of the same bytes, the one cost that
    content addressing cannot avoid; best of ``--repeat``, each a fresh update (no block is
-   shared with one stored before). Targets: both at least half the SHA-256 rate.
+   shared with one stored before). Targets: each at least half the SHA-256 rate.
 2. A round: ``--workers`` workers (``--worker-processes`` processes host them) train one local
    epoch and upload their updates; the validators (``--validators``) read each update, check
    it, aggregate with FedAvg streaming the updates (one float64 accumulator), score
@@ -120,6 +121,61 @@ def storage_rates(url: str, like: list[np.ndarray], repeat: int) -> dict[str, fl
     return {name: size / 1e6 / s for name, s in best.items()} | {"MB": size / 1e6}
 
 
+def mlp_shapes(params: int, inputs: int = 64, classes: int = 10) -> list[np.ndarray]:
+    """Arrays shaped as the MLP's weights for ``params`` (digits: 64 inputs, 10 classes),
+    without building it in Keras."""
+    width = width_for(params, inputs, classes)
+    dims = [inputs] + [width] * LAYERS + [classes]
+    shapes: list[tuple[int, ...]] = []
+    for a, b in zip(dims[:-1], dims[1:], strict=True):
+        shapes += [(a, b), (b,)]
+    return [np.broadcast_to(np.float32(0), s) for s in shapes]
+
+
+def print_rates(rates: dict[str, float], repeat: int) -> bool:
+    sha = rates["sha256"]
+    print(
+        f"\nstorage, {rates['MB']:.0f} MB updates, best of {repeat} "
+        "(dev storage service, loopback):"
+    )
+    print(f"  {'sha256 (hashlib)':24} {sha:8.0f} MB/s")
+    for name in ("put", "get", "get_buffer", "get, block by block"):
+        print(f"  {name:24} {rates[name]:8.0f} MB/s  {rates[name] / sha:5.2f} x sha256")
+    ok = True
+    for name in ("put", "get", "get_buffer"):
+        met = rates[name] >= 0.5 * sha
+        ok &= met
+        print(
+            f"  target {name} >= 0.5 x sha256: {'met' if met else 'NOT met'} "
+            f"({rates[name] / sha:.2f})"
+        )
+    return ok
+
+
+def storage_only(args) -> int:
+    """Section 1 against a storage service started for it alone, in a temporary home."""
+    from decentralml_jupyter.storage import storage_down, storage_up
+
+    like = mlp_shapes(args.params)
+    print(
+        f"{sum(int(np.prod(np.shape(w))) for w in like) / 1e6:.1f} M parameters; "
+        f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} "
+        f"{os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["DFML_HOME"] = str(Path(tmp) / "home")
+        port = free_port()
+        up = storage_up(port=port, repo=Path(tmp) / "repo")
+        try:
+            ok = print_rates(storage_rates(up["url"], like, args.repeat), args.repeat)
+        finally:
+            storage_down(port)
+    la = os.getloadavg()
+    print(f"load average after: {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
+    return 0 if ok else 1
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", type=int, default=100_000_000, help="model parameters (about)")
@@ -129,7 +185,14 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="storage measurements (best of)")
     ap.add_argument("--lr", type=float, default=0.001, help="workers' SGD learning rate")
     ap.add_argument("--skip-round", action="store_true", help="storage measurements only")
+    ap.add_argument(
+        "--storage-only",
+        action="store_true",
+        help="section 1 only, on a storage service of its own (no chain, no agents, no Keras)",
+    )
     args = ap.parse_args()
+    if args.storage_only:
+        return storage_only(args)
 
     data = fl.load_dataset("digits")
     width = width_for(args.params, data.input_dim, data.num_classes)
@@ -154,22 +217,7 @@ def main() -> int:
     ok = True
     try:
         print(f"dev network up in {time.perf_counter() - t0:.0f} s")
-        rates = storage_rates(storage, like, args.repeat)
-        sha = rates["sha256"]
-        print(
-            f"\nstorage, {rates['MB']:.0f} MB updates, best of {args.repeat} "
-            "(dev storage service, loopback):"
-        )
-        print(f"  {'sha256 (hashlib)':24} {sha:8.0f} MB/s")
-        for name in ("put", "get", "get_buffer", "get, block by block"):
-            print(f"  {name:24} {rates[name]:8.0f} MB/s  {rates[name] / sha:5.2f} x sha256")
-        for name in ("put", "get"):
-            met = rates[name] >= 0.5 * sha
-            ok &= met
-            print(
-                f"  target {name} >= 0.5 x sha256: {'met' if met else 'NOT met'} "
-                f"({rates[name] / sha:.2f})"
-            )
+        ok &= print_rates(storage_rates(storage, like, args.repeat), args.repeat)
         if args.skip_round:
             return 0 if ok else 1
         ok &= one_round(dfml, url, model, args)
