@@ -61,6 +61,9 @@ class Identity:
     secret: object  # nacl PrivateKey
     public_key: str
     done: set[int] = field(default_factory=set)
+    # round id -> its submit call, uploaded and sent but not yet in a block the chain kept
+    # (resent as it is, never trained and uploaded again)
+    pending: dict[int, object] = field(default_factory=dict)
     refused: set[tuple[str, int]] = field(default_factory=set)
     revealed: set[tuple[str, int]] = field(default_factory=set)  # secure rounds' reveals sent
     fitted: dict[str, object] = field(default_factory=dict)
@@ -221,7 +224,12 @@ class Worker(Agent):
                         [(model.pool, self.stake_amount, model.stake_asset)],
                     )
                     calls.append((ident, "stake", model.id, stake))
-        for rnd in state.rounds(status=("open",)):
+        open_rounds = state.rounds(status=("open",))
+        open_ids = {r.round_id for r in open_rounds}
+        for ident in self.identities:  # a round that closed takes no more updates
+            for rid in [r for r in ident.pending if r not in open_ids]:
+                del ident.pending[rid]
+        for rnd in open_rounds:
             selected, submitted = set(rnd.selected), set(rnd.submitted)
             for ident in self.identities:
                 if (
@@ -229,8 +237,11 @@ class Worker(Agent):
                     and ident.address not in submitted
                     and rnd.round_id not in ident.done
                 ):
-                    call = self.train_update(state, rnd, ident)
+                    call = ident.pending.get(rnd.round_id)
+                    if call is None:
+                        call = self.train_update(state, rnd, ident)
                     if call is not None:
+                        ident.pending[rnd.round_id] = call
                         calls.append((ident, "update", rnd.round_id, call))
         calls += self.reveals(state)
         if calls:
@@ -326,6 +337,19 @@ class Worker(Agent):
         outer = wrapped[0] if len(wrapped) == 1 else self.chain.batch_call(wrapped)
         receipt = self.chain.submit(self.key, outer)
         state = self.proto.indexer.wait_for(receipt.block_number)
+        if self.proto.replaced(receipt):
+            # the chain kept another block at that height: none of these calls took effect.
+            # Nothing is marked done, so the next step sends them again (updates as uploaded)
+            self.log.warning(
+                "block %d, which included %d call(s), was replaced by another block at that "
+                "height: sending them again",
+                receipt.block_number,
+                len(calls),
+            )
+            for ident, what, about, _ in calls:
+                if what == "reveal":
+                    ident.revealed.discard(("reveal", about))
+            return
         errors = {
             (e.account, e.call): e.reason
             for e in state.errors_at(receipt.block_number, receipt.extrinsic_index)
@@ -333,6 +357,7 @@ class Worker(Agent):
         for ident, what, about, _ in calls:
             if what == "update":
                 ident.done.add(about)
+                ident.pending.pop(about, None)
             reason = errors.get((ident.address, PROTOCOL_CALL[what]))
             if reason is not None:
                 ident.refused.add((what, about))

@@ -102,9 +102,15 @@ class ProtocolClient:
         remark_call = self.chain.remark_call(remark)
         return self.chain.batch_all_call([*calls, remark_call]) if calls else remark_call
 
+    def replaced(self, receipt: Receipt) -> bool:
+        """Whether the block that included ``receipt``'s transaction is no longer the chain's
+        block at its height: a dev chain under load can build two blocks at one height and
+        keep the other, and the transaction then is in no block the protocol reads."""
+        return self.chain.block_hash(receipt.block_number) != receipt.block_hash
+
     def _outcome(self, receipt: Receipt) -> Submitted:
         state = self.indexer.wait_for(receipt.block_number)
-        if self.chain.block_hash(receipt.block_number) != receipt.block_hash:
+        if self.replaced(receipt):
             # a dev chain under load can build two blocks at one height and keep the other:
             # the transaction then is in no block the protocol reads
             raise ChainError(
