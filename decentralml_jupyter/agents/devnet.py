@@ -5,7 +5,8 @@ one directory, stopped by pid.
 Validators are the dev accounts Dev1..DevK, workers DevK+1..DevK+N; each worker holds one
 partition of the dataset. ``worker_processes`` processes (default: one per CPU core, at most
 one per worker) share the workers; a process of several signs for them as their proxy, one
-transaction per step. ``validator_processes`` processes (default: one per validator) share the
+transaction per step (the dev chain starts with those proxies made, as it starts with the
+accounts funded). ``validator_processes`` processes (default: one per validator) share the
 validators: a process of several holds one TensorFlow runtime and judges each round once, and
 each of its validators signs its own attestations and approvals.
 """
@@ -140,6 +141,7 @@ def up(
         accounts=accounts,
         block_mode=block_mode,
         progress=progress,
+        proxies=_host_proxies(validators, _groups(workers, hosts)),
     )
     try:
         st_port = urlparse(storage).port or 5001
@@ -219,6 +221,21 @@ def up(
         raise
     _state_file(port).write_text(json.dumps(record))
     return status(url) | {"chain": chain}
+
+
+def _host_proxies(validators: int, groups: list[range]) -> dict[str, str]:
+    """member -> its host's lead, for every worker host of several: the dev chain starts
+    with each member's proxy made (as it starts with the accounts funded), so that a host of
+    hundreds needs no ``add_proxy`` from each (the dev chain checks ~5 transactions a second:
+    ten minutes for a thousand workers). Workers anywhere else make their own (`Worker`)."""
+    from ..chain.keys import load_keypair
+
+    out = {}
+    for members in groups:
+        names = [f"//Dev{validators + 1 + j}" for j in members]
+        lead = load_keypair(names[0]).ss58_address
+        out |= {load_keypair(name).ss58_address: lead for name in names[1:]}
+    return out
 
 
 JOINERS = 4  # funded accounts beyond the agents', for participants who join later

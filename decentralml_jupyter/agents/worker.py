@@ -163,7 +163,8 @@ class Worker(Agent):
         self._base: tuple[str, list] = ("", [])
 
     def ensure_proxies(self) -> None:
-        """Each further identity lets the first act for it (one transaction each, once)."""
+        """Each further identity lets the first act for it (one transaction each, once; none
+        on a dev network, whose chain starts with them made)."""
         if self._proxied:
             return
         lead = self.address

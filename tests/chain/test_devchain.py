@@ -177,3 +177,38 @@ def test_old_node_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path) + os.pathsep + os.environ["PATH"])
     with pytest.raises(SetupError, match="too old"):
         devchain.install()
+
+
+def test_proxies_made_at_start_act_with_no_transaction(tmp_path):
+    """``up(proxies=...)``: each delegate is its real's proxy from the first block (no
+    ``add_proxy`` sent), acts for it, and the real can still remove it; with ``base_path``, a
+    restart keeps them. Dev network worker hosts start this way (devnet._host_proxies)."""
+    from decentralml_jupyter.agents.devnet import _groups, _host_proxies
+    from decentralml_jupyter.chain.keys import load_keypair
+
+    addr = {n: load_keypair(f"//{n}").ss58_address for n in ("Dev1", "Dev2", "Dev3", "Dev4")}
+    # validators Dev1; workers Dev2..Dev4 in one host led by Dev2
+    proxies = _host_proxies(1, _groups(3, 1))
+    assert proxies == {addr["Dev3"]: addr["Dev2"], addr["Dev4"]: addr["Dev2"]}
+    assert _host_proxies(1, _groups(3, 3)) == {}  # a host of one signs for itself
+    port = free_port()
+    for _ in range(2):  # the second start resumes from the first's database
+        devchain.up(port=port, accounts=4, proxies=proxies, base_path=tmp_path / "chain")
+        try:
+            with Chain(f"ws://127.0.0.1:{port}") as c:
+                found = c.proxies_of(list(addr.values()))
+                assert found[addr["Dev3"]] == found[addr["Dev4"]] == [addr["Dev2"]]
+                assert found[addr["Dev2"]] == found[addr["Dev1"]] == []
+                assert c.nonce("//Dev3") == 0  # Dev3 never signed anything
+                receipt = c.submit("//Dev2", c.proxy_call(addr["Dev3"], c.remark_call(b"hi")))
+                assert receipt.events_of("Proxy", "ProxyExecuted")
+                assert receipt.events_of("System", "Remarked")
+        finally:
+            devchain.down(port)
+    devchain.up(port=port, accounts=4, proxies=proxies)
+    try:
+        with Chain(f"ws://127.0.0.1:{port}") as c:
+            c.submit("//Dev4", c.call("Proxy", "remove_proxies", {}))
+            assert c.proxies(addr["Dev4"]) == [] and c.proxies(addr["Dev3"]) == [addr["Dev2"]]
+    finally:
+        devchain.down(port)
