@@ -130,8 +130,12 @@ ROLES = ("data_annotator", "model_contributor", "model_engineer")
 VALIDATION = ("auto", "manual")
 # proportional: by contribution score; equal: the same to each accepted update; reputation: by
 # contribution score weighted by the worker's reputation on the model before the round (its
-# accepted updates' scores summed), which at most doubles a share
-REWARD_KINDS = ("proportional", "equal", "reputation")
+# accepted updates' scores summed), which at most doubles a share; drt (Deposit, Refund and
+# Take): proportional, and every update carries the model's deposit, refunded
+# deposit_wait_blocks after an accepted verdict and shared among the round's accepted
+# contributors when rejected; prediction-market: proportional, and a plan of rounds may carry
+# a bounty paid after it by each round's improvement on a test set the owner committed to
+REWARD_KINDS = ("proportional", "equal", "reputation", "drt", "prediction-market")
 # Protocol parameters that governance can change, in their wire order (append only).
 PARAM_NAMES = (
     "unstake_lock_blocks",
@@ -143,6 +147,8 @@ PARAM_NAMES = (
     "round_submit_blocks",
     "round_aggregate_blocks",
     "critical_quorum_permill",
+    "deposit_wait_blocks",
+    "reveal_blocks",
 )
 
 
@@ -388,6 +394,15 @@ class SetImprovementRule(Action):
     NAME = "SetImprovementRule"
 
 
+@struct
+class SetDeposit(Action):
+    """Change what each update to the model deposits under the ``drt`` policy."""
+
+    deposit: int = wire(AMOUNT, 0, help="the deposit every update carries (stake asset)")
+    INDEX = 13
+    NAME = "SetDeposit"
+
+
 ACTIONS = (
     ApproveModel,
     RetireModel,
@@ -402,6 +417,7 @@ ACTIONS = (
     StartRoundProposal,
     ConfigureStrategy,
     SetImprovementRule,
+    SetDeposit,
 )
 ACTION = Variant(*ACTIONS, what="proposal kind")
 
@@ -432,6 +448,9 @@ class RegisterModel(Call):
         Trailing(Option(StructField(ImprovementRule)), None),
         None,
         help="when a round improves the model (None: the default rule, tolerance 0, adopt)",
+    )
+    deposit: int = wire(
+        Trailing(AMOUNT, 0), 0, help="what each update deposits under the drt policy"
     )
     INDEX = 0
     NAME = "register_model"
@@ -589,6 +608,25 @@ class StartRound(Call):
 
 
 @struct
+class MarketTerms(Struct):
+    """A prediction market over a plan of rounds: the bounty the owner puts up and its
+    commitment to a hidden test set, ``market_commitment(cid, salt)``."""
+
+    bounty: int = wire(AMOUNT, help="paid after the plan by each round's improvement")
+    commitment: str = wire(Bytes32(), help="blake2b-256 of the test set's CID and a salt")
+
+
+COMMIT_TAG = b"dfml/test-set"
+MAX_SALT_BYTES = 64
+
+
+def market_commitment(cid: str, salt: str) -> str:
+    """The commitment to a test set: blake2b-256 of a tag, its CID and a salt (0x-hex)."""
+    raw = bytes.fromhex(salt.removeprefix("0x"))
+    return "0x" + blake2b(COMMIT_TAG + cid.encode() + raw, digest_size=32).hexdigest()
+
+
+@struct
 class StartRounds(Call):
     """The owner schedules ``rounds`` federated rounds with one spec, run back to back: each
     next round opens in the block that ends the one before, with no call and no block in
@@ -601,6 +639,11 @@ class StartRounds(Call):
     rounds: int = wire(
         UInt(32, maximum=MAX_PLAN), 2, help=f"rounds to run back to back (1..{MAX_PLAN})"
     )
+    market: MarketTerms | None = wire(
+        Trailing(Option(StructField(MarketTerms)), None),
+        None,
+        help="a prediction market's bounty and test-set commitment (prediction-market models)",
+    )
     INDEX = 36
     NAME = "start_rounds"
     FUNDED = True
@@ -609,7 +652,8 @@ class StartRounds(Call):
         return self.model_id
 
     def funds(self) -> int:
-        return self.spec.reward * self.rounds
+        bounty = 0 if self.market is None else self.market.bounty
+        return self.spec.reward * self.rounds + bounty
 
 
 @struct
@@ -619,6 +663,9 @@ class SubmitUpdate(Call):
     round_id: int = wire(ID, help="the round")
     cid: str = wire(CID, help="the update's CID")
     num_examples: int = wire(UInt(64), help="local examples behind it")
+    deposit: int = wire(
+        Trailing(AMOUNT, 0), 0, help="the model's deposit under drt (a transfer in the batch)"
+    )
     INDEX = 33
     NAME = "submit_update"
 
@@ -807,6 +854,59 @@ class RevealSeeds(Call):
     NAME = "reveal_seeds"
 
 
+@struct
+class RevealTestSet(Call):
+    """The owner reveals a prediction market's test set after the plan's last round: its CID
+    and the salt of the commitment (the test set must be in storage under that CID)."""
+
+    model_id: int = wire(ID, help="the model whose market awaits its reveal")
+    test_cid: str = wire(CID, help="the test set's CID")
+    salt: str = wire(Blob(MAX_SALT_BYTES, min_bytes=16), help="the commitment's salt (0x-hex)")
+    INDEX = 40
+    NAME = "reveal_test_set"
+
+    def target_model(self) -> int | None:
+        return self.model_id
+
+
+@struct
+class RoundScore(Struct):
+    """A round's model and its base model scored on a revealed test set (the model's
+    metric, ppm)."""
+
+    round_id: int = wire(ID, help="the round")
+    base_ppm: int = wire(UInt(64), help="the metric of the round's base model")
+    new_ppm: int = wire(UInt(64), help="the metric of the model the round produced")
+
+
+MAX_MARKET_ROUNDS = 128  # rounds one market attestation scores (one remark)
+
+
+@struct
+class AttestMarket(Call):
+    """A validator's scores of a prediction market's rounds on its revealed test set: every
+    rewarded round of the plan, in id order. k validators agreeing on the rounds and the test
+    set settle the bounty by the median of their scores."""
+
+    market_id: int = wire(ID, help="the market")
+    test_cid: str = wire(CID, help="the revealed test set it scored on")
+    scores: tuple[RoundScore, ...] = wire(
+        Vec(StructField(RoundScore), MAX_MARKET_ROUNDS, unique=True), (), help="per round"
+    )
+    INDEX = 41
+    NAME = "attest_market"
+
+    def result_digest(self) -> str:
+        """What k validators must agree on exactly: the market, the test set, the rounds."""
+        exact = (
+            b"dfml-market/1"
+            + ID.encode(self.market_id)
+            + CID.encode(self.test_cid)
+            + b"".join(ID.encode(s.round_id) for s in self.scores)
+        )
+        return "0x" + blake2b(exact, digest_size=32).hexdigest()
+
+
 CALLS: tuple[type[Call], ...] = (
     RegisterModel,
     StartTraining,
@@ -828,6 +928,8 @@ CALLS: tuple[type[Call], ...] = (
     AttestMetric,
     RevealSeeds,
     TablePart,
+    RevealTestSet,
+    AttestMarket,
 )
 CALL = Variant(*CALLS, what="call")
 

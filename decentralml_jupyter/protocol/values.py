@@ -109,6 +109,10 @@ class ProtocolParams(_Json):
     # turnout that changes who holds the money or the rules (validators, protocol parameters,
     # retirement) must reach: a small minority cannot capture a pool by a quiet vote
     critical_quorum_permill: int = 500_000
+    # drt: blocks an accepted update's deposit stays held after its round's verdict
+    deposit_wait_blocks: int = 10
+    # prediction markets: blocks the owner has to reveal the test set after the last round
+    reveal_blocks: int = 20
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,7 @@ class ModelInfo(_Json):
     improvement: dict[str, Any] = field(default_factory=dict)
     # the DP budget spent: {"delta", "epsilon" (the largest), "workers": {account: epsilon}}
     privacy: dict[str, Any] | None = None
+    deposit: int = 0  # what each update deposits under the drt policy
 
 
 @dataclass(frozen=True)
@@ -274,6 +279,39 @@ class UpdateInfo(_Json):
     contribution: int | None  # ppm of the round's pot, once accepted
     reason: str  # why it was rejected
     block_number: int
+    deposit: int = 0  # drt: what it deposited
+    # drt: held, refund_due (owed once the wait is over), refunded, taken ("" without one)
+    deposit_status: str = ""
+
+
+@dataclass(frozen=True)
+class MarketInfo(_Json):
+    """A prediction market over a plan of rounds (``round start --bounty``).
+
+    ``status``: running (its rounds), revealing (until ``reveal_deadline``, the first block
+    refusing a reveal), scoring (validators score the revealed test set until
+    ``score_deadline``), paid (by each round's gain), forfeited (to the contributors by their
+    scores: no reveal, or no quorum of scores, in time) or refunded (to the owner: nobody
+    contributed or gained). ``gains``: round id -> the quorum's gain on the test set (the
+    model's metric, in its direction); ``paid``: account -> amount.
+    """
+
+    market_id: int
+    model_id: int
+    owner: str
+    bounty: int
+    commitment: str
+    rounds: tuple[int, ...]
+    status: str
+    reveal_deadline: int | None
+    score_deadline: int | None
+    test_cid: str | None
+    gains: dict[str, float]
+    paid: dict[str, int]
+    note: str
+    created_block: int
+    ended_block: int | None
+    scored_by: tuple[str, ...] = ()  # validators whose scores are in
 
 
 @dataclass(frozen=True)
@@ -371,3 +409,4 @@ class RoundInfo(_Json):
     improved: bool | None = None
     # secure rounds: worker -> {"own": seed, "dropped": {peer: seed}} (RevealSeeds)
     reveals: dict[str, Any] = field(default_factory=dict)
+    market_id: int | None = None  # the prediction market of its plan, if any

@@ -531,7 +531,13 @@ def test_snapshots_of_an_older_format_are_refused_and_the_indexer_replays(
     start(sim, mid)
     current = sim.state.to_bytes()
     d = json.loads(current)
-    assert d["format"] == 6
+    assert d["format"] == 7
+    # format 6 lacks deposits and prediction markets
+    d6 = json.loads(current)
+    d6["format"] = 6
+    del d6["markets"]
+    with pytest.raises(SnapshotError, match="unsupported snapshot format 6"):
+        State.from_bytes(json.dumps(d6).encode())
     # format 5 lacks the attestations' verdict tables
     d5 = json.loads(current)
     d5["format"] = 5

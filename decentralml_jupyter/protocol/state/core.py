@@ -13,6 +13,7 @@ from ..accounts import account_id
 from ..values import ProtocolParams
 from .records import (
     _Attestation,
+    _Market,
     _Model,
     _Payout,
     _Proposal,
@@ -38,6 +39,7 @@ _ID_KINDS = (
     "attestation",
     "reward",
     "slash",
+    "market",
 )
 _LIVE_ROUND = ("open", "aggregating")
 
@@ -61,6 +63,7 @@ class StateCore:
         self._attestations: dict[int, _Attestation] = {}
         self._rewards: dict[int, _Reward] = {}
         self._slashes: dict[int, _Slash] = {}
+        self._markets: dict[int, _Market] = {}
         self._stakes: dict[tuple[str, int], int] = {}  # (account, model) -> active stake
         # (model, pool address, asset key) -> funds the chain moved there for the model
         self._held: dict[tuple[int, str, int], int] = {}

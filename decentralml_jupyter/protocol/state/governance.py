@@ -8,7 +8,7 @@ from __future__ import annotations
 from .. import calls as C
 from ..accounts import account_id
 from ..values import CallContext
-from .models import _rule_json, _strategy_params
+from .models import _deposit_problem, _rule_json, _strategy_params
 from .records import MIN_POOL_SIGNATORIES, _Model, _Proposal, _Reject, _require
 from .rounds import RoundHandlers
 
@@ -24,6 +24,8 @@ PARAM_BOUNDS: dict[str, tuple[int, int]] = {
     "round_submit_blocks": (1, 14_400),
     "round_aggregate_blocks": (1, 14_400),
     "critical_quorum_permill": (334_000, 1_000_000),
+    "deposit_wait_blocks": (1, 100_800),
+    "reveal_blocks": (1, 100_800),
 }
 # proposals that change who holds pooled funds or the rules need the critical quorum
 _CRITICAL = (C.AddValidator, C.RemoveValidator, C.SetProtocolParam, C.RetireModel)
@@ -116,8 +118,12 @@ class GovernanceHandlers(RoundHandlers):
                     f"model {m.id} would be left with fewer than {MIN_POOL_SIGNATORIES} "
                     "validators (its pool must stay a multisig): add one first"
                 )
-        if isinstance(a, C.StartRoundProposal):
+        if isinstance(a, C.StartRoundProposal):  # under any policy: a round without a market
             return self._spec_problem(m, a.spec)
+        if isinstance(a, C.SetRewardPolicy):
+            return _deposit_problem(a.policy.kind, m.deposit)
+        if isinstance(a, C.SetDeposit) and m.reward_policy["kind"] == "drt":
+            return _deposit_problem("drt", a.deposit)
         if isinstance(a, C.SetStrategy | C.ConfigureStrategy):
             params = a.params if isinstance(a, C.ConfigureStrategy) else ()
             try:
@@ -195,6 +201,8 @@ class GovernanceHandlers(RoundHandlers):
             m.state_cid = None  # a new strategy (or new settings) starts its state afresh
         elif isinstance(a, C.SetImprovementRule):
             m.improvement = _rule_json(a.rule)
+        elif isinstance(a, C.SetDeposit):
+            m.deposit = a.deposit
         elif isinstance(a, C.SetLicence):
             m.licence = a.licence
         elif isinstance(a, C.SetJurisdictions):

@@ -15,6 +15,7 @@ from .. import calls as C
 from ..errors import CodecError, OrderingError
 from ..values import CallContext, Outcome
 from .governance import GovernanceHandlers
+from .markets import MarketHandlers
 from .models import ModelHandlers
 from .payouts import Books
 from .queries import Queries
@@ -49,6 +50,8 @@ _HANDLERS: dict[type[C.Call], Callable[[Any, CallContext, Any], Created]] = {
     C.AnnounceKey: RoundHandlers._announce_key,
     C.RevealSeeds: RoundHandlers._reveal_seeds,
     C.TablePart: RoundHandlers._table_part,
+    C.RevealTestSet: MarketHandlers._reveal_test_set,
+    C.AttestMarket: MarketHandlers._attest_market,
 }
 
 
@@ -61,7 +64,7 @@ def _guess_call_name(remark: bytes) -> str | None:
     return None
 
 
-class State(GovernanceHandlers, StakeHandlers, TaskHandlers, Queries, Snapshots):
+class State(GovernanceHandlers, MarketHandlers, StakeHandlers, TaskHandlers, Queries, Snapshots):
     """The protocol state. Not thread-safe; one writer (the indexer) at a time."""
 
     def apply(self, ctx: CallContext, remark: bytes | str) -> Outcome:
@@ -104,6 +107,7 @@ class State(GovernanceHandlers, StakeHandlers, TaskHandlers, Queries, Snapshots)
         b = block_number
         self._tally_due(b, block_hash)
         self._advance_rounds(b, block_hash)
+        self._advance_markets(b)
         self._close_reviewed_tasks(b)
         self._release_unbonded(b)
         # consumed keys carry their block number, so older ones can never match again

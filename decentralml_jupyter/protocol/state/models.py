@@ -42,6 +42,8 @@ class ModelHandlers(Books):
 
     def _register_model(self, ctx: CallContext, c: C.RegisterModel) -> tuple[str, int]:
         params = _strategy_params(c.strategy, c.strategy_params)
+        problem = _deposit_problem(c.reward_policy.kind, c.deposit)
+        _require(problem is None, str(problem))
         mid = self._take_id("model")
         policy = c.reward_policy.to_json()
         del policy["type"]
@@ -67,6 +69,7 @@ class ModelHandlers(Books):
             created_extrinsic=ctx.extrinsic_index,
             strategy_params=params,
             improvement=_rule_json(c.improvement),
+            deposit=c.deposit,
         )
         self._record_pool(self._models[mid])
         return ("model", mid)
@@ -96,6 +99,14 @@ def _strategy_params(strategy: str, params: tuple[C.StrategyParam, ...]) -> dict
         return check_params(strategy, {p.name: p.value for p in params})
     except FlError as err:
         raise _Reject(f"{err}; {err.hint}") from err
+
+
+def _deposit_problem(kind: str, deposit: int) -> str | None:
+    """Why a model cannot have reward policy ``kind`` with ``deposit``, or None: drt needs a
+    deposit (with none, a rejected update would cost nothing)."""
+    if kind == "drt" and deposit <= 0:
+        return "the drt policy needs a deposit above 0 (model submit --deposit AMOUNT)"
+    return None
 
 
 def _rule_json(rule: C.ImprovementRule | None) -> dict | None:

@@ -17,6 +17,7 @@ from ..values import (
     AssignmentInfo,
     AttestationInfo,
     ErrorRecord,
+    MarketInfo,
     ModelInfo,
     Payout,
     PoolInfo,
@@ -92,6 +93,7 @@ class Queries(StateCore):
             state_cid=m.state_cid,
             improvement=_improvement_rule(m),
             privacy=self._privacy(m),
+            deposit=m.deposit,
         )
 
     def _privacy(self, m: _Model) -> dict[str, Any] | None:
@@ -395,6 +397,8 @@ class Queries(StateCore):
                 u.contribution,
                 u.reason,
                 u.block_number,
+                u.deposit,
+                u.deposit_status,
             )
             for u in self._round_updates(r.id)
         )
@@ -482,6 +486,44 @@ class Queries(StateCore):
             state_cid=r.state_cid,
             improved=r.improved,
             reveals=json.loads(json.dumps(r.reveals)),
+            market_id=r.market_id,
+        )
+
+    def markets(self, model_id: int | None = None) -> list[MarketInfo]:
+        """Prediction markets, in id order (of one model, or all)."""
+        return [
+            self._market_info(mk)
+            for _, mk in sorted(self._markets.items())
+            if model_id is None or mk.model_id == model_id
+        ]
+
+    def market(self, market_id: int) -> MarketInfo | None:
+        mk = self._markets.get(market_id)
+        return None if mk is None else self._market_info(mk)
+
+    def open_market(self, model_id: int) -> MarketInfo | None:
+        """The model's market that has not settled yet (running, revealing or scoring)."""
+        mk = self._open_market(model_id)  # type: ignore[attr-defined]
+        return None if mk is None else self._market_info(mk)
+
+    def _market_info(self, mk) -> MarketInfo:
+        return MarketInfo(
+            market_id=mk.id,
+            model_id=mk.model_id,
+            owner=mk.owner,
+            bounty=mk.bounty,
+            commitment=mk.commitment,
+            rounds=tuple(mk.rounds),
+            status=mk.status,
+            reveal_deadline=mk.reveal_deadline,
+            score_deadline=mk.score_deadline,
+            test_cid=mk.test_cid,
+            gains={rid: g / C.PERMILL for rid, g in mk.gains.items()},
+            paid={a: amount for a, amount, _ in mk.paid},
+            note=mk.note,
+            created_block=mk.created_block,
+            ended_block=mk.ended_block,
+            scored_by=tuple(a["validator"] for a in mk.attestations),
         )
 
     def errors(self, account: str | None = None) -> list[ErrorRecord]:

@@ -77,6 +77,7 @@ class _Model:
     state_cid: str | None = None  # a stateful strategy's server state beside global_cid
     # ImprovementRule.to_json() without "type"; None: the default rule
     improvement: dict[str, Any] | None = None
+    deposit: int = 0  # what each update deposits under the drt policy
 
     @property
     def pool(self) -> str:
@@ -193,6 +194,9 @@ class _Round:
     improved: bool | None = None  # whether it improved the model's metric (None: not judged)
     # secure rounds: worker -> {"own": its own mask seed, "dropped": {peer: pairwise seed}}
     reveals: dict[str, Any] = field(default_factory=dict)
+    market_id: int | None = None  # the prediction market of the plan it belongs to
+    # drt: the block from which its accepted updates' held deposits are refunded
+    deposits_due: int | None = None
 
 
 @dataclass
@@ -207,6 +211,35 @@ class _Update:
     reason: str
     block_number: int
     extrinsic_index: int
+    deposit: int = 0  # drt: what it deposited with the submission
+    # drt: held (until refunded or taken), refund_due (owed after the wait), refunded, taken
+    deposit_status: str = ""
+
+
+@dataclass
+class _Market:
+    """A prediction market over a plan of rounds (a StartRounds with MarketTerms)."""
+
+    id: int
+    model_id: int
+    owner: str
+    bounty: int  # held in the pool until paid or refunded
+    commitment: str
+    rounds: list[int]  # the plan's rounds, in order
+    # running (its rounds), revealing (awaiting the test set), scoring (awaiting the
+    # validators' quorum), paid, forfeited (to contributors), refunded (to the owner)
+    status: str
+    created_block: int
+    reveal_deadline: int | None = None  # first block in which a reveal is refused
+    score_deadline: int | None = None  # first block in which a market attestation is refused
+    test_cid: str | None = None
+    salt: str | None = None
+    attestations: list[dict[str, Any]] = field(default_factory=list)  # {validator, digest, scores}
+    # round id -> the quorum's gain on the test set (ppm, in the metric's direction)
+    gains: dict[str, int] = field(default_factory=dict)
+    paid: list[list[Any]] = field(default_factory=list)  # [account, amount, payout id]
+    note: str = ""
+    ended_block: int | None = None
 
 
 @dataclass

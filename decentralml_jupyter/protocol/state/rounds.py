@@ -15,7 +15,17 @@ from ..errors import CodecError
 from ..scale import Reader
 from ..values import CallContext
 from .models import ModelHandlers, _rule_json
-from .records import _Attestation, _Model, _Reject, _require, _Reward, _Round, _Slash, _Update
+from .records import (
+    _Attestation,
+    _Market,
+    _Model,
+    _Reject,
+    _require,
+    _Reward,
+    _Round,
+    _Slash,
+    _Update,
+)
 
 _SEED_TAG = b"dfml/round-selection"
 
@@ -117,18 +127,35 @@ class RoundHandlers(ModelHandlers):
 
     def _start_rounds(self, ctx: CallContext, c: C.StartRounds) -> tuple[str, int]:
         _require(c.rounds >= 1, "a plan needs at least 1 round")
-        return self._start_owned(ctx, c.model_id, c.spec, c.rounds, "rounds")
+        return self._start_owned(ctx, c.model_id, c.spec, c.rounds, "rounds", c.market)
 
     def _start_owned(
-        self, ctx: CallContext, model_id: int, spec: C.RoundSpec, rounds: int, what: str
+        self,
+        ctx: CallContext,
+        model_id: int,
+        spec: C.RoundSpec,
+        rounds: int,
+        what: str,
+        market: C.MarketTerms | None = None,
     ) -> tuple[str, int]:
         """The owner opens a round now and schedules ``rounds - 1`` more after it; the whole
-        budget (``rounds * spec.reward``) comes with a transfer in the same batch."""
+        budget (``rounds * spec.reward``, and a market's bounty) comes with a transfer in the
+        same batch."""
         m = self._model(model_id)
         _require(ctx.signer == m.owner, f"only the owner of model {m.id} can start {what}")
         problem = self._spec_problem(m, spec)
         _require(problem is None, str(problem))
-        budget = spec.reward * rounds
+        if market is not None:
+            _require(
+                m.reward_policy["kind"] == "prediction-market",
+                f"model {m.id}'s reward policy is {m.reward_policy['kind']}, not "
+                "prediction-market: it takes no bounty",
+            )
+            _require(market.bounty > 0, "a prediction market needs a bounty above 0")
+            _require(
+                market.commitment != "0x" + "00" * 32, "the all-zero commitment commits to nothing"
+            )
+        budget = spec.reward * rounds + (0 if market is None else market.bounty)
         key = None
         if budget:
             self._custodial(m)
@@ -137,7 +164,14 @@ class RoundHandlers(ModelHandlers):
             m, ctx.signer, spec, ctx.block_number, ctx.extrinsic_index, ctx.block_hash
         )
         r = self._rounds[rid]
-        r.follow, r.reserve = rounds - 1, budget - spec.reward
+        r.follow, r.reserve = rounds - 1, spec.reward * (rounds - 1)
+        if market is not None:
+            mid = self._take_id("market")
+            self._markets[mid] = _Market(
+                mid, m.id, ctx.signer, market.bounty, market.commitment, [rid], "running",
+                ctx.block_number,
+            )  # fmt: skip
+            r.market_id = mid
         if key is not None:
             self._consumed.add(key)
             self._credit(m.id, m.pool, budget)
@@ -148,6 +182,7 @@ class RoundHandlers(ModelHandlers):
         as its ``next_round_id``; or, when it cannot open, the rest of the plan's budget goes
         back to its starter."""
         if r.follow <= 0:
+            self._plan_ended(r, block)
             return
         follow, reserve, r.follow, r.reserve = r.follow, r.reserve, 0, 0
         m = self._models[r.model_id]
@@ -157,10 +192,22 @@ class RoundHandlers(ModelHandlers):
         except _Reject as e:
             r.note = (r.note + "; " if r.note else "") + f"plan stopped: {e.reason}"
             self._new_payout(m.id, r.starter, reserve, "round_refund", block)
+            self._plan_ended(r, block)
             return
         r.next_round_id = rid
         nxt = self._rounds[rid]
         nxt.follow, nxt.reserve = follow - 1, reserve - spec.reward
+        if r.market_id is not None:
+            nxt.market_id = r.market_id
+            self._markets[r.market_id].rounds.append(rid)
+
+    def _plan_ended(self, r: _Round, block: int) -> None:
+        """The last round of a plan ended: its market, if any, awaits the test set."""
+        mk = None if r.market_id is None else self._markets[r.market_id]
+        if mk is None or mk.status != "running":
+            return
+        mk.status = "revealing"
+        mk.reveal_deadline = block + 1 + self._params["reveal_blocks"]
 
     def _announce_key(self, ctx: CallContext, c: C.AnnounceKey) -> None:
         _require(c.public_key != "0x" + "00" * 32, "the all-zero key would make every mask public")
@@ -207,6 +254,16 @@ class RoundHandlers(ModelHandlers):
             all(u.worker != ctx.signer for u in done),
             f"{ctx.signer} already submitted an update to round {r.id}",
         )
+        m = self._models[r.model_id]
+        want = m.deposit if m.reward_policy["kind"] == "drt" else 0
+        _require(
+            c.deposit == want,
+            f"model {m.id} asks a deposit of {want} with each update, not {c.deposit}",
+        )
+        key = None
+        if want:
+            self._custodial(m)
+            key = self._find_transfer(ctx, ctx.signer, m.pool, want, m.stake_asset)
         uid = self._take_id("update")
         self._add_update(
             _Update(
@@ -220,8 +277,13 @@ class RoundHandlers(ModelHandlers):
                 "",
                 ctx.block_number,
                 ctx.extrinsic_index,
+                want,
+                "held" if want else "",
             )
         )
+        if key is not None:
+            self._consumed.add(key)
+            self._credit(m.id, m.pool, want)
         if len(done) + 1 == len(r.selected):
             r.status = "aggregating"  # every client is in: validators need not wait
         return ("update", uid)
@@ -353,6 +415,8 @@ class RoundHandlers(ModelHandlers):
         # slashed, and the starter cannot profit from a round nobody could pass
         permill = m.reward_policy["slash_permill"] if att.accepted else 0
         slashed = 0
+        if not att.accepted:  # nobody to share a rejected deposit with: each goes back
+            self._refund_deposits(r, block)
         for account, reason in sorted(att.rejected, key=lambda x: account_id(x[0])):
             if not att.accepted:
                 updates[account].status, updates[account].reason = "rejected", reason
@@ -370,14 +434,28 @@ class RoundHandlers(ModelHandlers):
                 sid, r.id, m.id, account, amount, stake, permill, reason, block
             )
             updates[account].status, updates[account].reason = "rejected", reason
-        # slashed stake joins the pot, so honest contributors gain what poisoners lose
-        pot, r.escrow = r.escrow + slashed, 0
+        # slashed stake and rejected deposits join the pot, so honest contributors gain what
+        # poisoners lose
+        taken = self._take_deposits(r, m, att, block) if att.accepted else 0
+        pot, r.escrow = r.escrow + slashed + taken, 0
         self._record_verdict(r, att, block)
         if not att.accepted:
             r.status, r.note = "failed", "validators rejected every update"
             self._new_payout(m.id, r.starter, pot, "round_refund", block)
             return
         accepted = sorted(att.accepted, key=lambda x: account_id(x[0]))
+        shares = self._shares(m, pot, accepted)
+        for (account, score), amount in zip(accepted, shares, strict=True):
+            updates[account].status, updates[account].contribution = "accepted", score
+            payout = self._new_payout(m.id, account, amount, "round_reward", block)
+            rid = self._take_id("reward")
+            self._rewards[rid] = _Reward(rid, r.id, m.id, account, amount, score, payout)
+        self._adopt(r, m, att)
+
+    def _shares(self, m: _Model, pot: int, accepted: list[list[Any]]) -> list[int]:
+        """``pot`` split among ``accepted`` ([account, score] in account-id order) by the
+        model's reward policy, exactly: the rounding remainder goes to the largest
+        contributor (first in account order)."""
         kind = m.reward_policy["kind"]
         if kind == "equal":
             shares = [pot // len(accepted)] * len(accepted)
@@ -387,17 +465,36 @@ class RoundHandlers(ModelHandlers):
             weights = [s * (C.PERMILL + min(before.get(a, 0), C.PERMILL)) for a, s in accepted]
             total = sum(weights)
             shares = [pot * w // total for w in weights] if total else [0] * len(accepted)
-        else:
+        else:  # proportional, drt and prediction-market: by contribution score
             shares = [pot * score // C.PERMILL for _, score in accepted]
-        # the rounding remainder goes to the largest contributor (first in account order)
         top = max(range(len(accepted)), key=lambda i: (accepted[i][1], -i))
         shares[top] += pot - sum(shares)
-        for (account, score), amount in zip(accepted, shares, strict=True):
-            updates[account].status, updates[account].contribution = "accepted", score
-            payout = self._new_payout(m.id, account, amount, "round_reward", block)
-            rid = self._take_id("reward")
-            self._rewards[rid] = _Reward(rid, r.id, m.id, account, amount, score, payout)
-        self._adopt(r, m, att)
+        return shares
+
+    def _take_deposits(self, r: _Round, m: _Model, att: _Attestation, block: int) -> int:
+        """Under a quorum's verdict with accepted updates: the rejected updates' deposits are
+        taken (returned, for the round's accepted contributors), the accepted ones' refunded
+        once ``deposit_wait_blocks`` have passed."""
+        rejected = {account for account, _ in att.rejected}
+        taken = 0
+        for u in self._round_updates(r.id):
+            if u.deposit_status != "held":
+                continue
+            if u.worker in rejected:
+                u.deposit_status = "taken"
+                taken += u.deposit
+            else:
+                u.deposit_status = "refund_due"
+                r.deposits_due = block + self._params["deposit_wait_blocks"]
+        return taken
+
+    def _refund_deposits(self, r: _Round, block: int) -> None:
+        """Owe every deposit of ``r`` still held or due back to its worker."""
+        for u in sorted(self._round_updates(r.id), key=lambda u: account_id(u.worker)):
+            if u.deposit_status in ("held", "refund_due"):
+                u.deposit_status = "refunded"
+                self._new_payout(r.model_id, u.worker, u.deposit, "deposit_refund", block)
+        r.deposits_due = None
 
     def _adopt(self, r: _Round, m: _Model, att: _Attestation) -> None:
         """The quorum's model (and server state) becomes the model's next round."""
@@ -430,6 +527,12 @@ class RoundHandlers(ModelHandlers):
                 u.reason = dict(att.rejected)[account]
         pot, r.escrow = r.escrow, 0
         self._new_payout(m.id, r.starter, pot, "round_refund", block)
+        # rejected deposits never go to the starter: the accepted contributors share them
+        taken = self._take_deposits(r, m, att, block)
+        if taken:
+            listed = sorted(att.accepted, key=lambda x: account_id(x[0]))
+            for (account, _), amount in zip(listed, self._shares(m, taken, listed), strict=True):
+                self._new_payout(m.id, account, amount, "deposit_share", block)
         rule = m.improvement or _DEFAULT_RULE
         if rule["unimproved"] == "reject":
             r.status, r.note = "failed", f"{why}: not adopted, budget refunded"
@@ -441,12 +544,15 @@ class RoundHandlers(ModelHandlers):
         r.status, r.note, r.ended_block = "failed", note, block
         refund, r.escrow = r.escrow, 0
         self._new_payout(r.model_id, r.starter, refund, "round_refund", block)
+        self._refund_deposits(r, block)
 
     def _advance_rounds(self, block: int, block_hash: str) -> None:
         """Apply the deadlines of every round that exists at the start of the tick, in id
         order (a plan's round opened meanwhile is first checked in the next tick)."""
         for r in sorted(self._rounds.values(), key=lambda r: r.id):
             self._round_deadlines(r, block, block_hash)
+            if r.deposits_due is not None and block >= r.deposits_due:
+                self._refund_deposits(r, block)
 
     def _round_deadlines(self, r: _Round, b: int, block_hash: str = "") -> None:
         """Deadlines are the first block in which a call is refused, so a round moves on at

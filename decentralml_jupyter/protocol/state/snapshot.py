@@ -15,6 +15,7 @@ from ..errors import SnapshotError
 from .core import StateCore
 from .records import (
     _Attestation,
+    _Market,
     _Model,
     _Payout,
     _Proposal,
@@ -27,10 +28,10 @@ from .records import (
     _Update,
 )
 
-# 6: attestations' verdict tables; 5: strategy parameters and server state CIDs;
-# 4: attestations carry the model's own metric; 3: rounds record next_round_id; 2: books
-# per asset, pools' signatories, losses
-FORMAT = 6
+# 7: drt deposits and prediction markets; 6: attestations' verdict tables; 5: strategy
+# parameters and server state CIDs; 4: attestations carry the model's own metric; 3: rounds
+# record next_round_id; 2: books per asset, pools' signatories, losses
+FORMAT = 7
 _ROUND_RECORDS = (_Round, _Update, _Attestation, _Reward, _Slash)
 
 
@@ -62,6 +63,7 @@ class Snapshots(StateCore):
             "attestations": rows(self._attestations),
             "rewards": rows(self._rewards),
             "slashes": rows(self._slashes),
+            "markets": rows(self._markets),
             "stakes": [[a, m, v] for (a, m), v in sorted(self._stakes.items())],
             "held": [[m, p, a, v] for (m, p, a), v in sorted(self._held.items())],
             "pools": {k: v for k, v in sorted(self._pools.items())},
@@ -103,6 +105,7 @@ class Snapshots(StateCore):
                 ("_attestations", _Attestation),
                 ("_rewards", _Reward),
                 ("_slashes", _Slash),
+                ("_markets", _Market),
             ):
                 rows = d[attr[1:]] if attr[1:] in d or rec not in _ROUND_RECORDS else []
                 setattr(s, attr, {r["id"]: rec(**r) for r in rows})
