@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from decentralml_jupyter.storage import KuboStore, storage_down, storage_up
+from decentralml_jupyter.storage import CID, KuboStore, storage_down, storage_up
+from decentralml_jupyter.storage.packstore import locate_on_disk
+from decentralml_jupyter.storage.server import PACK_DIR, flatfs_path
 
 
 def _free_port() -> int:
@@ -58,3 +60,38 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 def store(service: Service) -> Iterator[KuboStore]:
     with KuboStore(service.url, timeout=2.0) as s:
         yield s
+
+
+@dataclass(frozen=True)
+class StoredBlock:
+    """A block's bytes where the service keeps them (a pack file's record, or a flatfs file),
+    to damage them as a failing disk would, behind the service's back."""
+
+    path: Path
+    offset: int
+    size: int
+
+    def read(self) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            return f.read(self.size)
+
+    def write(self, data: bytes) -> None:
+        """Overwrite the block's bytes in place (``data`` of its size)."""
+        assert len(data) == self.size
+        with open(self.path, "r+b") as f:
+            f.seek(self.offset)
+            f.write(data)
+
+    def cut(self, keep: int) -> None:
+        """Truncate the file ``keep`` bytes into the block: it and all after it are cut short."""
+        os.truncate(self.path, self.offset + keep)
+
+
+def stored_block(service: Service, cid: CID | str) -> StoredBlock:
+    cid = CID.parse(cid)
+    found = locate_on_disk(service.repo / PACK_DIR, cid.digest)
+    if found is not None:
+        return StoredBlock(*found)
+    path = flatfs_path(service.repo / "blocks", cid)
+    return StoredBlock(path, 0, path.stat().st_size)
