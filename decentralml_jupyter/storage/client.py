@@ -10,6 +10,7 @@ before reading the rest.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import mmap
 import os
@@ -39,6 +40,7 @@ from .store import (
 )
 from .unixfs import (
     IMPORT_OPTIONS,
+    Bytes,
     FileDagBuilder,
     is_leaf_content,
     iter_file,
@@ -416,26 +418,98 @@ class KuboStore:
     def get(self, cid: str, *, max_bytes: int | None = None) -> bytes:
         """The verified bytes of ``cid``. ``max_bytes`` (default: the store's ``max_bytes``)
         refuses larger content with ArtifactTooLarge before it is read."""
-        return b"".join(self.iter_bytes(cid, max_bytes=max_bytes))
+        if not self.stream_reads:
+            return b"".join(self.iter_bytes(cid, max_bytes=max_bytes))
+        root, block, size = self._sized_root(cid, max_bytes)
+        if size == 0:
+            return b""
+        # The bytes object is made once, at its size, and filled in place (as ``get_buffer``
+        # fills its buffer): io.BufferedReader.read(n) reads into the bytes it returns.
+        raw = _FillOnce(size, lambda view: self._read_into(root, block, view))
+        data = io.BufferedReader(raw, buffer_size=1).read(size)
+        if not raw.whole:  # another io implementation: read into a buffer, then copy
+            return bytes(self.get_buffer(cid, max_bytes=max_bytes))
+        return data
 
-    def get_buffer(self, cid: str, *, max_bytes: int | None = None) -> memoryview:
-        """``get`` into one new writable buffer (a memoryview of it), each leaf read straight
-        into its place and verified there: the memory it takes is the content's size (``get``
-        joins its pieces, so it holds the content twice for a moment). Limits as ``get``."""
+    def _sized_root(self, cid: str, max_bytes: int | None) -> tuple[CID, bytes, int]:
+        """The root's CID, its (verified) block and the content size it declares, within
+        the limit (``max_bytes``, else the store's)."""
         limit = self.max_bytes if max_bytes is None else max_bytes
         root = CID.parse(cid)
         block = self.block(root)
         size = read_root(root, block).size
         if limit is not None and size > limit:
             raise ArtifactTooLarge(str(root), size, limit)
+        return root, block, size
+
+    def _read_into(self, root: CID, root_block: bytes, out: memoryview) -> None:
+        """Fill ``out`` (the content's size) with the verified content of ``root``.
+
+        The leaves come from one ``cat`` stream, received straight into ``out`` on a thread
+        of its own (_CatReceiver) while this one hashes each leaf in place as soon as it has
+        arrived: receiving and hashing each wait with the GIL released, so they overlap. The
+        interior nodes come by ``block/get``; a leaf not in the canonical form, or a stream
+        that breaks, is read as a block and copied into place. ``out`` is never written
+        once this returns or raises.
+        """
+        data, children = node_of(root, root_block)
+        if not children:
+            if len(data) != len(out):
+                raise IntegrityError(
+                    f"{root} holds {len(data)} bytes; its root declares {len(out)}"
+                )
+            out[:] = data
+            return
+        with _CatReceiver(self, root, out) as stream:
+            produced = 0
+
+            def place(piece: Bytes) -> None:
+                nonlocal produced
+                end = produced + len(piece)
+                if end > len(out):
+                    raise IntegrityError(f"{root} yields more bytes than its root declares")
+                stream.wait_past(end)  # the stream writes there no more
+                out[produced:end] = piece
+                produced = end
+
+            place(data)
+            stack = [iter(children)]
+            while stack:
+                link, size = next(stack[-1], (None, None))
+                if link is None:
+                    stack.pop()
+                    continue
+                if size is not None and size <= MAX_BLOCK_SIZE and maybe_leaf(link, size):
+                    end = produced + size
+                    if end > len(out):
+                        raise IntegrityError(f"{root} yields more bytes than its root declares")
+                    if stream.wait_past(end) and is_leaf_content(link.cid, out[produced:end]):
+                        produced = end
+                        continue
+                data, grandchildren = node_of(link.cid, self.block(link.cid))
+                place(data)
+                stack.append(iter(grandchildren))
+        if produced != len(out):
+            raise IntegrityError(
+                f"{root} yielded {produced} bytes but its root declares {len(out)}",
+                hint="the DAG is inconsistent; re-add the artefact from a good copy",
+            )
+
+    def get_buffer(self, cid: str, *, max_bytes: int | None = None) -> memoryview:
+        """``get`` into one new writable buffer (a memoryview of it), each leaf read straight
+        into its place and verified there: the memory it takes is the content's size (as
+        ``get``'s, which fills its bytes the same way; without ``stream_reads`` it joins
+        pieces, holding the content twice for a moment). Limits as ``get``."""
+        root, block, size = self._sized_root(cid, max_bytes)
         # Anonymous memory: its pages are zero until written, with no pass to clear them (a
-        # bytearray is cleared first: a third of a 400 MB read's time here).
-        out: mmap.mmap | bytearray = mmap.mmap(-1, size) if size else bytearray()
+        # bytearray is cleared first: a third of a 400 MB read's time here); private, as
+        # shared memory's pages cost a third more to fault in and to free.
+        out: mmap.mmap | bytearray = mmap.mmap(-1, size, mmap.MAP_PRIVATE) if size else bytearray()
         view = memoryview(out)
-        if self.stream_reads:  # leaves are read into their place: only the rest is copied
-            pieces = self._iter_streamed(root, block, view)
-        else:
-            pieces = self._iter_file(root, block)
+        if self.stream_reads and size:  # leaves are read into their place, hashed there
+            self._read_into(root, block, view)
+            return view
+        pieces = self._iter_file(root, block)
         pos = 0
         for piece in pieces:
             if not (isinstance(piece, memoryview) and piece.obj is out):
@@ -620,6 +694,116 @@ class _CatStream:
             self._broken = True
             self._close()
             return None
+
+
+class _FillOnce(io.RawIOBase):
+    """A raw stream of ``size`` bytes whose one read has ``fill`` write them into the
+    caller's buffer: io.BufferedReader(raw, buffer_size=1).read(size) then hands that buffer
+    over as the bytes it returns, filled in place, without a copy."""
+
+    def __init__(self, size: int, fill: Callable[[memoryview], None]):
+        self._size = size
+        self._fill = fill
+        self.whole = False  # whether the buffer filled was the whole result
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.whole:
+            return 0
+        with memoryview(buffer) as view, view.cast("B") as out:
+            if len(out) != self._size:
+                return 0  # not the whole result at once: the caller reads otherwise
+            self._fill(out)
+        self.whole = True
+        return self._size
+
+
+class _CatReceiver:
+    """A file's content received from one ``cat`` stream into ``out``, in order, on a thread
+    of its own; ``wait_past(end)`` waits until the bytes before ``end`` have arrived.
+
+    The stream is opened at once and read to ``len(out)`` bytes; if it is refused, breaks or
+    ends early, the thread stops writing and ``wait_past`` answers False from there on (the
+    reader then takes blocks instead). Leaving the context stops and joins the thread, so
+    that ``out`` is never written after it.
+    """
+
+    PIECE = 1 << 20  # received at a time; the reader is told after each
+
+    def __init__(self, store: KuboStore, root: CID, out: memoryview):
+        self._store = store
+        self._root = root
+        self._out = out
+        self._filled = 0
+        self._ended = False  # the thread writes no more (done, broken or stopped)
+        self._stopping = False
+        self._cond = threading.Condition()
+        self._conn: http.client.HTTPConnection | None = None
+        self._sock: Any = None
+        self._thread = threading.Thread(target=self._run, name="dfml-cat", daemon=True)
+
+    def __enter__(self) -> _CatReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._stopping = True
+            sock = self._sock
+        if sock is not None and not self._ended:
+            try:  # ends a receive in progress
+                sock.shutdown(2)
+            except OSError:
+                pass
+        self._thread.join()
+        if self._conn is not None:
+            self._conn.close()
+
+    def wait_past(self, end: int) -> bool:
+        """Wait until the bytes of ``out`` before ``end`` have arrived (True), or the stream
+        has ended short of them (False); either way the thread writes there no more."""
+        with self._cond:
+            while self._filled < end and not self._ended:
+                self._cond.wait()
+            return self._filled >= end
+
+    def _run(self) -> None:
+        try:
+            response = self._open()
+            out, total = self._out, len(self._out)
+            while self._filled < total and not self._stopping:
+                n = response.readinto(out[self._filled : min(total, self._filled + self.PIECE)])
+                if not n:
+                    break
+                with self._cond:
+                    self._filled += n
+                    self._cond.notify_all()
+        except Exception:  # noqa: BLE001 - refused, cut off, truncated: blocks instead
+            pass
+        finally:
+            with self._cond:
+                self._ended = True
+                self._cond.notify_all()
+
+    def _open(self) -> http.client.HTTPResponse:
+        store = self._store
+        url = urlsplit(store.url)
+        kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+        conn = kind(url.hostname or "127.0.0.1", url.port, timeout=store.timeout + 5.0)
+        self._conn = conn
+        conn.connect()
+        with self._cond:
+            if self._stopping:
+                raise EOFError
+            self._sock = conn.sock
+        query = urlencode({"arg": str(self._root), "timeout": f"{store.timeout:g}s"})
+        conn.request("POST", f"{url.path.rstrip('/')}/api/v0/cat?{query}", None, store._headers)
+        response = conn.getresponse()
+        if response.status != 200:
+            raise StorageError(f"cat {self._root}: {response.status}")
+        return response
 
 
 class _Prefetcher:
