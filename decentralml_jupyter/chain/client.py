@@ -101,6 +101,24 @@ def _event_dict(record) -> dict:
     }
 
 
+def _fee(events: Sequence[dict]) -> int:
+    """An extrinsic's fee from its events, as substrate-interface reads it: the
+    TransactionFeePaid event's ``actual_fee``, else what Treasury and Balances deposits took."""
+
+    def attr(e: dict, name: str) -> int:
+        a = e["attributes"]
+        return int(a.get(name, 0)) if isinstance(a, dict) else 0
+
+    for e in events:
+        if (e["module"], e["event"]) == ("TransactionPayment", "TransactionFeePaid"):
+            return attr(e, "actual_fee")
+    return sum(
+        attr(e, "value") if e["module"] == "Treasury" else attr(e, "amount")
+        for e in events
+        if (e["module"], e["event"]) in {("Treasury", "Deposit"), ("Balances", "Deposit")}
+    )
+
+
 def _rejection_reason(exc: SubstrateRequestException) -> str:
     info = exc.args[0] if exc.args else str(exc)
     if isinstance(info, dict):
@@ -132,6 +150,7 @@ _REJECTION_HINTS = {
 # at once ("Decoder class for Compact<u32> not found"), so every Chain in a process shares one
 # lock: a notebook's dashboard thread and its magics can then use the chain side by side.
 _PROCESS_LOCK = threading.RLock()
+RUNTIME_RECHECK_S = 10.0  # composing calls: how long the head's runtime is taken as known
 
 
 class _MetadataCache:
@@ -233,6 +252,8 @@ class Chain:
         # (module, storage, address) -> its storage key (see _read_many)
         self._storage_keys: dict[tuple[str, str, str], Any] = {}
         self._decoded_events: dict[tuple[int, str], list[dict]] = {}  # (spec, raw) -> events
+        self._runtime_checked = time.monotonic()  # init_runtime() just ran
+        self._has: dict[tuple[int, str, str], bool] = {}  # (spec, module, call) -> exists
 
     def token(self) -> dict:
         """The chain's token and address format: ``{"symbol", "decimals", "ss58_format"}``."""
@@ -564,7 +585,19 @@ class Chain:
             function = "transfer"  # its name before the rename (older runtimes)
         with self._lock:
             try:
-                return self.substrate.compose_call(module, function, params or {})
+                # substrate-interface's compose_call asks the chain for its head's runtime
+                # (three requests) before every call: a host composing a thousand proxied
+                # updates waited seconds on a busy dev chain for answers that do not change.
+                # The runtime is checked at most every RUNTIME_RECHECK_S seconds instead.
+                self._current_runtime()
+                sub = self.substrate
+                composed = sub.runtime_config.create_scale_object(
+                    type_string="Call", metadata=sub.metadata
+                )
+                composed.encode(
+                    {"call_module": module, "call_function": function, "call_args": params or {}}
+                )
+                return composed
             except ValueError as exc:
                 raise UsageError(
                     f"cannot compose {module}.{function}: {exc}",
@@ -581,6 +614,15 @@ class Chain:
                     f"bad parameters for {module}.{function}: {exc}",
                     hint="check the parameter names and types in the chain's metadata",
                 ) from None
+
+    def _current_runtime(self) -> None:
+        """The head's runtime (metadata and types) for composing calls, asked of the chain
+        when not asked for ``RUNTIME_RECHECK_S`` seconds (a runtime upgrade is then seen
+        within that long; signing asks the chain every time)."""
+        now = time.monotonic()
+        if now - self._runtime_checked >= RUNTIME_RECHECK_S or self.substrate.metadata is None:
+            self.substrate.init_runtime()
+            self._runtime_checked = now
 
     def transfer_call(self, dest: str, amount: int, keep_alive: bool = True):
         if not isinstance(amount, int) or amount <= 0:
@@ -677,6 +719,47 @@ class Chain:
         return receipt
 
     def _receipt(self, raw: ExtrinsicReceipt) -> Receipt:
+        """The receipt of an included extrinsic: its index found by hashing the block's
+        extrinsics as they are (none decoded), its events decoded once with the block's and
+        kept for the indexer, which reads the same block next (substrate-interface decodes
+        every extrinsic and event of the block, then the indexer did it again: seconds for a
+        block of a thousand proxied updates). A failed one is read the long way, for its
+        error's text."""
+        from hashlib import blake2b
+
+        from scalecodec.base import ScaleBytes
+        from substrateinterface.utils.hasher import xxh128
+
+        key = "0x" + (xxh128(b"System") + xxh128(b"Events")).hex()
+        block, raw_events = self._rpc_many(
+            [("chain_getBlock", [raw.block_hash]), ("state_getStorage", [key, raw.block_hash])]
+        )
+        wanted = (raw.extrinsic_hash or "").removeprefix("0x")
+        index = next(
+            (
+                i
+                for i, data in enumerate(block["block"]["extrinsics"])
+                if blake2b(bytes.fromhex(data[2:]), digest_size=32).hexdigest() == wanted
+            ),
+            None,
+        )
+        if index is not None:
+            spec = self.substrate.runtime_version
+            events = tuple(
+                e
+                for e in self._decode_events(spec, raw_events, ScaleBytes)
+                if e["extrinsic_index"] == index
+            )
+            if any(e["module"] == "System" and e["event"] == "ExtrinsicSuccess" for e in events):
+                return Receipt(
+                    block_hash=raw.block_hash,
+                    block_number=int(block["block"]["header"]["number"], 16),
+                    extrinsic_index=index,
+                    success=True,
+                    error=None,
+                    fee=_fee(events),
+                    events=events,
+                )
         block_number = self.substrate.get_block_number(raw.block_hash)
         events = tuple(_event_dict(e) for e in raw.triggered_events)
         error = None
@@ -781,10 +864,15 @@ class Chain:
 
     def _has_call(self, module: str, function: str) -> bool:
         with self._lock:
-            try:
-                return self.substrate.get_metadata_call_function(module, function) is not None
-            except Exception:  # noqa: BLE001 - unknown pallets raise, by version, in several ways
-                return False
+            key = (self.substrate.runtime_version, module, function)
+            found = self._has.get(key)
+            if found is None:  # a metadata scan: asked once per runtime
+                try:
+                    found = self.substrate.get_metadata_call_function(module, function) is not None
+                except Exception:  # noqa: BLE001 - unknown pallets raise, by version, in many ways
+                    found = False
+                self._has[key] = found
+            return found
 
     def _has_param(self, module: str, function: str, param: str) -> bool:
         with self._lock:
