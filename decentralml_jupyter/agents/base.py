@@ -51,7 +51,8 @@ class Agent:
         if from_block is None:
             from_block = config.default_from_block()
         self.proto = ProtocolClient(
-            self.chain, Indexer(self.chain, index_db, from_block=from_block)
+            self.chain,
+            Indexer(self.chain, index_db, from_block=from_block, save_every=INDEX_SAVE_EVERY),
         )
         self.store = KuboStore(storage, timeout=30.0)
         self.key = self.chain.keypair(key)
@@ -153,6 +154,10 @@ class Agent:
         self.proto.close()
 
 
+# seconds between an agent's index snapshots (and at its stop): a restart replays at most
+# that long of blocks, where saving the whole state on every block cost every agent a
+# growing share of each block's time
+INDEX_SAVE_EVERY = 10.0
 MAX_SPEC_BYTES = 16 << 20  # a model's architecture (Keras JSON)
 WEIGHTS_SLACK = 64 << 10  # a serialized header's differences between copies of one model
 

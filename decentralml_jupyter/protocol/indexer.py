@@ -228,9 +228,16 @@ class Indexer:
         params: ProtocolParams | None = None,
         *,
         from_block: int | None = None,
+        save_every: float = 0.0,
     ):
         self.chain = chain
         self.params = params
+        # seconds between snapshots of a sync that folded blocks (0: after every such sync).
+        # An agent following the head saves every few seconds, not on every block: a
+        # snapshot is the whole state, which a round of a thousand clients makes large
+        self.save_every = save_every
+        self._saved_at = float("-inf")
+        self._unsaved = False
         self.from_block = first_block(from_block)
         self.path = str(db_path) if db_path else None
         # used by one thread at a time, not always the one that opened it (a Session's
@@ -276,6 +283,8 @@ class Indexer:
         return cls(chain, d / f"{name}{suffix}.sqlite", from_block=first)
 
     def close(self) -> None:
+        if self._unsaved:
+            self._save()
         self.db.close()
 
     def _save(self) -> None:
@@ -284,11 +293,13 @@ class Indexer:
                 "INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?)",
                 (self.block_number, self.block_hash, self.state.to_bytes()),
             )
+        self._saved_at, self._unsaved = time.monotonic(), False
 
     def reset(self) -> None:
         """Forget everything: the next sync replays from the first block."""
         with self.db:
             self.db.execute("DELETE FROM snapshot")
+        self._unsaved = False
         self.state, self.block_hash = State(self.params), None
         self.block_number = self.from_block - 1
 
@@ -346,7 +357,9 @@ class Indexer:
             if not complete:  # the chain has no block n (yet): stop at the last it has
                 break
         if self.block_number >= start:
-            self._save()
+            self._unsaved = True
+            if time.monotonic() - self._saved_at >= self.save_every:
+                self._save()
         return self.state
 
     def _read_chunk(self, start: int, end: int) -> list[tuple[str, list[dict], list | None]]:

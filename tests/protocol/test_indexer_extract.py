@@ -231,3 +231,20 @@ def test_a_block_whose_events_and_body_do_not_fit_is_read_again_alone(tmp_path):
     with pytest.raises(ChainError, match="name extrinsics its body lacks"):
         idx.sync()
     assert idx.block_number == 0  # nothing folded from the chunk
+
+
+def test_an_agents_index_is_saved_every_so_often_and_at_close(tmp_path):
+    """``save_every``: a sync that folds blocks snapshots the state at most that often (an
+    agent's index is the whole state: saving it on every block cost every agent a growing
+    share of each block); closing saves what is unsaved, and a reopened index resumes there."""
+    from decentralml_jupyter.protocol.indexer import Indexer
+
+    chain = _FlakyChain({1: "0xaa", 2: "0xab"}, head=1)
+    idx = Indexer(chain, tmp_path / "i.sqlite", save_every=3600)
+    idx.sync()  # the first fold is saved
+    chain.head = 2
+    idx.sync()  # within the hour: not saved yet
+    assert (idx.block_number, idx.block_hash) == (2, "0xab")
+    assert Indexer(chain, tmp_path / "i.sqlite").block_number == 1
+    idx.close()
+    assert Indexer(chain, tmp_path / "i.sqlite").block_number == 2
