@@ -283,7 +283,12 @@ class Worker(Agent):
         if found is None:
             contract = fl.spec_contract(self.spec(model.architecture_cid))
             try:
-                found = fl.load_data(ident.source, target=ident.target, contract=contract)
+                found = fl.load_data(
+                    ident.source,
+                    target=ident.target,
+                    contract=contract,
+                    min_examples=fl.MIN_TRAIN_EXAMPLES,
+                )
             except DfmlError as err:
                 found = err
             ident.fitted[model.architecture_cid] = found

@@ -69,6 +69,7 @@ _EXPORTS = {
     "Label": "contract",
     "TrainingSetup": "contract",
     "check_data": "contract",
+    "MIN_TRAIN_EXAMPLES": "contract",
     "spec_contract": "models",
     "spec_training": "models",
     "simulate": "simulation",

@@ -21,7 +21,10 @@ import numpy as np
 from decentralml_jupyter.errors import DataMismatch, UsageError
 
 LABEL_KINDS = ("classes", "binary", "multilabel", "regression")
-MIN_EXAMPLES = 2  # fewer cannot make an update worth a round
+MIN_EXAMPLES = 2  # fewer cannot evaluate a model (a validator's held-out data)
+# a worker's data: one example is an update (a cross-device client may hold one, and a
+# thousand clients of a small dataset do; the in-process simulation trains them too)
+MIN_TRAIN_EXAMPLES = 1
 
 
 @dataclass(frozen=True)
@@ -171,14 +174,18 @@ def better(metric: str) -> int:
     return -1 if metric.lower() in LOWER_IS_BETTER else 1
 
 
-def check_data(contract: DataContract, x: np.ndarray, y: np.ndarray) -> None:
-    """Raise DataMismatch if (x, y) does not fit ``contract``: shape, labels, NaN, size."""
+def check_data(
+    contract: DataContract, x: np.ndarray, y: np.ndarray, min_examples: int = MIN_EXAMPLES
+) -> None:
+    """Raise DataMismatch if (x, y) does not fit ``contract``: shape, labels, NaN, size (at
+    least ``min_examples``: `MIN_EXAMPLES` to evaluate, `MIN_TRAIN_EXAMPLES` to train)."""
     n = len(x)
     if len(y) != n:
         raise DataMismatch(f"{n} examples but {len(y)} labels")
-    if n < MIN_EXAMPLES:
+    if n < min_examples:
         raise DataMismatch(
-            f"{n} example(s): at least {MIN_EXAMPLES} are needed to train or evaluate",
+            f"{n} example(s): at least {min_examples} are needed to "
+            + ("train" if min_examples < MIN_EXAMPLES else "train or evaluate"),
             hint="bring more data; nothing was staked or sent",
         )
     if tuple(x.shape[1:]) != contract.input_shape:

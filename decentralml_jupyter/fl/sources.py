@@ -23,16 +23,21 @@ from typing import Any
 import numpy as np
 
 from decentralml_jupyter.errors import DataMismatch, UsageError
-from decentralml_jupyter.fl.contract import DataContract, check_data
+from decentralml_jupyter.fl.contract import MIN_EXAMPLES, DataContract, check_data
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 def load_data(
-    source: Any, target: str | None = None, contract: DataContract | None = None
+    source: Any,
+    target: str | None = None,
+    contract: DataContract | None = None,
+    min_examples: int = MIN_EXAMPLES,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y)`` from ``source`` (see the module's docstring), checked against ``contract``."""
+    """``(x, y)`` from ``source`` (see the module's docstring), checked against ``contract``
+    (with at least ``min_examples``: a worker's training data may hold fewer than held-out
+    data that evaluates a model)."""
     x, y = _load(source, target, contract)
     x = np.asarray(x)
     y = np.asarray(y)
@@ -43,7 +48,7 @@ def load_data(
             "Keras preprocessing layer",
         )
     if contract is not None:
-        check_data(contract, x, y)
+        check_data(contract, x, y, min_examples)
     return x.astype(np.float32), y
 
 

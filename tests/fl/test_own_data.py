@@ -121,6 +121,12 @@ def test_data_that_does_not_fit_is_refused_with_what_to_do(tmp_path):
     assert "dropna" in err.value.hint and err.value.http_status == 422
     with pytest.raises(DataMismatch, match="at least 2"):
         fl.load_data(frame.head(1), target="target", contract=contract)
+    # a worker trains on one example (what it loads with); none is refused
+    one = fl.MIN_TRAIN_EXAMPLES
+    x1, _ = fl.load_data(frame.head(1), target="target", contract=contract, min_examples=one)
+    assert len(x1) == 1
+    with pytest.raises(DataMismatch, match="at least 1 are needed to train"):
+        fl.load_data(frame.head(0), target="target", contract=contract, min_examples=one)
     with pytest.raises(DataMismatch, match="shape \\(3,\\); the model takes \\(10,\\)"):
         fl.load_data((np.zeros((5, 3)), np.zeros(5)), contract=contract)
     classifier = fl.spec_contract(fl.model_to_spec(fl.mlp(3, 3)))
