@@ -9,11 +9,13 @@ before reading the rest.
 
 from __future__ import annotations
 
+import ctypes
 import http.client
 import io
 import json
 import mmap
 import os
+import sys
 import tempfile
 import threading
 import uuid
@@ -423,9 +425,14 @@ class KuboStore:
         root, block, size = self._sized_root(cid, max_bytes)
         if size == 0:
             return b""
+
         # The bytes object is made once, at its size, and filled in place (as ``get_buffer``
         # fills its buffer): io.BufferedReader.read(n) reads into the bytes it returns.
-        raw = _FillOnce(size, lambda view: self._read_into(root, block, view))
+        def fill(view: memoryview) -> None:
+            _advise_huge_pages(view)
+            self._read_into(root, block, view)
+
+        raw = _FillOnce(size, fill)
         data = io.BufferedReader(raw, buffer_size=1).read(size)
         if not raw.whole:  # another io implementation: read into a buffer, then copy
             return bytes(self.get_buffer(cid, max_bytes=max_bytes))
@@ -502,9 +509,14 @@ class KuboStore:
         pieces, holding the content twice for a moment). Limits as ``get``."""
         root, block, size = self._sized_root(cid, max_bytes)
         # Anonymous memory: its pages are zero until written, with no pass to clear them (a
-        # bytearray is cleared first: a third of a 400 MB read's time here); private, as
-        # shared memory's pages cost a third more to fault in and to free.
-        out: mmap.mmap | bytearray = mmap.mmap(-1, size, mmap.MAP_PRIVATE) if size else bytearray()
+        # bytearray is cleared first: a third of a 400 MB read's time here); private, and in
+        # huge pages where the kernel has them: faulting in 4 KiB pages took longer than
+        # hashing them (0.27 s for 400 MB here; 0.04 s in huge pages).
+        out: mmap.mmap | bytearray = bytearray()
+        if size:
+            out = mmap.mmap(-1, size, mmap.MAP_PRIVATE)
+            if hasattr(mmap, "MADV_HUGEPAGE"):
+                out.madvise(mmap.MADV_HUGEPAGE)
         view = memoryview(out)
         if self.stream_reads and size:  # leaves are read into their place, hashed there
             self._read_into(root, block, view)
@@ -694,6 +706,40 @@ class _CatStream:
             self._broken = True
             self._close()
             return None
+
+
+_HUGE_PAGE = 2 << 20
+_MADV_HUGEPAGE = 14  # Linux
+
+
+def _libc_madvise() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+
+
+_madvise = _libc_madvise()
+
+
+def _advise_huge_pages(view: memoryview) -> None:
+    """Ask the kernel to back a large new buffer (not yet touched) with transparent huge
+    pages, as mmap.madvise does for a mapping: its first touch then costs a sixth of what
+    4 KiB pages do. Only advice: nothing happens where the kernel or the buffer says no."""
+    if _madvise is None or len(view) < 4 * _HUGE_PAGE:
+        return
+    try:
+        anchor = ctypes.c_char.from_buffer(view)
+    except (TypeError, ValueError):
+        return
+    addr = ctypes.addressof(anchor)
+    del anchor  # releases the buffer export at once
+    start = -(-addr // _HUGE_PAGE) * _HUGE_PAGE
+    end = (addr + len(view)) // _HUGE_PAGE * _HUGE_PAGE
+    if end > start:
+        _madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), _MADV_HUGEPAGE)
 
 
 class _FillOnce(io.RawIOBase):
