@@ -162,15 +162,42 @@ def start_round(model_id: int, spec: C.RoundSpec) -> bytes:
     return C.encode_call(C.StartRound(model_id, spec))
 
 
-def start_rounds(model_id: int, spec: C.RoundSpec, rounds: int) -> bytes:
+def start_rounds(
+    model_id: int,
+    spec: C.RoundSpec,
+    rounds: int,
+    bounty: int = 0,
+    commitment: str | None = None,
+) -> bytes:
     """By the model's owner: ``rounds`` rounds back to back. Batch with a transfer of
-    ``rounds * spec.reward`` from the signer to the model's pool, unless the reward is 0."""
-    return C.encode_call(C.StartRounds(model_id, spec, rounds))
+    ``rounds * spec.reward`` (plus a prediction market's ``bounty``) from the signer to the
+    model's pool, unless that is 0. A ``commitment`` (``market_commitment(cid, salt)`` of the
+    hidden test set) opens a prediction market with the bounty."""
+    market = None if commitment is None else C.MarketTerms(bounty, commitment)
+    return C.encode_call(C.StartRounds(model_id, spec, rounds, market))
 
 
-def submit_update(round_id: int, cid: str, num_examples: int) -> bytes:
-    """By a selected client of the round, once, before its submit deadline."""
-    return C.encode_call(C.SubmitUpdate(round_id, cid, num_examples))
+def submit_update(round_id: int, cid: str, num_examples: int, deposit: int = 0) -> bytes:
+    """By a selected client of the round, once, before its submit deadline; under the drt
+    policy with the model's ``deposit``, batched with a transfer of it to the model's pool."""
+    return C.encode_call(C.SubmitUpdate(round_id, cid, num_examples, deposit))
+
+
+def reveal_test_set(model_id: int, test_cid: str, salt: str | bytes) -> bytes:
+    """By a prediction market's owner, after its plan's last round: the committed test set."""
+    salt = "0x" + salt.hex() if isinstance(salt, bytes) else salt
+    return C.encode_call(C.RevealTestSet(model_id, test_cid, salt))
+
+
+def attest_market(
+    market_id: int, test_cid: str, scores: Mapping[int, tuple[float, float]]
+) -> bytes:
+    """By a validator of the market's model: ``scores`` maps each rewarded round of the plan
+    to the model's metric of (its base model, the model it produced) on the test set."""
+    rows = tuple(
+        C.RoundScore(rid, ppm(base), ppm(new)) for rid, (base, new) in sorted(scores.items())
+    )
+    return C.encode_call(C.AttestMarket(market_id, test_cid, rows))
 
 
 def contribution_scores(weights: Mapping[str, float]) -> dict[str, int]:

@@ -237,7 +237,7 @@ class PoolInfo(_Json):
     """A model's pool and what it owes. ``held`` is what the protocol counts as received there
     minus settled payouts; it equals ``obligations`` at all times (sum over ``balances``, which
     also lists earlier pools still awaiting their migration payout). ``obligations`` is stakes
-    + unbonding + task_escrow + pending_payouts + round_escrow."""
+    + unbonding + task_escrow + pending_payouts + round_escrow + deposits + bounties."""
 
     model_id: int
     pool: str
@@ -252,6 +252,8 @@ class PoolInfo(_Json):
     held: int
     balances: tuple[tuple[str, int], ...]
     round_escrow: int = 0  # budgets of live rounds and of open StartRound proposals
+    deposits: int = 0  # drt deposits held (awaiting a verdict, or the wait before a refund)
+    bounties: int = 0  # prediction markets' bounties not yet paid or refunded
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,14 @@ from decentralml_jupyter.protocol.calls import (
 )
 from decentralml_jupyter.protocol.state import PARAM_BOUNDS
 
+TEST_CID = "QmTestSet55555555555555555555555555555555555555"
+SALT = "0x" + "ab" * 16
+COMMITMENT = C.market_commitment(TEST_CID, SALT)
 # short locks and votes, so that a few dozen steps see many tallies and payouts
 PARAMS = ProtocolParams(
-    unstake_lock_blocks=2, task_review_blocks=2, quorum_permill=0, min_voting_blocks=1
-)
+    unstake_lock_blocks=2, task_review_blocks=2, quorum_permill=0, min_voting_blocks=1,
+    deposit_wait_blocks=2, reveal_blocks=3,
+)  # fmt: skip
 WHO = tuple(ACCOUNTS.values())
 KINDS = (
     "propose",
@@ -78,6 +82,8 @@ KINDS = (
     "attest",
     "attest",
     "reveal",
+    "market",
+    "market",
 )
 MODES = ("exact", "exact", "exact", "none", "amount", "dest", "asset", "source", "extra")
 LOSSY = ("amount", "dest", "asset")  # from a pool, these would take value out beside a payout
@@ -312,13 +318,17 @@ def step(draw, sim: Sim, ledger: dict[int, int]) -> None:
             mode = "exact" if draw(st.integers(0, 3)) else mode
         spec = random_spec(draw)
         plan = draw(st.sampled_from((1, 1, 2, 3)))  # a single round, or a StartRounds plan
-        budget = spec.reward * plan
+        # a prediction market's bounty (refused on models of other policies, or of 0)
+        bounty = draw(st.sampled_from((0, 0, 0, 40, 40)))
+        budget = spec.reward * plan + bounty
         ts = transfers(draw, mode, who, pool, budget, asset) if budget else ()
-        call = (
-            encoders.start_round(model_id, spec)
-            if plan == 1
-            else encoders.start_rounds(model_id, spec, plan)
-        )
+        if bounty or (plan == 1 and draw(st.booleans())):
+            commitment = draw(st.sampled_from((COMMITMENT, COMMITMENT, "0x" + "00" * 32)))
+            call = encoders.start_rounds(model_id, spec, plan, bounty, commitment)
+        elif plan == 1:
+            call = encoders.start_round(model_id, spec)
+        else:
+            call = encoders.start_rounds(model_id, spec, plan)
         out = go(call, ts, (model_id, budget))
         if out.ok and draw(st.integers(0, 3)):
             drive_round(draw, sim, go, out.entity_id)
@@ -369,6 +379,21 @@ def step(draw, sim: Sim, ledger: dict[int, int]) -> None:
         cut = draw(st.integers(0, len(base)))
         junk = draw(st.binary(max_size=4))
         go(base[:cut] + junk + base[cut + len(junk) :])
+    elif kind == "market":  # reveals (right or wrong, by anyone) and validators' scores
+        mk = draw(st.sampled_from(s.markets() or [None]))
+        target = mk.model_id if mk is not None else model_id
+        if draw(st.booleans()):
+            signer = mk.owner if mk is not None and draw(st.integers(0, 3)) else who
+            salt = SALT if draw(st.integers(0, 3)) else "0x" + "cd" * 16
+            go(encoders.reveal_test_set(target, TEST_CID, salt), signer=signer)
+        elif mk is not None:
+            rounds = [x for x in mk.rounds if s.round(x).rewards]
+            if draw(st.integers(0, 4)) == 0:
+                rounds = rounds[1:] or [mk.rounds[0]]  # not exactly its rewarded rounds
+            vals = s.model(mk.model_id).validators
+            for v in draw(st.lists(st.sampled_from((*vals, who)), max_size=3)):
+                scores = {x: (0.5, draw(st.sampled_from((0.4, 0.6, 0.7)))) for x in rounds}
+                go(encoders.attest_market(mk.market_id, TEST_CID, scores), signer=v)
     elif kind == "start":
         go(encoders.start_training(model_id))
     else:
@@ -380,8 +405,15 @@ def drive_round(draw, sim: Sim, go, rid: int) -> None:
     strangers) attest, mostly one shared verdict so that quorums form, sometimes another."""
     r = sim.state.round(rid)
     if r.status == "open":
+        m = sim.state.model(r.model_id)
+        # drt: the model's deposit (sometimes none, sometimes another), paid as drawn
+        want = m.deposit if m.reward_policy["kind"] == "drt" else 0
         for w in draw(st.lists(st.sampled_from((*r.selected, *WHO)), max_size=5)):
-            go(encoders.submit_update(rid, CID_W, draw(st.integers(0, 500))), signer=w)
+            deposit = want if draw(st.integers(0, 4)) else draw(st.sampled_from((0, 1, 5)))
+            mode = "exact" if draw(st.integers(0, 3)) else draw(st.sampled_from(MODES))
+            ts = transfers(draw, mode, w, m.pool, deposit, m.stake_asset) if deposit else ()
+            call = encoders.submit_update(rid, CID_W, draw(st.integers(0, 500)), deposit)
+            go(call, ts, (r.model_id, deposit), signer=w)
         r = sim.state.round(rid)
     if r.status != "aggregating":
         return
@@ -430,26 +462,29 @@ def seed(sim: Sim, ledger: dict[int, int]) -> None:
         RewardPolicy(),
         RewardPolicy("reputation", 0, 200_000),
         RewardPolicy("equal", 5, 1_000_000),
+        RewardPolicy("drt", 0, 100_000),
+        RewardPolicy("prediction-market", 0, 0),
     )
-    for (vals, byo), policy in zip(
-        ((WHO[3:5], None), (WHO[1:3], None), (WHO[3:5], 7)), policies, strict=True
-    ):
+    pools = ((WHO[3:5], None), (WHO[1:3], None), (WHO[3:5], 7), (WHO[2:4], None), (WHO[1:3], 7))
+    for (vals, byo), policy in zip(pools, policies, strict=True):
+        deposit = 5 if policy.kind == "drt" else 0
         assert sim.call(
             WHO[0],
             encoders.register_model(
-                "m", CID_A, CID_W, stake_asset=byo, validators=vals, reward_policy=policy
+                "m", CID_A, CID_W, stake_asset=byo, validators=vals, reward_policy=policy,
+                deposit=deposit,
             ),
-        ).ok
+        ).ok  # fmt: skip
     for model in sim.state.models():
         for who in WHO[:5]:
             t = Transfer(who, model.pool, 100, model.stake_asset)
             assert sim.call(who, encoders.stake(model.id, 100, model.stake_asset), (t,)).ok
             ledger[model.id] = ledger.get(model.id, 0) + 100
-    for mid in (2, 3):
+    for mid in (2, 3, 4, 5):
         pid = sim.call(WHO[0], encoders.propose(mid, ApproveModel(), 1)).entity_id
         assert sim.call(WHO[0], encoders.vote(pid, True)).ok
     sim.tick(2)
-    for mid in (2, 3):
+    for mid in (2, 3, 4, 5):
         assert sim.call(WHO[0], encoders.start_training(mid)).ok
     sim.tick()
 
@@ -493,7 +528,8 @@ def check_invariants(state: State, ledger: dict[int, int], log: list[tuple] = ()
         else:
             assert r.escrow == 0
         if r.status == "finalized" and r.improved is not False:
-            assert sum(r.rewards.values()) == r.reward + sum(r.slashes.values()), r
+            taken = sum(u.deposit for u in r.updates if u.deposit_status == "taken")
+            assert sum(r.rewards.values()) == r.reward + sum(r.slashes.values()) + taken, r
         if r.improved is False:  # no improvement: nobody paid or slashed, the budget back
             assert r.rewards == {} and r.slashes == {}, r
             refunds = [
@@ -512,6 +548,19 @@ def check_invariants(state: State, ledger: dict[int, int], log: list[tuple] = ()
                 r.ended_block,
                 None,
             ), (r, nxt)
+    for mk in state.markets():  # a settled market paid exactly its bounty, once
+        if mk.status in ("paid", "forfeited", "refunded"):
+            assert sum(mk.paid.values()) == mk.bounty, mk
+            if mk.status != "refunded":
+                assert mk.owner not in mk.paid, mk
+        else:
+            assert mk.paid == {}, mk
+    for r in state.rounds():  # a deposit is held until a verdict, and then goes once
+        for u in r.updates:
+            if r.status in ("open", "aggregating") and u.deposit:
+                assert u.deposit_status == "held", (r, u)
+            elif u.deposit:  # ended: taken, refunded, or owed back after the wait
+                assert u.deposit_status in ("refunded", "taken", "refund_due"), (r, u)
     nexts = [r.next_round_id for r in state.rounds() if r.next_round_id is not None]
     assert len(nexts) == len(set(nexts))  # no round is the next of two
 

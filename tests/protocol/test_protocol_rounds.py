@@ -58,16 +58,19 @@ def training_model(
     policy: RewardPolicy | None = None,
     worker_stake: int = 100,
     metric: str = "accuracy",
+    **fields,
 ) -> int:
-    """A model in training with ``validators`` and ``workers`` staked on it."""
+    """A model in training with ``validators`` and ``workers`` staked on it (``fields``:
+    more of its registration's)."""
     policy = policy or RewardPolicy("proportional", 0, 100_000)
     mid = ok(
         sim,
         "alice",
         encoders.register_model(
-            "digits", CID_A, CID_W, validators=validators, reward_policy=policy, metric=metric
+            "digits", CID_A, CID_W, validators=validators, reward_policy=policy, metric=metric,
+            **fields,
         ),
-    ).entity_id
+    ).entity_id  # fmt: skip
     stake(sim, "alice", mid, 1000)
     pass_proposal(sim, mid, ApproveModel())
     ok(sim, "alice", encoders.start_training(mid))

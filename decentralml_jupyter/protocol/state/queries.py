@@ -295,6 +295,17 @@ class Queries(StateCore):
             r.escrow + r.reserve for r in self._rounds.values() if r.model_id == m.id
         )
         round_escrow += sum(p.escrow for p in self._proposals.values() if p.target == m.id)
+        deposits = sum(
+            u.deposit
+            for u in self._updates.values()
+            if u.deposit_status in ("held", "refund_due")
+            and self._rounds[u.round_id].model_id == m.id
+        )
+        bounties = sum(
+            mk.bounty
+            for mk in self._markets.values()
+            if mk.model_id == m.id and mk.status in ("running", "revealing", "scoring")
+        )
         pending = sum(
             p.amount
             for p in self._payouts.values()
@@ -320,10 +331,12 @@ class Queries(StateCore):
             unbonding=unbonding,
             task_escrow=escrow,
             pending_payouts=pending,
-            obligations=stakes + unbonding + escrow + pending + round_escrow,
+            obligations=stakes + unbonding + escrow + pending + round_escrow + deposits + bounties,
             held=sum(v for _, v in balances),
             balances=balances,
             round_escrow=round_escrow,
+            deposits=deposits,
+            bounties=bounties,
         )
 
     def rounds(
