@@ -171,6 +171,7 @@ def cmd_model_submit(s: Session, args, progress):
         unimproved=args.unimproved,
         label=args.label,
         features=args.feature,
+        deposit=args.deposit,
     )
 
 
@@ -325,7 +326,40 @@ def cmd_round_start(s: Session, args, progress):
         noise_multiplier=args.noise_multiplier,
         reward=args.reward,
         rounds=args.rounds,
+        bounty=args.bounty,
+        test_commitment=args.test_commitment,
     )
+
+
+def cmd_round_commit(s: Session, args, progress):
+    """Commit to a test set; its CID and salt go to a file only its owner can read."""
+    import os
+    from pathlib import Path
+
+    made = s.commit_test_set(args.test_set, args.model)
+    out = Path(args.out)
+    if out.exists():
+        raise UsageError(f"{out} exists", hint="give a new --out: it holds the salt to reveal")
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"cid": made.cid, "salt": made.salt, "commitment": made.commitment,
+                   "test_set": str(Path(made.test_set).resolve())}, f)  # fmt: skip
+    return {**made.to_json(), "saved": str(out)}
+
+
+def cmd_round_reveal(s: Session, args, progress):
+    from pathlib import Path
+
+    cid, salt, test_set = args.test_cid, args.salt, args.test_set
+    if args.commitment_file:
+        saved = json.loads(Path(args.commitment_file).read_text())
+        cid, salt = cid or saved["cid"], salt or saved["salt"]
+        test_set = test_set or saved.get("test_set")
+    return s.reveal_test_set(args.model, test_set=test_set, test_cid=cid, salt=salt)
+
+
+def cmd_round_markets(s: Session, args, progress):
+    return [m.to_json() for m in s.markets(args.model)]
 
 
 def round_json(rnd) -> dict:
@@ -793,6 +827,13 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
         f"(default {C.DEFAULT_SLASH_PPM}: 10%%; 0: none)",
     )
     sub.add_argument(
+        "--deposit",
+        type=int,
+        default=0,
+        help="drt: what every update deposits (stake asset): refunded when accepted, after a "
+        "wait; shared among the round's accepted contributors when rejected",
+    )
+    sub.add_argument(
         "--improvement-tolerance",
         type=float,
         default=0.0,
@@ -851,6 +892,26 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
     )
     rs.add_argument("--clip-norm", type=float, default=None, help="DP: clip updates to this")
     rs.add_argument("--noise-multiplier", type=float, default=None, help="DP: noise scale")
+    rs.add_argument(
+        "--bounty",
+        type=int,
+        default=0,
+        help="prediction market: paid after the plan by each round's gain on your hidden test "
+        "set (with --test-commitment)",
+    )
+    rs.add_argument("--test-commitment", default=None, metavar="HASH", help="from `round commit`")
+    rc = _add(r_sub, "commit", cmd_round_commit, "commit to a hidden test set (a market's)")
+    rc.add_argument("--test-set", required=True, help="an .npz file of arrays x and y")
+    rc.add_argument("--model", type=_model_id, default=None, help="check it fits this model")
+    rc.add_argument("--out", required=True, help="new file for its CID and salt (mode 600)")
+    rr = _add(r_sub, "reveal", cmd_round_reveal, "reveal a market's test set after its plan")
+    rr.add_argument("model", type=_model_id)
+    rr.add_argument("--commitment-file", default=None, help="what `round commit --out` wrote")
+    rr.add_argument("--test-cid", default=None)
+    rr.add_argument("--salt", default=None, metavar="HEX")
+    rr.add_argument("--test-set", default=None, help="the file, uploaded for the validators")
+    rm = _add(r_sub, "markets", cmd_round_markets, "prediction markets: bounty, status, paid")
+    rm.add_argument("--model", type=_model_id, default=None)
     rst = _add(r_sub, "status", cmd_round_status, "a round's progress and results")
     rst.add_argument("id", type=_model_id)
     rw = _add(r_sub, "watch", cmd_round_watch, "follow a round until it ends")

@@ -102,17 +102,37 @@ class ResultSubmitted(_Result):
 
 @dataclass(frozen=True)
 class RoundsStarted(_Result):
-    """A round started (``rounds`` 1), or the first of a plan of ``rounds`` back to back."""
+    """A round started (``rounds`` 1), or the first of a plan of ``rounds`` back to back;
+    with a bounty, the prediction market it opened."""
 
     round_id: int
     rounds: int
     receipt: Receipt
+    market_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {"round_id": self.round_id, "receipt": self.receipt.to_json()}
         if self.rounds > 1:
             out["rounds"] = self.rounds
+        if self.market_id is not None:
+            out["market_id"] = self.market_id
         return out
+
+
+@dataclass(frozen=True)
+class MarketCommitment(_Result):
+    """A commitment to a hidden test set (``Session.commit_test_set``): its CID (computed
+    locally: nothing uploaded), a random salt and ``commitment``, what ``round start
+    --bounty`` publishes. Keep the salt and the file until the reveal; ``to_json`` leaves the
+    CID and the salt out (what is printed is public)."""
+
+    cid: str
+    salt: str
+    commitment: str
+    test_set: str  # the file's path
+
+    def to_json(self) -> dict[str, Any]:
+        return {"commitment": self.commitment, "test_set": self.test_set}
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from .receipts import (
     CallSent,
     Done,
     Fetched,
+    MarketCommitment,
     ModelStarted,
     ModelSubmitted,
     PayoutApproved,
@@ -477,6 +478,7 @@ class Session:
         unimproved: str = "adopt",
         label: str | None = None,
         features: Sequence[str] = (),
+        deposit: int = 0,
     ) -> ModelSubmitted:
         """Register ``model`` (a Keras model, or the path of a saved ``.keras`` file): its
         architecture, data contract and training setup, and its initial weights go to
@@ -490,9 +492,20 @@ class Session:
         pays its contributors only if its model is no worse on the model's ``metric`` than
         the one it started from by more than ``improvement_tolerance`` (in the metric's
         unit); otherwise its budget goes back and ``unimproved`` says whether its model is
-        adopted (``adopt``) or not (``reject``)."""
+        adopted (``adopt``) or not (``reject``). Under ``reward_policy="drt"`` every update
+        carries ``deposit`` (in the stake asset): refunded when the update is accepted, after
+        a wait, and shared among the round's accepted contributors when it is rejected."""
         from .fl.strategies import check_params
         from .protocol import RewardPolicy
+
+        if reward_policy == "drt" and deposit <= 0:
+            raise UsageError(
+                "the drt policy needs a deposit", hint="give --deposit AMOUNT (above 0)"
+            )
+        if deposit and reward_policy != "drt":
+            raise UsageError(
+                f"a deposit is only taken under --reward-policy drt, not {reward_policy}"
+            )
 
         params = check_params(strategy, strategy_params or {})  # a clear error, and no fee
         from .protocol import calls as C
@@ -528,6 +541,7 @@ class Session:
                 stake_asset=stake_asset,
                 validators=chosen,
                 reward_policy=RewardPolicy(reward_policy, round_reward, slash_permill),
+                deposit=deposit,
             )
             model_id = sub.created_id("model")
             # the index as of the receipt's block (folded again if it was reset meanwhile: a
@@ -807,16 +821,29 @@ class Session:
         noise_multiplier: float | None = None,
         reward: int = 0,
         rounds: int = 1,
+        bounty: int = 0,
+        test_commitment: str | MarketCommitment | None = None,
     ) -> RoundsStarted:
         """Start a round of a training model, or a plan of ``rounds`` back to back (each
         opens in the block that ends the one before; the budget is ``reward`` per round).
         ``lr`` None: workers train with the model's own optimizer and rate (plain SGD at
-        0.05 for a model registered uncompiled)."""
+        0.05 for a model registered uncompiled). A prediction-market model's plan may carry
+        a ``bounty`` and the ``test_commitment`` of a hidden test set (``commit_test_set``):
+        after the last round, ``reveal_test_set``, and the validators pay the bounty by each
+        round's gain on it."""
         from .protocol import encoders
         from .protocol.calls import MAX_PLAN
 
         if not 1 <= rounds <= MAX_PLAN:
             raise UsageError(f"--rounds must be 1..{MAX_PLAN}, got {rounds}")
+        if isinstance(test_commitment, MarketCommitment):
+            test_commitment = test_commitment.commitment
+        if (bounty > 0) != (test_commitment is not None):
+            raise UsageError(
+                "a prediction market needs both a bounty and a test-set commitment",
+                hint="commit first (dfml round commit --test-set FILE), then give --bounty "
+                "AMOUNT --test-commitment HASH",
+            )
         spec = encoders.round_spec(
             clients,
             min_clients,
@@ -831,10 +858,85 @@ class Session:
         )
 
         def send() -> RoundsStarted:
-            sub = self.protocol.start_rounds(self._key, model_id, spec, rounds)
-            return RoundsStarted(sub.created_id("round"), rounds, sub.receipt)
+            sub = self.protocol.start_rounds(
+                self._key, model_id, spec, rounds, bounty, test_commitment
+            )
+            rid = sub.created_id("round")
+            market = None
+            if test_commitment is not None:
+                rnd = self.protocol.indexer.wait_for(sub.receipt.block_number).round(rid)
+                market = None if rnd is None else rnd.market_id
+            return RoundsStarted(rid, rounds, sub.receipt, market)
 
         return self._write(send)
+
+    def commit_test_set(self, path: str | Path, model_id: int | None = None) -> MarketCommitment:
+        """Commit to a hidden test set for a prediction market: an ``.npz`` file of ``x`` and
+        ``y`` (checked against the model's data contract with ``model_id``). Its CID is
+        computed here and a random salt drawn: nothing is uploaded or sent. Give the result
+        (or its ``commitment``) to ``start_rounds(bounty=...)``; keep it for the reveal."""
+        import secrets
+
+        from . import fl
+        from .agents.validator import MAX_TEST_SET_BYTES
+        from .protocol.calls import market_commitment
+        from .storage.unixfs import compute_cid
+
+        path = Path(path)
+        if path.suffix != ".npz":
+            raise UsageError(
+                f"{path}: a test set is an .npz file of arrays x and y",
+                hint="np.savez(path, x=x_test, y=y_test)",
+            )
+        if path.is_file() and path.stat().st_size > MAX_TEST_SET_BYTES:
+            raise UsageError(
+                f"{path} is larger than validators read ({MAX_TEST_SET_BYTES >> 20} MiB)",
+                hint="commit to a smaller sample of your test data",
+            )
+        contract = None
+        if model_id is not None:
+            contract = fl.spec_contract(self.spec(self.model(model_id).architecture_cid))
+        fl.load_data(path, None, contract)  # a clear error now, not a forfeit later
+        cid = compute_cid(path.read_bytes())
+        salt = "0x" + secrets.token_hex(16)
+        return MarketCommitment(cid, salt, market_commitment(cid, salt), str(path))
+
+    def reveal_test_set(
+        self,
+        model_id: int,
+        commitment: MarketCommitment | None = None,
+        *,
+        test_set: str | Path | None = None,
+        test_cid: str | None = None,
+        salt: str | None = None,
+    ) -> Done:
+        """Reveal the test set of the model's prediction market, after its plan's last
+        round: the file goes to storage (validators read it there) and its CID and salt to
+        the chain, which checks them against the commitment."""
+        if commitment is not None:
+            test_set = test_set or commitment.test_set
+            test_cid, salt = test_cid or commitment.cid, salt or commitment.salt
+        if test_cid is None or salt is None:
+            raise UsageError(
+                "the reveal needs the test set's CID and the salt",
+                hint="give the commitment commit_test_set returned (--commitment-file), or "
+                "--test-cid and --salt",
+            )
+        if test_set is not None:
+            stored = self.store.put_file(test_set).cid
+            if stored != test_cid:
+                raise UsageError(
+                    f"{test_set} is stored as {stored}, not the committed {test_cid}",
+                    hint="reveal the very file you committed to",
+                )
+        cid, hex_salt = test_cid, salt
+        return self._write(
+            lambda: Done(self.protocol.reveal_test_set(self._key, model_id, cid, hex_salt).receipt)
+        )
+
+    def markets(self, model_id: int | None = None) -> list:
+        """Prediction markets (of one model, or all): bounty, rounds, status, gains, paid."""
+        return self._read(lambda: self._synced().markets(model_id))
 
     def round(self, round_id: int) -> RoundInfo:
         """One round; NotFound if there is none with that id."""

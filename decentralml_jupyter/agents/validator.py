@@ -65,6 +65,8 @@ BACKUP_GRACE = 10.0  # seconds a backup validator leaves a duty to its primaries
 # The most examples one update may claim when the validator judges on its own data (with a
 # bundled dataset: its training split's size)
 DEFAULT_MAX_EXAMPLES = 10_000_000
+# the largest revealed test set a validator reads (a prediction market's; an .npz of x and y)
+MAX_TEST_SET_BYTES = 256 << 20
 
 
 def primaries(validators, salt: int) -> list[str]:
@@ -136,6 +138,7 @@ class Validator(Agent):
             self.max_examples = max_examples or DEFAULT_MAX_EXAMPLES
         self._held_out: dict[str, object] = {}  # architecture (spec hash) -> (x, y) or error
         self.attested: set[int] = set()
+        self.scored: set[int] = set()  # markets this identity scored, or cannot score
         # round id -> this process's Verdict on it (None: it abstains), shared by its members
         self._verdicts: dict[int, Verdict | None] = {}
         self.members: list[Validator] = [self]
@@ -156,6 +159,7 @@ class Validator(Agent):
         member.key = self.chain.keypair(uri)
         member.address = member.key.ss58_address
         member.attested = set()
+        member.scored = set()
         member._waiting, member._prepared, member._approved = {}, {}, {}
         member.members = [member]
         return member
@@ -200,6 +204,8 @@ class Validator(Agent):
                 attested = True
         if attested:
             state = self.proto.state()  # approvals may have ridden with the attestations
+        if self.score_markets(state):
+            state = self.proto.state()
         self.approve_payouts(state)
         self._forget_done_duties(state)
         mine = [
@@ -208,6 +214,76 @@ class Validator(Agent):
             if m.status in LIVE_MODEL and self.address in m.validators and m.global_cid
         ]
         self.warm_up(mine, self._evaluate_global)
+
+    def score_markets(self, state: State) -> bool:
+        """Score the prediction markets of this validator's models whose test set was
+        revealed: each rewarded round's base model and new model on the test set, in one
+        market attestation. A test set that cannot be read or does not fit the model is not
+        scored (if no quorum scores it in time, the bounty goes to the contributors)."""
+        sent = False
+        for mk in state.markets():
+            if mk.status != "scoring" or mk.market_id in self.scored:
+                continue
+            model = state.model(mk.model_id)
+            if self.address not in model.validators or self.address in mk.scored_by:
+                self.scored.add(mk.market_id)
+                continue
+            if not self.due(("market", mk.market_id), model.validators):
+                continue
+            try:
+                scores = self.market_scores(state, mk, model)
+            except (DfmlError, ValueError) as err:
+                self.scored.add(mk.market_id)
+                self.log.warning("market %d: cannot score its test set: %s", mk.market_id, err)
+                continue
+            call = encoders.attest_market(mk.market_id, mk.test_cid, scores)
+            try:
+                self.proto.submit(self.key, call)
+            except ProtocolRejected as err:
+                self.log.info("market %d: scores refused: %s", mk.market_id, err)
+            else:
+                self.log.info(
+                    "market %d: scored %d round(s) on test set %s: %s",
+                    mk.market_id,
+                    len(scores),
+                    mk.test_cid,
+                    ", ".join(f"{r}: {b:.4f} -> {n:.4f}" for r, (b, n) in scores.items()),
+                )
+                sent = True
+            self.scored.add(mk.market_id)
+        return sent
+
+    def market_scores(self, state: State, mk, model) -> dict[int, tuple[float, float]]:
+        """The model's metric of each rewarded round's base model and new model on the
+        market's revealed test set (a negative metric counts as 0)."""
+        import tempfile
+        from pathlib import Path
+
+        from .. import fl
+
+        spec = self.spec(model.architecture_cid)
+        raw = self.store.get(mk.test_cid, max_bytes=MAX_TEST_SET_BYTES)
+        with tempfile.TemporaryDirectory(prefix="dfml-test-set-") as tmp:
+            path = Path(tmp) / "test.npz"
+            path.write_bytes(raw)
+            x, y = fl.load_data(path, None, fl.spec_contract(spec))
+        limit = self.weights_limit(model)
+
+        def metric(cid: str) -> float:
+            weights = fl.weights_from_bytes(self.store.get(cid, max_bytes=limit))
+            found = fl.evaluate(spec, weights, x, y, model.metric)
+            value = float(found.get(model.metric, found["loss"]))
+            if not np.isfinite(value):
+                raise FlError(f"the model's {model.metric} on the test set is {value}")
+            return max(value, 0.0)
+
+        scores = {}
+        for rid in mk.rounds:
+            rnd = state.round(rid)
+            if rnd is None or not rnd.rewards:
+                continue  # only rounds that rewarded anyone are scored
+            scores[rid] = (metric(rnd.base_cid), metric(rnd.aggregate_cid))
+        return scores
 
     def _evaluate_global(self, model) -> None:
         from .. import fl
@@ -224,9 +300,11 @@ class Validator(Agent):
         longer pending (else the map grows by a few entries every round)."""
         live_rounds = {r.round_id for r in state.rounds(status=("open", "aggregating"))}
         pending = {p.id for p in state.pending_payouts()}
+        scoring = {mk.market_id for mk in state.markets() if mk.status == "scoring"}
+        live = {"round": live_rounds, "market": scoring}
         for duty in list(self._waiting):
             kind, ident = duty
-            if ident not in (live_rounds if kind == "round" else pending):
+            if ident not in live.get(kind, pending):
                 del self._waiting[duty]
         for ids in list(self._prepared):
             if not pending.issuperset(ids):

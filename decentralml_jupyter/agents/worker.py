@@ -453,7 +453,12 @@ class Worker(Agent):
             metrics.get("train_accuracy", float("nan")),
             cid,
         )
-        return self.chain.remark_call(encoders.submit_update(rnd.round_id, cid, n))
+        deposit = model.deposit if model.reward_policy["kind"] == "drt" else 0
+        remark = encoders.submit_update(rnd.round_id, cid, n, deposit)
+        if deposit:  # drt: the deposit travels with the update in one batch_all (both or none)
+            self.log.info("%s round %d: depositing %d", ident.address, rnd.round_id, deposit)
+            return self.proto.compose(remark, [(model.pool, deposit, model.stake_asset)])
+        return self.chain.remark_call(remark)
 
     def base_weights(self, cid: str, max_bytes: int | None = None):
         """The round's global weights, fetched once for every identity of this host."""

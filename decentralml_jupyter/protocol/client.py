@@ -246,17 +246,43 @@ class ProtocolClient:
         """Start a round; its reward budget moves into the model's pool in the same batch."""
         return self.send(key, C.StartRound(model_id, spec))
 
-    def start_rounds(self, key, model_id: int, spec, rounds: int) -> Submitted:
+    def start_rounds(
+        self,
+        key,
+        model_id: int,
+        spec,
+        rounds: int,
+        bounty: int = 0,
+        commitment: str | None = None,
+    ) -> Submitted:
         """Schedule ``rounds`` rounds run back to back (each opens in the block that ends the
-        one before); their whole reward budget moves into the pool in the same batch. One
-        round is sent as a plain ``start_round``."""
+        one before); their whole reward budget (and a prediction market's ``bounty``, with
+        its test-set ``commitment``) moves into the pool in the same batch. One round without
+        a market is sent as a plain ``start_round``."""
+        if commitment is not None:
+            market = C.MarketTerms(bounty, commitment)
+            return self.send(key, C.StartRounds(model_id, spec, rounds, market))
         one = rounds == 1
         return self.send(
             key, C.StartRound(model_id, spec) if one else C.StartRounds(model_id, spec, rounds)
         )
 
     def submit_update(self, key, round_id: int, cid: str, num_examples: int) -> Submitted:
-        return self.send(key, C.SubmitUpdate(round_id, cid, num_examples))
+        """Submit an update; under the drt policy with the model's deposit, moved into its
+        pool in the same batch (refunded after the wait if accepted, taken if rejected)."""
+        state = self.state()
+        rnd = state.round(round_id)
+        model = None if rnd is None else state.model(rnd.model_id)
+        deposit = model.deposit if model and model.reward_policy["kind"] == "drt" else 0
+        call = C.SubmitUpdate(round_id, cid, num_examples, deposit)
+        if not deposit:
+            return self.send(key, call)
+        assert model is not None
+        return self.submit(key, encode_call(call), [(model.pool, deposit, model.stake_asset)])
+
+    def reveal_test_set(self, key, model_id: int, test_cid: str, salt: str) -> Submitted:
+        """Reveal a prediction market's test set (after its plan's last round)."""
+        return self.send(key, C.RevealTestSet(model_id, test_cid, salt))
 
     # -- payouts ----------------------------------------------------------------------------
 
