@@ -129,7 +129,9 @@ def dev_network(
         # the quorum is a share of the stake (ProtocolParams.quorum_permill): every worker
         # staked the same, so that share of them vote
         voters = n * ProtocolParams().quorum_permill // 1_000_000 + 1
-        deadline = 30 + 5 * voters
+        # room for every vote (each a block at worst, beside the clock's one a second); once
+        # they are in, the chain is advanced only to the deadline's block
+        deadline = 60 + 3 * voters
         pid = dfml("propose", mid, "ApproveModel", "--deadline", str(deadline))["proposal_id"]
         with ThreadPoolExecutor(max_workers=8) as pool:  # voters need not wait for each other
             list(
@@ -137,7 +139,8 @@ def dev_network(
                     lambda j: dfml("vote", str(pid), "aye", key=f"//Dev{4 + j}"), range(voters)
                 )
             )
-        dfml("chain", "advance", str(deadline + 1))
+        closes = next(p["deadline"] for p in dfml("proposals") if p["id"] == pid)
+        dfml("chain", "advance", str(max(1, closes + 1 - dfml("chain", "status")["block"])))
         wait_until(lambda: dfml("model", "show", mid)["status"] == "approved")
         dfml("model", "start", mid)
         times, accs, blocks = [], [], []

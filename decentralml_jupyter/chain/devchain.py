@@ -35,6 +35,7 @@ DEV_NAMES = ("Alice", "Bob", "Charlie", "Dave", "Eve", "Ferdie")
 # 1,000,000 tokens of 12 decimals for every dev account: large, and far from u128 overflow.
 DEV_BALANCE = 10**18
 BLOCK_MODES = {"instant": "Instant", "batch": "Batch", "manual": "Manual"}
+MEMORY_BLOCKS = 100_000  # blocks a chain without a database keeps readable (Chopsticks: 500)
 
 Progress = Callable[[str], None]
 
@@ -337,8 +338,15 @@ def up(
         "build-block-mode": BLOCK_MODES[block_mode],
         "runtime-log-level": 0,
     }
-    if base_path is not None:
+    if base_path is not None or inst.sqlite:
+        # Chopsticks keeps only its newest 500 blocks in memory: without a database, an older
+        # block's hash reads as 0x4545... and its events as none, so an index made after
+        # that (a new session, a participant joining) replays an empty history. With one (in
+        # the temporary folder, dropped at `down`, when not persistent) every block stays
+        # readable
         cfg["db"] = str(db)
+    else:
+        cfg["max-memory-block-count"] = MEMORY_BLOCKS
     if plan is not None:
         accounts = json.loads((work / META).read_text())["accounts"]  # funded at first start
         _write_base(work, plan)  # before the start: a crash from here on resumes from it too
