@@ -375,7 +375,8 @@ ACTORS = ("Bob", "Charlie", "Dave")
 def leaves(draw, proto, ids, pool):
     chain = proto.chain
     who = draw(st.sampled_from(ACTORS))
-    kind = draw(st.sampled_from(("stake", "stake_token", "start_round", "task", "unstake")))
+    kinds = ("stake", "stake_token", "start_round", "task", "unstake", "deposit", "market")
+    kind = draw(st.sampled_from(kinds))
     amount = draw(st.sampled_from((1, 2, 3))) * UNIT
     dest = draw(st.sampled_from(("pool", "pool", "self", "other")))
     to = {"pool": pool, "self": chain.address(who), "other": chain.address("Ferdie")}[dest]
@@ -387,6 +388,11 @@ def leaves(draw, proto, ids, pool):
         remark = encoders.start_round(model, encoders.round_spec(1, reward=amount))
     elif kind == "task":
         remark = encoders.create_task(model, "data_annotator", amount, 1, 5)
+    elif kind == "deposit":  # an update's deposit, for a round that takes none
+        remark = encoders.submit_update(draw(st.sampled_from((1, 10**6))), CID_W, 1, amount)
+    elif kind == "market":  # a bounty, for a model that runs no market
+        spec = encoders.round_spec(1, reward=0)
+        remark = encoders.start_rounds(model, spec, 1, amount, "0x" + "42" * 32)
     else:
         remark = encoders.unstake(model, amount)
     calls = []
@@ -406,8 +412,8 @@ def leaves(draw, proto, ids, pool):
 
 @st.composite
 def trees(draw, proto, ids, pool):
-    who, calls = draw(leaves(proto, ids, pool))
     wrap = draw(st.sampled_from(WRAPS))
+    who, calls = draw(leaves(proto, ids, pool))
     who, call = _wrapped(draw, proto, ids, pool, who, calls, wrap)
     return who, wrap, call
 
@@ -466,3 +472,104 @@ def test_random_call_trees_never_let_the_books_exceed_the_chain(world):
 @pytest.mark.slow
 def test_random_call_trees_long(world):
     check_random_trees(world, 150, derandomize=False)
+
+
+def _training(proto: ProtocolClient, name: str, **kw) -> int:
+    """A model of Dev1..Dev3 that Bob and Charlie staked on, approved and training."""
+    chain = proto.chain
+    validators = [chain.address(v) for v in VALIDATORS]
+    mid = proto.register_model("//Ferdie", name, CID_A, CID_W, validators=validators, **kw)
+    mid = mid.created_id("model")
+    for who in ("//Bob", "//Charlie"):
+        proto.stake(who, mid, 10 * UNIT)
+    from decentralml_jupyter.protocol import ApproveModel
+
+    pid = proto.propose("//Bob", mid, ApproveModel(), 10).created_id("proposal")
+    proto.vote("//Bob", pid, True)
+    proto.vote("//Charlie", pid, True)
+    chain.new_blocks(11)
+    proto.start_training("//Ferdie", mid)
+    return mid
+
+
+def test_deposits_and_bounties_count_only_what_the_chain_moved(devchain_url, tmp_path):
+    """drt deposits and prediction-market bounties against the real chain: a deposit copied
+    into an unexecuted multisig approval, a deposit whose transfer failed after the remark in
+    a non-atomic batch, one transfer under two copies of the update's remark, and a bounty in an
+    unexecuted approval are never credited; honest ones are; the books stay within the
+    chain's balances throughout."""
+    from decentralml_jupyter.protocol import RewardPolicy
+
+    chain = Chain(devchain_url)
+    proto = ProtocolClient(chain, Indexer(chain, tmp_path / "d.sqlite"))
+    try:
+        deposit = 2 * UNIT
+        mid = _training(proto, "vs-drt", reward_policy=RewardPolicy("drt"), deposit=deposit)
+        pool = proto.state().model(mid).pool
+        spec = encoders.round_spec(2, 1, submit_blocks=40, aggregate_blocks=40, reward=4 * UNIT)
+        rid = proto.start_round("//Ferdie", mid, spec).created_id("round")
+        remark = encoders.submit_update(rid, CID_W, 10, deposit)
+        pay = chain.transfer_call(pool, deposit)
+        pool_before = chain.balance(pool).free
+
+        # an unexecuted multisig approval holding the deposit, then the bare remark
+        inner = chain.batch_all_call([pay, chain.remark_call(remark)])
+        forged = chain.batch_all_call(
+            [first_approval(chain, "//Bob", ["Charlie"], inner), chain.remark_call(remark)]
+        )
+        receipt = chain.submit("//Bob", forged)
+        state = proto.indexer.wait_for(receipt.block_number)
+        assert chain.balance(pool).free == pool_before
+        assert state.round(rid).submitted == ()
+        assert_books_within_chain(proto)
+
+        # a non-atomic batch: the remark runs, the deposit's transfer after it fails
+        too_much = chain.transfer_call(pool, 10**30)
+        call = chain.batch_call([chain.remark_call(remark), too_much])
+        receipt = chain.submit("//Bob", call, check=False)
+        assert receipt.events_of("Utility", "BatchInterrupted")
+        state = proto.indexer.wait_for(receipt.block_number)
+        assert state.round(rid).submitted == ()
+        assert any("no unused transfer" in e.reason for e in state.errors_at(
+            receipt.block_number, receipt.extrinsic_index
+        ))  # fmt: skip
+        assert_books_within_chain(proto)
+
+        # one deposit, the update's remark twice: one update, the second refused
+        dup = chain.batch_all_call([pay, chain.remark_call(remark), chain.remark_call(remark)])
+        receipt = chain.submit("//Bob", dup)
+        state = proto.indexer.wait_for(receipt.block_number)
+        [update] = state.round(rid).updates
+        assert (update.deposit, update.deposit_status) == (deposit, "held")
+        assert state.pool(mid).deposits == deposit
+        assert chain.balance(pool).free == pool_before + deposit
+        assert_books_within_chain(proto)
+
+        # the client's own path: the deposit travels with the update
+        proto.submit_update("//Charlie", rid, CID_A, 5)
+        assert proto.state().pool(mid).deposits == 2 * deposit
+        assert_books_within_chain(proto)
+
+        # a bounty copied into an unexecuted approval is not credited; an honest one is
+        market = _training(
+            proto, "vs-market", reward_policy=RewardPolicy("prediction-market")
+        )  # fmt: skip
+        mpool = proto.state().model(market).pool
+        commitment = "0x" + "42" * 32
+        start = encoders.start_rounds(market, spec, 1, 9 * UNIT, commitment)
+        fund = chain.transfer_call(mpool, 13 * UNIT)
+        inner = chain.batch_all_call([fund, chain.remark_call(start)])
+        forged = chain.batch_all_call(
+            [first_approval(chain, "//Ferdie", ["Charlie"], inner), chain.remark_call(start)]
+        )
+        receipt = chain.submit("//Ferdie", forged)
+        state = proto.indexer.wait_for(receipt.block_number)
+        assert state.markets(market) == [] and state.pool(market).bounties == 0
+        assert_books_within_chain(proto)
+        proto.start_rounds("//Ferdie", market, spec, 1, 9 * UNIT, commitment)
+        [made] = proto.state().markets(market)
+        assert (made.bounty, made.status) == (9 * UNIT, "running")
+        assert proto.state().pool(market).bounties == 9 * UNIT
+        assert_books_within_chain(proto)
+    finally:
+        proto.close()
