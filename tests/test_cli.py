@@ -166,3 +166,49 @@ def test_task_verbs_list_submissions(dfml, tmp_path):
     dfml("task", "accept", str(sub))
     assert dfml("task", "submissions", "--task", str(task))[0]["status"] == "accepted"
     assert any(t["id"] == task for t in dfml("task", "list", "--model", mid))
+
+
+def test_incentive_verbs_refuse_bad_input_before_sending_anything(dfml, tmp_path):
+    """drt without a deposit, a deposit without drt, a market half given, a test set that is
+    not an .npz of x and y, a reveal without its CID and salt: each a clear error, nothing
+    stored or sent; a commitment file is never overwritten and prints no CID or salt."""
+    import numpy as np
+
+    from decentralml_jupyter import fl
+
+    model = tmp_path / "m.keras"
+    fl.mlp(4, 3, hidden=(4,)).save(model)
+    errors_before = len(dfml("errors"))
+    with pytest.raises(UsageError, match="drt policy needs a deposit"):
+        dfml("model", "submit", str(model), "--reward-policy", "drt")
+    with pytest.raises(UsageError, match="only taken under --reward-policy drt"):
+        dfml("model", "submit", str(model), "--deposit", "5")
+    with pytest.raises(UsageError, match="both a bounty and a test-set commitment"):
+        dfml("round", "start", "1", "--bounty", "5")
+    with pytest.raises(UsageError, match="both a bounty"):
+        dfml("round", "start", "1", "--test-commitment", "0x" + "11" * 32)
+    csv = tmp_path / "test.csv"
+    csv.write_text("a,b\n1,2\n")
+    with pytest.raises(UsageError, match=r"an \.npz file of arrays x and y"):
+        dfml("round", "commit", "--test-set", str(csv), "--out", str(tmp_path / "c.json"))
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, features=np.zeros((20, 4)))
+    with pytest.raises(DfmlError, match="x"):
+        dfml("round", "commit", "--test-set", str(bad), "--out", str(tmp_path / "c.json"))
+    good = tmp_path / "good.npz"
+    np.savez(good, x=np.random.default_rng(0).normal(size=(40, 4)), y=np.arange(40) % 3)
+    out = tmp_path / "c.json"
+    made = dfml("round", "commit", "--test-set", str(good), "--out", str(out))
+    saved = json.loads(out.read_text())
+    assert made["commitment"] == saved["commitment"] and saved["salt"] not in json.dumps(made)
+    assert saved["cid"] not in json.dumps(made)
+    from decentralml_jupyter.protocol import market_commitment
+    from decentralml_jupyter.storage.unixfs import compute_cid
+
+    assert saved["cid"] == compute_cid(good.read_bytes())
+    assert market_commitment(saved["cid"], saved["salt"]) == saved["commitment"]
+    with pytest.raises(UsageError, match="exists"):
+        dfml("round", "commit", "--test-set", str(good), "--out", str(out))
+    with pytest.raises(UsageError, match="needs the test set's CID and the salt"):
+        dfml("round", "reveal", "1")
+    assert len(dfml("errors")) == errors_before  # nothing reached the chain
