@@ -534,3 +534,26 @@ def _drive(draw, sim: Sim, rid: int) -> None:
     base = draw(st.sampled_from((None, 0.5, 0.95)))
     verdict(sim, rid, accepted, dict.fromkeys(bad, "bad"), base=base, acc=0.9)
     assert sim.state.round(rid).status in ("finalized", "failed")
+
+
+def test_a_reveal_opens_its_own_market_when_a_new_plan_runs_beside_it(sim: Sim) -> None:
+    """A market awaiting its reveal while the owner already runs the next plan (with its own
+    market): each reveal goes to the market whose commitment it opens."""
+    mid = market_model(sim)
+    first = start_market(sim, mid, rounds=1, bounty=300)
+    run_plan(sim, first, [{0: 1, 1: 1}])
+    salt2 = "0x" + "77" * 16
+    second = start_market(
+        sim, mid, rounds=1, bounty=200, commitment=market_commitment(CID_W, salt2)
+    )
+    m1, m2 = sim.state.markets(mid)
+    assert (m1.status, m2.status) == ("revealing", "running")
+    rejected(sim, "alice", encoders.reveal_test_set(mid, CID_W, salt2), match="after its last")
+    rejected(sim, "alice", encoders.reveal_test_set(mid, TEST_CID, salt2), match="market 1")
+    ok(sim, "alice", encoders.reveal_test_set(mid, TEST_CID, SALT))
+    assert sim.state.market(m1.market_id).status == "scoring"
+    run_plan(sim, second, [{0: 1, 1: 1}])
+    ok(sim, "alice", encoders.reveal_test_set(mid, CID_W, salt2))
+    assert [m.status for m in sim.state.markets(mid)] == ["scoring", "scoring"]
+    check_books(sim.state)
+    same_after_replay(sim)

@@ -44,17 +44,29 @@ class MarketHandlers(RoundHandlers):
 
     def _reveal_test_set(self, ctx: CallContext, c: C.RevealTestSet) -> None:
         m = self._model(c.model_id)
-        mk = self._open_market(m.id)
-        _require(mk is not None, f"model {m.id} has no prediction market awaiting its test set")
+        live = [
+            mk
+            for _, mk in sorted(self._markets.items())
+            if mk.model_id == m.id and mk.status in ("running", "revealing", "scoring")
+        ]
+        _require(bool(live), f"model {m.id} has no prediction market awaiting its test set")
+        # the model's markets awaiting a reveal (a new plan may run beside an older market)
+        # whose commitment these open: at most one, salts being random
+        opened = C.market_commitment(c.test_cid, c.salt)
+        mk = next((x for x in live if x.commitment == opened), None)
+        if mk is None:
+            waiting = [x.id for x in live if x.status == "revealing"]
+            _require(
+                not waiting,
+                f"the test set's CID and salt do not match the commitment of market "
+                f"{', '.join(map(str, waiting))}",
+            )
+            _require(False, f"market {live[-1].id} is {live[-1].status}: nothing to reveal")
         assert mk is not None
         _require(ctx.signer == mk.owner, f"only {mk.owner} can reveal market {mk.id}'s test set")
         _require(
             mk.status == "revealing",
             f"market {mk.id} is {mk.status}: reveal the test set after its last round ends",
-        )
-        _require(
-            C.market_commitment(c.test_cid, c.salt) == mk.commitment,
-            f"the test set's CID and salt do not match market {mk.id}'s commitment",
         )
         mk.test_cid, mk.salt = c.test_cid, c.salt
         if not self._scored_rounds(mk):
