@@ -16,6 +16,7 @@ and decodes them with the one runtime they share: what the indexer catches up wi
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -150,6 +151,8 @@ _REJECTION_HINTS = {
 # at once ("Decoder class for Compact<u32> not found"), so every Chain in a process shares one
 # lock: a notebook's dashboard thread and its magics can then use the chain side by side.
 _PROCESS_LOCK = threading.RLock()
+_log = logging.getLogger("dfml.chain")
+FULL_BLOCK_RETRIES = 20  # submissions of an extrinsic a full dev chain block dropped
 RUNTIME_RECHECK_S = 10.0  # composing calls: how long the head's runtime is taken as known
 
 
@@ -690,7 +693,7 @@ class Chain:
     def submit_extrinsic(self, extrinsic, *, check: bool = True) -> Receipt:
         with self._lock:
             try:
-                raw = self.substrate.submit_extrinsic(extrinsic, wait_for_inclusion=True)
+                raw = self._submit_and_watch(extrinsic)
             except SubstrateRequestException as exc:
                 reason = _rejection_reason(exc)
                 low = reason.lower().replace(" ", "")
@@ -717,6 +720,48 @@ class Chain:
                 hint="nothing it did was kept; fix the call and resubmit",
             )
         return receipt
+
+    def _submit_and_watch(self, extrinsic) -> ExtrinsicReceipt:
+        """Submit ``extrinsic`` and wait until a block includes it (substrate-interface's
+        ``submit_extrinsic(wait_for_inclusion=True)``, which ignores an ``invalid`` update and
+        waits out its timeout). A dev chain (Chopsticks) that finds the extrinsic does not fit
+        in the block it builds (``exhaustsResources``: a block full of a thousand workers'
+        updates) drops it from its pool and says so; a node's pool would keep it for the next
+        block, so it is submitted again, as it was, up to ``FULL_BLOCK_RETRIES`` times. Any
+        other ``invalid`` answer raises at once with its reason."""
+        sub = self.substrate
+
+        def handler(message, update_nr, subscription_id):
+            result = (message.get("params") or {}).get("result")
+            if isinstance(result, dict):
+                low = {k.lower(): v for k, v in result.items()}
+                if "inblock" in low or "finalized" in low:
+                    sub.rpc_request("author_unwatchExtrinsic", [subscription_id])
+                    return {"block_hash": low.get("inblock") or low["finalized"]}
+                if "invalid" in low or "dropped" in low:
+                    sub.rpc_request("author_unwatchExtrinsic", [subscription_id])
+                    return {"invalid": result}
+            elif result in ("dropped", "invalid", "usurped"):
+                return {"invalid": result}
+            return None
+
+        data = str(extrinsic.data)
+        for attempt in range(FULL_BLOCK_RETRIES + 1):
+            reply = sub.rpc_request(
+                "author_submitAndWatchExtrinsic", [data], result_handler=handler
+            )
+            if "block_hash" in reply:
+                return ExtrinsicReceipt(
+                    substrate=sub,
+                    extrinsic_hash="0x" + extrinsic.extrinsic_hash.hex(),
+                    block_hash=reply["block_hash"],
+                    finalized=False,
+                )
+            why = json.dumps(reply["invalid"])
+            if "exhaustsresources" not in why.lower() or attempt == FULL_BLOCK_RETRIES:
+                raise SubstrateRequestException({"message": why})
+            _log.info("a full block dropped extrinsic %s: submitting it again", data[:18])
+        raise AssertionError("unreachable")
 
     def _receipt(self, raw: ExtrinsicReceipt) -> Receipt:
         """The receipt of an included extrinsic: its index found by hashing the block's

@@ -215,3 +215,31 @@ def test_chains_in_several_threads_of_one_process_do_not_trip_each_other(devchai
     for t in threads:
         t.join()
     assert not errors and len(results) == 12 and all(all(r) for r in results)
+
+
+def test_an_extrinsic_a_full_block_dropped_is_submitted_again(chain, monkeypatch):
+    """Chopsticks drops an extrinsic that does not fit the block it builds and answers
+    ``{"invalid": {"exhaustsResources": null}}`` (seen with 1,000 workers' updates at once);
+    it is submitted again, as it was, and its receipt is the block that took it. Any other
+    ``invalid`` answer is raised at once (before, both waited out a 30 s timeout)."""
+    sub = chain.substrate
+    real = sub.rpc_request
+    dropped = []
+
+    def full_once(method, params, result_handler=None, **kw):
+        if method == "author_submitAndWatchExtrinsic" and not dropped:
+            dropped.append(params[0])  # as Chopsticks answers once the block is full
+            message = {"params": {"result": {"invalid": {"exhaustsResources": None}}}}
+            return result_handler(message, 0, "sub-1") or {}
+        if method == "author_unwatchExtrinsic" and params == ["sub-1"]:
+            return {"result": True}
+        return real(method, params, result_handler=result_handler, **kw)
+
+    monkeypatch.setattr(sub, "rpc_request", full_once)
+    before = chain.nonce("//Dev1")
+    receipt = chain.remark("//Dev1", b"again")
+    assert receipt.success and dropped and chain.nonce("//Dev1") == before + 1
+    assert chain.block_hash(receipt.block_number) == receipt.block_hash
+    monkeypatch.setattr(sub, "rpc_request", real)
+    with pytest.raises(TransactionRejected, match="stale"):
+        chain.submit("//Dev1", chain.remark_call(b"old nonce"), nonce=before)
