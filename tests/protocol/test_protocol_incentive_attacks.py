@@ -10,8 +10,9 @@ stop early, markets whose rounds all fail, deadline boundaries, duplicate or sta
 attestations, huge and zero amounts, the owner as a worker, token (Assets) models and the
 same worker in every round of a plan.
 
-Tests marked ``xfail(strict=True)`` show a weakness found (see their reason); they pass (as
-xfail) while the product code keeps it.
+The five weaknesses this review found (a market longer than one attestation scores, a worker
+made validator judging its own update, a starter sharing others' deposits, a reused
+commitment, a quorum completed by a validator's removal) are fixed; their tests stay here.
 """
 
 from __future__ import annotations
@@ -332,13 +333,16 @@ def test_policy_and_deposit_changes_mid_round_keep_each_updates_deposit_and_shar
 
 
 def test_the_same_workers_in_every_round_of_a_drt_plan_get_each_deposit_back_once() -> None:
-    """Every eligible worker (the owner among them) is selected in each of three rounds:
-    finalized with a rejection, finalized, and failed at its deadline."""
+    """Every eligible worker but the owner (who funds the rounds, so never works in them) is
+    selected in each of three rounds: finalized with a rejection, finalized, and failed at its
+    deadline."""
     sim = sim_with()
     mid = drt_model(sim)
     clients = len(sim.state.eligible_workers(mid))
     first = start_plan(sim, mid, rounds=3, reward=100, clients=clients, min_clients=2)
-    assert ALICE in sim.state.round(first).selected  # the owner stakes, so it works too
+    assert ALICE in sim.state.eligible_workers(mid)  # the owner stakes...
+    assert ALICE not in sim.state.round(first).selected  # ...but does not work in its rounds
+    assert len(sim.state.round(first).selected) == clients - 1
     finish_round(sim, first, reject_last=True)
     second = sim.state.round(first).next_round_id
     assert set(sim.state.round(second).selected) == set(sim.state.round(first).selected)
@@ -359,28 +363,23 @@ def test_the_same_workers_in_every_round_of_a_drt_plan_get_each_deposit_back_onc
     same_after_replay(sim)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (doc vs code): PROTOCOL.md says an unimproved round pays the taken deposits "
-    "'never to the starter or the validators', but a starter that is also an accepted worker "
-    "(the owner stakes, so it is eligible and selected) gets both its whole budget back "
-    "(round_refund) and a deposit_share of the other workers' taken deposits",
-)
 def test_the_starter_gets_no_share_of_taken_deposits_in_an_unimproved_round() -> None:
     sim = sim_with()
     mid = drt_model(sim)
     clients = len(sim.state.eligible_workers(mid))
     rid = start_plan(sim, mid, reward=1000, clients=clients, min_clients=2)
+    # the starter staked, so it is eligible, but a round it funds never selects it: it
+    # cannot be the one accepted update while its hostile hints make every other one fail
+    assert ALICE in sim.state.eligible_workers(mid)
     sel = submit(sim, rid)
-    assert ALICE in sel
-    others = [w for w in sel if w != ALICE]
-    # hostile hints make the honest updates fail; only the starter's own passes
-    verdict(sim, rid, {ALICE: 1}, dict.fromkeys(others, "diverged"), base=0.95, acc=0.5)
+    assert ALICE not in sel
+    keep, others = sel[0], list(sel[1:])
+    verdict(sim, rid, {keep: 1}, dict.fromkeys(others, "diverged"), base=0.95, acc=0.5)
     check_books(sim.state)
     shares = {p.dest: p.amount for p in sim.state.payouts() if p.reason == "deposit_share"}
     refund = [p.amount for p in sim.state.payouts() if p.reason == "round_refund"]
     assert refund == [1000]
-    assert ALICE not in shares, shares
+    assert set(shares) == {keep} and ALICE not in shares, shares
 
 
 def test_a_drt_deposit_in_a_token_model_is_held_and_refunded_in_that_token() -> None:
@@ -675,13 +674,6 @@ def test_unimproved_rounds_of_a_market_are_not_scored_and_the_rest_settles() -> 
     same_after_replay(sim)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a plan may have up to 1000 rounds with a market, but attest_market scores at "
-    "most MAX_MARKET_ROUNDS (128) rounds and must score exactly every rewarded round: a market "
-    "with more than 128 rewarded rounds can never be scored, so its bounty always forfeits "
-    "(never paid by gains, never refunded when nothing gained)",
-)
 def test_a_market_with_more_rewarded_rounds_than_one_attestation_holds_can_settle() -> None:
     sim = sim_with()
     mid = market_model(sim)
@@ -711,13 +703,6 @@ def test_a_market_with_more_rewarded_rounds_than_one_attestation_holds_can_settl
     assert sim.state.market(mk.market_id).status == "paid"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): reveal_test_set opens the first live market whose commitment "
-    "matches; when the owner reuses a commitment, a newer market awaiting its reveal cannot "
-    "be revealed while the older one is still scoring ('market 1 is scoring'), and forfeits "
-    "at its reveal deadline",
-)
 def test_a_reused_commitment_does_not_block_the_newer_markets_reveal() -> None:
     sim = sim_with(round_aggregate_blocks=60)
     mid = market_model(sim)
@@ -733,13 +718,6 @@ def test_a_reused_commitment_does_not_block_the_newer_markets_reveal() -> None:
     assert out.ok, out.reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor, liveness): a RemoveValidator that lowers the threshold so that the "
-    "scores already sent form a quorum settles nothing; the market waits for one more "
-    "current validator's score and otherwise forfeits at its deadline although k current "
-    "validators agreed (rounds' attestations behave alike)",
-)
 def test_a_quorum_formed_by_a_validator_removal_settles_the_market() -> None:
     sim = sim_with(round_aggregate_blocks=60)
     mid = market_model(sim)
@@ -756,13 +734,6 @@ def test_a_quorum_formed_by_a_validator_removal_settles_the_market() -> None:
     assert sim.state.market(mk.market_id).status == "paid"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a worker selected in a round and made a validator of the model while it is "
-    "open may still submit its update and then attest the same round: it judges its own "
-    "update and takes a share of the rejected workers' deposits (and of the pot). Selection "
-    "excludes validators, but nothing checks it after the start",
-)
 def test_a_worker_made_validator_mid_round_does_not_judge_its_own_update() -> None:
     sim = sim_with(deposit_wait_blocks=40)
     mid = drt_model(sim)

@@ -155,7 +155,8 @@ def test_full_round_lifecycle_with_rewards_and_slashes(sim: Sim) -> None:
     assert sim.state.eligible_workers(mid) == sorted([A, *WORKERS[:4]], key=account_id)
     rid = start(sim, mid, clients=3, min_clients=2, epochs=2, clip_norm=1.0, noise_multiplier=0.5)
     r = sim.state.round(rid)
-    assert r.status == "open" and len(r.selected) == 3 and r.eligible == 5
+    # alice staked, so she is eligible, but she funds the round: 4 eligible besides her
+    assert r.status == "open" and len(r.selected) == 3 and r.eligible == 4 and A not in r.selected
     assert r.reward == r.escrow == 1000 and r.base_cid == CID_W
     assert r.hints == {"epochs": 2, "batch_size": 32, "learning_rate": 0.01}
     from decentralml_jupyter.fl.privacy import dp_epsilon
@@ -178,7 +179,7 @@ def test_full_round_lifecycle_with_rewards_and_slashes(sim: Sim) -> None:
     ).digest()
     assert r.seed == "0x" + seed.hex()
     ranked = sorted(
-        sim.state.eligible_workers(mid),
+        (w for w in sim.state.eligible_workers(mid) if w != A),
         key=lambda a: blake2b(seed + account_id(a), digest_size=32).digest(),
     )
     assert r.selected == tuple(ranked[:3])
@@ -287,8 +288,11 @@ def test_eligibility_rules_shape_the_selection(sim: Sim) -> None:
     pass_proposal(sim, mid, SetEligibleWorkers(MinStake(500)))
     # validators never train; only the accounts meeting min_stake (alice 1000, worker0 500)
     assert sim.state.eligible_workers(mid) == sorted([A, WORKERS[0]], key=account_id)
-    rid = start(sim, mid, clients=5, min_clients=2)
-    assert set(sim.state.round(rid).selected) == {A, WORKERS[0]}
+    # and alice funds the round: who pays a round does not work in it
+    rejected(sim, "alice", encoders.start_round(mid, encoders.round_spec(5, 2)), [],
+             match="1 eligible workers besides the round's starter")  # fmt: skip
+    rid = start(sim, mid, clients=5, min_clients=1)
+    assert set(sim.state.round(rid).selected) == {WORKERS[0]}
 
 
 # ------------------------------------------------------------------------------- rejections
@@ -304,7 +308,7 @@ def test_every_invalid_round_call_changes_nothing(sim: Sim) -> None:
     bad = encoders.round_spec(2, 3, reward=50)
     rejected(sim, "alice", encoders.start_round(mid, bad), pay, "min_clients")
     many = encoders.round_spec(6, 6, reward=50)
-    rejected(sim, "alice", encoders.start_round(mid, many), pay, "5 eligible workers")
+    rejected(sim, "alice", encoders.start_round(mid, many), pay, "4 eligible workers besides")
 
     rid = ok(sim, "alice", encoders.start_round(mid, spec), pay).entity_id
     rejected(sim, "alice", encoders.start_round(mid, spec), pay, "already has round")

@@ -8,9 +8,9 @@ from __future__ import annotations
 from .. import calls as C
 from ..accounts import account_id
 from ..values import CallContext
+from .markets import MarketHandlers
 from .models import _deposit_problem, _rule_json, _strategy_params
 from .records import MIN_POOL_SIGNATORIES, _Model, _Proposal, _Reject, _require
-from .rounds import RoundHandlers
 
 # what governance may set each protocol parameter to (none unbounded: a lock of 2^32 blocks
 # would freeze every unstake, a one-block vote would let a minority capture a pool)
@@ -47,7 +47,7 @@ def _param_problem(name: str, value: int, params: dict[str, int]) -> str | None:
     return None
 
 
-class GovernanceHandlers(RoundHandlers):
+class GovernanceHandlers(MarketHandlers):
     """Proposal and vote calls, tallies and their execution."""
 
     def _propose(self, ctx: CallContext, c: C.Propose) -> tuple[str, int]:
@@ -215,4 +215,5 @@ class GovernanceHandlers(RoundHandlers):
             m.validators = sorted(vals, key=account_id)
             self._record_pool(m)
             self._sweep(m.id, block)
+            self._recheck_quorums(m.id, block, block_hash)
         return None

@@ -53,7 +53,9 @@ class MarketHandlers(RoundHandlers):
         # the model's markets awaiting a reveal (a new plan may run beside an older market)
         # whose commitment these open: at most one, salts being random
         opened = C.market_commitment(c.test_cid, c.salt)
-        mk = next((x for x in live if x.commitment == opened), None)
+        matching = [x for x in live if x.commitment == opened]  # a reused commitment: several
+        mk = next((x for x in matching if x.status == "revealing"), None)
+        mk = mk or next(iter(matching), None)
         if mk is None:
             waiting = [x.id for x in live if x.status == "revealing"]
             _require(
@@ -99,13 +101,32 @@ class MarketHandlers(RoundHandlers):
                 "block_number": ctx.block_number,
             }
         )
-        digest = c.result_digest()
-        agreeing = [
-            a for a in mk.attestations if a["digest"] == digest and a["validator"] in m.validators
-        ]
-        if len(agreeing) >= pool_threshold(len(m.validators)):
-            self._settle_market(mk, agreeing, ctx.block_number)
+        self._market_quorum(mk, ctx.block_number)
         return ("market", mk.id)
+
+    def _market_quorum(self, mk: _Market, block: int) -> None:
+        """Settle ``mk`` if k of its model's current validators sent the same scores' digest:
+        after each market attestation, and after a change of validators."""
+        m = self._models[mk.model_id]
+        if mk.status != "scoring" or len(m.validators) < 2:
+            return
+        by_digest: dict[str, list[dict[str, Any]]] = {}
+        for a in mk.attestations:
+            if a["validator"] in m.validators:
+                by_digest.setdefault(a["digest"], []).append(a)
+        k = pool_threshold(len(m.validators))
+        agreeing = next((v for v in by_digest.values() if len(v) >= k), None)
+        if agreeing is not None:
+            self._settle_market(mk, agreeing, block)
+
+    def _recheck_quorums(self, model_id: int, block: int, block_hash: str) -> None:
+        """A change of a model's validators may complete a quorum from what was sent."""
+        for r in sorted(self._rounds.values(), key=lambda r: r.id):
+            if r.model_id == model_id and r.status == "aggregating":
+                self._settle_if_quorum(r, block, -1, block_hash)
+        for mk in sorted(self._markets.values(), key=lambda mk: mk.id):
+            if mk.model_id == model_id and mk.status == "scoring":
+                self._market_quorum(mk, block)
 
     def _settle_market(self, mk: _Market, agreeing: list[dict[str, Any]], block: int) -> None:
         """Pay the bounty by each round's gain on the test set (the quorum's lower medians)."""

@@ -68,10 +68,13 @@ class RoundHandlers(ModelHandlers):
         _require(problem is None, str(problem))
         live = self._live_round(m.id)
         _require(live is None, f"model {m.id} already has round {live.id if live else 0} open")
-        workers = self._round_workers(m)
+        # whoever funds a round does not work in it: it would pay itself, and a round whose
+        # every other update fails (its own hints) would hand it their slashes and deposits
+        workers = [a for a in self._round_workers(m) if a != starter]
         _require(
             len(workers) >= spec.min_clients,
-            f"model {m.id} has {len(workers)} eligible workers, the round needs {spec.min_clients}",
+            f"model {m.id} has {len(workers)} eligible workers besides the round's starter, the "
+            f"round needs {spec.min_clients}",
         )
         rid = self._take_id("round")
         try:
@@ -152,6 +155,11 @@ class RoundHandlers(ModelHandlers):
                 "prediction-market: it takes no bounty",
             )
             _require(market.bounty > 0, "a prediction market needs a bounty above 0")
+            _require(
+                rounds <= C.MAX_MARKET_ROUNDS,
+                f"a prediction market spans at most {C.MAX_MARKET_ROUNDS} rounds (what one "
+                f"market attestation scores), not {rounds}",
+            )
             _require(
                 market.commitment != "0x" + "00" * 32, "the all-zero commitment commits to nothing"
             )
@@ -249,12 +257,16 @@ class RoundHandlers(ModelHandlers):
             f"{r.submit_deadline})",
         )
         _require(ctx.signer in r.selected, f"{ctx.signer} was not selected for round {r.id}")
+        m = self._models[r.model_id]
+        _require(
+            ctx.signer not in m.validators,
+            f"{ctx.signer} became a validator of model {m.id}: it judges updates, it sends none",
+        )
         done = self._round_updates(r.id)
         _require(
             all(u.worker != ctx.signer for u in done),
             f"{ctx.signer} already submitted an update to round {r.id}",
         )
-        m = self._models[r.model_id]
         want = m.deposit if m.reward_policy["kind"] == "drt" else 0
         _require(
             c.deposit == want,
@@ -299,6 +311,11 @@ class RoundHandlers(ModelHandlers):
         )
         m = self._models[r.model_id]
         _require(ctx.signer in m.validators, f"{ctx.signer} is not a validator of model {m.id}")
+        submitted = {u.worker for u in self._round_updates(r.id)}
+        _require(
+            ctx.signer not in submitted,
+            f"{ctx.signer} has an update in round {r.id}: it cannot judge it",
+        )
         mine = [a for a in self._attestations.values() if a.round_id == r.id]
         # once each: a replaceable verdict would let a validator follow the others' digests
         _require(
@@ -309,7 +326,6 @@ class RoundHandlers(ModelHandlers):
         listed, refused = c.judged(table)
         judged = [x.account for x in listed] + [x.account for x in refused]
         _require(len(set(judged)) == len(judged), "an update is both accepted and rejected")
-        submitted = {u.worker for u in self._round_updates(r.id)}
         _require(
             set(judged) == submitted,
             f"an attestation must judge exactly the {len(submitted)} updates of round {r.id}",
@@ -342,13 +358,26 @@ class RoundHandlers(ModelHandlers):
             None if c.table is None else c.table.cid,
         )
         self._attestations[aid] = att
-        agreeing = [
-            a for a in (*mine, att) if a.digest == att.digest and a.validator in m.validators
-        ]
-        if len(agreeing) >= pool_threshold(len(m.validators)):
-            self._finalize(r, m, _combined(agreeing), ctx.block_number)
-            self._continue_plan(r, ctx.block_number, ctx.extrinsic_index, ctx.block_hash)
+        self._settle_if_quorum(r, ctx.block_number, ctx.extrinsic_index, ctx.block_hash)
         return ("attestation", aid)
+
+    def _settle_if_quorum(self, r: _Round, block: int, extrinsic: int, block_hash: str) -> None:
+        """Finalize ``r`` if k of the model's current validators attested one digest (k the
+        pool threshold, the validators' updates excluded): after each attestation, and after
+        a change of validators, which can make a quorum of attestations already sent."""
+        m = self._models[r.model_id]
+        if r.status != "aggregating" or len(m.validators) < 2:
+            return
+        submitted = {u.worker for u in self._round_updates(r.id)}
+        by_digest: dict[str, list[_Attestation]] = {}
+        for a in sorted(self._attestations.values(), key=lambda a: a.id):
+            if a.round_id == r.id and a.validator in m.validators and a.validator not in submitted:
+                by_digest.setdefault(a.digest, []).append(a)
+        k = pool_threshold(len(m.validators))
+        agreeing = next((v for v in by_digest.values() if len(v) >= k), None)
+        if agreeing is not None:
+            self._finalize(r, m, _combined(agreeing), block)
+            self._continue_plan(r, block, extrinsic, block_hash)
 
     def _table_part(self, ctx: CallContext, c: C.TablePart) -> None:
         """Hold a part of the signer's verdict table until its attestation, later in the
