@@ -137,6 +137,7 @@ class Validator(Agent):
             self.source = data
             self.max_examples = max_examples or DEFAULT_MAX_EXAMPLES
         self._held_out: dict[str, object] = {}  # architecture (spec hash) -> (x, y) or error
+        self._reader_pool = None  # threads reading updates ahead (see _judge)
         self.attested: set[int] = set()
         self.scored: set[int] = set()  # markets this identity scored, or cannot score
         # round id -> this process's Verdict on it (None: it abstains), shared by its members
@@ -432,12 +433,21 @@ class Validator(Agent):
         rejected, norms = {}, {}
         cids = {u.worker: u.cid for u in rnd.updates}
         missing = self.unavailable([u.cid for u in rnd.updates])
-        for u in sorted(rnd.updates, key=lambda u: u.worker):
+        ordered = sorted(rnd.updates, key=lambda u: u.worker)
+        # read ahead: a round of many small updates is a request each, which storage serves
+        # while this thread checks the ones before (at most READ_AHEAD_BYTES in flight)
+        ahead = max(0, min(READ_AHEAD, READ_AHEAD_BYTES // max(limit, 1) - 1))
+        fetched = _read_ahead(
+            [u.cid for u in ordered if u.cid not in missing], load, ahead, self._readers
+        )
+        for u in ordered:
             if u.cid in missing:
                 rejected[u.worker] = fit_reason(f"update not in storage: {missing[u.cid]}")
                 continue
             try:
-                weights = load(u.cid)
+                weights, failed = next(fetched)
+                if failed is not None:
+                    raise failed
             except StorageUnavailable:
                 raise  # storage is down, not the update: judge nobody now, retry later
             except DfmlError as err:
@@ -537,6 +547,14 @@ class Validator(Agent):
                 make(), base, [read(w) for w in accepted], ev, metric=scored
             )
         return Judged(weights, metrics, contributions, rejected, strategy.state_bytes(), before)
+
+    def _readers(self):
+        """The threads that read a round's updates ahead of its checks (made once)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if getattr(self, "_reader_pool", None) is None:
+            self._reader_pool = ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="dfml-read")
+        return self._reader_pool
 
     def unavailable(self, cids: list[str]) -> dict[str, str]:
         """The CIDs storage cannot find, with why: asked all at once, each for at most
@@ -836,6 +854,44 @@ class Validator(Agent):
 
 
 AVAILABILITY_TIMEOUT = 10.0  # seconds storage may search for one update's content
+READ_AHEAD = 8  # updates read ahead of the one being checked, at most
+READ_AHEAD_BYTES = 64 << 20  # ... and at most this many bytes of them (a big model: none)
+
+
+def _read_ahead(cids: list[str], load, ahead: int, pool):
+    """``(load(cid), None)`` for each of ``cids`` in order, or ``(None, error)`` where the
+    load raised: with ``ahead`` > 0 the next ``ahead`` loads run on ``pool()``'s threads
+    while the caller checks the one before."""
+
+    def one(cid: str):
+        try:
+            return load(cid), None
+        except Exception as err:  # noqa: BLE001 - handed to the caller, in its turn
+            return None, err
+
+    if ahead <= 0:
+        for cid in cids:
+            yield one(cid)
+        return
+    from collections import deque
+
+    executor = pool()
+    queue: deque = deque()
+    it = iter(cids)
+    for cid in it:
+        queue.append(executor.submit(one, cid))
+        if len(queue) > ahead:
+            break
+    try:
+        while queue:
+            future = queue.popleft()
+            nxt = next(it, None)
+            if nxt is not None:
+                queue.append(executor.submit(one, nxt))
+            yield future.result()
+    finally:  # the caller stopped early (storage down): drop what is not started
+        for f in queue:
+            f.cancel()
 
 
 def _finite(metrics: dict[str, float]) -> bool:
