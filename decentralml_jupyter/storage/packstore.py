@@ -23,14 +23,17 @@ the blocks it is given and rewrites the packs that held others.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import os
 import re
 import struct
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .cid import decode_varint
 
@@ -40,13 +43,13 @@ MAGIC = b"DFB1"
 RECORD_HEAD = struct.Struct("<4s32sI")  # magic, digest, size
 INDEX_ENTRY = struct.Struct("<32sQIII")  # digest, data offset, size, content offset, length
 PACK_LIMIT = 1 << 30  # a new pack is started once one is this long
+PREALLOCATE = 64 << 20  # disk space reserved ahead of the records, past the pack's end
 MAX_RECORD = 16 << 20  # no block is larger (Kubo refuses those over 1 MiB; bitswap 4 MiB)
 FLUSH_EVERY = 64  # index entries kept in memory at most before they are written
 _PACK_NAME = re.compile(r"([0-9]{8})\.pack")
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """Where a block lies: its pack, the offset of its bytes, its size, and its content's
     place in it when it is a UnixFS file leaf (``content_len`` 0 otherwise)."""
 
@@ -68,6 +71,7 @@ class Pack:
         self.index_path = directory / f"{number:08d}.idx"
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
         self.end = 0  # where the next record goes
+        self.reserved = 0  # disk space allocated up to here (past the file's size)
         self.digests: list[bytes] = []  # of the records indexed here, in order
 
     def __del__(self) -> None:
@@ -221,6 +225,8 @@ class PackStore:
             self._flush_locked()
             pack = self._active = self._new_pack_locked()
         start = pack.end
+        if start + RECORD_HEAD.size + size > pack.reserved:
+            pack.reserved = _reserve(pack.fd, start, RECORD_HEAD.size + size + PREALLOCATE)
         _pwritev_all(pack.fd, [RECORD_HEAD.pack(MAGIC, digest, size), *parts], start)
         offset = start + RECORD_HEAD.size
         pack.end = offset + size
@@ -294,6 +300,34 @@ class PackStore:
                 old.path.unlink(missing_ok=True)
                 old.index_path.unlink(missing_ok=True)
             return removed
+
+
+def _libc_fallocate() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return fallocate
+
+
+_fallocate = _libc_fallocate()
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+def _reserve(fd: int, offset: int, length: int) -> int:
+    """Allocate disk space for ``length`` bytes from ``offset`` without changing the file's
+    size (Linux fallocate, KEEP_SIZE): appends then skip the filesystem's delayed allocation
+    (a quarter of their time on ext4 here). Returns where space is reserved up to; only an
+    optimisation, skipped where the call or the filesystem does not have it."""
+    global _fallocate
+    if _fallocate is not None and _fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0:
+        return offset + length
+    if _fallocate is not None and ctypes.get_errno() in (errno.EOPNOTSUPP, errno.ENOSYS):
+        _fallocate = None
+    return offset + length  # not reserved; asked again only past it
 
 
 def _pwritev_all(fd: int, parts: Iterable[Bytes], offset: int) -> None:
