@@ -3,6 +3,13 @@
 Run ``python -m decentralml_jupyter.storage.server --port P --repo DIR``; it binds 127.0.0.1
 only, never joins a swarm, and records its pid in ``$DFML_HOME/run/storage-P.json``.
 
+Kubo answers ``version`` and ``add --only-hash`` (its importer is the reference for CIDs);
+the service builds stored adds itself and keeps their blocks in pack files of its own
+(packstore.py: a few files instead of Kubo's flatfs file per block, safe against a kill at any
+point), sends a file's leaves from there with ``sendfile``, answers pins from its pin ledger
+and removes what no pin reaches on ``repo/gc``. Blocks already in the repository's flatfs
+(earlier versions, Kubo itself) are still read.
+
 What a client may cost it is bounded (limits.py lists the limits, their defaults, flags and
 environment variables): request bodies are streamed to disk and capped (1 GiB for ``add`` by
 default, 64 KiB for other commands), request heads are capped, a bounded pool of threads
@@ -413,7 +420,7 @@ class _SlabPool:
     """Receive buffers of ``content + margin`` bytes, reused: memory touched before costs no
     page faults (a third of an upload's time here when every buffer was new)."""
 
-    def __init__(self, content: int = SLAB_CONTENT, margin: int = SLAB_MARGIN, keep: int = 16):
+    def __init__(self, content: int = SLAB_CONTENT, margin: int = SLAB_MARGIN, keep: int = 8):
         self.content = content
         self.margin = margin
         self._free: list[bytearray] = []
