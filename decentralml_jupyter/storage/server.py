@@ -418,7 +418,7 @@ SLABS_IN_FLIGHT = 3  # per add, handed over and not yet written
 
 class _SlabPool:
     """Receive buffers of ``content + margin`` bytes, reused: memory touched before costs no
-    page faults (a third of an upload's time here when every buffer was new)."""
+    page faults (new memory for 400 MB took 0.24 s here to fault in, a copy into it 0.03 s)."""
 
     def __init__(self, content: int = SLAB_CONTENT, margin: int = SLAB_MARGIN, keep: int = 8):
         self.content = content

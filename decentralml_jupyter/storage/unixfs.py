@@ -257,8 +257,8 @@ class FileDagBuilder:
 @functools.lru_cache(maxsize=256)
 def _leaf_frame(n: int) -> tuple[bytes, bytes]:
     """What comes before and after ``n`` bytes of content in a UnixFS file leaf (dag-pb).
-    Cached: a file's leaves are all of one size but the last (building it each time took a
-    fifth as long as hashing the leaf)."""
+    Cached: a file's leaves are all of one size but the last, and this was built anew for
+    every leaf, hashed or stored."""
     head = b"\x08\x02" + (b"\x12" + encode_varint(n) if n else b"")
     tail = b"\x18" + encode_varint(n)
     return b"\x0a" + encode_varint(len(head) + n + len(tail)) + head, tail
