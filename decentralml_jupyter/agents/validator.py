@@ -415,7 +415,11 @@ class Validator(Agent):
 
         def load(cid: str):
             """An update's weights: views into one buffer where the store reads into one (a
-            400 MB update then takes 400 MB, not twice that while it is decoded)."""
+            400 MB update then takes 400 MB, not twice that while it is decoded); a
+            one-block update from the root block the availability check fetched."""
+            whole = _one_block_file(cid, roots.pop(cid, None), limit)
+            if whole is not None:
+                return fl.weights_from_bytes(whole)
             get_buffer = getattr(self.store, "get_buffer", None)
             if get_buffer is None:
                 return fl.weights_from_bytes(self.store.get(cid, max_bytes=limit))
@@ -432,7 +436,8 @@ class Validator(Agent):
         claims: dict[str, int] = {}  # accepted worker -> examples claimed
         rejected, norms = {}, {}
         cids = {u.worker: u.cid for u in rnd.updates}
-        missing = self.unavailable([u.cid for u in rnd.updates])
+        roots: dict[str, bytes] = {}  # CID -> its verified root block, where it is small
+        missing = self.unavailable([u.cid for u in rnd.updates], roots)
         ordered = sorted(rnd.updates, key=lambda u: u.worker)
         # read ahead: a round of many small updates is a request each, which storage serves
         # while this thread checks the ones before (at most READ_AHEAD_BYTES in flight)
@@ -556,15 +561,26 @@ class Validator(Agent):
             self._reader_pool = ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="dfml-read")
         return self._reader_pool
 
-    def unavailable(self, cids: list[str]) -> dict[str, str]:
+    def unavailable(self, cids: list[str], roots: dict[str, bytes] | None = None) -> dict[str, str]:
         """The CIDs storage cannot find, with why: asked all at once, each for at most
         ``AVAILABILITY_TIMEOUT`` s, so a round full of CIDs nobody stored is judged in bounded
-        time, not one storage timeout after another. Storage being down raises."""
+        time, not one storage timeout after another. Storage being down raises.
+
+        Asking is reading the root block (what a stat reads); with ``roots`` given, the root
+        blocks up to ``KEEP_ROOT_BYTES`` are kept there (verified against their CIDs), so
+        that an update of one block is not read a second time."""
         from concurrent.futures import ThreadPoolExecutor
+
+        block = getattr(self.store, "block", None) if roots is not None else None
 
         def stat(cid: str) -> str | None:
             try:
-                self.store.stat(cid, timeout=AVAILABILITY_TIMEOUT)
+                if block is None:
+                    self.store.stat(cid, timeout=AVAILABILITY_TIMEOUT)
+                else:
+                    root = block(cid, timeout=AVAILABILITY_TIMEOUT)
+                    if len(root) <= KEEP_ROOT_BYTES:
+                        roots[cid] = root
             except StorageUnavailable:
                 raise
             except StorageTimeout as err:
@@ -854,7 +870,32 @@ class Validator(Agent):
 
 
 AVAILABILITY_TIMEOUT = 10.0  # seconds storage may search for one update's content
+KEEP_ROOT_BYTES = 1 << 20  # root blocks kept from the availability check, at most this size
 READ_AHEAD = 8  # updates read ahead of the one being checked, at most
+
+
+def _one_block_file(cid: str, root: bytes | None, limit: int) -> bytes | None:
+    """The content of ``cid`` when ``root`` (its block, verified against it) is the whole
+    file; None when there is no root or the file has more blocks (read it from storage)."""
+    if root is None:
+        return None
+    from ..errors import IntegrityError
+    from ..storage import ArtifactTooLarge
+    from ..storage.cid import CID
+    from ..storage.unixfs import node_of, read_root
+
+    parsed = CID.parse(cid)
+    size = read_root(parsed, root).size
+    if size > limit:
+        raise ArtifactTooLarge(str(parsed), size, limit)
+    data, children = node_of(parsed, root)
+    if children:
+        return None
+    if len(data) != size:
+        raise IntegrityError(f"{parsed} holds {len(data)} bytes; its root declares {size}")
+    return bytes(data)
+
+
 READ_AHEAD_BYTES = 64 << 20  # ... and at most this many bytes of them (a big model: none)
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from decentralml_jupyter.agents.validator import READ_AHEAD_BYTES, _read_ahead
 from decentralml_jupyter.errors import DfmlError
 
@@ -32,3 +34,25 @@ def test_updates_read_ahead_come_in_order_with_their_errors_in_place():
     assert list(_read_ahead(["x", "y"], load, 0, lambda: pool)) == [("X", None), ("Y", None)]
     assert threads == {threading.current_thread().name}  # none ahead: read in this thread
     assert READ_AHEAD_BYTES // (400 << 20) - 1 < 1  # a 100 M-parameter model's: none ahead
+
+
+def test_a_one_block_update_is_read_from_the_root_block_the_check_fetched(storage_url):
+    """The availability check reads each update's root block; an update of one block is
+    then taken from it (not read again), within the model's size limit; a bigger one is
+    read from storage as before (None)."""
+    import numpy as np
+
+    from decentralml_jupyter import fl
+    from decentralml_jupyter.agents.validator import _one_block_file
+    from decentralml_jupyter.storage import ArtifactTooLarge, KuboStore
+
+    store = KuboStore(storage_url)
+    small = fl.weights_to_bytes([np.ones((64, 32), np.float32), np.zeros(10, np.float32)])
+    big = fl.weights_to_bytes([np.ones((300, 300), np.float32)])
+    cid = store.put(small)
+    assert _one_block_file(cid, store.block(cid), 1 << 20) == small
+    assert _one_block_file(cid, None, 1 << 20) is None
+    with pytest.raises(ArtifactTooLarge):
+        _one_block_file(cid, store.block(cid), 100)
+    many = store.put(big)
+    assert _one_block_file(many, store.block(many), 1 << 20) is None
