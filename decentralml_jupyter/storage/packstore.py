@@ -266,6 +266,10 @@ class PackStore:
         with self._lock:
             return sum(p.end for p in self._packs.values())
 
+    def _pack_of(self, digest: bytes) -> Pack | None:
+        entry = self._index.get(digest)
+        return None if entry is None else entry.pack
+
     # -- garbage collection --------------------------------------------------------------------
 
     def gc(self, live: Callable[[bytes], bool]) -> list[bytes]:
@@ -278,16 +282,21 @@ class PackStore:
         """
         with self._lock:
             self._flush_locked()
-            victims = [p for p in self._packs.values() if any(not live(d) for d in p.digests)]
+            # packs holding a dead block, or a block copied since into another pack
+            victims = [
+                p
+                for p in self._packs.values()
+                if any(not live(d) or self._pack_of(d) is not p for d in p.digests)
+            ]
             if not victims:
                 return []
             self._active = self._new_pack_locked()
             removed: list[bytes] = []
             for old in victims:
                 for digest in old.digests:
-                    entry = self._index[digest]
-                    if entry.pack is not old:
-                        continue  # a later copy (after a crash in an earlier gc)
+                    entry = self._index.get(digest)
+                    if entry is None or entry.pack is not old:
+                        continue  # removed already, or a later copy (a crash in an earlier gc)
                     if not live(digest):
                         del self._index[digest]
                         removed.append(digest)
