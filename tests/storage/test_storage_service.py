@@ -143,3 +143,29 @@ def test_lifecycle_persistence_and_stopped_service_error(
         storage_down(port)
     assert storage_down(port) == {"stopped": True, "pid": None}
     assert service.pid != up["pid"] and alive(service.pid)  # only the recorded pid was stopped
+
+
+def test_the_pin_ledger_is_journaled_and_replayed_after_a_restart(free_port, tmp_path) -> None:
+    """Each pin change appends one line to the ledger's journal (the snapshot is not
+    rewritten per add: that made an add cost time in proportion to every earlier pin); a
+    restart replays the journal, ignoring a torn last line, into a new snapshot."""
+    import json
+
+    port = free_port()
+    repo = tmp_path / "repo"
+    up = storage_up(port=port, repo=repo)
+    try:
+        store = KuboStore(up["url"], timeout=5)
+        cids = [store.put(f"pin {i}".encode()) for i in range(5)]
+        store.unpin(cids[0])
+        journal = (repo / "dfml-pins.log").read_text().splitlines()
+        assert journal == [f"+{c}" for c in cids] + [f"-{cids[0]}"]
+        storage_down(port)
+        with (repo / "dfml-pins.log").open("a") as f:
+            f.write("+Qm")  # a line cut short by a killed process: not a pin
+        storage_up(port=port, repo=repo)
+        assert [store.is_pinned(c) for c in cids] == [False, True, True, True, True]
+        assert json.loads((repo / "dfml-pins.json").read_text()) == sorted(cids[1:])
+        assert not (repo / "dfml-pins.log").exists()
+    finally:
+        storage_down(port)
