@@ -305,3 +305,34 @@ def test_blocks_left_in_two_packs_by_a_crash_during_gc_are_cleaned_by_the_next(
     store = PackStore(tmp_path)
     assert store.get(digests[0]) == blocks[0] and store.get(digests[2]) == blocks[2]
     assert store.get(digests[1]) is None and len(store) == 2
+
+
+def test_concurrent_adds_and_reads_of_large_files_are_exact(own: Restartable) -> None:
+    # Several adds at once share the hashing threads and append to one pack; two of them add
+    # the same bytes (each block stored once); reads run meanwhile.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with own.start() as store:
+        datas = [os.urandom(3 * 16 * CHUNK_SIZE + i) for i in range(3)]
+        datas.append(datas[0])
+        first = store.put(datas[1])
+
+        def add(data: bytes) -> str:
+            with KuboStore(store.url, timeout=30) as s:
+                return s.put(data)
+
+        def read(_: int) -> bytes:
+            with KuboStore(store.url, timeout=30) as s:
+                return s.get(first)
+
+        with ThreadPoolExecutor(6) as pool:
+            cids = list(pool.map(add, datas))
+            reads = list(pool.map(read, range(2)))
+        assert cids[0] == cids[3] and all(r == datas[1] for r in reads)
+        for cid, data in zip(cids, datas, strict=True):
+            assert store.get(cid) == data and store.get_buffer(cid) == data
+    own.stop()
+    with own.start() as store:
+        assert all(store.get(c) == d for c, d in zip(cids, datas, strict=True))
+        index = sum(p.stat().st_size for p in own.packs.glob("*.idx")) // INDEX_ENTRY.size
+        assert index == (48 + 1) + 2 * (49 + 1)  # each file's leaves and root, none twice
