@@ -20,7 +20,9 @@ max_timeout         300 s     the longest ``timeout=`` a request may wait for co
 ==================  ========  ===================================================================
 
 Fixed, as Kubo's own server has them fixed: a request line of at most 8 KiB (414), at most 64
-header fields of at most 8 KiB each and 64 KiB in all (431).
+header fields of at most 8 KiB each and 64 KiB in all (431). Besides the workers, adds are
+hashed and written on one pool of a thread per CPU core, shared by all of them, each add with
+at most 3 slabs of 4 MiB handed to it (server.py).
 """
 
 from __future__ import annotations
