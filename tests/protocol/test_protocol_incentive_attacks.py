@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from protocol_sim import ACCOUNTS, CID_A, CID_W, Sim, check_books, ok, pass_proposal, rejected
 from protocol_sim import replay as replay_log
+from test_protocol_incentives import verdict
 from test_protocol_rounds import CID_AGG, CID_U, VALIDATORS, WORKERS, training_model
 
 from decentralml_jupyter.protocol import (
@@ -122,28 +123,6 @@ def submit(sim: Sim, rid: int, workers=None, asset=None) -> tuple[str, ...]:
         ok(sim, w, encoders.submit_update(rid, CID_U[i], 100, want), pay)
         check_books(sim.state)
     return tuple(workers)
-
-
-def verdict(
-    sim: Sim, rid: int, accepted: dict, rejected_: dict | None = None, base=None, acc=0.9,
-    validators=None,
-) -> None:  # fmt: skip
-    """The given validators (default: the first k of VALIDATORS) attest the same verdict."""
-    if validators is None:
-        n = len(sim.state.model(sim.state.round(rid).model_id).validators)
-        validators = VALIDATORS[: n // 2 + 1]
-    for v in validators:
-        call = encoders.attest(
-            rid,
-            CID_AGG if accepted else sim.state.round(rid).base_cid,
-            accuracy=acc,
-            loss=0.2,
-            contributions=accepted,
-            rejected=rejected_,
-            base_metric=base,
-        )
-        ok(sim, v, encode_call(call))
-    check_books(sim.state)
 
 
 def settle(sim: Sim, rounds: int = 60) -> None:

@@ -43,10 +43,15 @@ def submit_with_deposits(sim: Sim, rid: int, deposit: int = DEPOSIT) -> tuple[st
 
 
 def verdict(
-    sim: Sim, rid: int, accepted: dict, rejected_: dict | None = None, base=None, acc=0.9
-) -> None:
-    """The first two validators (k = 2 of 3) attest the same verdict."""
-    for v in VALIDATORS[:2]:
+    sim: Sim, rid: int, accepted: dict, rejected_: dict | None = None, base=None, acc=0.9,
+    validators=None,
+) -> None:  # fmt: skip
+    """The given validators (default: the first k of VALIDATORS, k the model's quorum) attest
+    the same verdict."""
+    if validators is None:
+        n = len(sim.state.model(sim.state.round(rid).model_id).validators)
+        validators = VALIDATORS[: n // 2 + 1]
+    for v in validators:
         call = encoders.attest(
             rid,
             CID_AGG if accepted else sim.state.round(rid).base_cid,
