@@ -30,9 +30,6 @@ ATTACKS = ("none", "label_flip", "scale")
 # (benchmarks/bench_batching.py); stay well below.
 MAX_BATCH = 400
 PROXY_CHUNK = 32  # members made proxies of their host at a time
-# A host of more members sends its updates in extrinsics of this many, each as soon as they
-# are trained (see Worker.step)
-SEND_CHUNK = 64
 # What a worker trains with at most, whatever a round's starter asks: a hostile learning rate
 # makes every honest update non-finite (and so rejected), which must cost the worker nothing.
 MAX_EPOCHS = 100
@@ -46,13 +43,6 @@ PROTOCOL_CALL = {
     "update": "submit_update",
     "reveal": "reveal_seeds",
 }
-
-
-class Deferred:
-    """A chain call composed when it is sent (``make()``), by the thread that sends it."""
-
-    def __init__(self, make):
-        self.make = make
 
 
 @dataclass
@@ -240,12 +230,6 @@ class Worker(Agent):
         for ident in self.identities:  # a round that closed takes no more updates
             for rid in [r for r in ident.pending if r not in open_ids]:
                 del ident.pending[rid]
-        # A host of many sends its updates in chunks as they are trained, on a thread of its
-        # own, so that the chain builds the block of one chunk while the next trains (sending
-        # them all at the end left the chain idle through the training, then the host idle
-        # through a block too big for one). Their fate is read from the index after.
-        sent: list[tuple[list, object]] = []  # (chunk, future receipt)
-        chunk: list[tuple[Identity, str, int, object]] = []
         for rnd in open_rounds:
             selected, submitted = set(rnd.selected), set(rnd.submitted)
             for ident in self.identities:
@@ -259,38 +243,13 @@ class Worker(Agent):
                         call = self.train_update(state, rnd, ident)
                     if call is not None:
                         ident.pending[rnd.round_id] = call
-                        # the signer's own call goes last (see send): a failing one of its
-                        # (a drt deposit it cannot pay) would stop the calls after it
-                        mine = ident is self.identities[0]
-                        (calls if mine else chunk).append((ident, "update", rnd.round_id, call))
-                    if len(chunk) >= SEND_CHUNK and len(self.identities) > SEND_CHUNK:
-                        sent.append((chunk, self._sender().submit(self._submit, chunk)))
-                        chunk = []
-        calls = chunk + calls
+                        calls.append((ident, "update", rnd.round_id, call))
         calls += self.reveals(state)
-        try:
-            if calls:
-                lead = self.identities[0]  # as in send(): the others' calls first
-                calls = [c for c in calls if c[0] is not lead] + [c for c in calls if c[0] is lead]
-                for i in range(0, len(calls), MAX_BATCH):
-                    part = calls[i : i + MAX_BATCH]
-                    sent.append((part, self._sender().submit(self._submit, part)))
-        finally:
-            # in order; a failed submission raises here (the step is retried; what it sent
-            # stays pending, not trained again), after the ones before it are settled
-            for part, future in sent:
-                self._settle(part, future.result())
+        if calls:
+            self.send(calls)
         ours = {m for i in self.identities for m in staked.get(i.address, ())}
         ready = [m for m in models if m.status in LIVE_MODEL and m.id in ours and m.global_cid]
         self.warm_up(ready, self._train_once)
-
-    def _sender(self):
-        """The one thread that submits this host's extrinsics, in order (made once)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        if getattr(self, "_send_pool", None) is None:
-            self._send_pool = ThreadPoolExecutor(1, thread_name_prefix="dfml-send")
-        return self._send_pool
 
     def stake_refusal(self, model) -> str | None:
         """Why this worker's policy keeps its operator's stake off ``model``, or None.
@@ -376,24 +335,13 @@ class Worker(Agent):
             self._send(calls[i : i + MAX_BATCH])
 
     def _send(self, calls: list[tuple[Identity, str, int, object]]) -> None:
-        self._settle(calls, self._submit(calls))
-
-    def _submit(self, calls: list[tuple[Identity, str, int, object]]):
-        """Compose ``calls`` into one extrinsic signed by the first identity, submit it and
-        wait for its block: its receipt. Touches the chain only, never the index (it may run
-        on the sending thread while the step goes on training)."""
         lead = self.identities[0]
-        made = [call.make() if isinstance(call, Deferred) else call for *_, call in calls]
         wrapped = [
             call if ident is lead else self.chain.proxy_call(ident.address, call)
-            for (ident, *_), call in zip(calls, made, strict=True)
+            for ident, _, _, call in calls
         ]
         outer = wrapped[0] if len(wrapped) == 1 else self.chain.batch_call(wrapped)
-        return self.chain.submit(self.key, outer)
-
-    def _settle(self, calls: list[tuple[Identity, str, int, object]], receipt) -> None:
-        """Read ``calls``' fate from the index at ``receipt``'s block: done, refused (with
-        the protocol's reason), or not taken at all (the block was replaced: sent again)."""
+        receipt = self.chain.submit(self.key, outer)
         state = self.proto.indexer.wait_for(receipt.block_number)
         if self.proto.replaced(receipt):
             # the chain kept another block at that height: none of these calls took effect.
@@ -427,8 +375,7 @@ class Worker(Agent):
 
     def train_update(self, state: State, rnd, ident: Identity | None = None):
         """Train ``ident`` (default: the first) on the round's base model; upload the update
-        and return the submit call, as a `Deferred` (None when a secure round cannot be
-        masked)."""
+        and return the submit call (None when a secure round cannot be masked)."""
         from .. import fl
 
         ident = ident or self.identities[0]
@@ -510,11 +457,8 @@ class Worker(Agent):
         remark = encoders.submit_update(rnd.round_id, cid, n, deposit)
         if deposit:  # drt: the deposit travels with the update in one batch_all (both or none)
             self.log.info("%s round %d: depositing %d", ident.address, rnd.round_id, deposit)
-            transfers = [(model.pool, deposit, model.stake_asset)]
-            return Deferred(lambda: self.proto.compose(remark, transfers))
-        # composed when sent (by the thread that sends), not here: composing takes the chain
-        # connection's lock, which a submission in flight holds until its block
-        return Deferred(lambda: self.chain.remark_call(remark))
+            return self.proto.compose(remark, [(model.pool, deposit, model.stake_asset)])
+        return self.chain.remark_call(remark)
 
     def base_weights(self, cid: str, max_bytes: int | None = None):
         """The round's global weights, fetched once for every identity of this host."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from decentralml_jupyter.agents.worker import Deferred, Worker
+from decentralml_jupyter.agents.worker import Worker
 from decentralml_jupyter.protocol import encoders
 
 CID = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"
@@ -35,9 +35,7 @@ def test_updates_in_a_replaced_block_stay_pending(devchain_url, storage_url):
         assert ("update", ROUND) not in ident.refused
 
         worker.chain.submit = submit  # a block the chain keeps
-        # as a step leaves it: composed when sent, by the thread that sends
-        deferred = Deferred(lambda: worker.chain.remark_call(encoders.submit_update(ROUND, CID, 5)))
-        worker.send([(ident, "update", ROUND, deferred)])
+        worker.send([(ident, "update", ROUND, call)])
         assert ROUND in ident.done
         assert ident.pending == {}
         assert ("update", ROUND) in ident.refused  # the protocol's answer was read
