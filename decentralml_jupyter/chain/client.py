@@ -257,6 +257,7 @@ class Chain:
         self._decoded_events: dict[tuple[int, str], list[dict]] = {}  # (spec, raw) -> events
         self._event_decoders: dict[int, tuple[Any, int]] = {}  # spec -> (EventDecoder, type)
         self._runtime_checked = time.monotonic()  # init_runtime() just ran
+        self._runtime_block = self.substrate.block_hash  # the block whose runtime composes
         self._has: dict[tuple[int, str, str], bool] = {}  # (spec, module, call) -> exists
 
     def token(self) -> dict:
@@ -647,9 +648,15 @@ class Chain:
         when not asked for ``RUNTIME_RECHECK_S`` seconds (a runtime upgrade is then seen
         within that long; signing asks the chain every time)."""
         now = time.monotonic()
-        if now - self._runtime_checked >= RUNTIME_RECHECK_S or self.substrate.metadata is None:
-            self.substrate.init_runtime()
-            self._runtime_checked = now
+        sub = self.substrate
+        if (
+            now - self._runtime_checked >= RUNTIME_RECHECK_S
+            or sub.metadata is None
+            # another read loaded another block's runtime (the indexer reading history)
+            or sub.block_hash != self._runtime_block
+        ):
+            sub.init_runtime()
+            self._runtime_checked, self._runtime_block = now, sub.block_hash
 
     def transfer_call(self, dest: str, amount: int, keep_alive: bool = True):
         if not isinstance(amount, int) or amount <= 0:
