@@ -87,8 +87,12 @@ def test_a_blocks_payouts_of_a_pool_go_in_one_call_when_all_are_ready():
 class _State:
     """The few State queries the duty bookkeeping reads."""
 
-    def __init__(self, rounds, models, pending):
+    def __init__(self, rounds, models, pending, markets=()):
         self._rounds, self._models, self._pending = rounds, models, pending
+        self._markets = list(markets)
+
+    def markets(self, model_id=None):
+        return self._markets
 
     def rounds(self, model_id=None, status=None):
         return [r for r in self._rounds if status is None or r.status in status]
@@ -126,10 +130,15 @@ def test_backup_timers_and_composed_approvals_are_forgotten_once_done():
     v._prepared = {(1, 2): ("fp", "call"), (3,): ("fp", "call")}
     v._waiting = {("round", 4): 1.0, ("round", 5): 1.0, ("payout", 1): 1.0, ("payout", 3): 1.0}
     v._waiting[("payout alone", 3)] = 1.0
+    v._waiting.update({("market", 6): 1.0, ("market", 7): 1.0})  # scoring, and paid
     v._approved = {1: "0xaa", 2: "0xaa", 3: "0xbb"}
     rounds = [NS(round_id=4, status="finalized"), NS(round_id=5, status="aggregating")]
-    v._forget_done_duties(_State(rounds, {}, [_payout(3, 40)]))  # payouts 1 and 2 were paid
-    assert set(v._waiting) == {("round", 5), ("payout", 3), ("payout alone", 3)}
+    markets = [NS(market_id=6, status="scoring"), NS(market_id=7, status="paid")]
+    # payouts 1 and 2 were paid
+    v._forget_done_duties(_State(rounds, {}, [_payout(3, 40)], markets))
+    assert set(v._waiting) == {
+        ("round", 5), ("payout", 3), ("payout alone", 3), ("market", 6)
+    }  # fmt: skip
     assert set(v._prepared) == {(3,)}
     assert v._approved == {3: "0xbb"}  # what it approved, only while still owed
 
