@@ -36,7 +36,10 @@ def test_the_panel_loads_in_notebook_7(browser, notebook7, devchain_url, screens
         block.wait_for(timeout=LOAD_TIMEOUT_MS)
         head = run(["--url", devchain_url, "chain", "status"])["block"]
         assert int(block.inner_text().lstrip("#")) >= head - 1
-        assert "Alice" in panel.locator('[data-dfml="accounts"]').inner_text()
+        # the lists load after the status (the block shows first): wait for them, then check
+        accounts = panel.locator('[data-dfml="accounts"]')
+        accounts.filter(has_text="Alice").wait_for(timeout=LOAD_TIMEOUT_MS)
+        assert "Bob" in accounts.inner_text()
         screenshot(page, "notebook7-panel")
         assert not [e for e in errors if "decentralml" in e.lower()]
     finally:
