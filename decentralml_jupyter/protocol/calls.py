@@ -670,6 +670,49 @@ class SubmitUpdate(Call):
     NAME = "submit_update"
 
 
+# Updates one SubmitUpdates carries: 40 entries of ~100 bytes (an account, a CID of up to 60
+# characters, a count) keep it within a remark
+MAX_DELEGATED = 40
+
+
+@struct
+class DelegatedUpdate(Struct):
+    """One worker's update in a host's SubmitUpdates."""
+
+    account: str = wire(Account(), help="the worker whose update it is")
+    cid: str = wire(CID, help="the update's CID")
+    num_examples: int = wire(UInt(64), help="local examples behind it")
+
+
+@struct
+class SubmitUpdates(Call):
+    """A host's updates for workers that delegated their updates to it (DelegateUpdates),
+    or its own: one remark for up to MAX_DELEGATED updates of one round instead of a
+    (proxied) submit_update each. Each entry is taken or refused on its own, by the rules of
+    submit_update; a model under drt takes none (each update carries its worker's deposit)."""
+
+    round_id: int = wire(ID, help="the round")
+    updates: tuple[DelegatedUpdate, ...] = wire(
+        Vec(StructField(DelegatedUpdate), MAX_DELEGATED, unique=True),
+        help="the updates, each naming its worker",
+    )
+    INDEX = 42
+    NAME = "submit_updates"
+
+
+@struct
+class DelegateUpdates(Call):
+    """The signer lets ``host`` submit its updates (SubmitUpdates) until it names another
+    host or none. The host can send any update under the worker's name (and so have it
+    slashed) but is never paid for it: rewards go to the worker."""
+
+    host: str | None = wire(
+        Option(Account()), None, help="who may submit the signer's updates (none: revoke)"
+    )
+    INDEX = 43
+    NAME = "delegate_updates"
+
+
 @struct
 class Contribution(Struct):
     """An accepted update (named by its worker) and its contribution score in ppm."""
@@ -930,6 +973,8 @@ CALLS: tuple[type[Call], ...] = (
     TablePart,
     RevealTestSet,
     AttestMarket,
+    SubmitUpdates,
+    DelegateUpdates,
 )
 CALL = Variant(*CALLS, what="call")
 

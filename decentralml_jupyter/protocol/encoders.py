@@ -8,7 +8,7 @@ the batch also holds the matching transfer: the call's ``funds()`` into its mode
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from hashlib import blake2b
@@ -181,6 +181,34 @@ def submit_update(round_id: int, cid: str, num_examples: int, deposit: int = 0) 
     """By a selected client of the round, once, before its submit deadline; under the drt
     policy with the model's ``deposit``, batched with a transfer of it to the model's pool."""
     return C.encode_call(C.SubmitUpdate(round_id, cid, num_examples, deposit))
+
+
+def submit_updates(round_id: int, updates: Sequence[tuple[str, str, int]]) -> list[bytes]:
+    """By a host: ``(worker, cid, num_examples)`` updates of one round, in as few remarks as
+    fit (each within MAX_DELEGATED entries and MAX_REMARK_BYTES). Each worker is the signer
+    or delegated its updates to it (``delegate_updates``)."""
+    # a remark's size without its entries: prefix, version, call index, round id, a compact
+    # length (at most 2 bytes for MAX_DELEGATED)
+    head = len(C.PREFIX) + 3 + len(C.ID.encode(round_id))
+    out: list[bytes] = []
+    chunk: list[C.DelegatedUpdate] = []
+    size = head
+    for account, cid, n in updates:
+        entry = C.DelegatedUpdate(account, cid, n)
+        grow = len(entry.encode())
+        if chunk and (len(chunk) == C.MAX_DELEGATED or size + grow > C.MAX_REMARK_BYTES):
+            out.append(C.encode_call(C.SubmitUpdates(round_id, tuple(chunk))))
+            chunk, size = [], head
+        chunk.append(entry)
+        size += grow
+    if chunk:
+        out.append(C.encode_call(C.SubmitUpdates(round_id, tuple(chunk))))
+    return out
+
+
+def delegate_updates(host: str | None) -> bytes:
+    """By a worker: let ``host`` submit its updates in ``submit_updates`` (None: revoke)."""
+    return C.encode_call(C.DelegateUpdates(host))
 
 
 def reveal_test_set(model_id: int, test_cid: str, salt: str | bytes) -> bytes:

@@ -123,7 +123,7 @@ def _body(call: C.Call) -> bytes:
         (PREFIX + b"\x01\x06\x04\x08\xff\xfe", "not valid UTF-8"),
         (PREFIX + b"\x01\x06\x04\x08Q!", "does not match"),
         (PREFIX + b"\x01\x09\x00\x0e\x28", "unknown proposal kind index 14"),
-        (PREFIX + b"\x01\x2a", "unknown call index 42"),
+        (PREFIX + b"\x01\x2c", "unknown call index 44"),
         (PREFIX + b"\x01\x20\x04" + encode_compact(4097) + bytes(20), "out of range 0..4096"),
         (PREFIX + b"\x01\x21\x04\x08Q!\x00", "does not match"),
         (PREFIX + b"\x01\x22\x04\x08Qm" + encode_compact(10**6 + 1), "out of range"),

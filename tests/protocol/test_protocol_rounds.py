@@ -538,7 +538,13 @@ def test_snapshots_of_an_older_format_are_refused_and_the_indexer_replays(
     start(sim, mid)
     current = sim.state.to_bytes()
     d = json.loads(current)
-    assert d["format"] == 7
+    assert d["format"] == 8
+    # format 7 lacks the delegations of updates
+    d7 = json.loads(current)
+    d7["format"] = 7
+    del d7["delegates"]
+    with pytest.raises(SnapshotError, match="unsupported snapshot format 7"):
+        State.from_bytes(json.dumps(d7).encode())
     # format 6 lacks deposits and prediction markets
     d6 = json.loads(current)
     d6["format"] = 6

@@ -82,6 +82,7 @@ class StateCore:
         self._protocol_call_seen = False
         self._errors: list[dict[str, Any]] = []
         self._keys: dict[str, str] = {}  # account -> announced X25519 public key (0x-hex)
+        self._delegates: dict[str, str] = {}  # worker -> the host that may submit its updates
 
     def _take_id(self, kind: str) -> int:
         n = self._next[kind]

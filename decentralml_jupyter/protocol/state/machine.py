@@ -45,6 +45,8 @@ _HANDLERS: dict[type[C.Call], Callable[[Any, CallContext, Any], Created]] = {
     C.StartRound: RoundHandlers._start_round,
     C.StartRounds: RoundHandlers._start_rounds,
     C.SubmitUpdate: RoundHandlers._submit_update,
+    C.SubmitUpdates: RoundHandlers._submit_updates,
+    C.DelegateUpdates: RoundHandlers._delegate_updates,
     C.Attest: RoundHandlers._attest,
     C.AttestMetric: RoundHandlers._attest,
     C.AnnounceKey: RoundHandlers._announce_key,

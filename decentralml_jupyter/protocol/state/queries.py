@@ -52,6 +52,12 @@ class Queries(StateCore):
     def params(self) -> ProtocolParams:
         return ProtocolParams(**self._params)
 
+    def delegates(self, accounts: Any = None) -> dict[str, str]:
+        """The host each worker delegated its updates to (all, or those of ``accounts``)."""
+        if accounts is None:
+            return dict(sorted(self._delegates.items()))
+        return {a: self._delegates[a] for a in accounts if a in self._delegates}
+
     def public_keys(self, accounts: Any = None) -> dict[str, str]:
         """Announced X25519 public keys (for secure aggregation), by account."""
         if accounts is None:

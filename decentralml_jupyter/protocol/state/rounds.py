@@ -247,26 +247,59 @@ class RoundHandlers(ModelHandlers):
         }
         return None
 
-    def _submit_update(self, ctx: CallContext, c: C.SubmitUpdate) -> tuple[str, int]:
-        r = self._rounds.get(c.round_id)
-        _require(r is not None, f"unknown round {c.round_id}")
+    def _takes_updates(self, round_id: int) -> tuple[_Round, _Model]:
+        r = self._rounds.get(round_id)
+        _require(r is not None, f"unknown round {round_id}")
         assert r is not None
+        return r, self._models[r.model_id]
+
+    def _check_open(self, ctx: CallContext, r: _Round) -> None:
         _require(
             r.status == "open" and ctx.block_number < r.submit_deadline,
             f"round {r.id} takes no updates: it is {r.status} (submit deadline block "
             f"{r.submit_deadline})",
         )
-        _require(ctx.signer in r.selected, f"{ctx.signer} was not selected for round {r.id}")
-        m = self._models[r.model_id]
+
+    def _check_worker(self, ctx: CallContext, r: _Round, m: _Model, worker: str) -> None:
+        """Why ``worker``'s update may not enter round ``r`` now (raises _Reject), else None."""
+        self._check_open(ctx, r)
+        _require(worker in r.selected, f"{worker} was not selected for round {r.id}")
         _require(
-            ctx.signer not in m.validators,
-            f"{ctx.signer} became a validator of model {m.id}: it judges updates, it sends none",
+            worker not in m.validators,
+            f"{worker} became a validator of model {m.id}: it judges updates, it sends none",
         )
-        done = self._round_updates(r.id)
         _require(
-            all(u.worker != ctx.signer for u in done),
-            f"{ctx.signer} already submitted an update to round {r.id}",
+            all(u.worker != worker for u in self._round_updates(r.id)),
+            f"{worker} already submitted an update to round {r.id}",
         )
+
+    def _record_update(
+        self, ctx: CallContext, r: _Round, worker: str, cid: str, n: int, deposit: int
+    ) -> int:
+        uid = self._take_id("update")
+        self._add_update(
+            _Update(
+                uid,
+                r.id,
+                worker,
+                cid,
+                n,
+                "submitted",
+                None,
+                "",
+                ctx.block_number,
+                ctx.extrinsic_index,
+                deposit,
+                "held" if deposit else "",
+            )
+        )
+        if len(self._round_updates(r.id)) == len(r.selected):
+            r.status = "aggregating"  # every client is in: validators need not wait
+        return uid
+
+    def _submit_update(self, ctx: CallContext, c: C.SubmitUpdate) -> tuple[str, int]:
+        r, m = self._takes_updates(c.round_id)
+        self._check_worker(ctx, r, m, ctx.signer)
         want = m.deposit if m.reward_policy["kind"] == "drt" else 0
         _require(
             c.deposit == want,
@@ -276,29 +309,60 @@ class RoundHandlers(ModelHandlers):
         if want:
             self._custodial(m)
             key = self._find_transfer(ctx, ctx.signer, m.pool, want, m.stake_asset)
-        uid = self._take_id("update")
-        self._add_update(
-            _Update(
-                uid,
-                r.id,
-                ctx.signer,
-                c.cid,
-                c.num_examples,
-                "submitted",
-                None,
-                "",
-                ctx.block_number,
-                ctx.extrinsic_index,
-                want,
-                "held" if want else "",
-            )
-        )
+        uid = self._record_update(ctx, r, ctx.signer, c.cid, c.num_examples, want)
         if key is not None:
             self._consumed.add(key)
             self._credit(m.id, m.pool, want)
-        if len(done) + 1 == len(r.selected):
-            r.status = "aggregating"  # every client is in: validators need not wait
         return ("update", uid)
+
+    def _submit_updates(self, ctx: CallContext, c: C.SubmitUpdates) -> None:
+        """A host's updates: the call is refused as a whole only for what concerns all of
+        them; each entry is then taken or refused (logged under its worker) by itself."""
+        r, m = self._takes_updates(c.round_id)
+        self._check_open(ctx, r)
+        _require(
+            m.reward_policy["kind"] != "drt",
+            f"model {m.id} takes a deposit with each update (drt): each worker sends its "
+            "own submit_update with its deposit's transfer",
+        )
+        _require(
+            ctx.signer not in m.validators,
+            f"{ctx.signer} is a validator of model {m.id}: it judges updates, it carries none",
+        )
+        _require(bool(c.updates), "submit_updates names no update")
+        for e in c.updates:
+            try:
+                _require(
+                    e.account == ctx.signer or self._delegates.get(e.account) == ctx.signer,
+                    f"{e.account} has not delegated its updates to {ctx.signer}",
+                )
+                self._check_worker(ctx, r, m, e.account)
+            except _Reject as err:
+                self._errors.append(
+                    {
+                        "block_number": ctx.block_number,
+                        "extrinsic_index": ctx.extrinsic_index,
+                        "batch_index": ctx.batch_index,
+                        "account": e.account,
+                        "call": "submit_update",
+                        "reason": err.reason,
+                    }
+                )
+                continue
+            self._record_update(ctx, r, e.account, e.cid, e.num_examples, 0)
+        return None
+
+    def _delegate_updates(self, ctx: CallContext, c: C.DelegateUpdates) -> None:
+        if c.host is None:
+            _require(
+                ctx.signer in self._delegates,
+                f"{ctx.signer} has delegated its updates to no one",
+            )
+            del self._delegates[ctx.signer]
+            return None
+        _require(c.host != ctx.signer, "an account submits its own updates without delegating")
+        self._delegates[ctx.signer] = c.host
+        return None
 
     def _attest(self, ctx: CallContext, c: C.Attest) -> tuple[str, int]:
         r = self._rounds.get(c.round_id)

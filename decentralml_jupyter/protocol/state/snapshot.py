@@ -28,10 +28,11 @@ from .records import (
     _Update,
 )
 
-# 7: drt deposits and prediction markets; 6: attestations' verdict tables; 5: strategy
-# parameters and server state CIDs; 4: attestations carry the model's own metric; 3: rounds
-# record next_round_id; 2: books per asset, pools' signatories, losses
-FORMAT = 7
+# 8: workers delegate their updates to a host; 7: drt deposits and prediction markets;
+# 6: attestations' verdict tables; 5: strategy parameters and server state CIDs;
+# 4: attestations carry the model's own metric; 3: rounds record next_round_id; 2: books per
+# asset, pools' signatories, losses
+FORMAT = 8
 _ROUND_RECORDS = (_Round, _Update, _Attestation, _Reward, _Slash)
 
 
@@ -70,6 +71,7 @@ class Snapshots(StateCore):
             "losses": list(self._losses),
             "consumed": sorted(list(k) for k in self._consumed),
             "keys": [[a, k] for a, k in sorted(self._keys.items())],
+            "delegates": [[a, h] for a, h in sorted(self._delegates.items())],
         }
 
     def state_hash(self) -> str:
@@ -115,6 +117,7 @@ class Snapshots(StateCore):
             s._losses = list(d["losses"])
             s._consumed = {tuple(k) for k in d["consumed"]}
             s._keys = {a: k for a, k in d.get("keys", [])}  # snapshots from before keys
+            s._delegates = {a: h for a, h in d["delegates"]}
             s._errors = list(d["errors"])
         except SnapshotError:
             raise
