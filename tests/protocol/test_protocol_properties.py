@@ -408,6 +408,19 @@ def drive_round(draw, sim: Sim, go, rid: int) -> None:
         m = sim.state.model(r.model_id)
         # drt: the model's deposit (sometimes none, sometimes another), paid as drawn
         want = m.deposit if m.reward_policy["kind"] == "drt" else 0
+        if draw(st.integers(0, 2)) == 0:
+            # a host: some workers delegate to it (or revoke), then it sends their updates
+            # (and strangers', sometimes with value attached) in one submit_updates
+            host = draw(st.sampled_from([w for w in WHO if w not in m.validators] or WHO))
+            for w in draw(st.lists(st.sampled_from((*r.selected, *r.selected, *WHO)), max_size=5)):
+                to = draw(st.sampled_from((host, host, host, None)))
+                go(encoders.delegate_updates(to), signer=w)
+            pool_of = (*r.selected, *r.selected, *r.selected, *WHO)
+            named = draw(st.lists(st.sampled_from(pool_of), min_size=1, max_size=6))
+            items = [(w, CID_W, draw(st.integers(0, 500))) for w in named]
+            ts = transfers(draw, draw(st.sampled_from(MODES)), host, m.pool, 5, m.stake_asset)
+            for remark in encoders.submit_updates(rid, items):
+                go(remark, ts if draw(st.booleans()) else (), (r.model_id, 0), signer=host)
         for w in draw(st.lists(st.sampled_from((*r.selected, *WHO)), max_size=5)):
             deposit = want if draw(st.integers(0, 4)) else draw(st.sampled_from((0, 1, 5)))
             mode = "exact" if draw(st.integers(0, 3)) else draw(st.sampled_from(MODES))
