@@ -21,6 +21,7 @@ import numpy as np
 from substrateinterface import Keypair
 
 from ..errors import DfmlError
+from ..protocol import calls as C
 from ..protocol import encoders
 from ..protocol.state import State
 from .base import LIVE_MODEL, Agent, add_from_block_option, agent_keys, run_agent
@@ -41,8 +42,13 @@ PROTOCOL_CALL = {
     "key": "announce_key",
     "stake": "stake",
     "update": "submit_update",
+    "updates": "submit_updates",
+    "delegate": "delegate_updates",
     "reveal": "reveal_seeds",
 }
+# An update at most this big waits to be uploaded with the host's others in one request;
+# a bigger one goes alone, as it is trained (a host never holds many big ones at once)
+BULK_UPLOAD_BYTES = 4 << 20
 
 
 @dataclass
@@ -64,6 +70,9 @@ class Identity:
     # round id -> its submit call, uploaded and sent but not yet in a block the chain kept
     # (resent as it is, never trained and uploaded again)
     pending: dict[int, object] = field(default_factory=dict)
+    # round id -> (cid, examples) of a pending update without a deposit: its host may send it
+    # in one submit_updates with the others' (when this worker delegated its updates to it)
+    entries: dict[int, tuple[str, int]] = field(default_factory=dict)
     refused: set[tuple[str, int]] = field(default_factory=set)
     revealed: set[tuple[str, int]] = field(default_factory=set)  # secure rounds' reveals sent
     fitted: dict[str, object] = field(default_factory=dict)
@@ -225,11 +234,23 @@ class Worker(Agent):
                         [(model.pool, self.stake_amount, model.stake_asset)],
                     )
                     calls.append((ident, "stake", model.id, stake))
+        lead = self.identities[0]
+        delegated = state.delegates([i.address for i in self.identities[1:]])
+        for ident in self.identities[1:]:
+            # each member lets its host send its updates in one call with the others' (once)
+            if (
+                delegated.get(ident.address) != lead.address
+                and ("delegate", 0) not in ident.refused
+            ):
+                delegate = self.chain.remark_call(encoders.delegate_updates(lead.address))
+                calls.append((ident, "delegate", 0, delegate))
         open_rounds = state.rounds(status=("open",))
         open_ids = {r.round_id for r in open_rounds}
         for ident in self.identities:  # a round that closed takes no more updates
             for rid in [r for r in ident.pending if r not in open_ids]:
                 del ident.pending[rid]
+                ident.entries.pop(rid, None)
+        due = []
         for rnd in open_rounds:
             selected, submitted = set(rnd.selected), set(rnd.submitted)
             for ident in self.identities:
@@ -238,12 +259,31 @@ class Worker(Agent):
                     and ident.address not in submitted
                     and rnd.round_id not in ident.done
                 ):
-                    call = ident.pending.get(rnd.round_id)
-                    if call is None:
-                        call = self.train_update(state, rnd, ident)
-                    if call is not None:
-                        ident.pending[rnd.round_id] = call
-                        calls.append((ident, "update", rnd.round_id, call))
+                    due.append((rnd, ident))
+        self.train_updates(state, [(r, i) for r, i in due if r.round_id not in i.pending])
+        bulk: dict[int, list[tuple[Identity, str, int]]] = {}
+        for rnd, ident in due:
+            call = ident.pending.get(rnd.round_id)
+            if call is None:
+                continue
+            entry = ident.entries.get(rnd.round_id)
+            if entry is not None and (
+                ident is lead or delegated.get(ident.address) == lead.address
+            ):
+                bulk.setdefault(rnd.round_id, []).append((ident, *entry))
+            else:
+                calls.append((ident, "update", rnd.round_id, call))
+        for rid, items in bulk.items():
+            if len(items) == 1:  # one update: as submit_update (its own or through its proxy)
+                ident = items[0][0]
+                calls.append((ident, "update", rid, ident.pending[rid]))
+                continue
+            at = 0
+            for remark in encoders.submit_updates(rid, [(i.address, c, n) for i, c, n in items]):
+                k = len(C.decode_call(remark).updates)  # type: ignore[attr-defined]
+                members = [i for i, _, _ in items[at : at + k]]
+                calls.append((lead, "updates", (rid, members), self.chain.remark_call(remark)))
+                at += k
         calls += self.reveals(state)
         if calls:
             self.send(calls)
@@ -356,14 +396,34 @@ class Worker(Agent):
                 if what == "reveal":
                     ident.revealed.discard(("reveal", about))
             return
-        errors = {
-            (e.account, e.call): e.reason
-            for e in state.errors_at(receipt.block_number, receipt.extrinsic_index)
-        }
-        for ident, what, about, _ in calls:
+        found = state.errors_at(receipt.block_number, receipt.extrinsic_index)
+        errors = {(e.account, e.call): e.reason for e in found}
+        # a submit_updates is a remark of the batch itself, at its position there; each of
+        # its entries is refused under its worker, as a submit_update at that position
+        placed = {(e.account, e.call, e.batch_index): e.reason for e in found}
+        for at, (ident, what, about, _) in enumerate(calls):
+            if what == "updates":
+                rid, members = about
+                whole = placed.get((ident.address, "submit_updates", at))
+                taken = 0
+                for member in members:
+                    member.done.add(rid)
+                    member.pending.pop(rid, None)
+                    member.entries.pop(rid, None)
+                    reason = whole or placed.get((member.address, "submit_update", at))
+                    if reason is not None:
+                        member.refused.add(("update", rid))
+                        self.log.warning("%s: update %s refused: %s", member.address, rid, reason)
+                    else:
+                        taken += 1
+                self.log.info(
+                    "round %d: %d of %d updates submitted in one call", rid, taken, len(members)
+                )
+                continue
             if what == "update":
                 ident.done.add(about)
                 ident.pending.pop(about, None)
+                ident.entries.pop(about, None)
             reason = errors.get((ident.address, PROTOCOL_CALL[what]))
             if reason is not None:
                 ident.refused.add((what, about))
@@ -375,10 +435,58 @@ class Worker(Agent):
 
     def train_update(self, state: State, rnd, ident: Identity | None = None):
         """Train ``ident`` (default: the first) on the round's base model; upload the update
-        and return the submit call (None when a secure round cannot be masked)."""
+        and return the submit call (None when it sends none: see ``_train``)."""
+        ident = ident or self.identities[0]
+        self.train_updates(state, [(rnd, ident)])
+        return ident.pending.get(rnd.round_id)
+
+    def train_updates(self, state: State, due: list[tuple[object, Identity]]) -> None:
+        """Train each (round, identity) pair, upload the updates (the small ones in one
+        request) and leave each one's submit call in ``ident.pending`` (and, without a
+        deposit, its CID and examples in ``ident.entries``, for submit_updates)."""
         from .. import fl
 
-        ident = ident or self.identities[0]
+        waiting: list[tuple[object, Identity, tuple, bytes]] = []
+        for rnd, ident in due:
+            trained = self._train(state, rnd, ident)
+            if trained is None:
+                continue
+            data = fl.weights_to_bytes(trained[2])
+            if len(data) > BULK_UPLOAD_BYTES:
+                self._uploaded(rnd, ident, trained, self.store.put(data))
+            else:
+                waiting.append((rnd, ident, trained, data))
+        if waiting:
+            cids = self.store.put_many([data for *_, data in waiting])
+            for (rnd, ident, trained, _), cid in zip(waiting, cids, strict=True):
+                self._uploaded(rnd, ident, trained, cid)
+
+    def _uploaded(self, rnd, ident: Identity, trained: tuple, cid: str) -> None:
+        n, model, _, accuracy = trained
+        self.log.info(
+            "%s round %d: trained on %d examples (train acc %.3f), update %s",
+            ident.address,
+            rnd.round_id,
+            n,
+            accuracy,
+            cid,
+        )
+        deposit = model.deposit if model.reward_policy["kind"] == "drt" else 0
+        remark = encoders.submit_update(rnd.round_id, cid, n, deposit)
+        if deposit:  # drt: the deposit travels with the update in one batch_all (both or none)
+            self.log.info("%s round %d: depositing %d", ident.address, rnd.round_id, deposit)
+            call = self.proto.compose(remark, [(model.pool, deposit, model.stake_asset)])
+        else:
+            call = self.chain.remark_call(remark)
+            ident.entries[rnd.round_id] = (cid, n)
+        ident.pending[rnd.round_id] = call
+
+    def _train(self, state: State, rnd, ident: Identity):
+        """``ident``'s update for ``rnd``: (examples, model, weights, train accuracy), or None
+        when it sends none (a hostile hint, data that does not fit, diverged training, a secure
+        round it cannot mask: each logged and the round marked done)."""
+        from .. import fl
+
         model = state.model(rnd.model_id)
         spec = self.spec(model.architecture_cid)
         base = self.base_weights(rnd.base_cid, self.weights_limit(model))
@@ -444,21 +552,7 @@ class Worker(Agent):
             if new is None:
                 ident.done.add(rnd.round_id)
                 return None
-        cid = self.store.put(fl.weights_to_bytes(new))
-        self.log.info(
-            "%s round %d: trained on %d examples (train acc %.3f), update %s",
-            ident.address,
-            rnd.round_id,
-            n,
-            metrics.get("train_accuracy", float("nan")),
-            cid,
-        )
-        deposit = model.deposit if model.reward_policy["kind"] == "drt" else 0
-        remark = encoders.submit_update(rnd.round_id, cid, n, deposit)
-        if deposit:  # drt: the deposit travels with the update in one batch_all (both or none)
-            self.log.info("%s round %d: depositing %d", ident.address, rnd.round_id, deposit)
-            return self.proto.compose(remark, [(model.pool, deposit, model.stake_asset)])
-        return self.chain.remark_call(remark)
+        return n, model, new, metrics.get("train_accuracy", float("nan"))
 
     def base_weights(self, cid: str, max_bytes: int | None = None):
         """The round's global weights, fetched once for every identity of this host."""

@@ -71,13 +71,19 @@ def net(tmp_path_factory):
         dfml("devnet", "down")
 
 
-def test_workers_sharing_a_process_act_through_its_proxy(net):
+def _hosts(info) -> dict[int, list[str]]:
+    """Each worker process's members' addresses, its host (the lead) first."""
+    hosts: dict[int, list[str]] = {}
+    for w in info["workers"]:
+        hosts.setdefault(w["pid"], []).append(w["address"])
+    return hosts
+
+
+def test_workers_sharing_a_process_act_through_its_proxy_and_delegate(net):
     dfml, info, _, _ = net
     from decentralml_jupyter.chain import Chain
 
-    hosts: dict[int, list[dict]] = {}
-    for w in info["workers"]:
-        hosts.setdefault(w["pid"], []).append(w)
+    hosts = {pid: [dict(address=a) for a in h] for pid, h in _hosts(info).items()}
     assert sorted(len(h) for h in hosts.values()) == [1, 2, 2]
     with Chain(info["chain"]["url"]) as chain:
         for members in hosts.values():
@@ -85,6 +91,32 @@ def test_workers_sharing_a_process_act_through_its_proxy(net):
             assert chain.proxies(lead) == []
             for other in members[1:]:
                 assert chain.proxies(other["address"]) == [lead]
+        # and each member delegated its updates to its host, in the protocol's state
+        expected = {o["address"]: h[0]["address"] for h in hosts.values() for o in h[1:]}
+        wait_until(lambda: _indexed(chain).delegates() == expected)
+
+
+def _indexed(chain):
+    from decentralml_jupyter.protocol.indexer import Indexer
+
+    idx = Indexer(chain, None)
+    try:
+        return idx.sync()
+    finally:
+        idx.close()
+
+
+def _protocol_calls(chain, block_number: int) -> list:
+    """The protocol calls that executed in one block, with their signers, as read from it."""
+    from decentralml_jupyter.protocol import decode_call
+    from decentralml_jupyter.protocol.indexer import extract_calls
+
+    block_hash = chain.block_hash(block_number)
+    ((events, extrinsics),) = chain.read_blocks([block_hash], want_extrinsics=lambda ev: True)
+    return [
+        (ctx.signer, decode_call(raw))
+        for ctx, raw in extract_calls(extrinsics, events, block_number, block_hash)
+    ]
 
 
 def test_a_round_trains_aggregates_pays_and_slashes(net, tmp_path):
@@ -111,6 +143,17 @@ def test_a_round_trains_aggregates_pays_and_slashes(net, tmp_path):
     final = dfml("round", "watch", rid, "--timeout", "300")
     assert final["status"] == "finalized", final
     assert set(final["submitted"]) == set(honest) | {attacker}
+    # a host of two sent both its members' updates in one submit_updates, signed by the host
+    from decentralml_jupyter.chain import Chain
+    from decentralml_jupyter.protocol import SubmitUpdates
+
+    pairs = [h for h in _hosts(info).values() if len(h) == 2]
+    with Chain(info["chain"]["url"]) as chain:
+        at = {u.worker: u.block_number for u in _indexed(chain).round(int(rid)).updates}
+        for lead, member in pairs:
+            calls = _protocol_calls(chain, at[member])
+            bulk = [c for who, c in calls if who == lead and isinstance(c, SubmitUpdates)]
+            assert bulk and {e.account for c in bulk for e in c.updates} == {lead, member}
     # the scaled update was caught and slashed; honest workers share the whole pot
     assert final["slashes"].get(attacker, 0) > 0
     assert attacker not in final["rewards"] or final["rewards"][attacker] == 0
