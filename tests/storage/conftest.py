@@ -95,3 +95,22 @@ def stored_block(service: Service, cid: CID | str) -> StoredBlock:
         return StoredBlock(*found)
     path = flatfs_path(service.repo / "blocks", cid)
     return StoredBlock(path, 0, path.stat().st_size)
+
+
+class Pieces:
+    """A request body that arrives in the given pieces (what readinto sees of a socket)."""
+
+    def __init__(self, body: bytes, cuts: list[int]):
+        self._body = memoryview(body)
+        self._cuts = cuts
+        self._i = 0
+
+    def readinto(self, view: memoryview) -> int:
+        n = min(len(view), self._cuts[self._i % len(self._cuts)], len(self._body))
+        self._i += 1
+        view[:n] = self._body[:n]
+        self._body = self._body[n:]
+        return n
+
+    def discard(self) -> None:
+        self._body = self._body[len(self._body) :]

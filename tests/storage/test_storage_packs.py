@@ -21,7 +21,7 @@ from decentralml_jupyter.storage import CID, KuboStore, StorageTimeout, storage_
 from decentralml_jupyter.storage.packstore import INDEX_ENTRY, MAGIC, RECORD_HEAD, PackStore
 from decentralml_jupyter.storage.server import PACK_DIR, _SlabPool, receive_first_file
 from decentralml_jupyter.storage.unixfs import CHUNK_SIZE, decode_dag_pb
-from tests.storage.conftest import Service, _free_port, stored_block
+from tests.storage.conftest import Pieces, Service, _free_port, stored_block
 
 
 class Restartable:
@@ -237,25 +237,6 @@ def test_a_large_add_through_several_slabs_reads_back(own: Restartable) -> None:
         assert store.put_file(path).cid == cid  # chunked transfer encoding
 
 
-class _Pieces:
-    """A request body that arrives in the given pieces (what readinto sees of a socket)."""
-
-    def __init__(self, body: bytes, cuts: list[int]):
-        self._body = memoryview(body)
-        self._cuts = cuts
-        self._i = 0
-
-    def readinto(self, view: memoryview) -> int:
-        n = min(len(view), self._cuts[self._i % len(self._cuts)], len(self._body))
-        self._i += 1
-        view[:n] = self._body[:n]
-        self._body = self._body[n:]
-        return n
-
-    def discard(self) -> None:
-        self._body = self._body[len(self._body) :]
-
-
 @settings(max_examples=300, deadline=None)
 @given(
     st.binary(max_size=300).map(lambda b: b.replace(b"\r\n--bnd", b"")),
@@ -274,7 +255,7 @@ def test_a_multipart_file_received_into_slabs_is_exact(
     got: list[tuple[bytes, bool]] = []
     pool = _SlabPool(content=slab, margin=8)
     n = receive_first_file(
-        _Pieces(body, cuts), b"bnd", lambda s, k, last: got.append((bytes(s[:k]), last)), pool
+        Pieces(body, cuts), b"bnd", lambda s, k, last: got.append((bytes(s[:k]), last)), pool
     )
     assert n == len(data) and b"".join(g for g, _ in got) == data
     assert [last for _, last in got] == [False] * (len(got) - 1) + [True]

@@ -29,7 +29,7 @@ from decentralml_jupyter.storage import (
 )
 from decentralml_jupyter.storage import client as client_module
 from decentralml_jupyter.storage.server import RpcError, _part_info, _Parts, receive_file
-from tests.storage.conftest import Service, _free_port
+from tests.storage.conftest import Pieces, Service, _free_port
 
 MiB = 1 << 20
 ADD = "/api/v0/add"
@@ -365,25 +365,6 @@ def test_the_cap_on_files_in_one_add(tight: str) -> None:
 # -- parsing, wherever the body is cut --------------------------------------------------------
 
 
-class _Pieces:
-    """A request body that arrives in the given pieces (what readinto sees of a socket)."""
-
-    def __init__(self, body: bytes, cuts: list[int]):
-        self._body = memoryview(body)
-        self._cuts = cuts
-        self._i = 0
-
-    def readinto(self, view: memoryview) -> int:
-        n = min(len(view), self._cuts[self._i % len(self._cuts)], len(self._body))
-        self._i += 1
-        view[:n] = self._body[:n]
-        self._body = self._body[n:]
-        return n
-
-    def discard(self) -> None:
-        self._body = self._body[len(self._body) :]
-
-
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
@@ -408,7 +389,7 @@ def test_every_file_of_a_body_cut_anywhere_is_read_exactly(
             got.append((_part_info(head, len(got)), bytes(data)))
 
     slabs: list[bytes] = []
-    source = _Pieces(body, cuts)
+    source = Pieces(body, cuts)
     size, head, rest = receive_file(source, b"bnd", lambda s, k, last: slabs.append(bytes(s[:k])))
     got = [(_part_info(head, 0), b"".join(slabs))]
     assert size == len(files[0])
@@ -416,13 +397,13 @@ def test_every_file_of_a_body_cut_anywhere_is_read_exactly(
     want = [(f"f{i}", f) for i, f in enumerate(files)]
     assert got == want
     got = []
-    read_rest(_Parts(_Pieces(body, cuts), b"bnd", at_start=True), got)
+    read_rest(_Parts(Pieces(body, cuts), b"bnd", at_start=True), got)
     assert got == want
 
 
 def test_parts_refuse_a_body_without_its_closing_delimiter() -> None:
     body = form([("a", b"abc")], close=False)
-    parts = _Parts(_Pieces(body, [7]), b"bnd", at_start=True)
+    parts = _Parts(Pieces(body, [7]), b"bnd", at_start=True)
     assert parts.next_head() is not None
     with pytest.raises(RpcError, match="truncated multipart body"):
         parts.read_data(lambda v: None)
