@@ -369,8 +369,16 @@ class Worker(Agent):
         back from the protocol state (a rejected one is logged and not retried)."""
         lead = self.identities[0]
         # the others' calls go first: a proxied call never fails the batch (its own result
-        # is in its ProxyExecuted event), while a failing call of the signer's stops the rest
-        calls = [c for c in calls if c[0] is not lead] + [c for c in calls if c[0] is lead]
+        # is in its ProxyExecuted event), while a failing call of the signer's stops the rest.
+        # Then the signer's submit_updates (plain remarks, which cannot fail), which carry the
+        # others' updates: a failing transfer of the signer's own (a stake, a deposit) must not
+        # stop them, or they would be taken as sent and lost for the round
+        mine = [c for c in calls if c[0] is lead]
+        calls = (
+            [c for c in calls if c[0] is not lead]
+            + [c for c in mine if c[1] == "updates"]
+            + [c for c in mine if c[1] != "updates"]
+        )
         for i in range(0, len(calls), MAX_BATCH):
             self._send(calls[i : i + MAX_BATCH])
 
