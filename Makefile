@@ -62,6 +62,7 @@ bench: setup
 	$(PY) benchmarks/bench_chain.py
 	$(PY) benchmarks/bench_protocol.py
 	$(PY) benchmarks/bench_storage.py
+	$(PY) benchmarks/bench_put_many.py
 	$(PY) benchmarks/bench_batching.py
 	$(PY) benchmarks/bench_model_size.py
 	$(PY) benchmarks/bench_rounds.py --workers 10,50
