@@ -28,6 +28,7 @@ from decentralml_jupyter.storage import (
     CID,
     ArtifactTooLarge,
     KuboStore,
+    StorageTimeout,
     StorageUnavailable,
     storage_down,
     storage_up,
@@ -683,3 +684,22 @@ def test_reads_do_not_leave_connections_behind(service: Service) -> None:
             store.get(cid)
         assert to_service() <= 1 + 4  # the caller's connection and the prefetchers'
     assert to_service() == 0
+
+
+def test_block_reads_keep_their_connection_and_survive_its_loss(store: KuboStore) -> None:
+    """``block`` reads on one kept connection per thread; one the node closed (or that broke)
+    is opened again once, transparently; a node that does not answer is StorageUnavailable,
+    content nobody stored StorageTimeout, and the errors say so."""
+    cids = [CID.parse(c) for c in store.put_many([os.urandom(1000) for _ in range(3)])]
+    first = store.block(cids[0])  # verified against its CID, or it raises
+    conn = store._local.conn
+    assert store.block(cids[1]) and store._local.conn is conn  # the same connection
+    conn.sock.shutdown(socket.SHUT_RDWR)  # the connection breaks under the client
+    assert store.block(cids[2]) and store.block(cids[0]) == first
+    assert store._local.conn is not conn and store._conns == [store._local.conn]
+    gone = CID.for_block(b"stored by nobody: " + os.urandom(8))
+    with pytest.raises(StorageTimeout, match="not found in storage"):
+        store.block(gone, timeout=0.3)
+    with KuboStore(f"http://127.0.0.1:{free_port()}", timeout=2) as nobody:
+        with pytest.raises(StorageUnavailable, match="no storage service answers"):
+            nobody.block(cids[0])
