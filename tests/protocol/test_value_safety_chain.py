@@ -375,7 +375,10 @@ ACTORS = ("Bob", "Charlie", "Dave")
 def leaves(draw, proto, ids, pool):
     chain = proto.chain
     who = draw(st.sampled_from(ACTORS))
-    kinds = ("stake", "stake_token", "start_round", "task", "unstake", "deposit", "market")
+    kinds = (
+        "stake", "stake_token", "start_round", "task", "unstake", "deposit", "market",
+        "delegate", "updates",
+    )  # fmt: skip
     kind = draw(st.sampled_from(kinds))
     amount = draw(st.sampled_from((1, 2, 3))) * UNIT
     dest = draw(st.sampled_from(("pool", "pool", "self", "other")))
@@ -393,6 +396,13 @@ def leaves(draw, proto, ids, pool):
     elif kind == "market":  # a bounty, for a model that runs no market
         spec = encoders.round_spec(1, reward=0)
         remark = encoders.start_rounds(model, spec, 1, amount, "0x" + "42" * 32)
+    elif kind == "delegate":  # moves nothing: value sent with it is owed back
+        host = draw(st.sampled_from((*ACTORS, None)))
+        remark = encoders.delegate_updates(None if host is None else chain.address(host))
+    elif kind == "updates":  # a host's updates, for a round that does not exist or is closed
+        named = [chain.address(a) for a in draw(st.lists(st.sampled_from(ACTORS), min_size=1))]
+        entries = [(a, CID_W, i + 1) for i, a in enumerate(named)]
+        remark = encoders.submit_updates(draw(st.sampled_from((1, 10**6))), entries)[0]
     else:
         remark = encoders.unstake(model, amount)
     calls = []
