@@ -146,14 +146,20 @@ def test_put_many_without_pin_stores_but_pins_nothing(store: KuboStore) -> None:
     assert not any(store.is_pinned(c) for c in cids)
 
 
-def test_put_many_of_nothing_sends_no_request(
-    store: KuboStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def recorded_posts(store: KuboStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The URLs the store's session posts to from now on (each still sent)."""
     calls: list[str] = []
     real = store._session.post
     monkeypatch.setattr(
         store._session, "post", lambda url, **kw: calls.append(url) or real(url, **kw)
     )
+    return calls
+
+
+def test_put_many_of_nothing_sends_no_request(
+    store: KuboStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = recorded_posts(store, monkeypatch)
     assert store.put_many([]) == []
     assert calls == []
 
@@ -168,11 +174,7 @@ def test_put_many_takes_no_stream(store: KuboStore) -> None:
 def test_put_many_splits_a_large_batch_into_several_requests(
     store: KuboStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls: list[str] = []
-    real = store._session.post
-    monkeypatch.setattr(
-        store._session, "post", lambda url, **kw: calls.append(url) or real(url, **kw)
-    )
+    calls = recorded_posts(store, monkeypatch)
     monkeypatch.setattr(client_module, "PUT_MANY_FILES", 3)
     items = fresh(10, 1000)
     assert store.put_many(items) == [compute_cid(x) for x in items]
