@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -90,8 +91,11 @@ class KuboStore:
         self.stream_reads = stream_reads
         self._headers = dict(headers or {})
         self._local = threading.local()
-        self._sessions: list[requests.Session] = []
-        self._conns: list[http.client.HTTPConnection] = []  # block reads' kept connections
+        # Each thread's session and kept connection, held strongly by the thread's own
+        # storage only: a thread that ends (a read-ahead pool's, made per round) takes them
+        # with it, where a list would keep every one (and its socket) open for good
+        self._sessions: weakref.WeakSet[requests.Session] = weakref.WeakSet()
+        self._conns: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
         self._sessions_lock = threading.Lock()
         # One pool for every read's prefetching: its threads' sessions (and connections) are
         # reused, where a pool per read would leave ``prefetch`` open connections behind each.
@@ -106,7 +110,7 @@ class KuboStore:
             session.headers.update(self._headers)
             self._local.session = session
             with self._sessions_lock:
-                self._sessions.append(session)
+                self._sessions.add(session)
         return session
 
     @classmethod
@@ -127,10 +131,10 @@ class KuboStore:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         with self._sessions_lock:
-            for session in self._sessions:
+            for session in list(self._sessions):
                 session.close()
             self._sessions.clear()
-            for conn in self._conns:
+            for conn in list(self._conns):
                 conn.close()
             self._conns.clear()
 
@@ -418,8 +422,7 @@ class KuboStore:
         conn.close()
         self._local.conn = None
         with self._sessions_lock:
-            if conn in self._conns:
-                self._conns.remove(conn)
+            self._conns.discard(conn)
 
     def _small_read(
         self, command: str, query: Mapping[str, str], timeout: float
@@ -441,7 +444,7 @@ class KuboStore:
                 conn = kind(url.hostname or "127.0.0.1", url.port, timeout=self.connect_timeout)
                 self._local.conn = conn
                 with self._sessions_lock:
-                    self._conns.append(conn)
+                    self._conns.add(conn)
             reused = conn.sock is not None  # a kept connection the node may have closed
             try:
                 if not reused:

@@ -696,10 +696,34 @@ def test_block_reads_keep_their_connection_and_survive_its_loss(store: KuboStore
     assert store.block(cids[1]) and store._local.conn is conn  # the same connection
     conn.sock.shutdown(socket.SHUT_RDWR)  # the connection breaks under the client
     assert store.block(cids[2]) and store.block(cids[0]) == first
-    assert store._local.conn is not conn and store._conns == [store._local.conn]
+    assert store._local.conn is not conn and list(store._conns) == [store._local.conn]
     gone = CID.for_block(b"stored by nobody: " + os.urandom(8))
     with pytest.raises(StorageTimeout, match="not found in storage"):
         store.block(gone, timeout=0.3)
     with KuboStore(f"http://127.0.0.1:{free_port()}", timeout=2) as nobody:
         with pytest.raises(StorageUnavailable, match="no storage service answers"):
             nobody.block(cids[0])
+
+
+def test_reads_from_short_lived_threads_leave_no_connections_open(store: KuboStore) -> None:
+    """A validator reads each round's updates on a thread pool made for that round: the
+    connections (and sessions) of threads that ended are closed with them, not kept open for
+    good (16 sockets a round before, which a long-running validator would run out of)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cids = store.put_many([os.urandom(1000) for _ in range(32)])
+
+    def sockets() -> int:
+        return len(psutil.Process().net_connections(kind="tcp"))
+
+    for _ in range(2):  # warm: the main thread's own connections are made here
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda c: store.block(c), cids))
+            list(pool.map(lambda c: store.stat(c), cids))
+    before = sockets()
+    for _ in range(10):
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda c: store.block(c), cids))
+            list(pool.map(lambda c: store.stat(c), cids))
+    assert sockets() <= before + 2  # not 10 rounds x 16 threads x 2 kinds of connection
+    assert len(store._conns) <= 1 and len(store._sessions) <= 1
