@@ -142,10 +142,6 @@ class Validator(Agent):
         self.scored: set[int] = set()  # markets this identity scored, or cannot score
         # round id -> this process's Verdict on it (None: it abstains), shared by its members
         self._verdicts: dict[int, Verdict | None] = {}
-        # CID -> (round id, weights) of small updates read while their round was still open
-        # (see prefetch), each taken once by the round's judging; shared by its members
-        self._prefetched: dict[str, tuple[int, list, int]] = {}  # ... and their bytes
-        self._prefetch_tried: dict[str, int] = {}  # CID -> round id: asked once, not again
         self.members: list[Validator] = [self]
         for uri in keys[1:]:
             self.members.append(self._member(uri))
@@ -190,63 +186,6 @@ class Validator(Agent):
                 del self._verdicts[rid]
         if failed is not None:
             raise failed
-        self.prefetch(state)
-
-    def prefetch(self, state: State) -> None:
-        """Read the small updates of open rounds this process will judge as they arrive (a
-        round of many clients fills over several blocks), so that judging, once the round
-        stops taking updates, finds most of them read, verified and decoded. Only updates of
-        one block (at most ``KEEP_ROOT_BYTES``), and at most ``PREFETCH_BYTES`` in all; what
-        is not read here, or not available yet, is read when judging, as before."""
-        from .. import fl
-
-        mine = {m.address for m in self.members}
-        open_rounds = state.rounds(status=("open",))
-        live = {r.round_id for r in open_rounds} | {
-            r.round_id for r in state.rounds(status=("aggregating",))
-        }
-        for cid, (rid, _, _) in list(self._prefetched.items()):
-            if rid not in live:  # a round judged, failed or ended meanwhile: forgotten
-                del self._prefetched[cid]
-        for cid, rid in list(self._prefetch_tried.items()):
-            if rid not in live:
-                del self._prefetch_tried[cid]
-        held = sum(size for _, _, size in self._prefetched.values())
-        for rnd in open_rounds:
-            model = state.model(rnd.model_id)
-            if model is None or not mine & set(model.validators):
-                continue
-            if model.strategy.endswith(":secure"):
-                continue  # masked updates are read by judge_secure, all at once
-            # each CID asked once, briefly: its worker stored it before sending it, and one
-            # that storage cannot find (a hostile worker's) must not hold up every step
-            new = [u.cid for u in rnd.updates if u.cid not in self._prefetch_tried]
-            if not new or held >= PREFETCH_BYTES:
-                continue
-            self._prefetch_tried.update(dict.fromkeys(new, rnd.round_id))
-            roots: dict[str, bytes] = {}
-            try:
-                self.unavailable(new, roots, timeout=PREFETCH_TIMEOUT)
-            except DfmlError:  # storage down now: judging reads them (or waits) later
-                return
-            limit = self.weights_limit(model)
-            for cid, root in roots.items():
-                try:
-                    whole = _one_block_file(cid, root, limit)
-                    weights = None if whole is None else fl.weights_from_bytes(whole)
-                except (DfmlError, ValueError):
-                    continue  # judging reads it again and says why it is refused
-                if weights is None:
-                    continue
-                size = sum(w.nbytes for w in weights)
-                if held + size > PREFETCH_BYTES:
-                    return
-                self._prefetched[cid] = (rnd.round_id, weights, size)
-                held += size
-
-    def _take_prefetched(self, cid: str) -> list | None:
-        found = self._prefetched.pop(cid, None)
-        return None if found is None else found[1]
 
     def duties(self, state: State) -> None:
         """This identity's duties on ``state``: attest the rounds due, approve the payouts
@@ -477,11 +416,7 @@ class Validator(Agent):
         def load(cid: str):
             """An update's weights: views into one buffer where the store reads into one (a
             400 MB update then takes 400 MB, not twice that while it is decoded); a
-            one-block update from the root block the availability check fetched, or as
-            ``prefetch`` read it while the round was open."""
-            early = self._take_prefetched(cid)
-            if early is not None:
-                return early
+            one-block update from the root block the availability check fetched."""
             whole = _one_block_file(cid, roots.pop(cid, None), limit)
             if whole is not None:
                 return fl.weights_from_bytes(whole)
@@ -502,9 +437,7 @@ class Validator(Agent):
         rejected, norms = {}, {}
         cids = {u.worker: u.cid for u in rnd.updates}
         roots: dict[str, bytes] = {}  # CID -> its verified root block, where it is small
-        missing = self.unavailable(
-            [u.cid for u in rnd.updates if u.cid not in self._prefetched], roots
-        )
+        missing = self.unavailable([u.cid for u in rnd.updates], roots)
         ordered = sorted(rnd.updates, key=lambda u: u.worker)
         # read ahead: a round of many small updates is a request each, which storage serves
         # while this thread checks the ones before (at most READ_AHEAD_BYTES in flight)
@@ -628,21 +561,14 @@ class Validator(Agent):
             self._reader_pool = ThreadPoolExecutor(READ_AHEAD, thread_name_prefix="dfml-read")
         return self._reader_pool
 
-    def unavailable(
-        self,
-        cids: list[str],
-        roots: dict[str, bytes] | None = None,
-        timeout: float = 0.0,
-    ) -> dict[str, str]:
+    def unavailable(self, cids: list[str], roots: dict[str, bytes] | None = None) -> dict[str, str]:
         """The CIDs storage cannot find, with why: asked all at once, each for at most
         ``AVAILABILITY_TIMEOUT`` s, so a round full of CIDs nobody stored is judged in bounded
         time, not one storage timeout after another. Storage being down raises.
 
         Asking is reading the root block (what a stat reads); with ``roots`` given, the root
         blocks up to ``KEEP_ROOT_BYTES`` are kept there (verified against their CIDs), so
-        that an update of one block is not read a second time. ``timeout``: another limit
-        than ``AVAILABILITY_TIMEOUT``."""
-        timeout = timeout or AVAILABILITY_TIMEOUT
+        that an update of one block is not read a second time."""
         from concurrent.futures import ThreadPoolExecutor
 
         block = getattr(self.store, "block", None) if roots is not None else None
@@ -650,9 +576,9 @@ class Validator(Agent):
         def stat(cid: str) -> str | None:
             try:
                 if block is None:
-                    self.store.stat(cid, timeout=timeout)
+                    self.store.stat(cid, timeout=AVAILABILITY_TIMEOUT)
                 else:
-                    root = block(cid, timeout=timeout)
+                    root = block(cid, timeout=AVAILABILITY_TIMEOUT)
                     if len(root) <= KEEP_ROOT_BYTES:
                         roots[cid] = root
             except StorageUnavailable:
@@ -945,8 +871,6 @@ class Validator(Agent):
 
 AVAILABILITY_TIMEOUT = 10.0  # seconds storage may search for one update's content
 KEEP_ROOT_BYTES = 1 << 20  # root blocks kept from the availability check, at most this size
-PREFETCH_BYTES = 64 << 20  # small updates of open rounds read ahead of judging, at most
-PREFETCH_TIMEOUT = 1.0  # seconds storage may search for one of them (judging waits longer)
 READ_AHEAD = 8  # updates read ahead of the one being checked, at most
 
 

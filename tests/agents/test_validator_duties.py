@@ -39,7 +39,6 @@ def test_every_validator_derives_the_same_primaries():
 def _validator(address: str, grace: float) -> Validator:
     v = Validator.__new__(Validator)  # the duty logic needs no chain, storage or data
     v.address, v.backup_grace, v._waiting = address, grace, {}
-    v._prefetched, v._prefetch_tried, v.members = {}, {}, [v]
     v.log = logging.getLogger("test")
     return v
 
@@ -400,91 +399,3 @@ def test_a_round_of_more_than_64_updates_is_scored_to_first_order():
     against = [contributions.get(f"5W{i:02d}", 0.0) for i in range(10)]
     along = [contributions[w] for w in contributions if int(w[2:]) >= 10]
     assert max(against) <= min(along)
-
-
-def test_small_updates_of_open_rounds_are_read_ahead_once_and_judged_from_there(
-    storage_url, monkeypatch
-):
-    """While a round is open, a validator reads its small updates as they arrive (from the
-    real storage service), each CID asked once (one nobody stored is not asked again every
-    step, and briefly); judging then takes them from there and reads nothing again; models
-    it does not validate, secure rounds and rounds no longer live are left alone, and the
-    memory it holds is capped."""
-    from types import SimpleNamespace as NS
-
-    import numpy as np
-
-    from decentralml_jupyter import fl
-    from decentralml_jupyter.storage import KuboStore
-
-    store = KuboStore(storage_url)
-    base = [np.zeros((4,), np.float32)]
-    blobs = {f"5W{i}": [base[0] + 0.1 * (i + 1)] for i in range(4)}
-    stored = store.put_many([fl.weights_to_bytes(w) for w in blobs.values()])
-    cids = dict(zip(blobs, stored, strict=True))
-    base_cid = store.put(fl.weights_to_bytes(base))
-    gone = "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"  # stored by nobody
-    asked: list[tuple[str, float]] = []
-
-    def block(cid, timeout=None):
-        asked.append((cid, timeout))
-        return store.block(cid, timeout=0.3 if cid == gone else timeout)
-
-    v = _validator(ACCOUNTS[0], 0.0)
-
-    def get(cid, max_bytes=None):
-        asked.append((cid, None))
-        return store.get(cid, max_bytes=max_bytes)
-
-    v.store = NS(block=block, get=get, stat=store.stat)
-    v._weights_size, v.max_examples = {}, 1000
-    v.spec = lambda cid: b"spec"
-    v.evaluate = lambda spec, weights, metric=None: {"accuracy": 0.5, "loss": 1.0}
-    models = {
-        1: NS(id=1, validators=[ACCOUNTS[0]], strategy="fedavg", architecture_cid="QmArch",
-              weights_cid=base_cid, metric="accuracy", strategy_params={}),
-        2: NS(id=2, validators=[ACCOUNTS[1]], strategy="fedavg"),  # not this validator's
-        3: NS(id=3, validators=[ACCOUNTS[0]], strategy="fedavg:secure"),
-    }  # fmt: skip
-
-    def update(worker, cid=None):
-        return NS(worker=worker, cid=cid or cids[worker], num_examples=10)
-
-    first = [update("5W0"), update("5W1"), update("5Gone", gone)]
-    rounds = {
-        "open": [
-            NS(round_id=7, model_id=1, updates=first),
-            NS(round_id=8, model_id=2, updates=[update("5W2")]),
-            NS(round_id=9, model_id=3, updates=[update("5W3")]),
-        ],
-        "aggregating": [],
-    }
-    state = NS(model=models.get, rounds=lambda status: rounds[status[0]])
-    v.prefetch(state)
-    assert set(v._prefetched) == {cids["5W0"], cids["5W1"]}
-    assert {c for c, _ in asked} == {cids["5W0"], cids["5W1"], gone}
-    assert all(t == vmod.PREFETCH_TIMEOUT for _, t in asked)
-    # the next step asks only what arrived since: not the CID nobody stored
-    rounds["open"][0].updates = [*first, update("5W2")]
-    asked.clear()
-    v.prefetch(state)
-    assert [c for c, _ in asked] == [cids["5W2"]]
-    # judging the round (now closed) reads none of them again
-    rnd = NS(
-        round_id=7, model_id=1, base_cid=base_cid, base_state_cid=None,
-        updates=rounds["open"][0].updates,
-    )  # fmt: skip
-    rounds["aggregating"], rounds["open"] = [rnd], rounds["open"][1:]
-    asked.clear()
-    weights, _, contributions, rejected, *_ = v.judge(NS(model=models.get), rnd)
-    # only the base and the one it never found (asked in full) are read
-    assert sorted(c for c, _ in asked) == sorted([base_cid, gone])
-    assert set(contributions) == {"5W0", "5W1", "5W2"} and "not in storage" in rejected["5Gone"]
-    assert np.allclose(weights[0], np.mean([0.1, 0.2, 0.3]))
-    assert v._prefetched == {}
-    # a round that is no longer live is forgotten; the cap holds
-    rounds["aggregating"] = []
-    rounds["open"] = [NS(round_id=10, model_id=1, updates=[update("5W3"), update("5W0")])]
-    monkeypatch.setattr(vmod, "PREFETCH_BYTES", 20)  # one 16-byte update, not two
-    v.prefetch(state)
-    assert len(v._prefetched) == 1 and set(v._prefetch_tried.values()) == {10}
