@@ -30,13 +30,13 @@ import argparse
 import json
 import math
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
 
 from websocket import create_connection
 
+from decentralml_jupyter import procs
 from decentralml_jupyter.chain import Chain, devchain
 from decentralml_jupyter.protocol import encoders
 from decentralml_jupyter.protocol.accounts import normalize_address
@@ -48,12 +48,6 @@ BATCH_SIGNER = "//Bob"  # (c)
 DELEGATE = "//Alice"  # (d): signs for the real accounts Dev1..DevN
 LIMIT_SIGNER = "//Eve"  # part 2: the largest batch
 FILL_SIGNERS = ("//Charlie", "//Dave")  # part 2: two batches that do not fit one block together
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def update_remark(i: int) -> bytes:
@@ -392,7 +386,7 @@ def main() -> int:
     t_start = time.perf_counter()
     phases: dict[str, float] = {}
     devchain.install()
-    port = free_port()
+    port = procs.free_port()
     devchain.up(port=port, accounts=n_reals, block_mode="batch")
     try:
         chain = Chain(f"ws://127.0.0.1:{port}")

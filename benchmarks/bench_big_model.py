@@ -28,7 +28,6 @@ import hashlib
 import math
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -36,18 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
-from decentralml_jupyter import fl
+from decentralml_jupyter import fl, procs
 from decentralml_jupyter.cli import run
 from decentralml_jupyter.storage import KuboStore
 
 LAYERS = 7  # hidden layers
 RSS_TARGET_MIB = 4 * 1000**3 / (1 << 20)  # "4 GB"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float = 1800.0, what: str = "the dev network"):
@@ -165,7 +158,7 @@ def storage_only(args) -> int:
     )
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["DFML_HOME"] = str(Path(tmp) / "home")
-        port = free_port()
+        port = procs.free_port()
         up = storage_up(port=port, repo=Path(tmp) / "repo")
         try:
             ok = print_rates(storage_rates(up["url"], like, args.repeat), args.repeat)
@@ -204,7 +197,7 @@ def main() -> int:
         f"parameters, {4 * params / 1e6:.0f} MB of float32; {os.cpu_count()} CPU cores, "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
-    url, storage = f"ws://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    url, storage = f"ws://127.0.0.1:{procs.free_port()}", f"http://127.0.0.1:{procs.free_port()}"
 
     def dfml(*a, key="//Alice"):
         return run(["--url", url, "--storage", storage, "--key", key, *a])

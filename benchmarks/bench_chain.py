@@ -8,24 +8,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from decentralml_jupyter import procs
 from decentralml_jupyter.chain import Chain, devchain
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def time_up(env: dict | None = None) -> float:
     """Seconds from launching `dfml chain up` to a chain that answers with its first block."""
-    url = f"ws://127.0.0.1:{free_port()}"
+    url = f"ws://127.0.0.1:{procs.free_port()}"
     cmd = [sys.executable, "-m", "decentralml_jupyter.cli", "--url", url]
     t0 = time.perf_counter()
     subprocess.run([*cmd, "chain", "up"], check=True, capture_output=True, env=env)
@@ -36,7 +30,7 @@ def time_up(env: dict | None = None) -> float:
 
 def throughput(mode: str, kind: str, n: int) -> tuple[float, float]:
     """(pipelined tx/s, sequential tx/s with a receipt each) for ``kind`` in ``mode``."""
-    port = free_port()
+    port = procs.free_port()
     devchain.up(port=port, block_mode=mode)
     try:
         with Chain(f"ws://127.0.0.1:{port}") as chain:

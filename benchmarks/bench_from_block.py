@@ -19,19 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from decentralml_jupyter import procs
+
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _build(chain, blocks: int, what: str) -> int:
@@ -100,7 +95,7 @@ def main(history: int, blocks: int, runs: int) -> None:
     from decentralml_jupyter.protocol.client import ProtocolClient
     from decentralml_jupyter.protocol.indexer import Indexer
 
-    port = _free_port()
+    port = procs.free_port()
     url = f"ws://127.0.0.1:{port}"
     devchain.up(port=port, accounts=4, block_mode="instant")
     try:

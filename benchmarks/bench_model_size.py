@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import math
 import os
-import socket
 import statistics
 import tempfile
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from decentralml_jupyter import procs
 from decentralml_jupyter.fl import (
     ClientUpdate,
     FedAvg,
@@ -216,12 +216,6 @@ def bench_size(
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10k,100k,1m,10m", help=f"of {', '.join(SIZES)}")
@@ -242,7 +236,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         os.environ["DFML_HOME"] = str(tmpdir / "home")  # a throw-away service and repository
-        port = free_port()
+        port = procs.free_port()
         up = storage_up(port=port, repo=tmpdir / "repo")
         try:
             with KuboStore(up["url"], timeout=60) as store:

@@ -7,10 +7,10 @@ Printed, not a test: `python benchmarks/bench_protocol.py [-n 200]`.
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 import time
 
+from decentralml_jupyter import procs
 from decentralml_jupyter.chain import Chain, devchain
 from decentralml_jupyter.protocol import encoders
 from decentralml_jupyter.protocol.client import ProtocolClient
@@ -19,17 +19,11 @@ from decentralml_jupyter.protocol.indexer import Indexer
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-n", type=int, default=200, help="protocol calls to send")
     args = ap.parse_args()
-    port = free_port()
+    port = procs.free_port()
     devchain.up(port=port, block_mode="batch", accounts=0)
     try:
         chain = Chain(f"ws://127.0.0.1:{port}")

@@ -12,19 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from decentralml_jupyter import procs
 from decentralml_jupyter.storage import KuboStore, compute_cid, storage_down, storage_up
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> int:
@@ -42,7 +36,7 @@ def main() -> int:
     times: dict[str, list[float]] = {"put, one by one": [], "put_many": []}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["DFML_HOME"] = str(Path(tmp) / "home")
-        port = free_port()
+        port = procs.free_port()
         up = storage_up(port=port, repo=Path(tmp) / "repo")
         try:
             with KuboStore(up["url"], timeout=60) as store:

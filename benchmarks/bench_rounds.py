@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -30,19 +29,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlparse
 
-from decentralml_jupyter import fl
+from decentralml_jupyter import fl, procs
 from decentralml_jupyter.cli import run
 from decentralml_jupyter.protocol.calls import MAX_CLIENTS  # most workers a round selects
 from decentralml_jupyter.protocol.values import ProtocolParams
 from decentralml_jupyter.storage import KuboStore
 
 HIDDEN = (32,)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float = 900.0):
@@ -82,7 +75,7 @@ def in_process(n: int, rounds: int, epochs: int) -> dict:
 def dev_network(
     n: int, per_host: int, rounds: int, epochs: int, block_mode: str, reward: int, plan: bool
 ) -> dict:
-    url, storage = f"ws://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"
+    url, storage = f"ws://127.0.0.1:{procs.free_port()}", f"http://127.0.0.1:{procs.free_port()}"
 
     def dfml(*a, key="//Alice"):
         return run(["--url", url, "--storage", storage, "--key", key, *a])

@@ -15,20 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import tempfile
 import time
 
+from decentralml_jupyter import procs
+
 CID = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
 UNIT = 10**12
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _median_ms(fn, runs: int) -> float:
@@ -80,7 +75,7 @@ def main(rounds: int = 100, runs: int = 200) -> None:
     from decentralml_jupyter import cli
     from decentralml_jupyter.chain import devchain
 
-    port = _free_port()
+    port = procs.free_port()
     url = f"ws://127.0.0.1:{port}"
     devchain.up(port=port, accounts=4, block_mode="instant")
     try:

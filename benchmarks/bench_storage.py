@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from decentralml_jupyter import procs
 from decentralml_jupyter.storage import KuboStore, compute_cid, storage_down, storage_up
 
 
@@ -62,9 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmpdir = Path(tmp)
         os.environ["DFML_HOME"] = str(tmpdir / "home")  # a throw-away service and repo
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = procs.free_port()
         src, dst = tmpdir / "src.bin", tmpdir / "dst.bin"
         src.write_bytes(np.random.default_rng(0).bytes(size))
         up = storage_up(port=port, repo=tmpdir / "repo")

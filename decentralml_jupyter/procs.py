@@ -8,7 +8,9 @@ Processes are read through psutil, so this works on Linux and macOS alike.
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -107,3 +109,28 @@ def stop(pid: int, started: str | None = None, grace: float = 10.0) -> bool:
         while is_running(pid, started):
             time.sleep(0.05)
     return True
+
+
+# Ports for the services a test, tutorial or benchmark starts come from below the OS's
+# ephemeral range (Linux's starts at 32768, macOS's and Windows' at 49152): a port from there,
+# as binding port 0 gives, can be taken between being chosen and being bound, by any outgoing
+# connection or by a Jupyter kernel's own sockets.
+_PORTS = range(20000, 32768)
+
+
+def free_port(avoid: set[int] | frozenset[int] = frozenset()) -> int:
+    """A port of 127.0.0.1 that nothing is bound to now and is none of ``avoid``, chosen at
+    random below the ephemeral range, so that the OS hands it to nobody before a service
+    binds it."""
+    start = random.SystemRandom().randrange(len(_PORTS))  # then every port once, in turn
+    for i in range(len(_PORTS)):
+        port = _PORTS[(start + i) % len(_PORTS)]
+        if port in avoid:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise OSError(f"no free port on 127.0.0.1 between {_PORTS[0]} and {_PORTS[-1]}")

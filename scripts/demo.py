@@ -23,9 +23,9 @@ def free_port(preferred: int) -> int:
     with socket.socket() as s:
         if s.connect_ex(("127.0.0.1", preferred)) != 0:
             return preferred
-    with socket.socket() as s:  # leave a service the user already runs alone
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from decentralml_jupyter import procs
+
+    return procs.free_port()  # leave a service the user already runs alone
 
 
 def main() -> int:

@@ -9,6 +9,8 @@ import subprocess
 
 import pytest
 
+from decentralml_jupyter import procs
+
 
 def unavailable(reason: str):
     """Skip a test that needs something this machine lacks; under CI (CI=true) fail instead,
@@ -76,13 +78,9 @@ _HANDED: set[int] = set()  # ports this test session gave out: never twice
 def free_port() -> int:
     """A port free on 127.0.0.1 now and never handed to another test of this session (the OS
     may offer a port again once its probe socket closed, before the first test binds it)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _HANDED:
-            _HANDED.add(port)
-            return port
+    port = procs.free_port(avoid=_HANDED)
+    _HANDED.add(port)
+    return port
 
 
 @pytest.fixture(scope="session")

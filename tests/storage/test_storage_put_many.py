@@ -19,6 +19,7 @@ import requests
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from decentralml_jupyter import procs
 from decentralml_jupyter.errors import IntegrityError, StorageError
 from decentralml_jupyter.storage import (
     CHUNK_SIZE,
@@ -29,7 +30,7 @@ from decentralml_jupyter.storage import (
 )
 from decentralml_jupyter.storage import client as client_module
 from decentralml_jupyter.storage.server import RpcError, _part_info, _Parts, receive_file
-from tests.storage.conftest import Pieces, Service, _free_port
+from tests.storage.conftest import Pieces, Service
 
 MiB = 1 << 20
 ADD = "/api/v0/add"
@@ -39,7 +40,7 @@ TIGHT = {"max_body": MiB, "max_add_files": 5}
 
 @pytest.fixture(scope="module")
 def tight(tmp_path_factory: pytest.TempPathFactory, service: Service) -> Iterator[str]:
-    port = _free_port()
+    port = procs.free_port()
     info = storage_up(port=port, repo=tmp_path_factory.mktemp("put-many-tight"), limits=TIGHT)
     try:
         yield info["url"]
