@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 
@@ -70,6 +71,33 @@ def dead_services():
         yield f"ws://127.0.0.1:{free_port()}", f"http://127.0.0.1:{silent.getsockname()[1]}"
     finally:
         silent.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _home_of_this_run(request, tmp_path_factory):
+    """Everything the suite's services write (dev networks' storage, indexes, logs, pid files)
+    goes to this run's temporary folder, which pytest prunes, never to the user's cache: each
+    dev network on a new port would otherwise leave tens of MB there for good. The installed
+    dev chain is shared from the user's cache, where `make setup` put it (linked, not copied)."""
+    from decentralml_jupyter import config
+    from decentralml_jupyter.chain import devchain
+
+    installed = devchain.install_dir()
+    old = os.environ.get("DFML_HOME")
+    home = tmp_path_factory.mktemp("dfml-home")
+    os.environ["DFML_HOME"] = str(home)
+    if installed.is_dir():
+        devchain.install_dir().symlink_to(installed, target_is_directory=True)
+    assert config.home() == home
+    try:
+        yield home
+    finally:
+        if old is None:
+            os.environ.pop("DFML_HOME", None)
+        else:
+            os.environ["DFML_HOME"] = old
+        if request.session.testsfailed == 0:  # a failed run keeps its logs (pytest prunes)
+            shutil.rmtree(home, ignore_errors=True)  # the link, never the linked install
 
 
 _HANDED: set[int] = set()  # ports this test session gave out: never twice

@@ -212,3 +212,19 @@ def test_proxies_made_at_start_act_with_no_transaction(tmp_path):
             assert c.proxies(addr["Dev4"]) == [] and c.proxies(addr["Dev3"]) == [addr["Dev2"]]
     finally:
         devchain.down(port)
+
+
+def test_the_suite_keeps_its_services_state_out_of_the_users_cache(devchain_url, tmp_path_factory):
+    from pathlib import Path
+
+    from decentralml_jupyter import config
+
+    port = int(devchain_url.rsplit(":", 1)[1])
+    users = Path.home() / ".cache" / "decentralml-jupyter"
+    ours = config.home()
+    assert ours.is_relative_to(tmp_path_factory.getbasetemp())  # this run's, pruned by pytest
+    assert (ours / "run" / f"chain-{port}.json").exists()
+    assert not (users / "run" / f"chain-{port}.json").exists()
+    # the chain came from the install `make setup` made, linked rather than installed again
+    assert devchain.install_dir().is_symlink()
+    assert not devchain.install_dir().resolve().is_relative_to(ours)
