@@ -672,6 +672,7 @@ def cmd_economy_simulate(s: Session, args, progress):
         noisy=args.noisy,
         kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
         economics=economy.Economics(**settings),
+        rules=args.rules,
     )
 
 
@@ -1019,7 +1020,7 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
     pa = _add(pay_sub, "approve", cmd_payout_approve, "approve (or execute) a pending payout")
     pa.add_argument("id", type=_model_id)
 
-    from .economy import ADVERSARIAL_KINDS, POLICIES
+    from .economy import ADVERSARIAL_KINDS, POLICIES, RULES
 
     economy = verbs.add_parser("economy", help="the economics of rounds, simulated in-process")
     e_sub = economy.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -1031,6 +1032,13 @@ def build_parser(prog: str = "dfml", defaults: dict[str, str] | None = None):
         "rounds, no chain: each kind's average net balance per round and the model's accuracy",
     )
     es.add_argument("--policy", choices=POLICIES, required=True, help="how rounds pay")
+    es.add_argument(
+        "--rules",
+        choices=RULES,
+        default="paper",
+        help="drt and prediction-market as 0xDeCA10B publishes them (paper, the default) or as "
+        "the protocol pays them on chain (chain)",
+    )
     es.add_argument("--honest", type=_count, default=10, metavar="N", help="honest workers")
     es.add_argument(
         "--adversarial", type=_count, default=4, metavar="M", help="malicious workers (--kinds)"

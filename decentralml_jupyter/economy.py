@@ -47,6 +47,21 @@ test set. A rejected update, or an accepted one whose test gain is negative, los
 to that round's contributors with a positive gain (none: burned); the rest are refunded. What no
 round earned goes back to the owner. All of this lands in the last round's balances.
 
+``rules="chain"`` (``dfml economy simulate --rules chain``) pays ``drt`` and
+``prediction-market`` as the protocol does instead (``protocol/PROTOCOL.md``, "Deposits" and
+"Prediction markets"), so that a run predicts the chain. ``drt``: only the deposits of updates
+the validators rejected are taken, at the verdict, beside the slashes (a rejected update is
+slashed as under ``proportional``); the round's pot (budget, slashes and taken deposits) is
+split by contribution share; a round that does not improve the model gives its budget back and
+its taken deposits to its contributors; a round with no update accepted gives every deposit
+back; nothing is burned. The chain cannot take the deposit of an accepted update that hurt the
+model: its attestations carry contribution scores clipped at zero. ``prediction-market``:
+rounds pay as ``proportional``; updates carry no deposit; the bounty (``round_reward`` times
+the rounds, on top of the rounds' budgets) is paid at the reveal to the contributors of the
+rounds that paid anyone, each weighing the sum over its rounds of the round's test-loss
+improvement (none if it got worse) times its contribution share; nobody weighing anything: it
+goes back to the owner.
+
 In every policy an update that carries no work (its delta is zero, or below the median delta
 norm divided by ``NORM_OUTLIER_FACTOR``) is aggregated like any accepted update but earns
 nothing: zero contribution, zero reward. With the fee, a free rider never profits. The protocol
@@ -71,6 +86,7 @@ from .fl.strategies import FedAvg
 from .fl.types import DEFAULT_LOCAL_EPOCHS, ClientUpdate, Weights
 
 POLICIES = ("proportional", "equal", "drt", "prediction-market")
+RULES = ("paper", "chain")  # drt and prediction-market as published, or as the protocol pays
 ADVERSARIAL_KINDS = ("label_flip", "scale")
 KINDS = ("honest", "lazy", "noisy", *ADVERSARIAL_KINDS, "free_rider")
 # how each kind is reported in ``balances``: adversarial kinds together (and apart in
@@ -88,10 +104,10 @@ class Economics:
     round_reward: float = 50.0  # the owner's budget of a round (prediction market: per round)
     fee: float = 0.2  # the chain's fee for submitting an update
     compute: float = 1.0  # what a full local training costs its worker
-    stake: float = 100.0  # each worker's stake (proportional, equal)
+    stake: float = 100.0  # each worker's stake (slashed under proportional, equal; on chain all)
     slash_permill: int = 100_000  # share of the stake slashed for a rejected update (ppm)
-    deposit: float = 5.0  # carried by every update (drt, prediction market)
-    wait: int = 3  # rounds before a deposit is settled (drt)
+    deposit: float = 5.0  # carried by every update (drt; prediction market by the paper's rules)
+    wait: int = 3  # rounds before a deposit is settled (drt by the paper's rules)
 
     def check(self) -> None:
         for name in ("round_reward", "fee", "compute", "stake", "deposit"):
@@ -108,6 +124,7 @@ class Simulation:
     """What ``simulate`` returns; ``to_json()`` is the JSON of ``dfml economy simulate``."""
 
     policy: str
+    rules: str  # "paper" or "chain" (see RULES)
     rounds: int
     balances: dict[str, list[float]]  # per round, the average net balance of each kind
     accuracy: list[float]  # per round, the global model's accuracy on the test split
@@ -120,6 +137,7 @@ class Simulation:
     def to_json(self) -> dict[str, Any]:
         return {
             "policy": self.policy,
+            "rules": self.rules,
             "rounds": self.rounds,
             "balances": self.balances,
             "accuracy": self.accuracy,
@@ -331,9 +349,8 @@ def _credited(v: Verdict, weights: dict[str, float]) -> dict[str, float]:
     return {a: w for a, w in weights.items() if a not in v.no_work and w > 0}
 
 
-def _stake_policy(books: _Books, v: Verdict, econ: Economics, equal: bool) -> None:
-    if not v.accepted or not v.improved:
-        return  # nobody slashed or paid; the budget goes back
+def _slash(books: _Books, v: Verdict, econ: Economics) -> float:
+    """Each rejected update's worker slashed ``slash_permill`` of its stake; the total."""
     slashed = 0.0
     for a in v.rejected:
         agent = books.agents[a]
@@ -341,6 +358,13 @@ def _stake_policy(books: _Books, v: Verdict, econ: Economics, equal: bool) -> No
         agent.stake -= amount
         agent.balance -= amount
         slashed += amount
+    return slashed
+
+
+def _stake_policy(books: _Books, v: Verdict, econ: Economics, equal: bool) -> None:
+    if not v.accepted or not v.improved:
+        return  # nobody slashed or paid; the budget goes back
+    slashed = _slash(books, v, econ)
     worked = [u.client_id for u in v.accepted if u.client_id not in v.no_work]
     weights = dict.fromkeys(worked, 1.0) if equal else _credited(v, v.shares)
     # nobody to pay (every accepted update did no work): the budget goes back, the slashes
@@ -352,6 +376,21 @@ def _drt_round(books: _Books, v: Verdict, econ: Economics) -> None:
     """The budget of a round: as ``proportional``."""
     if v.accepted and v.improved:
         books.pay_owner_pot(econ.round_reward, _split(econ.round_reward, _credited(v, v.shares)))
+
+
+def _drt_chain(books: _Books, v: Verdict, econ: Economics) -> None:
+    """A round under the protocol's ``drt``: rejected updates' deposits taken at the verdict."""
+    if not v.accepted:
+        return  # the round failed: every deposit and the budget back, nobody slashed
+    for a in v.rejected:
+        books.agents[a].balance -= econ.deposit
+    taken = econ.deposit * len(v.rejected)
+    weights = _credited(v, v.shares)
+    if v.improved:
+        pot = econ.round_reward + _slash(books, v, econ) + taken
+        books.pay_owner_pot(econ.round_reward, _split(pot, weights))
+    else:  # the budget goes back; the taken deposits to the contributors, never the starter
+        books.pay(_split(taken, weights))
 
 
 def _settle_deposits(books: _Books, v: Verdict, by_gain: dict[str, float], econ) -> None:
@@ -367,15 +406,29 @@ def _prediction_market(
     x_test: np.ndarray,
     y_test: np.ndarray,
     econ: Economics,
+    chain: bool,
 ) -> None:
-    """The plan's end: the test set revealed, the bounty paid by each round's improvement,
-    deposits settled by each update's gain on the test set."""
+    """The plan's end: the test set revealed and the bounty paid by each round's improvement.
+    By the paper's rules, split by each update's gain on the test set, which also settles the
+    deposits; by the chain's, to the contributors of the rounds that paid anyone, weighing
+    each round's improvement times their contribution shares (nobody weighing anything: back
+    to the owner)."""
 
     def loss(weights: Weights) -> float:
         return evaluate(weights, x_test, y_test)["loss"]
 
     bounty = econ.round_reward * len(history)
     improvements = [max(0.0, loss(base) - loss(v.weights)) for base, v in history]
+    if chain:
+        weights: dict[str, float] = {}
+        for (_, v), improvement in zip(history, improvements, strict=True):
+            shares = _credited(v, v.shares)
+            if not (v.accepted and v.improved and shares):
+                continue  # the round rewarded nobody: not in the market
+            for a, share in shares.items():
+                weights[a] = weights.get(a, 0.0) + improvement * share
+        books.pay_owner_pot(bounty, _split(bounty, {a: w for a, w in weights.items() if w > 0}))
+        return
     total = math.fsum(improvements)
     for (base, v), improvement in zip(history, improvements, strict=True):
         test_gains = gains(base, v.accepted, loss)
@@ -407,14 +460,19 @@ def simulate(
     economics: Economics | None = None,
     scale_factor: float = 10.0,
     alpha: float = 1.0,
+    rules: str = "paper",
 ) -> Simulation:
     """Run ``rounds`` rounds under ``policy`` with that many workers of each kind (the
     adversarial ones take ``kinds`` in turn) and return the per-round balances and accuracy.
-    Deterministic for a given ``seed``."""
+    ``rules``: ``drt`` and ``prediction-market`` as published (``paper``) or as the protocol
+    pays them (``chain``). Deterministic for a given ``seed``."""
     from .fl.data import load_dataset, partition
 
     if policy not in POLICIES:
         raise UsageError(f"unknown policy {policy!r}", hint=f"one of {', '.join(POLICIES)}")
+    if rules not in RULES:
+        raise UsageError(f"unknown rules {rules!r}", hint=f"one of {', '.join(RULES)}")
+    chain = rules == "chain"
     counts = {
         "honest": _count("honest", honest),
         "lazy": _count("lazy", lazy),
@@ -468,8 +526,10 @@ def simulate(
         updates = [a.update(base, classes, scale_factor, econ) for a in agents.values()]
         v = judge(base, updates, ds.x_val, ds.y_val)
         history.append((base, v))
-        if policy in ("proportional", "equal"):
+        if policy in ("proportional", "equal") or (chain and policy == "prediction-market"):
             _stake_policy(books, v, econ, equal=policy == "equal")
+        elif policy == "drt" and chain:
+            _drt_chain(books, v, econ)
         elif policy == "drt":
             _drt_round(books, v, econ)
             waiting.append((r + econ.wait, v))
@@ -479,7 +539,7 @@ def simulate(
             _settle_deposits(books, due, due.gains, econ)
         waiting = [w for w in waiting if w[0] > r and not last]
         if last and policy == "prediction-market":
-            _prediction_market(books, history, ds.x_test, ds.y_test, econ)
+            _prediction_market(books, history, ds.x_test, ds.y_test, econ, chain)
         accuracy.append(round(evaluate(weights, ds.x_test, ds.y_test)["accuracy"], 6))
         for a, agent in agents.items():
             per_agent[a].append(agent.balance)
@@ -497,6 +557,7 @@ def simulate(
     }
     return Simulation(
         policy=policy,
+        rules=rules,
         rounds=rounds,
         balances=balances,
         accuracy=accuracy,
@@ -525,7 +586,8 @@ def plot(result: Simulation | dict[str, Any], title: str | None = None):
     money.legend()
     acc.plot(rounds, data["accuracy"], color="black")
     acc.set(xlabel="round", ylabel="test accuracy", title="the model", ylim=(0, 1))
-    fig.suptitle(title or f"policy: {data['policy']}")
+    rules = ", as the chain pays it" if data.get("rules") == "chain" else ""
+    fig.suptitle(title or f"policy: {data['policy']}{rules}")
     return fig
 
 
@@ -534,6 +596,7 @@ __all__ = [
     "Economics",
     "KINDS",
     "POLICIES",
+    "RULES",
     "Simulation",
     "Verdict",
     "evaluate",

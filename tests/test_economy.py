@@ -84,6 +84,104 @@ def test_drt_settles_deposits_after_the_wait_and_the_market_at_the_reveal():
     assert market.owner_spent <= market.economics.round_reward * 10 + 1e-6
 
 
+def _total_costs(r: economy.Simulation) -> float:
+    """Every fee and every training the workers of ``r`` paid."""
+    e, n = r.economics, r.agents
+    trained = sum(n.get(k, 0) for k in ("honest", "noisy", *economy.ADVERSARIAL_KINDS))
+    updates = sum(n.values())
+    return r.rounds * (updates * e.fee + trained * e.compute + n.get("lazy", 0) * 0.2 * e.compute)
+
+
+def _net(r: economy.Simulation) -> float:
+    """The workers' net balance, all together."""
+    counts = {g: 0 for g in r.balances}
+    for kind, count in r.agents.items():
+        counts[economy.GROUP[kind]] += count
+    return sum(counts[g] * values[-1] for g, values in r.balances.items())
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("policy", MARKETS)
+def test_by_the_chains_rules_honest_workers_gain_and_nobody_else_profits(policy, seed):
+    r = economy.simulate(policy, 8, 4, 2, rounds=15, seed=seed, lazy=1, rules="chain")
+    assert r.rules == "chain" and r.to_json()["rules"] == "chain"
+    assert final(r)["honest"] > 0
+    fees = economy.Economics().fee * np.arange(1, 16)
+    assert np.all(np.asarray(r.balances["free_rider"]) <= -fees + 1e-9)
+    for kind, values in r.adversarial_kinds.items():
+        assert values[-1] <= -15 * COST + 1e-9, (kind, values[-1])  # never better than costs
+    # nothing is burned and nothing made: the workers together got what the owner paid, less
+    # what they spent (slashes and taken deposits move between workers)
+    # (balances are rounded to 6 decimals)
+    assert _net(r) == pytest.approx(r.owner_spent - _total_costs(r), abs=1e-4)
+
+
+def test_the_chains_drt_takes_only_rejected_deposits_and_its_market_pays_on_top():
+    kw = {"honest": 6, "adversarial": 4, "free_riders": 2, "rounds": 12, "seed": 3}
+    prop = economy.simulate("proportional", **kw)
+    drt = economy.simulate("drt", **kw, rules="chain")
+    market = economy.simulate("prediction-market", **kw, rules="chain")
+    paper = economy.simulate("drt", **kw)
+    deposit = economy.Economics().deposit
+    # label flippers and free riders pass the checks: their deposits come back, and they lose
+    # what they lose under proportional (the paper's drt also takes those whose gain is < 0)
+    for r in (drt, market):
+        assert r.adversarial_kinds["label_flip"] == pytest.approx(
+            prop.adversarial_kinds["label_flip"]
+        )
+        assert r.balances["free_rider"] == pytest.approx(prop.balances["free_rider"])
+    assert paper.adversarial_kinds["label_flip"][-1] < drt.adversarial_kinds["label_flip"][-1]
+    # scalers are rejected: slashed as under proportional and, under drt, their deposit taken
+    # at each verdict (not after a wait), to the honest contributors
+    scale = np.asarray(drt.adversarial_kinds["scale"]) - prop.adversarial_kinds["scale"]
+    assert scale == pytest.approx([-deposit * (r + 1) for r in range(12)])
+    assert market.adversarial_kinds["scale"] == pytest.approx(prop.adversarial_kinds["scale"])
+    assert final(drt)["honest"] > final(prop)["honest"]
+    assert drt.owner_spent == pytest.approx(prop.owner_spent)
+    # the market's rounds pay as proportional's; the bounty comes on top, at the reveal
+    assert market.balances["honest"][:-1] == pytest.approx(prop.balances["honest"][:-1])
+    assert final(market)["honest"] > final(prop)["honest"]
+    bounty = market.owner_spent - prop.owner_spent
+    assert 0 < bounty <= economy.Economics().round_reward * 12 + 1e-6
+
+
+def _verdict(accepted, rejected, improved):
+    update = [np.zeros((1, 1), np.float32)]
+    return economy.Verdict(
+        update, [_update(a, update) for a in accepted], dict.fromkeys(rejected, "norm"),
+        {a: 1 / len(accepted) for a in accepted}, dict.fromkeys(accepted, 0.0), set(), improved,
+    )  # fmt: skip
+
+
+def test_the_chains_drt_gives_deposits_to_contributors_never_the_owner():
+    econ = economy.Economics()
+    ids = ["a", "b", "c"]
+
+    def books():
+        rng = np.random.default_rng(0)
+        agents = {a: economy._Agent(a, "honest", None, None, rng, stake=econ.stake) for a in ids}
+        return economy._Books(agents)
+
+    # no improvement: the budget goes back, nobody is slashed, the taken deposit is shared
+    b = books()
+    economy._drt_chain(b, _verdict(["a", "b"], ["c"], improved=False), econ)
+    assert b.owner_spent == 0 and b.agents["c"].stake == econ.stake
+    assert [b.agents[a].balance for a in ids] == pytest.approx(
+        [econ.deposit / 2, econ.deposit / 2, -econ.deposit]
+    )
+    # every update rejected: the round failed, every deposit and the budget go back
+    b = books()
+    economy._drt_chain(b, _verdict([], ids, improved=False), econ)
+    assert b.owner_spent == 0 and all(b.agents[a].balance == 0 for a in ids)
+    # an improving round: the pot holds the budget, the slash and the deposit
+    b = books()
+    economy._drt_chain(b, _verdict(["a", "b"], ["c"], improved=True), econ)
+    slash = econ.stake * econ.slash_permill / 1_000_000
+    assert b.owner_spent == econ.round_reward
+    assert b.agents["c"].balance == pytest.approx(-econ.deposit - slash)
+    assert b.agents["a"].balance == pytest.approx((econ.round_reward + slash + econ.deposit) / 2)
+
+
 def test_the_model_learns_and_attacks_slow_it():
     clean = economy.simulate("proportional", 10, 0, 0, rounds=15, seed=0)
     assert clean.accuracy[-1] > 0.9
@@ -176,6 +274,9 @@ def test_cli_prints_the_contract_json(capsys):
         doc
         == economy.simulate("drt", 4, 2, 1, 4, 3, economics=economy.Economics(deposit=2)).to_json()
     )
+    assert doc["rules"] == "paper"
+    rc, doc = _cli(capsys, "--policy", "drt", "--rules", "chain", "--rounds", "3", "--seed", "1")
+    assert rc == 0 and doc == economy.simulate("drt", rounds=3, seed=1, rules="chain").to_json()
     rc, doc = _cli(capsys, "--policy", "equal", "--rounds", "2", "--lazy", "1", "--noisy", "1")
     assert rc == 0 and {"lazy", "noisy"} <= set(doc["balances"])
     assert doc["agents"] == {
@@ -193,6 +294,7 @@ def test_cli_prints_the_contract_json(capsys):
         (["--policy", "drt", "--set", "bribe=3"], "no such setting"),
         (["--policy", "drt", "--set", "wait=soon"], "not a number"),
         (["--policy", "drt", "--kinds", "label_flip,sybil"], "unknown adversarial kinds"),
+        (["--policy", "drt", "--rules", "whitepaper"], "invalid choice"),
     ],
 )
 def test_cli_bad_arguments_say_what_is_wrong(capsys, args, message):

@@ -122,6 +122,11 @@ def test_09_incentives_simulated_then_drt_and_a_market_on_the_dev_network(run_no
     for policy in ("drt", "prediction-market"):  # honest workers gain, the others lose
         assert sim[policy]["honest"] > 0, sim
         assert sim[policy]["adversarial"] < 0 and sim[policy]["free_rider"] < 0, sim
+    chain = summary["simulated_chain"]  # the same workers, paid by the protocol's rules
+    for policy in ("drt", "prediction-market"):
+        assert chain[policy]["honest"] > 0, chain
+        assert all(chain[policy][k] < 0 for k in ("label_flip", "scale", "free_rider")), chain
+    assert chain["drt"]["scale"] < chain["prediction-market"]["scale"]  # deposits taken too
     drt = summary["drt"]
     assert drt["statuses"] == ["finalized"] * 3
     [attacker] = drt["attackers"]
