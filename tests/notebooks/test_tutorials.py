@@ -132,7 +132,9 @@ def test_09_incentives_simulated_then_drt_and_a_market_on_the_dev_network(run_no
     [attacker] = drt["attackers"]
     assert drt["net"][attacker] < 0  # deposits taken and stake slashed, every round
     honest = [v for who, v in drt["net"].items() if who != attacker]
-    assert honest and min(honest) > 0
+    # an honest worker never loses (its deposits come back, it is never slashed), and honest
+    # workers gain; one whose updates never helped on the validators' data may earn nothing
+    assert honest and min(honest) >= 0 and sum(honest) > 0
     assert drt["refunds"] >= 3 * len(honest)  # each honest deposit came back
     market = summary["market"]
     assert market["status"] == "paid" and sum(market["paid"].values()) == market["bounty"]
