@@ -384,13 +384,14 @@ def _drt_chain(books: _Books, v: Verdict, econ: Economics) -> None:
         return  # the round failed: every deposit and the budget back, nobody slashed
     for a in v.rejected:
         books.agents[a].balance -= econ.deposit
-    taken = econ.deposit * len(v.rejected)
     weights = _credited(v, v.shares)
-    if v.improved:
-        pot = econ.round_reward + _slash(books, v, econ) + taken
+    if v.improved:  # else the budget goes back, and nobody is slashed
+        pot = econ.round_reward + _slash(books, v, econ)
         books.pay_owner_pot(econ.round_reward, _split(pot, weights))
-    else:  # the budget goes back; the taken deposits to the contributors, never the starter
-        books.pay(_split(taken, weights))
+    # the taken deposits to the contributors, never the starter; where the simulator's own
+    # no-work rule credits nobody, the chain's scores still split them among the accepted
+    accepted = weights or dict.fromkeys((u.client_id for u in v.accepted), 1.0)
+    books.pay(_split(econ.deposit * len(v.rejected), accepted))
 
 
 def _settle_deposits(books: _Books, v: Verdict, by_gain: dict[str, float], econ) -> None:

@@ -145,11 +145,12 @@ def test_the_chains_drt_takes_only_rejected_deposits_and_its_market_pays_on_top(
     assert 0 < bounty <= economy.Economics().round_reward * 12 + 1e-6
 
 
-def _verdict(accepted, rejected, improved):
+def _verdict(accepted, rejected, improved, no_work=()):
     update = [np.zeros((1, 1), np.float32)]
     return economy.Verdict(
         update, [_update(a, update) for a in accepted], dict.fromkeys(rejected, "norm"),
-        {a: 1 / len(accepted) for a in accepted}, dict.fromkeys(accepted, 0.0), set(), improved,
+        {a: 1 / len(accepted) for a in accepted}, dict.fromkeys(accepted, 0.0), set(no_work),
+        improved,
     )  # fmt: skip
 
 
@@ -180,6 +181,12 @@ def test_the_chains_drt_gives_deposits_to_contributors_never_the_owner():
     assert b.owner_spent == econ.round_reward
     assert b.agents["c"].balance == pytest.approx(-econ.deposit - slash)
     assert b.agents["a"].balance == pytest.approx((econ.round_reward + slash + econ.deposit) / 2)
+    # every accepted update did no work: the simulator pays them no budget, but a taken
+    # deposit still goes to them, as the chain's scores would send it (nothing vanishes)
+    b = books()
+    economy._drt_chain(b, _verdict(["a", "b"], ["c"], improved=True, no_work="ab"), econ)
+    assert b.owner_spent == 0
+    assert [b.agents[a].balance for a in "ab"] == pytest.approx([econ.deposit / 2] * 2)
 
 
 def test_the_model_learns_and_attacks_slow_it():
